@@ -1,0 +1,1 @@
+"""TFLite graph tools: conversion, graph passes, planning, export and the CLI."""
