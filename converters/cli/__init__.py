@@ -1,0 +1,1 @@
+"""The `tinyvision` command: build | train | convert | analyze | export."""

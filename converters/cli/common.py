@@ -1,0 +1,80 @@
+"""Helpers the sub-commands share: dataset specs and Keras model files."""
+import os
+import tempfile
+
+from tinyvision.errors import TinyVisionError
+
+DATASET_HELP = (
+    "builtin (8 shape classes), builtin_vww (person / no person), folder:PATH (one sub-folder per class) "
+    "or tfrecord:GLOB (tf.train.Example with image/encoded, image/class/label)"
+)
+
+
+def dataset(spec, resolution, split="train", samples=2000, seed=0, batch_size=32, shuffle=False):
+    """A (tf.data.Dataset of (images, labels), class names) pair for a --dataset spec."""
+    from tinyvision import data
+
+    if spec in ("builtin", "builtin_vww"):
+        variant = "vww" if spec == "builtin_vww" else "shapes"
+        ds = data.synthetic_dataset(samples, resolution=resolution, seed=seed, split=split, variant=variant,
+                                    batch_size=batch_size, shuffle=shuffle)
+        return ds, list(data.class_names(variant))
+    kind, _, path = spec.partition(":")
+    if kind == "folder" and path:
+        return data.image_folder_dataset(path, resolution, batch_size=batch_size, shuffle=shuffle, seed=seed)
+    if kind == "tfrecord" and path:
+        return data.tfrecord_dataset(path, resolution, batch_size=batch_size, shuffle=shuffle, seed=seed), None
+    raise TinyVisionError(f"unknown --dataset {spec!r}: expected {DATASET_HELP}")
+
+
+def image_resolution(model):
+    shape = model.input_shape
+    if len(shape) != 4 or shape[1] != shape[2]:
+        raise TinyVisionError(f"expected a square image input [N, R, R, C], the model takes {shape}")
+    return int(shape[1])
+
+
+def load_keras(path):
+    """Load a .keras / .h5 model saved by tinyvision (our layers and tfmot QAT wrappers included)."""
+    import tinyvision.layers  # noqa: F401  (registers the layers for deserialization)
+    import tensorflow as tf
+    import tensorflow_model_optimization as tfmot
+
+    if not os.path.isfile(path):
+        raise TinyVisionError(f"no such model file: {path}")
+    try:
+        with tfmot.quantization.keras.quantize_scope():
+            return tf.keras.models.load_model(path, compile=False)
+    except Exception as e:
+        raise TinyVisionError(f"cannot load Keras model {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def save_keras(model, path):
+    """Save as .keras (or .h5) atomically: Keras writes a temp file in the same folder, renamed into place.
+
+    QAT models must be .h5: tfmot's quantize wrappers do not reload from .keras files.
+    """
+    suffix = os.path.splitext(path)[1]
+    if suffix not in (".keras", ".h5"):
+        raise TinyVisionError(f"Keras models are saved as .keras or .h5 files, got {path}")
+    if suffix == ".keras" and _is_qat(model):
+        raise TinyVisionError(f"cannot save a QAT model as .keras (tfmot cannot reload it): use .h5 for {path}")
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
+        os.close(fd)
+    except OSError as e:
+        raise TinyVisionError(f"cannot write {path}: {e.strerror or e}") from None
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise TinyVisionError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _is_qat(model):
+    return any(type(layer).__name__.startswith("Quantize") for layer in model.layers)

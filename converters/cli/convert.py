@@ -1,0 +1,87 @@
+"""Convert a .keras model to a full-int8 .tflite, or rewrite an existing int8 .tflite.
+
+Keras models are quantized (QAT models as trained; float ones calibrated on --dataset)
+with int8 input/output, per-channel convolutions and per-tensor dense layers, and get
+tflite-support metadata. Every model then goes through the memory-optimal operator
+order pass (--noreorder to skip), checked bit-exact against the model before it.
+
+  tinyvision convert --model=out/model_qat.keras --dataset=builtin_vww --output=out/model.tflite
+  tinyvision convert --model=theirs.tflite --output=theirs_reordered.tflite
+"""
+from absl import flags
+
+from converters.cli.common import DATASET_HELP
+
+flags.DEFINE_string("model", None, ".keras / .h5 or .tflite input (never modified)")
+flags.DEFINE_string("output", None, "output .tflite file (or bundle folder with --patches)")
+flags.DEFINE_string("dataset", "builtin", "calibration data: " + DATASET_HELP)
+flags.DEFINE_integer("calibration_samples", 200, "representative samples for int8 calibration")
+flags.DEFINE_bool("reorder", True, "rewrite the operator order to minimize peak live memory")
+flags.DEFINE_bool("per_channel_dense", False, "keep per-channel FULLY_CONNECTED weights (wrong on CMSIS-NN)")
+flags.DEFINE_bool("verify", True, "check rewritten models bit-exact (tf.lite.Interpreter, and TFLM for bundles)")
+flags.DEFINE_string("patches", None, "per-patch bundle: 'auto', a grid 'PxP' or 'RxC', or 'tunnels'")
+flags.DEFINE_integer("split", None, "with a grid: number of leading operators run per patch")
+flags.DEFINE_string("budget", "256KiB", "with --patches=auto: SRAM budget (shared region + persistent sections)")
+flags.DEFINE_float("max_mac_overhead", 0.15, "with --patches=auto: largest extra MACs accepted, as a fraction")
+FLAGS = flags.FLAGS
+
+
+def run():
+    import os
+    import time
+
+    from tinyvision.errors import TinyVisionError
+    from tinyvision.fileio import atomic_write_bytes, read_tflite_bytes
+
+    if not FLAGS.model or not FLAGS.output:
+        raise TinyVisionError("--model and --output are required")
+    start = time.time()
+    if FLAGS.model.endswith((".keras", ".h5")):
+        model_bytes = _quantize_keras(FLAGS.model)
+    else:
+        model_bytes = read_tflite_bytes(FLAGS.model)
+    if FLAGS.reorder:
+        model_bytes = _reorder(model_bytes, os.path.basename(FLAGS.model))
+    if FLAGS.patches:
+        from converters.cli.bundle_convert import convert_to_bundle
+
+        convert_to_bundle(model_bytes, FLAGS)
+    else:
+        atomic_write_bytes(FLAGS.output, model_bytes)
+        print(f"wrote {FLAGS.output} ({len(model_bytes):,} B) in {time.time() - start:.1f} s")
+
+
+def _quantize_keras(path):
+    from converters.cli.common import dataset, image_resolution, load_keras
+    from converters.quantize import to_int8_tflite
+
+    model = load_keras(path)
+    calibration, labels = dataset(FLAGS.dataset, image_resolution(model), "train", FLAGS.calibration_samples)
+    classes = model.output_shape[-1]
+    if labels is not None and len(labels) != classes:
+        labels = None
+    return to_int8_tflite(model, calibration, labels=labels, per_channel_dense=FLAGS.per_channel_dense,
+                          max_samples=FLAGS.calibration_samples)
+
+
+def _reorder(model_bytes, name):
+    from converters.passes import reorder_tflite
+    from tinyvision.errors import TinyVisionError
+    from tinyvision.runtime import tflm
+
+    reordered, results = reorder_tflite(model_bytes, name=name)
+    for r in results:
+        if r.changed:
+            print(f"operator order: peak live memory {r.peak_before:,} -> {r.peak_after:,} B")
+    if reordered is not model_bytes and FLAGS.verify:
+        import numpy as np
+
+        from converters.ir import Model
+
+        graph = Model.from_bytes(model_bytes).main
+        rng = np.random.default_rng(0)
+        inputs = [rng.integers(-128, 128, t.shape, dtype=np.int8) for t in graph.inputs]
+        before, after = tflm.run_reference(model_bytes, inputs), tflm.run_reference(reordered, inputs)
+        if any(not np.array_equal(a, b) for a, b in zip(before, after)):
+            raise TinyVisionError("internal error: the reordered model differs from the original; nothing written")
+    return reordered

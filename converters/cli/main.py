@@ -1,0 +1,39 @@
+"""Entry point of the `tinyvision` command.
+
+Each sub-command is a module of this package that defines its absl flags and a
+``run(argv)`` function; only the chosen module is imported, so the commands'
+flags never collide and start-up stays short.
+"""
+import importlib
+import sys
+
+COMMANDS = {
+    "build": "build a zoo model and save it as .keras",
+    "train": "train a .keras model (QAT by default) on the built-in data or data on disk",
+    "convert": "convert a .keras model to int8 .tflite, or rewrite a .tflite (operator order, per-patch bundle)",
+    "analyze": "measure a .tflite or a bundle on TFLM: arena, live-memory profile, plot",
+    "export": "write C arrays of a .tflite, or an Arduino sketch of a bundle",
+}
+
+USAGE = "usage: tinyvision COMMAND [--flags]   (tinyvision COMMAND --help for its flags)\n\ncommands:\n" + "\n".join(
+    f"  {name:<8} {summary}" for name, summary in COMMANDS.items()
+)
+
+
+def main(argv=None):
+    argv = list(sys.argv if argv is None else argv)
+    if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if len(argv) >= 2 else 2
+    command = argv[1]
+    if command not in COMMANDS:
+        print(f"tinyvision: unknown command {command!r}\n{USAGE}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"converters.cli.{command}")
+    from converters.cli import runner
+
+    return runner.run_command(module, [f"tinyvision {command}"] + argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Train a .keras model on the built-in dataset or data on disk: float epochs, then QAT.
+
+Runs under a tf.distribute strategy on tf.data input, so several GPUs or workers use
+TensorFlow's own distribution (multi-worker reads TF_CONFIG).
+
+  tinyvision train --model=out/model.keras --dataset=builtin_vww --epochs=3 --output=out/model_qat.h5
+"""
+from absl import flags
+
+from converters.cli.common import DATASET_HELP
+
+flags.DEFINE_string("model", None, ".keras model to train")
+flags.DEFINE_string("output", None, "where to save the trained model (.h5 for QAT models, which tfmot cannot reload from .keras)")
+flags.DEFINE_string("dataset", "builtin", DATASET_HELP)
+flags.DEFINE_string("val_dataset", None, "validation data (default: the built-in data's val split, or none)")
+flags.DEFINE_integer("epochs", 3, "float training epochs")
+flags.DEFINE_integer("qat_epochs", 1, "quantization-aware fine-tuning epochs")
+flags.DEFINE_bool("qat", True, "fine-tune with quantization-aware training")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi-worker"], "tf.distribute strategy")
+flags.DEFINE_integer("samples", 2000, "built-in dataset: training samples")
+flags.DEFINE_integer("batch_size", 32, "global batch size")
+flags.DEFINE_float("learning_rate", 2e-3, "float training learning rate")
+flags.DEFINE_integer("seed", 0, "data and initialization seed")
+FLAGS = flags.FLAGS
+
+
+def run():
+    from converters.cli.common import dataset, image_resolution, load_keras, save_keras
+    from tinyvision.errors import TinyVisionError
+    from tinyvision.training import train
+
+    if not FLAGS.model or not FLAGS.output:
+        raise TinyVisionError("--model and --output are required")
+    model = load_keras(FLAGS.model)
+    resolution = image_resolution(model)
+    train_ds, _ = dataset(FLAGS.dataset, resolution, "train", FLAGS.samples, FLAGS.seed, FLAGS.batch_size, shuffle=True)
+    val_spec = FLAGS.val_dataset or (FLAGS.dataset if FLAGS.dataset.startswith("builtin") else None)
+    val_ds = None
+    if val_spec:
+        val_ds, _ = dataset(val_spec, resolution, "val", max(FLAGS.samples // 4, 64), FLAGS.seed, FLAGS.batch_size)
+    result = train(model, train_ds, val_ds, epochs=FLAGS.epochs, qat=FLAGS.qat, qat_epochs=FLAGS.qat_epochs,
+                   strategy=FLAGS.strategy, learning_rate=FLAGS.learning_rate, batch_size=FLAGS.batch_size,
+                   seed=FLAGS.seed)
+    for key, value in result.metrics.items():
+        if value is not None:
+            print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    save_keras(result.model, FLAGS.output)
+    print(f"wrote {FLAGS.output}")

@@ -1,0 +1,11 @@
+"""Graph passes over ``converters.ir``: each rewrites a ``Graph``/``Model`` in place and reports what it did."""
+from converters.passes.reorder import (
+    ReorderResult,
+    live_bytes_per_op,
+    peak_live_bytes,
+    reorder_graph,
+    reorder_model,
+    reorder_tflite,
+)
+
+__all__ = ["ReorderResult", "live_bytes_per_op", "peak_live_bytes", "reorder_graph", "reorder_model", "reorder_tflite"]

@@ -1,0 +1,51 @@
+"""Offline arena planning for TFLM: lifetimes, placement, validation, metadata, bundle layout.
+
+Typical use, as the last step before export::
+
+    plan = plan_graph(model.main, scratch=reference_scratch(model.main))
+    write_offline_plan(model, plan)      # checks the plan, stores OfflineMemoryAllocation
+    data = model.to_bytes()
+"""
+from converters.planning.bundle import BundleLayout, check_arena, layout_bundle
+from converters.planning.check import check_plan
+from converters.planning.lifetimes import ALIGNMENT, InPlace, Lifetime, align_up, in_place_candidates, tensor_lifetimes
+from converters.planning.metadata import (
+    METADATA_NAME,
+    decode_offline_offsets,
+    encode_offline_offsets,
+    read_offline_plan,
+    write_offline_plan,
+)
+from converters.planning.packing import Block, Packing, first_conflict, lower_bound, pack
+from converters.planning.planner import MemoryPlan, Scratch, plan_graph
+from converters.planning.scratch import reference_scratch
+from converters.planning.verify import TflmComparison, compare_on_tflm
+
+__all__ = [
+    "ALIGNMENT",
+    "METADATA_NAME",
+    "Block",
+    "BundleLayout",
+    "InPlace",
+    "Lifetime",
+    "MemoryPlan",
+    "Packing",
+    "Scratch",
+    "TflmComparison",
+    "align_up",
+    "check_arena",
+    "check_plan",
+    "compare_on_tflm",
+    "decode_offline_offsets",
+    "encode_offline_offsets",
+    "first_conflict",
+    "in_place_candidates",
+    "layout_bundle",
+    "lower_bound",
+    "pack",
+    "plan_graph",
+    "read_offline_plan",
+    "reference_scratch",
+    "tensor_lifetimes",
+    "write_offline_plan",
+]

@@ -1,0 +1,225 @@
+"""Offline arena plans for one single-subgraph graph: ``plan_graph`` -> ``MemoryPlan``.
+
+Every tensor TFLM plans (``lifetimes.tensor_lifetimes``) gets a byte offset in
+the arena's head (the non-persistent section). A plan may also:
+
+* reuse an input's buffer for an elementwise op's output (``in_place``): the
+  pair becomes one block spanning both lifetimes, which removes the input's
+  bytes from the op's live set (``lifetimes.in_place_candidates`` says where
+  this is safe);
+* keep out of ``reserved`` byte ranges (e.g. a patch bundle's stage buffer),
+  and keep ``pinned`` tensors at given offsets (e.g. the tail model's input at
+  the stage);
+* leave room for kernel ``scratch`` buffers, which TFLM always plans itself at
+  run time around the offline offsets: their offsets in the plan are the ones
+  TFLM's greedy planner will choose (``greedy.plan``), so ``size`` is the head
+  TFLM will report.
+
+Several in-place choices (all, none, the other operand) are packed and the
+smallest valid plan wins; ties go to fewer in-place pairs. Each plan is
+validated by ``check.check_plan`` before it is returned.
+"""
+import dataclasses
+from typing import Optional
+
+from converters.ir.graph import Graph
+from converters.planning import greedy
+from converters.planning.check import check_plan
+from converters.planning.lifetimes import ALIGNMENT, align_up, in_place_candidates, tensor_lifetimes
+from converters.planning.packing import DEFAULT_EFFORT, Block, pack
+from tinyvision.errors import TinyVisionError
+
+
+@dataclasses.dataclass(frozen=True)
+class Scratch:
+    """A kernel scratch buffer: request ``index`` of op ``op_index``, live in that op's scope only."""
+
+    op_index: int
+    index: int
+    size: int
+    offset: int
+
+    @property
+    def first(self):
+        return self.op_index + 1
+
+    @property
+    def last(self):
+        return self.op_index + 1
+
+
+@dataclasses.dataclass(eq=False)
+class MemoryPlan:
+    """An offline plan for ``graph``'s arena head (all offsets and sizes in bytes, 16-byte aligned).
+
+    offsets: Tensor -> offset for every tensor in ``lifetimes`` (the tensors TFLM plans).
+    in_place: the ``InPlace`` pairs whose output shares its input's offset.
+    scratch: TFLM's placement of the kernel scratch buffers the plan was made with.
+    reserved: [start, end) ranges no buffer may use; pinned: Tensor -> required offset.
+    region: the byte limit the plan had to fit (None = unbounded).
+    size: the head TFLM reports with this plan = max(offset + aligned size) over tensors and scratch.
+    lower_bound: largest live bytes in any scope with these in-place pairs (reserved counted as live).
+    tflm_greedy_size: the head TFLM's own planner reaches without an offline plan.
+    """
+
+    graph: Graph
+    lifetimes: list
+    offsets: dict
+    in_place: list
+    scratch: list
+    reserved: tuple
+    pinned: dict
+    region: Optional[int]
+    size: int
+    lower_bound: int
+    tflm_greedy_size: int
+    strategy: str
+
+    @property
+    def footprint(self):
+        """Bytes of the region the plan occupies: its size or the end of a reserved range, if higher."""
+        return max([self.size] + [end for _, end in self.reserved])
+
+    def offline_offsets(self):
+        """One int per tensor of ``graph.used_tensors()`` (the exported order): offset, or -1 if TFLM places it."""
+        return [self.offsets.get(t, -1) for t in self.graph.used_tensors()]
+
+    def summary(self):
+        return (
+            f"arena head {self.size} B (lower bound {self.lower_bound} B, TFLM greedy {self.tflm_greedy_size} B, "
+            f"{len(self.in_place)} in-place, {self.strategy})"
+        )
+
+
+def plan_graph(graph: Graph, reserved=(), pinned=None, region=None, in_place=True, scratch=None,
+               effort=DEFAULT_EFFORT, name=None):
+    """Plan every TFLM-planned tensor of ``graph`` (ops in execution order); returns a checked ``MemoryPlan``.
+
+    reserved: [start, end) byte ranges to keep free (widened to 16-byte boundaries).
+    pinned: {Tensor: offset} (16-byte aligned) for tensors that must sit at a given offset.
+    region: bytes available; TinyVisionError if no plan fits.
+    in_place: allow elementwise outputs to reuse a dying input's buffer.
+    scratch: {op index: [bytes, ...]} kernel scratch requests of the target's kernels, in request order.
+    effort: local-search evaluations per packing.
+    """
+    name = name or graph.name or "graph"
+    lifetimes = tensor_lifetimes(graph)
+    life = {lt.tensor: lt for lt in lifetimes}
+    reserved = tuple(sorted((s // ALIGNMENT * ALIGNMENT, align_up(e)) for s, e in reserved if e > s))
+    pinned = dict(pinned or {})
+    for t, off in pinned.items():
+        if t not in life:
+            raise TinyVisionError(f"{name}: cannot pin {t.name!r}: TFLM does not plan it in the arena")
+        if off < 0 or off % ALIGNMENT:
+            raise TinyVisionError(f"{name}: pin of {t.name!r} at {off} is not a non-negative multiple of {ALIGNMENT}")
+    requests = _scratch_requests(graph, scratch or {}, name)
+
+    variants = [[]]
+    if in_place:
+        candidates = in_place_candidates(graph, lifetimes)
+        for prefer_last in (False, True):
+            pairs = _choose_pairs(candidates, pinned, prefer_last)
+            if pairs and pairs not in variants:
+                variants.append(pairs)
+
+    best, failure = None, None
+    for pairs in variants:
+        groups = _groups(lifetimes, pairs)
+        group_pins = [{pinned[t] for t in members if t in pinned} for members in groups]
+        if any(len(pins) > 1 for pins in group_pins):
+            failure = "tensors sharing a buffer in place are pinned at different offsets"
+            continue
+        blocks = []
+        for members, pins in zip(groups, group_pins):
+            blocks.append(Block(
+                size=life[members[0]].size,
+                first=min(life[t].first for t in members),
+                last=max(life[t].last for t in members),
+                pin=next(iter(pins), None),
+            ))
+        blocks += [Block(align_up(size), op + 1, op + 1, online=True) for op, _, size in requests]
+        try:
+            packing = pack(blocks, reserved, region=region, effort=effort)
+        except ValueError as e:
+            failure = str(e)
+            continue
+        key = (packing.footprint, packing.size, len(pairs))
+        if best is None or key < best[0]:
+            best = (key, pairs, groups, packing)
+    if best is None:
+        limit = f" within {region} bytes" if region is not None else ""
+        raise TinyVisionError(f"{name}: no valid arena plan{limit} ({failure})")
+    _, pairs, groups, packing = best
+    offsets = {t: packing.offsets[g] for g, members in enumerate(groups) for t in members}
+    scratch_buffers = [
+        Scratch(op, index, align_up(size), packing.offsets[len(groups) + k])
+        for k, (op, index, size) in enumerate(requests)
+    ]
+    _, greedy_size = greedy.plan(
+        [greedy.Request(lt.size, lt.first, lt.last) for lt in lifetimes]
+        + [greedy.Request(align_up(size), op + 1, op + 1) for op, _, size in requests]
+    )
+    plan = MemoryPlan(
+        graph=graph,
+        lifetimes=lifetimes,
+        offsets=offsets,
+        in_place=pairs,
+        scratch=scratch_buffers,
+        reserved=reserved,
+        pinned=pinned,
+        region=region,
+        size=packing.size,
+        lower_bound=packing.lower_bound,
+        tflm_greedy_size=greedy_size,
+        strategy=packing.strategy,
+    )
+    check_plan(plan, name=name)
+    return plan
+
+
+def _scratch_requests(graph, scratch, name):
+    requests = []
+    for op in sorted(scratch):
+        if not 0 <= op < len(graph.ops):
+            raise TinyVisionError(f"{name}: scratch buffers given for op {op}, but the graph has {len(graph.ops)} ops")
+        for index, size in enumerate(scratch[op]):
+            if size > 0:
+                requests.append((op, index, int(size)))
+    return requests
+
+
+def _choose_pairs(candidates, pinned, prefer_last):
+    """At most one aliased input per op output; skip pairs whose pins disagree."""
+    by_output = {}
+    for c in candidates:
+        by_output.setdefault(c.output, []).append(c)
+    pairs, used = [], set()
+    for options in by_output.values():
+        for c in reversed(options) if prefer_last else options:
+            if c.input in used:
+                continue
+            if c.input in pinned and c.output in pinned and pinned[c.input] != pinned[c.output]:
+                continue
+            pairs.append(c)
+            used.add(c.input)
+            break
+    return pairs
+
+
+def _groups(lifetimes, pairs):
+    """Tensors that share one buffer: chains of in-place pairs, in order of first tensor."""
+    parent = {lt.tensor: lt.tensor for lt in lifetimes}
+
+    def root(t):
+        while parent[t] is not t:
+            parent[t] = parent[parent[t]]
+            t = parent[t]
+        return t
+
+    for c in pairs:
+        parent[root(c.output)] = root(c.input)
+    groups = {}
+    for lt in lifetimes:
+        groups.setdefault(root(lt.tensor), []).append(lt.tensor)
+    return list(groups.values())
+

@@ -1,0 +1,65 @@
+"""One analysis of a .tflite: TFLM's arena, the analytic profile, costs and checks, as a dict.
+
+The CLI prints it as a table or JSON; benchmarks read the same dict.
+"""
+from converters.ir import Model
+from tinyvision.analysis.cost import model_cost
+from tinyvision.analysis.memory import memory_profile
+from tinyvision.runtime import tflm
+
+
+def analyze_tflite(model_bytes, name="model", verify=True, search_min_arena=True):
+    """Measure ``model_bytes`` on TFLM (subprocess) and analytically; return a JSON-ready dict.
+
+    Keys: head_bytes, tail_bytes, total_bytes (TFLM's print_allocations), min_arena_bytes (smallest
+    arena TFLM runs with), analytic_head_bytes (replica of TFLM's greedy planner), peak_live_bytes
+    (lower bound over operators), macs, params, flash_bytes, bit_exact (TFLM vs tf.lite.Interpreter
+    on random int8 input), per_channel_dense (warnings), ops (per-operator rows).
+    """
+    from converters.quantize import per_channel_fully_connected
+
+    model = Model.from_bytes(model_bytes, name=name)
+    tflm.require_int8(model, name)
+    report = tflm.measure(model_bytes, name=name)
+    profile = memory_profile(model, name)
+    cost = model_cost(model, name)
+    result = {
+        "model": name,
+        "head_bytes": report.head_bytes,
+        "tail_bytes": report.tail_bytes,
+        "total_bytes": report.total_bytes,
+        "min_arena_bytes": tflm.min_arena_bytes(model_bytes, name=name) if search_min_arena else None,
+        "analytic_head_bytes": profile.head_bytes,
+        "peak_live_bytes": profile.peak_bytes,
+        "macs": cost.macs,
+        "params": cost.params,
+        "flash_bytes": len(model_bytes),
+        "weight_bytes": cost.weight_bytes,
+        "bit_exact": bool(tflm.compare(model_bytes, name=name)) if verify else None,
+        "per_channel_dense": [str(w) for w in per_channel_fully_connected(model_bytes)],
+        "ops": [
+            {"index": m.index, "opcode": m.opcode, "output": m.output, "live_bytes": m.live_bytes,
+             "macs": c.macs, "flash_bytes": c.flash_bytes}
+            for m, c in zip(profile.ops, cost.ops)
+        ],
+    }
+    return result, profile
+
+
+def format_table(result):
+    """Human-readable text of ``analyze_tflite``'s dict."""
+    lines = [f"{'#':>4} {'op':<20} {'live B':>10} {'MACs':>12}  output"]
+    for row in result["ops"]:
+        lines.append(f"{row['index']:>4} {row['opcode']:<20} {row['live_bytes']:>10,} {row['macs']:>12,}  {row['output'][:60]}")
+    lines.append("")
+    lines.append(f"TFLM arena: head {result['head_bytes']:,} B (analytic {result['analytic_head_bytes']:,}, "
+                 f"lower bound {result['peak_live_bytes']:,}), tail {result['tail_bytes']:,} B, "
+                 f"total {result['total_bytes']:,} B")
+    if result["min_arena_bytes"] is not None:
+        lines.append(f"smallest arena_size that runs: {result['min_arena_bytes']:,} B")
+    lines.append(f"MACs {result['macs']:,}, params {result['params']:,}, flash {result['flash_bytes']:,} B")
+    if result["bit_exact"] is not None:
+        lines.append(f"TFLM vs tf.lite.Interpreter: {'bit-exact' if result['bit_exact'] else 'DIFFERENT'}")
+    for warning in result["per_channel_dense"]:
+        lines.append(f"warning: {warning}")
+    return "\n".join(lines)
