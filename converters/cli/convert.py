@@ -3,7 +3,8 @@
 Keras models are quantized (QAT models as trained; float ones calibrated on --dataset)
 with int8 input/output, per-channel convolutions and per-tensor dense layers, and get
 tflite-support metadata. Every model then goes through the memory-optimal operator
-order pass (--noreorder to skip), checked bit-exact against the model before it.
+order pass (--noreorder to skip) and gets an offline arena plan (--noplan to skip), each checked
+bit-exact against the model before it (tf.lite.Interpreter for the order, TFLM for the plan).
 
   tinyvision convert --model=out/model_qat.keras --dataset=builtin_vww --output=out/model.tflite
   tinyvision convert --model=theirs.tflite --output=theirs_reordered.tflite
@@ -17,6 +18,7 @@ flags.DEFINE_string("output", None, "output .tflite file (or bundle folder with 
 flags.DEFINE_string("dataset", "builtin", "calibration data: " + DATASET_HELP)
 flags.DEFINE_integer("calibration_samples", 200, "representative samples for int8 calibration")
 flags.DEFINE_bool("reorder", True, "rewrite the operator order to minimize peak live memory")
+flags.DEFINE_bool("plan", True, "write an offline arena plan (OfflineMemoryAllocation) when it beats TFLM's")
 flags.DEFINE_bool("per_channel_dense", False, "keep per-channel FULLY_CONNECTED weights (wrong on CMSIS-NN)")
 flags.DEFINE_bool("verify", True, "check rewritten models bit-exact (tf.lite.Interpreter, and TFLM for bundles)")
 flags.DEFINE_string("patches", None, "per-patch bundle: 'auto', a grid 'PxP' or 'RxC', or 'tunnels'")
@@ -40,8 +42,7 @@ def run():
         model_bytes = _quantize_keras(FLAGS.model)
     else:
         model_bytes = read_tflite_bytes(FLAGS.model)
-    if FLAGS.reorder:
-        model_bytes = _reorder(model_bytes, os.path.basename(FLAGS.model))
+    model_bytes = _optimize(model_bytes, os.path.basename(FLAGS.model))
     if FLAGS.patches:
         from converters.cli.bundle_convert import convert_to_bundle
 
@@ -64,24 +65,11 @@ def _quantize_keras(path):
                           max_samples=FLAGS.calibration_samples)
 
 
-def _reorder(model_bytes, name):
-    from converters.passes import reorder_tflite
-    from tinyvision.errors import TinyVisionError
-    from tinyvision.runtime import tflm
+def _optimize(model_bytes, name):
+    from converters.optimize import optimize_tflite
 
-    reordered, results = reorder_tflite(model_bytes, name=name)
-    for r in results:
-        if r.changed:
-            print(f"operator order: peak live memory {r.peak_before:,} -> {r.peak_after:,} B")
-    if reordered is not model_bytes and FLAGS.verify:
-        import numpy as np
-
-        from converters.ir import Model
-
-        graph = Model.from_bytes(model_bytes).main
-        rng = np.random.default_rng(0)
-        inputs = [rng.integers(-128, 128, t.shape, dtype=np.int8) for t in graph.inputs]
-        before, after = tflm.run_reference(model_bytes, inputs), tflm.run_reference(reordered, inputs)
-        if any(not np.array_equal(a, b) for a, b in zip(before, after)):
-            raise TinyVisionError("internal error: the reordered model differs from the original; nothing written")
-    return reordered
+    optimized, report = optimize_tflite(model_bytes, name, reorder=FLAGS.reorder, plan=FLAGS.plan,
+                                        verify=FLAGS.verify)
+    for line in report.lines():
+        print(line)
+    return optimized
