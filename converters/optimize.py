@@ -39,6 +39,8 @@ class OptimizeReport:
 def optimize_tflite(model_bytes, name="model", reorder=True, plan=True, verify=True):
     """Return (optimized .tflite bytes, OptimizeReport).
 
+    tflite-support metadata (normalization, labels file) is carried over: the labels file
+    lives in a zip appended after the flatbuffer, which re-exporting through the IR drops.
     The offline plan is only written for single-subgraph models (the Arduino TFLM copies read
     offline plans per subgraph) and only when it beats TFLM's own planner.
     """
@@ -55,7 +57,7 @@ def optimize_tflite(model_bytes, name="model", reorder=True, plan=True, verify=T
     memory_plan = plan_graph(model.main, name=name) if plan and len(model.subgraphs) == 1 else None
     if memory_plan is None or memory_plan.size >= memory_plan.tflm_greedy_size:
         greedy = memory_plan.tflm_greedy_size if memory_plan else None
-        return reordered, OptimizeReport(peak_before, peak_after, greedy)
+        return _with_metadata_of(model_bytes, reordered), OptimizeReport(peak_before, peak_after, greedy)
     write_offline_plan(model, memory_plan, name=name)
     planned = model.to_bytes()
     if verify:
@@ -63,7 +65,18 @@ def optimize_tflite(model_bytes, name="model", reorder=True, plan=True, verify=T
         if check.planned_head != memory_plan.size or not check.bit_exact:
             raise TinyVisionError(f"{name}: TFLM did not reproduce the offline plan "
                                   f"(head {check.planned_head} vs {memory_plan.size}); nothing written")
-    return planned, OptimizeReport(peak_before, peak_after, memory_plan.tflm_greedy_size, memory_plan.size)
+    return _with_metadata_of(model_bytes, planned), OptimizeReport(
+        peak_before, peak_after, memory_plan.tflm_greedy_size, memory_plan.size)
+
+
+def _with_metadata_of(original, rewritten):
+    from converters.quantize import attach_metadata, read_metadata
+
+    meta = read_metadata(original)
+    if meta is None:
+        return rewritten
+    return attach_metadata(rewritten, meta["name"], meta["description"], meta["labels"] or None,
+                           meta["normalization"])
 
 
 def _random_inputs(model, seed=0):

@@ -12,11 +12,13 @@ Variants
     triangle, cross, ring, star, crescent or a person-like stick figure -- at a random
     position, scale (radius 15-35 % of the image), rotation and colour, over a random
     background (two-colour gradient + sinusoidal stripes + blotches), with 0-2 thin
-    line distractors and pixel noise. Position and rotation vary, so a linear model
-    cannot solve it (about 20-30 %), while a small CNN reaches about 90 %.
+    line distractors and pixel noise. Position, rotation and colours vary, so linear
+    models stay near chance (measured: logistic regression on pixels 13 %, nearest
+    class mean 14 %; chance 12.5 %), while a ~30k-parameter CNN reaches 85-90 % at
+    32 px after 10 epochs on 8000 images (~1 minute on 2 CPU cores).
 ``"vww"`` (2 classes, :data:`VWW_CLASSES`, "visual wake words"): label 1 when a
     person silhouette is present, 0 when not; both classes carry 1-2 non-person shapes
-    as distractors.
+    as distractors (the same CNN: 94 % at 32 px after 8 epochs).
 
 Labels cycle through the classes (``label = index % num_classes``), so any
 ``num_samples`` that is a multiple of the class count is exactly balanced; shuffle in
@@ -34,7 +36,6 @@ VARIANTS = ("shapes", "vww")
 SPLITS = {"train": 0, "val": 1, "test": 2}
 MIN_RESOLUTION = 8
 
-# A separate RNG stream per split makes the splits disjoint draws from the same distribution.
 _PERSON_MAX_TILT = np.deg2rad(25.0)  # people stand roughly upright; other shapes rotate freely
 
 
@@ -62,6 +63,8 @@ def render_sample(index, resolution=48, seed=0, split="train", variant="shapes",
 
 
 def _render(index, resolution, seed, split_code, variant, names):
+    # One RNG stream per (seed, split, index): random access, and splits are independent
+    # draws from the same distribution.
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, split_code, index])
     label = index % len(names)
     grid = _grid(resolution)
@@ -119,7 +122,6 @@ def synthetic_dataset(num_samples, resolution=48, seed=0, split="train", variant
 
     _check_args(num_samples, resolution, variant, split)
     names = class_names(variant, classes)
-
     code = _split_code(split)
 
     def render(index):

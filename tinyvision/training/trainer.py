@@ -18,7 +18,6 @@ from tinyvision.layers import flatten
 from tinyvision.training.strategies import make_strategy
 
 
-
 @dataclasses.dataclass
 class TrainResult:
     """What :func:`train` returns.

@@ -1,0 +1,29 @@
+"""The default layer-by-layer optimization of `convert`: reorder + offline plan, metadata kept."""
+import numpy as np
+
+from converters.ir import Model
+from converters.optimize import optimize_tflite
+from converters.planning import read_offline_plan
+from converters.quantize import attach_metadata, read_metadata
+from tinyvision.runtime import tflm
+from test_reorder import grouped_block_tflite  # noqa: F401  (fixture)
+
+
+def test_grouped_block_reaches_group_by_group_peak_on_tflm(grouped_block_tflite):
+    optimized, report = optimize_tflite(grouped_block_tflite, "block")
+    assert report.peak_after < report.peak_before
+    assert report.planned_head is not None and report.planned_head <= 190_000
+    assert read_offline_plan(Model.from_bytes(optimized)) is not None
+    stock = tflm.measure(grouped_block_tflite).head_bytes
+    planned = tflm.measure(optimized).head_bytes
+    assert planned == report.planned_head and planned < stock
+    x = np.random.default_rng(3).integers(-128, 128, (1, 48, 48, 16), dtype=np.int8)
+    np.testing.assert_array_equal(tflm.run(optimized, [x])[0], tflm.run_reference(grouped_block_tflite, [x])[0])
+
+
+def test_metadata_and_labels_survive(small_cnn_tflite):
+    labelled = attach_metadata(small_cnn_tflite, "small", labels=list("abcde"))
+    optimized, _ = optimize_tflite(labelled, "small")
+    meta = read_metadata(optimized)
+    assert meta["labels"] == list("abcde")
+    assert meta["normalization"] == read_metadata(labelled)["normalization"]
