@@ -15,5 +15,4 @@ from models.seed003 import seed003
 from models.zoo import ZOO, build
 
 __all__ = ["mobilenet_v2", "mobilenet_v2_rd", "seed003", "describe", "macs", "flash_bytes",
-           "receptive_field",
-           "tunnel_peak", "tunnel_steps", "make_divisible", "ZOO", "build"]
+           "receptive_field", "tunnel_peak", "tunnel_steps", "make_divisible", "ZOO", "build"]

@@ -9,7 +9,7 @@ def main():
         stats = describe(model)
         peak, _ = tunnel_peak(model)
         print(f"{name:26} {stats['params']:>10,} {stats['macs'] / 1e6:>8.1f} "
-              f"{stats['flash_bytes'] / 1024:>9.1f} {peak / 1024 if peak else float('nan'):>15.1f}")
+              f"{stats['flash_bytes'] / 1024:>9.1f} {f'{peak / 1024:.1f}' if peak else '-':>15}")
 
 
 if __name__ == "__main__":

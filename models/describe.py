@@ -17,7 +17,8 @@ def _calls(model):
         for node in flat._nodes_by_depth[depth]:
             if not node.is_input:
                 inputs = tf.nest.flatten(node.call_args)
-                yield node.layer, tuple(inputs[0].shape), tuple(tf.nest.flatten(node.outputs)[0].shape)
+                outputs = tf.nest.flatten(node.outputs)
+                yield node.layer, tuple(inputs[0].shape), tuple(outputs[0].shape)
 
 
 def _macs(layer, in_shape, out_shape):

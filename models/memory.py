@@ -25,7 +25,7 @@ def aligned(elements):
 
 
 def _block_steps(block, h, w, c):
-    """Live bytes per step of a ReorderedBottleneck on a (h, w, c) input; returns (steps, out shape)."""
+    """Live bytes per step of a ReorderedBottleneck on a (h, w, c) input, and its output shape."""
     oh, ow = math.ceil(h / block.stride), math.ceil(w / block.stride)
     x = aligned(h * w * c)
     out = aligned(oh * ow * block.filters)
@@ -83,7 +83,8 @@ def tunnel_peak(model):
     best = (0, None)
     for layer in model.layers:
         if isinstance(layer, PatchTunnel):
-            shapes = layer.input_shape if isinstance(layer.input_shape, list) else [layer.input_shape]
+            shapes = layer.input_shape
+            shapes = shapes if isinstance(shapes, list) else [shapes]
             for i, shape in enumerate(shapes):
                 for name, live in tunnel_steps(layer, tuple(shape[1:]), finished_tunnels=i):
                     best = max(best, (live, name), key=lambda b: b[0])

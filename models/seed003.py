@@ -64,22 +64,28 @@ def seed003(config="imagenet", resolution=None, classes=None, grid=None, patch_s
 
     config="imagenet": 224x224x3, 1000 classes, 4x4 grid of 64-px patches (starts 0,
     53, 107, 160: ~11 px overlap) + a 64-px centre patch at (80, 80) = 17 tunnels,
-    one shared set of tunnel weights, C = 96 per tunnel, head 1632 -> 256 -> 1000.
-    Per-tunnel int8 activation memory, group-wise, 16-B aligned (``models.tunnel_peak``):
-      stem:     patch 64*64*3 = 12288 + out 32*32*16 = 16384             -> 28672
-      block 0 (t1, 16->8): in 16384 + dw 32*32*16 = 16384               -> 32768
-      block 1 (t6, 8->16, s2, G=2; E=48, 24 per group):
-        expand g1: x 8192 + sum 16*16*16 = 4096 + 32*32*24 = 24576       -> 36864
-        dw g1:     36864 + 16*16*24 = 6144                               -> 43008  (peak)
-      block 2 (16x16, t6, 16->16, G=2): x 4096 + sum 4096 + e 12288 + dw 12288 -> 32768
-      later blocks (8x8 and smaller) stay under 16 KB; + 16 * 96 B of pooled
-      vectors of finished tunnels (1536 B, the last tunnel) -> peak ~44.5 KB <= 60 KB,
-      under the paper's 63 KB. Ungrouped (G=1), block 1 would need 8192 + 49152 +
-      12288 = 69632 B. The full image (150 KB) is not counted: the design assumes the
-      patch is fetched (camera / flash) per tunnel.
+    one shared set of tunnel weights, C = 80 per tunnel, head 17*80 = 1360 -> 192 ->
+    1000 (int8 weights ~740 KB, of which the tunnel ~300 KB: fits 1 MB flash).
+    Per-tunnel int8 activation bytes, group-wise, 16-B aligned (``models.tunnel_peak``;
+    a tensor is freed after its last reader):
+      stem 3x3/2:            patch 64*64*3 = 12288 + out 32*32*16 = 16384        = 28672
+      block 0 (t1, 16->8):   dw in 16384 + dw out 32*32*16 = 16384                = 32768
+      block 1 (t6, 8->16, s2, G=2: 24 of E=48 channels per group), group 0 depthwise:
+                             x 32*32*8 = 8192 + expanded 32*32*24 = 24576
+                             + dw out 16*16*24 = 6144                             = 38912
+      block 2 (16x16, G=2):  x 4096 + sum 4096 + 16*16*48 + 16*16*48             = 32768
+      block 3 (t6, 16->24, s2, G=1): expanded 16*16*96 + dw out 8*8*96            = 30720
+      later blocks (8x8 and smaller) < 20 KB
+    plus the pooled 80-byte vectors of the tunnels already run (16 * 80 = 1280 for the
+    last): peak 38912 + 1280 = 40192 B (39.3 KB) <= 60 KB, under the paper's 63 KB.
+    Ungrouped, block 1 would need 49152 + 12288 = 61440 B (+1280). Not counted: the
+    full 150 KB image, which the design assumes is fetched patch by patch.
+
     config="vww": person / no person (2 classes), resolution 128 (96-144 fine), 2x2 grid
-      with >= 16 px overlap (72-px patches at 128) + centre patch = 5 tunnels, C = 64,
-      head Dense(2) on 320 features; peak ~42 KB at 128 (stem: 72*72*3 + 36*36*16).
+    with >= 16 px overlap (72-px patches at 128) + centre patch = 5 tunnels, C = 64,
+    head Dense(2) on 320 features (~140 KB flash). Peak at 128: block 1 (t6, 8->16, s2,
+    G=2) group 0 depthwise, x 36*36*8 = 10368 + 36*36*24 = 31104 + 18*18*24 = 7776,
+    + 4 pooled vectors (256) = 49504 B (48.3 KB).
     """
     if config not in CONFIGS:
         raise TinyVisionError(f"unknown seed003 config {config!r}; choose from {sorted(CONFIGS)}")

@@ -108,7 +108,7 @@ class ReorderedBottleneck(_Bottleneck):
 
     ``(B, H, W, Cin) -> (B, H/s, W/s, filters)``. For each group g (E_g ~ E / G channels):
 
-        p_g = BN_g(project_g(ReLU6(BN(dw_g(ReLU6(BN(expand_g(x))))))))   # (B, H/s, W/s, filters)
+        p_g = BN_g(project_g(ReLU6(BN(dw_g(ReLU6(BN(expand_g(x))))))))  # (B, H/s, W/s, filters)
 
     then ``y = p_0 + p_1 + ... (+ x)`` by a chain of binary Adds. Run group by group, only
     one E_g-channel slice of the expanded tensor is alive at a time (plus x and the
@@ -138,7 +138,8 @@ class ReorderedBottleneck(_Bottleneck):
     def build(self, input_shape):
         expanded = self.expansion * input_shape[-1]
         if self.groups > expanded:
-            raise TinyVisionError(f"{self.name}: {self.groups} groups > {expanded} expanded channels")
+            raise TinyVisionError(
+                f"{self.name}: {self.groups} groups > {expanded} expanded channels")
         self.group_channels = _split(expanded, self.groups)
         n = self.name
         tag = [f"_g{g}" if self.groups > 1 else "" for g in range(self.groups)]
@@ -146,7 +147,8 @@ class ReorderedBottleneck(_Bottleneck):
             self.expand = [pointwise(e, f"{n}_expand{t}") for e, t in zip(self.group_channels, tag)]
             self.expand_bn = [batch_norm(f"{n}_expand_BN{t}") for t in tag]
             self.expand_relu = [relu6(f"{n}_expand_relu{t}") for t in tag]
-        self.depthwise = [depthwise(self.kernel_size, self.stride, f"{n}_depthwise{t}") for t in tag]
+        self.depthwise = [depthwise(self.kernel_size, self.stride, f"{n}_depthwise{t}")
+                          for t in tag]
         self.depthwise_bn = [batch_norm(f"{n}_depthwise_BN{t}") for t in tag]
         self.depthwise_relu = [relu6(f"{n}_depthwise_relu{t}") for t in tag]
         self.project = [pointwise(self.filters, f"{n}_project{t}") for t in tag]
@@ -182,7 +184,8 @@ class ReorderedBottleneck(_Bottleneck):
         if self.expansion != 1:
             weights["expand"] = np.concatenate([c.kernel.numpy() for c in self.expand], axis=3)
             weights["expand_bn"] = _concat_bn(self.expand_bn)
-        weights["depthwise"] = np.concatenate([c.depthwise_kernel.numpy() for c in self.depthwise], axis=2)
+        weights["depthwise"] = np.concatenate(
+            [c.depthwise_kernel.numpy() for c in self.depthwise], axis=2)
         weights["depthwise_bn"] = _concat_bn(self.depthwise_bn)
         kernels = [c.kernel.numpy() for c in self.project]
         bns = [_bn(b) for b in self.project_bn]

@@ -41,7 +41,7 @@ def _unchanged(node, args, kwargs):
     return all(a is b for a, b in zip(flat_old, tf.nest.flatten((args, kwargs))))
 
 
-def _expand_once(node, args, kwargs):
+def _expand(node, args, kwargs):
     layer = node.layer
     if isinstance(layer, tf.keras.Model):
         raise TinyVisionError(f"flatten: nested model {layer.name!r} is not supported")
@@ -130,5 +130,5 @@ def flatten(model, annotate_shared=True):
     if not getattr(model, "_is_graph_network", False):
         raise TinyVisionError("flatten needs a functional or Sequential Keras model")
     if any(isinstance(layer, Composite) for layer in model.layers):
-        model = _rebuild(model, _expand_once)
+        model = _rebuild(model, _expand)
     return _annotate_shared(model) if annotate_shared else model

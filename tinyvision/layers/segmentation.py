@@ -50,7 +50,8 @@ def segment_windows(image_size, grid, patch_size=None, overlap=0, center_patch=F
     if center_patch:
         ch, cw = pair(center_size or (ph, pw), "center_size")
         if ch > height or cw > width:
-            raise TinyVisionError(f"centre patch {ch}x{cw} is larger than the {height}x{width} image")
+            raise TinyVisionError(
+                f"centre patch {ch}x{cw} is larger than the {height}x{width} image")
         windows.append(((width - cw) // 2, (height - ch) // 2, cw, ch))
     return windows
 
@@ -101,7 +102,8 @@ class InputSegmentation(Composite):
     def build(self, input_shape):
         height, width = input_shape[1], input_shape[2]
         if height is None or width is None:
-            raise TinyVisionError(f"{self.name} needs a static image size, got {tuple(input_shape)}")
+            raise TinyVisionError(
+                f"{self.name} needs a static image size, got {tuple(input_shape)}")
         if self.image_size not in (None, (height, width)):
             raise TinyVisionError(
                 f"{self.name} was configured for {self.image_size} images, got {height}x{width}")

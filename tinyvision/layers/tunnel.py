@@ -54,7 +54,9 @@ class PatchTunnel(Composite):
     @property
     def out_channels(self):
         """C, the pooled channels per tunnel."""
-        return self.last_filters or (self.blocks[-1]["filters"] if self.blocks else self.stem_filters)
+        if self.last_filters:
+            return self.last_filters
+        return self.blocks[-1]["filters"] if self.blocks else self.stem_filters
 
     def _path(self, prefix):
         path = [layers.Conv2D(self.stem_filters, self.stem_kernel, strides=self.stem_stride,
@@ -75,7 +77,8 @@ class PatchTunnel(Composite):
             raise TinyVisionError(
                 f"{self.name} was configured for {self.n_tunnels} tunnels, got {len(input_shape)}")
         self.n_tunnels = len(input_shape)
-        prefixes = [self.name] if self.shared else [f"{self.name}_t{i}" for i in range(self.n_tunnels)]
+        prefixes = ([self.name] if self.shared
+                    else [f"{self.name}_t{i}" for i in range(self.n_tunnels)])
         # One flat list: Keras' .keras format restores layers in lists, not in nested lists.
         self.path_layers = [layer for p in prefixes for layer in self._path(p)]
         self.merge = layers.Concatenate(name=f"{self.name}_merge") if self.n_tunnels > 1 else None
