@@ -1,0 +1,419 @@
+"""The patch bundle (docs/bundle-format.md): in-memory form, validation, atomic folder I/O.
+
+A ``Bundle`` holds the model bytes and the plan; ``plan()`` is the JSON of
+``plan.json``. ``write_bundle`` measures every model on TFLM (head/tail) and lays
+out the shared arena if that was not done yet, validates, and writes the folder
+atomically; ``read_bundle`` loads one and validates the plan against the models.
+
+Shapes in the plan are HWC without the batch dimension; a rank-2 model tensor
+``(1, C)`` (a pooled tunnel output, a head's input) is ``[1, 1, C]``.
+"""
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from tinyvision.errors import TinyVisionError
+
+FORMAT = "tinyvision.bundle/1"
+KINDS = ("patch_stage", "tunnels")
+PLAN_FILE = "plan.json"
+ALIGN = 16
+
+
+def hwc(shape):
+    """``(1, H, W, C)`` -> (H, W, C); ``(1, C)`` -> (1, 1, C)."""
+    shape = tuple(int(d) for d in shape)
+    if len(shape) not in (2, 4) or shape[0] != 1:
+        raise TinyVisionError(f"tensor shape {shape} is neither (1, H, W, C) nor (1, C)")
+    return shape[1:] if len(shape) == 4 else (1, 1, shape[1])
+
+
+def quant_dict(tensor):
+    q = tensor.quantization
+    if q is None or q.per_channel:
+        raise TinyVisionError(f"tensor {tensor.name!r} has no per-tensor quantization")
+    return {"scale": float(q.scale.reshape(-1)[0]), "zero_point": int(q.zero_point.reshape(-1)[0])}
+
+
+@dataclasses.dataclass
+class Window:
+    """Image region copied into a model input (pixels)."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+
+
+@dataclasses.dataclass
+class Box:
+    """Region of the stage buffer a model output fills: ``h x w`` pixels, ``channels`` from channel ``c``."""
+
+    x: int
+    y: int
+    c: int
+    w: int
+    h: int
+    channels: int
+
+
+@dataclasses.dataclass
+class Patch:
+    model: int
+    window: Window
+    output: Box
+
+
+@dataclasses.dataclass
+class BundleModel:
+    name: str
+    role: str  # "patch" or "tail"
+    data: bytes
+    input_shape: tuple  # HWC
+    output_shape: tuple  # HWC
+    macs: int = 0
+    nonpersistent_bytes: int = None  # TFLM head
+    persistent_bytes: int = None  # TFLM tail
+
+    @classmethod
+    def from_model(cls, name, role, data, model):
+        from tinyvision.analysis.cost import model_cost
+
+        g = model.main
+        return cls(name, role, bytes(data), hwc(g.inputs[0].shape), hwc(g.outputs[0].shape),
+                   macs=int(model_cost(model).macs))
+
+    @property
+    def file(self):
+        return f"{self.name}.tflite"
+
+
+@dataclasses.dataclass
+class Bundle:
+    kind: str
+    source: dict
+    image: dict  # shape (HWC), dtype, scale, zero_point
+    stage: dict  # the same for the stage buffer
+    models: list
+    patches: list
+    tail: int
+    arena: dict = None
+    stats: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def measured(self):
+        return all(m.nonpersistent_bytes is not None and m.persistent_bytes is not None for m in self.models)
+
+    def plan(self):
+        """The ``plan.json`` document."""
+        return {
+            "format": FORMAT,
+            "kind": self.kind,
+            "source": self.source,
+            "image": self.image,
+            "stage": self.stage,
+            "models": [
+                {"name": m.name, "file": m.file, "role": m.role, "input_shape": list(m.input_shape),
+                 "output_shape": list(m.output_shape), "nonpersistent_bytes": m.nonpersistent_bytes,
+                 "persistent_bytes": m.persistent_bytes, "macs": m.macs}
+                for m in self.models
+            ],
+            "patches": [{"model": p.model, "window": dataclasses.asdict(p.window),
+                         "output": dataclasses.asdict(p.output)} for p in self.patches],
+            "tail": {"model": self.tail},
+            "arena": self.arena,
+            "stats": self.stats,
+        }
+
+    @classmethod
+    def from_plan(cls, plan, model_bytes):
+        """A Bundle from a parsed plan and the bytes of its model files (in plan order)."""
+        try:
+            models = [
+                BundleModel(m["name"], m["role"], model_bytes[i], tuple(m["input_shape"]), tuple(m["output_shape"]),
+                            int(m.get("macs", 0)), m.get("nonpersistent_bytes"), m.get("persistent_bytes"))
+                for i, m in enumerate(plan["models"])
+            ]
+            patches = [Patch(int(p["model"]), Window(**p["window"]), Box(**p["output"])) for p in plan["patches"]]
+            return cls(plan["kind"], plan["source"], plan["image"], plan["stage"], models, patches,
+                       int(plan["tail"]["model"]), plan.get("arena"), plan.get("stats", {}))
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise TinyVisionError(f"malformed bundle plan: {type(e).__name__}: {e}") from None
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _inside(x, y, w, h, width, height):
+    return w > 0 and h > 0 and 0 <= x and 0 <= y and x + w <= width and y + h <= height
+
+
+def _quant_of(tensor):
+    q = tensor.quantization
+    if q is None:
+        return None
+    return float(q.scale.reshape(-1)[0]), int(q.zero_point.reshape(-1)[0])
+
+
+def validate(bundle, where="bundle"):
+    """Check the plan against itself and against its models; TinyVisionError naming the first problem."""
+    from converters.ir import Model
+
+    def fail(message):
+        raise TinyVisionError(f"{where}: {message}")
+
+    if bundle.kind not in KINDS:
+        fail(f"unknown kind {bundle.kind!r} (expected one of {KINDS})")
+    H, W, C = (int(d) for d in bundle.image["shape"])
+    Hs, Ws, Cs = (int(d) for d in bundle.stage["shape"])
+    image_q = (float(bundle.image["scale"]), int(bundle.image["zero_point"]))
+    stage_q = (float(bundle.stage["scale"]), int(bundle.stage["zero_point"]))
+    names = [m.name for m in bundle.models]
+    if len(set(names)) != len(names):
+        fail(f"duplicate model names {names}")
+    if not 0 <= bundle.tail < len(bundle.models) or bundle.models[bundle.tail].role != "tail":
+        fail(f"tail model index {bundle.tail} is not a model with role 'tail'")
+    for i, m in enumerate(bundle.models):
+        if m.role not in ("patch", "tail"):
+            fail(f"model {m.name!r} has unknown role {m.role!r}")
+        if m.role == "tail" and i != bundle.tail:
+            fail(f"model {m.name!r} has role 'tail' but the tail is model {bundle.tail}")
+        graph = Model.from_bytes(m.data, m.file).main
+        if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+            fail(f"{m.file} must have one input and one output")
+        x, y = graph.inputs[0], graph.outputs[0]
+        if np.dtype(x.dtype) != np.int8 or np.dtype(y.dtype) != np.int8:
+            fail(f"{m.file} must take and produce int8")
+        if hwc(x.shape) != tuple(m.input_shape) or hwc(y.shape) != tuple(m.output_shape):
+            fail(f"{m.file} is {hwc(x.shape)} -> {hwc(y.shape)}, the plan says {tuple(m.input_shape)} -> "
+                 f"{tuple(m.output_shape)}")
+        if m.role == "patch":
+            if _quant_of(x) != image_q:
+                fail(f"{m.file} input quantization {_quant_of(x)} is not the image's {image_q}")
+            if _quant_of(y) != stage_q:
+                fail(f"{m.file} output quantization {_quant_of(y)} is not the stage buffer's {stage_q}")
+        else:
+            if tuple(m.input_shape) != (Hs, Ws, Cs):
+                fail(f"tail {m.file} reads {tuple(m.input_shape)}, the stage buffer is {(Hs, Ws, Cs)}")
+            if _quant_of(x) != stage_q:
+                fail(f"tail {m.file} input quantization {_quant_of(x)} is not the stage buffer's {stage_q}")
+    if not bundle.patches:
+        fail("no patches")
+    covered = np.zeros((Hs, Ws, Cs), dtype=np.int32)
+    for k, p in enumerate(bundle.patches):
+        if not 0 <= p.model < len(bundle.models) or bundle.models[p.model].role != "patch":
+            fail(f"patch {k} runs model {p.model}, which is not a patch model")
+        m = bundle.models[p.model]
+        w, o = p.window, p.output
+        if not _inside(w.x, w.y, w.w, w.h, W, H):
+            fail(f"patch {k} window {dataclasses.asdict(w)} is not inside the {H}x{W} image")
+        if (w.h, w.w, C) != tuple(m.input_shape):
+            fail(f"patch {k} window {w.h}x{w.w}x{C} does not match {m.file} input {tuple(m.input_shape)}")
+        if not _inside(o.x, o.y, o.w, o.h, Ws, Hs) or o.c < 0 or o.channels < 1 or o.c + o.channels > Cs:
+            fail(f"patch {k} output box {dataclasses.asdict(o)} is not inside the stage buffer {(Hs, Ws, Cs)}")
+        if (o.h, o.w, o.channels) != tuple(m.output_shape):
+            fail(f"patch {k} output box {o.h}x{o.w}x{o.channels} does not match {m.file} output "
+                 f"{tuple(m.output_shape)}")
+        covered[o.y:o.y + o.h, o.x:o.x + o.w, o.c:o.c + o.channels] += 1
+    if (covered != 1).any():
+        fail(f"the patch outputs cover {int((covered == 0).sum())} stage values never and "
+             f"{int((covered > 1).sum())} more than once")
+    if bundle.arena is not None:
+        _validate_arena(bundle, fail)
+
+
+def _validate_arena(bundle, fail):
+    a = bundle.arena
+    try:
+        shared, stage, persistent = a["shared"], a["stage"], a["persistent"]
+        sections = [(shared["offset"], shared["size"])] + [(s["offset"], s["size"]) for s in persistent]
+        size = a["size"]
+    except (KeyError, TypeError) as e:
+        fail(f"malformed arena section ({type(e).__name__}: {e})")
+    for offset, length in sections + [(stage["offset"], stage["size"])]:
+        if offset % ALIGN or offset < 0 or length < 0 or offset + length > size:
+            fail(f"arena section at {offset} (+{length}) is misaligned or outside the {size}-byte arena")
+    ordered = sorted(sections)
+    for (o1, l1), (o2, _) in zip(ordered, ordered[1:]):
+        if o1 + l1 > o2:
+            fail("arena sections overlap")
+    shared_end = shared["offset"] + shared["size"]
+    if not (shared["offset"] <= stage["offset"] and stage["offset"] + stage["size"] <= shared_end):
+        fail("the stage buffer is not inside the shared region")
+    Hs, Ws, Cs = bundle.stage["shape"]
+    if stage["size"] < Hs * Ws * Cs:
+        fail(f"the arena's stage section ({stage['size']} B) is smaller than the stage buffer ({Hs * Ws * Cs} B)")
+    if sorted(s["model"] for s in persistent) != list(range(len(bundle.models))):
+        fail("the arena needs one persistent section per model")
+
+
+# ---------------------------------------------------------------- memory figures and arena
+
+
+def _align(n):
+    return -(-int(n) // ALIGN) * ALIGN
+
+
+def unplanned_arena(bundle):
+    """An arena layout for models without offline plans (each TFLM plans itself from offset 0).
+
+    Patch models use the bottom of the shared region, the stage buffer lies above
+    every patch model's head, and the tail (whose own plan puts its input somewhere
+    in its head) needs the stage buffer copied into its input: ``offline_plans`` false.
+    """
+    patch_head = max(_align(m.nonpersistent_bytes) for m in bundle.models if m.role == "patch")
+    Hs, Ws, Cs = bundle.stage["shape"]
+    stage_size = _align(Hs * Ws * Cs)
+    shared = max(patch_head + stage_size, _align(bundle.models[bundle.tail].nonpersistent_bytes))
+    persistent, offset = [], shared
+    for i, m in enumerate(bundle.models):
+        persistent.append({"model": i, "offset": offset, "size": _align(m.persistent_bytes)})
+        offset += _align(m.persistent_bytes)
+    return {
+        "size": offset,
+        "shared": {"offset": 0, "size": shared},
+        "stage": {"offset": patch_head, "size": stage_size},
+        "persistent": persistent,
+        "offline_plans": False,
+    }
+
+
+def _measure(bundle):
+    from tinyvision.runtime.patch_runner import measure_models
+
+    for m, report in zip(bundle.models, measure_models([m.data for m in bundle.models])):
+        m.nonpersistent_bytes, m.persistent_bytes = int(report.head_bytes), int(report.tail_bytes)
+
+
+def finalize(bundle, offline_plans=True):
+    """Plan the shared arena and measure every model on TFLM (one subprocess per measurement round).
+
+    offline_plans: plan every model's head into one shared arena with ``converters.planning``
+    (stage buffer reserved in patch models, pinned as the tail's input) and embed the plans as
+    TFLM OfflineMemoryAllocation metadata; when the planner cannot (or False), keep TFLM's own
+    plans and use ``unplanned_arena``. ``nonpersistent_bytes`` / ``persistent_bytes`` are TFLM's
+    head / tail for the models as written. Does nothing for a bundle that has an arena already.
+    """
+    if bundle.arena is not None and bundle.measured:
+        return bundle
+    _measure(bundle)
+    reason = "disabled" if not offline_plans else None
+    if offline_plans:
+        try:
+            bundle.arena = _plan_offline(bundle)
+        except TinyVisionError as e:
+            reason = str(e)
+        else:
+            _measure(bundle)  # heads (and persistent data) of the planned models
+            persistent = [s["size"] for s in sorted(bundle.arena["persistent"], key=lambda s: s["model"])]
+            if persistent != [m.persistent_bytes for m in bundle.models]:
+                bundle.arena = _plan_offline(bundle)
+    if reason is not None:
+        bundle.arena = unplanned_arena(bundle)
+        bundle.arena["unplanned_reason"] = reason
+    return bundle
+
+
+def _plan_offline(bundle):
+    """Arena section from ``converters.planning.layout_bundle``; rewrites every model's bytes with its plan."""
+    from converters.ir import Model
+    from converters.planning import layout_bundle, reference_scratch, write_offline_plan
+
+    models = [Model.from_bytes(m.data, m.file) for m in bundle.models]
+    for model in models:
+        model.metadata.pop("OfflineMemoryAllocation", None)
+    Hs, Ws, Cs = bundle.stage["shape"]
+    layout = layout_bundle(
+        [(m.name, m.role, model.main) for m, model in zip(bundle.models, models)],
+        [m.persistent_bytes for m in bundle.models],
+        Hs * Ws * Cs,
+        scratch={m.name: reference_scratch(model.main, m.name) for m, model in zip(bundle.models, models)},
+    )
+    planned = [write_offline_plan(model, plan, m.file).to_bytes()
+               for m, model, plan in zip(bundle.models, models, layout.plans)]
+    for m, data in zip(bundle.models, planned):  # only once every model has its plan
+        m.data = data
+    arena = dict(layout.arena)
+    arena["offline_plans"] = True
+    return arena
+
+
+# ---------------------------------------------------------------- folder I/O
+
+
+def write_bundle(bundle, folder):
+    """Write ``bundle`` as ``folder`` (plan.json + one .tflite per model), atomically.
+
+    Everything is written into a temporary folder next to ``folder`` and renamed
+    into place; an existing bundle folder is replaced, any other existing path is
+    refused. Returns the folder path.
+    """
+    finalize(bundle)
+    validate(bundle)
+    folder = os.path.abspath(os.fspath(folder))
+    parent = os.path.dirname(folder)
+    if os.path.exists(folder) and not os.path.isfile(os.path.join(folder, PLAN_FILE)):
+        if not os.path.isdir(folder) or os.listdir(folder):
+            raise TinyVisionError(f"{folder} exists and is not a bundle: refusing to replace it")
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(folder)}.tmp-")
+    except OSError as e:
+        raise TinyVisionError(f"cannot write {folder}: {e.strerror or e}") from None
+    old = None
+    try:
+        for m in bundle.models:
+            with open(os.path.join(tmp, m.file), "wb") as f:
+                f.write(m.data)
+        with open(os.path.join(tmp, PLAN_FILE), "w", encoding="utf-8") as f:
+            json.dump(bundle.plan(), f, indent=2)
+            f.write("\n")
+        os.chmod(tmp, 0o755)
+        if os.path.exists(folder):
+            old = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(folder)}.old-")
+            os.replace(folder, os.path.join(old, "bundle"))
+        os.replace(tmp, folder)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not os.path.exists(folder):
+            os.replace(os.path.join(old, "bundle"), folder)  # put the previous bundle back
+        raise TinyVisionError(f"cannot write {folder}: {e.strerror or e}") from None
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def read_bundle(folder):
+    """Load and validate a bundle folder; TinyVisionError when it is missing, malformed or inconsistent."""
+    from tinyvision.fileio import read_tflite_bytes
+
+    folder = os.fspath(folder)
+    path = os.path.join(folder, PLAN_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            plan = json.load(f)
+    except OSError as e:
+        raise TinyVisionError(f"cannot read {path}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise TinyVisionError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(plan, dict) or plan.get("format") != FORMAT:
+        raise TinyVisionError(f"{path} is not a {FORMAT} plan")
+    try:
+        files = [m["file"] for m in plan["models"]]
+    except (KeyError, TypeError):
+        raise TinyVisionError(f"{path}: malformed 'models' list") from None
+    for name in files:
+        if os.path.basename(name) != name:
+            raise TinyVisionError(f"{path}: model file {name!r} is not inside the bundle")
+    data = [read_tflite_bytes(os.path.join(folder, name)) for name in files]
+    bundle = Bundle.from_plan(plan, data)
+    for m, name in zip(bundle.models, files):
+        if m.file != name:
+            raise TinyVisionError(f"{path}: model {m.name!r} must be stored as {m.file}, not {name}")
+    validate(bundle, where=folder)
+    return bundle

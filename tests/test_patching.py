@@ -1,0 +1,363 @@
+"""Patch-based inference: stage split, tunnel split, bundle I/O and the host PatchRunner on real TFLM.
+
+Every bit-exactness check runs the bundle on TFLM (``PatchRunner``, one subprocess)
+and the unsplit model on tf.lite.Interpreter with the reference kernels.
+"""
+import json
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import strategies as st
+
+from conftest import int8_tflite
+from converters.ir import Model
+from converters.patching import (grid_tiles, max_stage_ops, read_bundle, split_patch_stage, split_points,
+                                 split_tunnels, stage_tensor, write_bundle)
+from tinyvision.errors import TinyVisionError
+from tinyvision.runtime.patch_runner import PatchRunner, compare_runs, reference_run, verify_bundle
+
+
+def _keras():
+    import tensorflow as tf
+
+    return tf, tf.keras.layers
+
+
+def assert_bit_exact(bundle, model_bytes, n_inputs=3, seed=0):
+    """The bundle (a Bundle or a folder) on TFLM against the unsplit model.
+
+    Its stage buffer must equal the source's stage tensor on tf.lite.Interpreter (reference kernels),
+    and its outputs tf.lite.Interpreter's, or else the unsplit model's on TFLM: the tail runs the
+    source's own ops, where TFLM's kernels can differ from TFLite's (FULLY_CONNECTED rounding).
+    """
+    runner = PatchRunner(bundle)
+    shape = tuple(runner.bundle.image["shape"])
+    images = np.random.default_rng(seed).integers(-128, 128, size=(n_inputs, *shape), dtype=np.int8)
+    run = runner.run_detailed(images, model_bytes)
+    outputs, stages = reference_run(model_bytes, images, runner.bundle.stage["tensor"])
+    result = compare_runs(run, outputs, stages.reshape(run.stages.shape))
+    assert result.ok, result.detail
+    assert result.matches_reference or result.unsplit_mismatches == 0, result.detail
+    return result
+
+
+def _op_index(model_bytes, name_part):
+    ops = Model.from_bytes(model_bytes).main.ops
+    return next(i for i, op in enumerate(ops) if name_part in op.outputs[0].name)
+
+
+@pytest.fixture(scope="module")
+def mobilenet():
+    """MobileNetV2 0.35 on 64x64, 10 classes, int8.
+
+    No softmax: with random weights the logits' scale is ~1e-8, a multiplier TFLM's int8 SOFTMAX aborts on.
+    """
+    tf, _ = _keras()
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.applications.MobileNetV2(alpha=0.35, input_shape=(64, 64, 3), weights=None, classes=10,
+                                              classifier_activation=None)
+    return int8_tflite(model, samples=4)
+
+
+# ---------------------------------------------------------------- geometry
+
+
+def test_receptive_field_windows(small_cnn_tflite):
+    # conv 3x3 s2 SAME (24 -> 12, pads 0 before / 1 after) -> dw 3x3 SAME -> 1x1 -> add(skip): stage 12x12x8
+    n = max_stage_ops(small_cnn_tflite)
+    assert n == 4 and stage_tensor(small_cnn_tflite, n).shape == (1, 12, 12, 8)
+    bundle = split_patch_stage(small_cnn_tflite, n, 2)
+    windows = [(p.window.y, p.window.h, p.window.x, p.window.w) for p in bundle.patches]
+    # tile rows [0, 6): dw reads conv rows [-1, 7) -> [0, 7); conv reads image rows [0, 15)
+    # tile rows [6, 12): dw reads [5, 13) -> [5, 12); conv reads [10, 25) -> [10, 24)
+    assert windows == [(0, 15, 0, 15), (0, 15, 10, 14), (10, 14, 0, 15), (10, 14, 10, 14)]
+    assert [(p.output.y, p.output.x, p.output.h, p.output.w) for p in bundle.patches] == [
+        (0, 0, 6, 6), (0, 6, 6, 6), (6, 0, 6, 6), (6, 6, 6, 6)]
+    assert_bit_exact(bundle, small_cnn_tflite)
+
+
+def test_grid_tiles_put_the_remainder_at_the_borders():
+    tiles, rows, cols = grid_tiles((1, 18, 7, 4), (4, [3, 4]))
+    assert (rows, cols) == (4, 2)
+    assert sorted({(y0, y1) for y0, y1, _, _ in tiles}) == [(0, 5), (5, 9), (9, 13), (13, 18)]
+    assert sorted({(x0, x1) for _, _, x0, x1 in tiles}) == [(0, 3), (3, 7)]
+    with pytest.raises(TinyVisionError, match="do not add up"):
+        grid_tiles((1, 18, 7, 4), ([9, 8], 2))
+    with pytest.raises(TinyVisionError, match="into 9 tiles"):
+        grid_tiles((1, 18, 7, 4), (2, 9))
+
+
+# ---------------------------------------------------------------- MobileNetV2
+
+
+@pytest.mark.parametrize("grid", [2, 3])
+def test_mobilenet_v2_patch_stage_is_bit_exact(mobilenet, grid):
+    n = _op_index(mobilenet, "block_2_add") + 1  # stage 16x16x8 after three blocks
+    bundle = split_patch_stage(mobilenet, n, grid)
+    assert bundle.stage["shape"] == [16, 16, 8]
+    assert len(bundle.patches) == grid * grid and len(bundle.models) == grid * grid + 1
+    assert bundle.stats["mac_overhead"] > 0
+    assert bundle.stats["flash_bytes"] == sum(len(m.data) for m in bundle.models)
+    assert_bit_exact(bundle, mobilenet, n_inputs=2)
+
+
+def test_interior_patches_share_one_model(mobilenet):
+    n = _op_index(mobilenet, "block_2_add") + 1
+    bundle = split_patch_stage(mobilenet, n, 4)
+    assert len(bundle.patches) == 16 and len(bundle.models) == 9 + 1  # 4 corners, 4 edges, 1 interior, tail
+    interior = [p.model for k, p in enumerate(bundle.patches) if k in (5, 6, 9, 10)]
+    assert len(set(interior)) == 1 and bundle.models[interior[0]].name == "patch_middle_center"
+    # weights duplicated in variants count: every model file is flash
+    baseline = bundle.stats["baseline"]
+    assert bundle.stats["flash_bytes"] > baseline["flash_bytes"] and bundle.stats["macs"] > baseline["macs"]
+
+
+def test_verify_bundle_reports_bit_exactness(mobilenet):
+    n = _op_index(mobilenet, "block_1_project/") + 1  # stage 16x16x8
+    result = verify_bundle(split_patch_stage(mobilenet, n, 2), mobilenet, n_inputs=2)
+    assert result.ok and result.matches_reference, result.detail
+    assert result.stage_mismatches == result.output_mismatches == result.unsplit_mismatches == 0
+    assert "bit-exact on 2 random inputs" in result.detail
+
+
+def test_unsupported_op_and_bad_cut_are_named(mobilenet):
+    ops = Model.from_bytes(mobilenet).main.ops
+    mean = next(i for i, op in enumerate(ops) if op.opcode == "MEAN")
+    assert max_stage_ops(mobilenet) == mean == split_points(mobilenet)[-1]
+    with pytest.raises(TinyVisionError, match=rf"op {mean} \(MEAN\) cannot be in the patch stage.*n={mean}"):
+        split_patch_stage(mobilenet, mean + 1, 2)
+    add = _op_index(mobilenet, "block_2_add")
+    with pytest.raises(TinyVisionError, match="reads 2 tensors"):
+        split_patch_stage(mobilenet, add, 2)  # the residual's skip and branch both cross
+    assert add not in split_points(mobilenet) and add + 1 in split_points(mobilenet)
+
+
+# ---------------------------------------------------------------- random CNNs
+
+_LAYER = st.one_of(
+    st.tuples(st.just("conv"), st.sampled_from([4, 8]), st.sampled_from([1, 3, 5, 7]), st.sampled_from([1, 2]),
+              st.sampled_from(["same", "valid"]), st.sampled_from([None, "relu", "relu6"])),
+    st.tuples(st.just("dw"), st.sampled_from([3, 5]), st.sampled_from([1, 2]), st.sampled_from(["same", "valid"])),
+    st.tuples(st.just("residual"), st.sampled_from([1, 3, 5])),
+    st.tuples(st.just("maxpool"), st.sampled_from([2, 3]), st.sampled_from([1, 2]), st.sampled_from(["same", "valid"])),
+    st.tuples(st.just("avgpool"), st.sampled_from([2, 3]), st.sampled_from([1, 2])),
+    st.tuples(st.just("dilated"), st.sampled_from(["same", "valid"])),
+    st.tuples(st.just("zeropad"), st.sampled_from([((1, 0), (0, 2)), ((1, 1), (1, 1))])),
+    st.tuples(st.just("hardswish")),
+)
+
+
+def _out(size, k, s, padding):
+    return -(-size // s) if padding == "same" else (size - k) // s + 1
+
+
+def build_random_cnn(size, channels, specs, seed):
+    """A Keras CNN from layer specs (a spec is skipped when it would shrink the image below 4x4) + GAP + Dense."""
+    tf, L = _keras()
+    tf.keras.utils.set_random_seed(seed)
+    x_in = tf.keras.Input((*size, channels))
+    x, (h, w) = x_in, size
+    for spec in specs:
+        kind = spec[0]
+        if kind == "conv":
+            _, filters, k, s, padding, act = spec
+            shape = (_out(h, k, s, padding), _out(w, k, s, padding))
+            layer = L.Conv2D(filters, k, strides=s, padding=padding, activation=act)
+        elif kind == "dw":
+            _, k, s, padding = spec
+            shape = (_out(h, k, s, padding), _out(w, k, s, padding))
+            layer = L.DepthwiseConv2D(k, strides=s, padding=padding, activation="relu6")
+        elif kind == "maxpool":
+            _, k, s, padding = spec
+            shape = (_out(h, k, s, padding), _out(w, k, s, padding))
+            layer = L.MaxPooling2D(k, s, padding=padding)
+        elif kind == "avgpool":
+            _, k, s = spec
+            shape = (_out(h, k, s, "valid"), _out(w, k, s, "valid"))
+            layer = L.AveragePooling2D(k, s)
+        elif kind == "dilated":
+            shape = (h, w) if spec[1] == "same" else (h - 4, w - 4)
+            layer = L.Conv2D(6, 3, dilation_rate=2, padding=spec[1])
+        elif kind == "zeropad":
+            (t, b), (left, r) = spec[1]
+            shape = (h + t + b, w + left + r)
+            layer = L.ZeroPadding2D(spec[1])
+        else:
+            shape = (h, w)
+        if min(shape) < 4:
+            continue
+        if kind == "residual":
+            branch = L.Conv2D(x.shape[-1], spec[1], padding="same", activation="relu")(x)
+            x = L.Add()([x, L.Conv2D(x.shape[-1], 1)(branch)])
+        elif kind == "hardswish":
+            x = L.Lambda(lambda t: t * tf.nn.relu6(t + 3.0) / 6.0)(x)
+        else:
+            x = layer(x)
+        h, w = shape
+    x = L.GlobalAveragePooling2D()(x)
+    return tf.keras.Model(x_in, L.Dense(3)(x))
+
+
+# no shrinking: every example converts a model (seconds); a failure prints its example as drawn
+@settings(max_examples=10, deadline=None, derandomize=True, database=None, phases=[Phase.explicit, Phase.generate],
+          suppress_health_check=list(HealthCheck))
+@given(size=st.sampled_from([(23, 29), (17, 21), (19, 16)]), channels=st.sampled_from([1, 3]),
+       specs=st.lists(_LAYER, min_size=2, max_size=5), grid=st.sampled_from([2, 3, (2, 3), (3, 1)]),
+       seed=st.integers(0, 99))
+@example(size=(23, 29), channels=1, specs=[("dilated", "same"), ("conv", 4, 1, 1, "same", None)], grid=2, seed=0)
+def test_random_cnns_are_bit_exact(size, channels, specs, grid, seed):
+    model_bytes = int8_tflite(build_random_cnn(size, channels, specs, seed), samples=4)
+    n = max_stage_ops(model_bytes)
+    stage = stage_tensor(model_bytes, n).shape
+    rows, cols = (grid, grid) if isinstance(grid, int) else grid
+    bundle = split_patch_stage(model_bytes, n, (min(rows, stage[1]), min(cols, stage[2])))
+    assert_bit_exact(bundle, model_bytes, n_inputs=2, seed=seed)
+
+
+def test_uneven_tiles_and_dilation_are_bit_exact():
+    tf, L = _keras()
+    tf.keras.utils.set_random_seed(3)
+    x_in = tf.keras.Input((23, 29, 3))
+    x = L.Conv2D(8, 5, strides=2, padding="same", activation="relu")(x_in)  # 12 x 15
+    x = L.Conv2D(8, 3, dilation_rate=2, padding="same", activation="relu")(x)  # SPACE_TO_BATCH_ND chain
+    x = L.MaxPooling2D(3, 1, padding="same")(x)
+    x = L.DepthwiseConv2D(3, padding="valid")(x)  # 10 x 13
+    model_bytes = int8_tflite(tf.keras.Model(x_in, L.Dense(4)(L.GlobalAveragePooling2D()(x))), samples=4)
+    n = max_stage_ops(model_bytes)
+    assert "SPACE_TO_BATCH_ND" in [op.opcode for op in Model.from_bytes(model_bytes).main.ops[:n]]
+    bundle = split_patch_stage(model_bytes, n, ([3, 7], [2, 6, 5]))
+    assert [(p.output.h, p.output.w) for p in bundle.patches] == [(3, 2), (3, 6), (3, 5), (7, 2), (7, 6), (7, 5)]
+    assert_bit_exact(bundle, model_bytes)
+
+
+# ---------------------------------------------------------------- model errors
+
+
+def test_models_that_cannot_be_split(tmp_path, small_cnn_tflite):
+    tf, L = _keras()
+    x_in = tf.keras.Input((12, 12, 3))
+    x = L.Conv2D(4, 3, padding="same")(x_in)
+    two_outputs = int8_tflite(tf.keras.Model(x_in, [L.Dense(2)(L.Flatten()(x)), L.Dense(3)(L.Flatten()(x))]))
+    converter = tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(x_in, L.GlobalAveragePooling2D()(x)))
+    float_model = converter.convert()
+    model = Model.from_bytes(small_cnn_tflite)
+    model.main.inputs[0].shape_signature = (1, -1, -1, 3)
+    dynamic = model.to_bytes()
+    for data, message in [(two_outputs, "2 outputs"), (float_model, "not an int8 model"), (dynamic, "dynamic shape")]:
+        with pytest.raises(TinyVisionError, match=message):
+            split_patch_stage(data, 1, 2)
+        with pytest.raises(TinyVisionError, match=message):
+            split_tunnels(data)
+    assert not os.listdir(tmp_path)
+    with pytest.raises(TinyVisionError, match="out of range"):
+        split_patch_stage(small_cnn_tflite, 99, 2)
+    with pytest.raises(TinyVisionError, match="into 13 tiles"):
+        split_patch_stage(small_cnn_tflite, 4, 13)
+    with pytest.raises(TinyVisionError, match="not a tunnel model"):
+        split_tunnels(small_cnn_tflite)
+
+
+# ---------------------------------------------------------------- tunnels
+
+
+def _tunnel_model(size=32, patch=16, filters=8):
+    """Cropping2D per patch -> shared conv tunnel -> GlobalAveragePooling -> Concatenate -> Dense."""
+    tf, L = _keras()
+    tf.keras.utils.set_random_seed(1)
+    x_in = tf.keras.Input((size, size, 3))
+    stem = L.Conv2D(filters, 3, strides=2, padding="same", activation="relu")
+    dw = L.DepthwiseConv2D(3, padding="same", activation="relu6")
+    pooled = []
+    for y, x in [(0, 0), (0, size - patch), (size - patch, 0), (size - patch, size - patch)]:
+        crop = L.Cropping2D(((y, size - y - patch), (x, size - x - patch)))(x_in)
+        pooled.append(L.GlobalAveragePooling2D()(dw(stem(crop))))
+    return int8_tflite(tf.keras.Model(x_in, L.Dense(5)(L.Concatenate()(pooled))), samples=4)
+
+
+def test_tunnel_split_is_bit_exact():
+    model_bytes = _tunnel_model()
+    bundle = split_tunnels(model_bytes)
+    assert bundle.kind == "tunnels" and bundle.stage["shape"] == [1, 1, 32]
+    assert [(p.window.x, p.window.y, p.window.w, p.window.h) for p in bundle.patches] == [
+        (0, 0, 16, 16), (16, 0, 16, 16), (0, 16, 16, 16), (16, 16, 16, 16)]
+    assert [p.output.c for p in bundle.patches] == [0, 8, 16, 24]
+    assert bundle.stats["mac_overhead"] == 0
+    assert_bit_exact(bundle, model_bytes)
+
+
+def test_identical_tunnels_share_one_model():
+    """Give every tunnel tunnel 0's constants and activation quantization: one model runs all four."""
+    model = Model.from_bytes(_tunnel_model())
+    graph = model.main
+    slices = [op for op in graph.ops if op.opcode == "STRIDED_SLICE"]
+    chains = []
+    for sl in slices:
+        chain, t = [], sl.outputs[0]
+        while True:
+            op = next(op for op in graph.ops if t in op.inputs)
+            if op.opcode == "CONCATENATION":
+                break
+            chain.append(op)
+            t = op.outputs[0]
+        chains.append(chain)
+    for chain in chains[1:]:
+        for op, first in zip(chain, chains[0]):
+            op.inputs[1:] = first.inputs[1:]
+            op.outputs[0].quantization = first.outputs[0].quantization
+    model_bytes = model.to_bytes()
+    bundle = split_tunnels(model_bytes)
+    assert [p.model for p in bundle.patches] == [0, 0, 0, 0] and len(bundle.models) == 2
+    assert_bit_exact(bundle, model_bytes)
+
+
+def test_tinyvision_tunnel_layers_split_bit_exact():
+    layers = pytest.importorskip("tinyvision.layers")
+    tf, L = _keras()
+    tf.keras.utils.set_random_seed(2)
+    x_in = tf.keras.Input((40, 40, 3))
+    patches = layers.InputSegmentation(grid=(2, 2), overlap=4, center_patch=True)(x_in)
+    merged = layers.PatchTunnel(blocks=[dict(filters=8, expansion=2, stride=2, groups=2)], stem_filters=8)(patches)
+    model_bytes = int8_tflite(tf.keras.Model(x_in, L.Dense(4)(merged)), samples=4)
+    bundle = split_tunnels(model_bytes)
+    assert len(bundle.patches) == 5 and bundle.stage["shape"] == [1, 1, 40]
+    assert (bundle.patches[-1].window.x, bundle.patches[-1].window.y) == (9, 9)  # the centre patch
+    assert_bit_exact(bundle, model_bytes, n_inputs=2)
+
+
+# ---------------------------------------------------------------- bundle folder
+
+
+def test_bundle_folder_round_trip(tmp_path, small_cnn_tflite):
+    bundle = split_patch_stage(small_cnn_tflite, 4, 2, name="small.tflite")
+    folder = write_bundle(bundle, tmp_path / "bundle")
+    assert sorted(os.listdir(tmp_path)) == ["bundle"]  # no temporary folder left behind
+    plan = json.loads((tmp_path / "bundle" / "plan.json").read_text())
+    assert plan["format"] == "tinyvision.bundle/1" and plan["kind"] == "patch_stage"
+    assert sorted(os.listdir(folder)) == sorted(["plan.json"] + [m["file"] for m in plan["models"]])
+    arena = plan["arena"]
+    assert arena["shared"]["offset"] <= arena["stage"]["offset"]
+    assert arena["stage"]["offset"] + arena["stage"]["size"] <= arena["shared"]["size"]
+    assert all(m["nonpersistent_bytes"] > 0 and m["persistent_bytes"] > 0 for m in plan["models"])
+    if arena.get("offline_plans"):
+        assert all("OfflineMemoryAllocation" in Model.from_bytes(m.data).metadata for m in bundle.models)
+
+    again = read_bundle(folder)
+    assert again.plan() == plan
+    assert_bit_exact(folder, small_cnn_tflite, n_inputs=2)  # the planned models, read back from disk
+
+    write_bundle(split_patch_stage(small_cnn_tflite, 4, 3), folder)  # replaces the old bundle
+    assert len(read_bundle(folder).patches) == 9 and sorted(os.listdir(tmp_path)) == ["bundle"]
+
+    plan = json.loads((tmp_path / "bundle" / "plan.json").read_text())
+    plan["patches"][0]["window"]["x"] = 20
+    (tmp_path / "bundle" / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(TinyVisionError, match="not inside the 24x24 image"):
+        read_bundle(folder)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(TinyVisionError, match="not a bundle"):
+        write_bundle(bundle, other)
+    assert os.listdir(other) == ["keep.txt"]
