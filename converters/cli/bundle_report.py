@@ -1,0 +1,168 @@
+"""``tinyvision analyze --model=BUNDLE_FOLDER``: a patch bundle's arena, MACs and flash against the unsplit model."""
+import hashlib
+import os
+
+from tinyvision.errors import TinyVisionError
+
+
+def _source_path(folder, plan):
+    """The bundle's source .tflite on disk (absolute, next to the bundle, inside it, or from the cwd), or None."""
+    name = (plan.get("source") or {}).get("file")
+    if not name:
+        return None
+    folder = os.path.abspath(folder)
+    for path in (name, os.path.join(os.path.dirname(folder), name), os.path.join(folder, name)):
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _baseline(source_bytes, stats):
+    """head/tail/total/image/MACs/flash of the unsplit model on stock TFLM (None where unknown)."""
+    base = stats.get("baseline", {})
+    result = {"head_bytes": None, "tail_bytes": None, "total_bytes": None, "image_bytes": None,
+              "mac_overhead": 0.0, "macs": base.get("macs"), "flash_bytes": base.get("flash_bytes")}
+    if source_bytes is None:
+        return result
+    from converters.ir import Model
+    from tinyvision.analysis import model_cost
+    from tinyvision.runtime import tflm
+
+    report = tflm.measure(source_bytes, name="source")
+    model = Model.from_bytes(source_bytes, "source")
+    shape = model.main.inputs[0].shape
+    image = 1
+    for d in shape[1:]:
+        image *= int(d)
+    result.update(head_bytes=int(report.head_bytes), tail_bytes=int(report.tail_bytes),
+                  total_bytes=int(report.total_bytes), image_bytes=image,
+                  macs=int(model_cost(model).macs), flash_bytes=len(source_bytes))
+    return result
+
+
+def analyze_bundle(folder, verify=True):
+    """(result dict, text, plot(path)) for the bundle in ``folder``.
+
+    result: head_bytes (shared non-persistent region), tail_bytes (all persistent sections), total_bytes
+    (arena), image_bytes (H*W*C int8), mac_overhead (fraction), macs, flash_bytes (model files), bit_exact
+    (bundle vs source on TFLM; None when the source .tflite is not found or verify is off), models (per model),
+    baseline (the same keys for the unsplit source on stock TFLM; None values when the source is missing).
+    """
+    from converters.patching import read_bundle
+
+    bundle = read_bundle(folder)
+    plan = bundle.plan()
+    arena = bundle.arena or {}
+    if "shared" not in arena:
+        raise TinyVisionError(f"{folder}: the bundle has no arena layout")
+    H, W, C = bundle.image["shape"]
+    stats = bundle.stats or {}
+    source_path = _source_path(folder, plan)
+    source_bytes = None
+    if source_path:
+        with open(source_path, "rb") as f:
+            source_bytes = f.read()
+    runs = [0] * len(bundle.models)
+    for p in bundle.patches:
+        runs[p.model] += 1
+    runs[bundle.tail] += 1
+    result = {
+        "bundle": os.path.abspath(folder),
+        "kind": bundle.kind,
+        "head_bytes": int(arena["shared"]["size"]),
+        "tail_bytes": int(sum(s["size"] for s in arena["persistent"])),
+        "total_bytes": int(arena["size"]),
+        "image_bytes": int(H * W * C),
+        "stage_bytes": int(arena.get("stage", {}).get("size", 0)),
+        "mac_overhead": stats.get("mac_overhead"),
+        "macs": stats.get("macs"),
+        "flash_bytes": int(sum(len(m.data) for m in bundle.models)),
+        "offline_plans": bool(arena.get("offline_plans", False)),
+        "source": source_path,
+        "source_sha256_match": (hashlib.sha256(source_bytes).hexdigest() == bundle.source.get("sha256")
+                                if source_bytes is not None else None),
+        "bit_exact": None,
+        "verify_detail": None,
+        "models": [{"name": m.name, "role": m.role, "runs": runs[i], "head_bytes": m.nonpersistent_bytes,
+                    "persistent_bytes": m.persistent_bytes, "macs": m.macs, "flash_bytes": len(m.data),
+                    "input_shape": list(m.input_shape), "output_shape": list(m.output_shape)}
+                   for i, m in enumerate(bundle.models)],
+    }
+    if verify and source_bytes is not None:
+        from tinyvision.runtime.patch_runner import verify_bundle
+
+        check = verify_bundle(bundle, source_bytes)
+        result["bit_exact"] = bool(check.ok)
+        result["matches_reference"] = bool(check.matches_reference)
+        result["verify_detail"] = check.detail
+    result["baseline"] = _baseline(source_bytes, stats)
+    text = format_report(result)
+
+    def plot(path):
+        _plot(result, path, os.path.basename(os.path.abspath(folder)))
+
+    return result, text, plot
+
+
+def _fmt(value, unit=" B"):
+    return "-" if value is None else f"{value:,}{unit}"
+
+
+def format_report(result):
+    """Per-layer (unsplit) vs per-patch side by side, then one row per bundle model."""
+    base = result["baseline"]
+    rows = [
+        ("non-persistent (head / shared)", base["head_bytes"], result["head_bytes"]),
+        ("persistent (tail)", base["tail_bytes"], result["tail_bytes"]),
+        ("arena total", base["total_bytes"], result["total_bytes"]),
+        ("image", base["image_bytes"], result["image_bytes"]),
+        ("flash", base["flash_bytes"], result["flash_bytes"]),
+    ]
+    lines = [f"{'':<32} {'per-layer':>14} {'per-patch':>14}"]
+    for label, a, b in rows:
+        lines.append(f"{label:<32} {_fmt(a):>14} {_fmt(b):>14}")
+    lines.append(f"{'MACs':<32} {_fmt(base['macs'], ''):>14} {_fmt(result['macs'], ''):>14}")
+    if result["mac_overhead"] is not None:
+        lines.append(f"{'MAC overhead':<32} {'0.0 %':>14} {100 * result['mac_overhead']:>12.1f} %")
+    lines.append("")
+    lines.append(f"{'model':<24} {'role':<6} {'runs':>4} {'head':>10} {'persistent':>11} {'MACs':>12} {'flash':>10}")
+    for m in result["models"]:
+        lines.append(f"{m['name']:<24} {m['role']:<6} {m['runs']:>4} {_fmt(m['head_bytes'], ''):>10} "
+                     f"{_fmt(m['persistent_bytes'], ''):>11} {m['macs']:>12,} {m['flash_bytes']:>10,}")
+    lines.append("")
+    if result["bit_exact"] is None:
+        lines.append("bit-exact: not checked" + ("" if result["source"] else " (source .tflite not found)"))
+    else:
+        lines.append(f"bit-exact: {'yes' if result['bit_exact'] else 'NO'} ({result['verify_detail']})")
+    return "\n".join(lines)
+
+
+def _plot(result, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tinyvision.fileio import atomic_write_bytes
+    import io
+
+    models = result["models"]
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(models) + 2), 4))
+    heads = [m["head_bytes"] or 0 for m in models]
+    colors = ["tab:blue" if m["role"] == "patch" else "tab:orange" for m in models]
+    ax.bar(range(len(models)), [h / 1024 for h in heads], color=colors)
+    ax.axhline(result["head_bytes"] / 1024, color="tab:red", linestyle="--",
+               label=f"shared region {result['head_bytes'] / 1024:.1f} KiB")
+    if result["baseline"]["head_bytes"]:
+        ax.axhline(result["baseline"]["head_bytes"] / 1024, color="gray", linestyle=":",
+                   label=f"unsplit head {result['baseline']['head_bytes'] / 1024:.1f} KiB")
+    ax.set_xticks(range(len(models)))
+    ax.set_xticklabels([m["name"] for m in models], rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("TFLM head (KiB)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())

@@ -1,0 +1,80 @@
+"""`tinyvision convert --patches` / `tinyvision analyze` on a bundle, end to end as subprocesses."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import int8_tflite
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cli(*args):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "converters.cli.main", *args], capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def small_mobilenet(tmp_path_factory):
+    """keras MobileNetV2(0.35, 64x64x3, 10 classes, random weights) int8 .tflite: (path, stage length n)."""
+    import tensorflow as tf
+
+    from converters.patching import split_points
+
+    tf.keras.utils.set_random_seed(0)
+    keras_model = tf.keras.applications.MobileNetV2(alpha=0.35, input_shape=(64, 64, 3), weights=None, classes=10,
+                                                    classifier_activation=None)
+    data = int8_tflite(keras_model, samples=3)
+    path = tmp_path_factory.mktemp("bundle_cli") / "mbv2.tflite"
+    path.write_bytes(data)
+    points = [n for n in split_points(data) if n <= 12]
+    return path, points[-1]
+
+
+def test_grid_convert_then_analyze(small_mobilenet):
+    path, n = small_mobilenet
+    out = path.parent / "grid_bundle"
+    done = _cli("convert", f"--model={path}", "--patches=2x2", f"--split={n}", f"--output={out}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "shared region" in done.stdout and "MAC overhead" in done.stdout
+    assert (out / "plan.json").is_file()
+
+    done = _cli("analyze", f"--model={out}", "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for key in ("head_bytes", "tail_bytes", "total_bytes", "image_bytes", "mac_overhead", "flash_bytes",
+                "bit_exact", "baseline"):
+        assert key in result, key
+    assert result["bit_exact"] is True
+    assert result["image_bytes"] == 64 * 64 * 3
+    assert result["total_bytes"] >= result["head_bytes"] + result["tail_bytes"]
+    assert result["head_bytes"] < result["baseline"]["head_bytes"]
+    assert result["mac_overhead"] > 0
+    plan = json.loads((out / "plan.json").read_text())
+    assert result["flash_bytes"] == sum(os.path.getsize(out / m["file"]) for m in plan["models"])
+
+
+def test_auto_search_picks_a_split(small_mobilenet):
+    path, _ = small_mobilenet
+    out = path.parent / "auto_bundle"
+    done = _cli("convert", f"--model={path}", "--patches=auto", "--budget=256KiB", "--max_mac_overhead=0.5",
+                f"--output={out}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Pareto" in done.stdout and "<- chosen" in done.stdout
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["arena"]["size"] <= 256 * 1024
+
+
+def test_impossible_budget_fails_cleanly(small_mobilenet):
+    path, _ = small_mobilenet
+    out = path.parent / "never_written"
+    done = _cli("convert", f"--model={path}", "--patches=auto", "--budget=1KiB", f"--output={out}")
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr[-2000:]
+    assert "smallest" in errors[0]
+    assert not out.exists()
+    assert not [p for p in os.listdir(path.parent) if p.startswith(".never_written")]
