@@ -2,16 +2,11 @@
 import numpy as np
 import pytest
 
+from conftest import int8_tflite
 from converters.ir import Graph, Model, Op, Quantization, Tensor
 from tinyvision.analysis import greedy_offsets, memory_profile, model_cost, plot_memory
 from tinyvision.analysis.memory import align_up
 from tinyvision.runtime import tflm
-from test_runtime import int8_model, mobilenet_v2_models
-
-
-@pytest.fixture(scope="session")
-def mobilenet_v2(pytestconfig):
-    return mobilenet_v2_models(pytestconfig)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +27,7 @@ def branchy_int8():
     x = L.AveragePooling2D(2)(x)
     x = L.GlobalAveragePooling2D()(x)
     out = L.Dense(4)(x)
-    return int8_model(tf.keras.Model(x_in, out))
+    return int8_tflite(tf.keras.Model(x_in, out), samples=4)
 
 
 def random_dag_model(seed, n_ops=16):

@@ -4,64 +4,13 @@ import os
 import numpy as np
 import pytest
 
+from conftest import int8_tflite
 from tinyvision.errors import TinyVisionError
-from tinyvision.fileio import atomic_write_bytes
 from tinyvision.runtime import isolated, tflm
 
 # keras MobileNetV2(alpha=0.35, 144x144x3, 1000 classes, no softmax, random weights), full int8.
 MOBILENET_HEAD = 311_040
 MOBILENET_TAIL = {"per_tensor": 71_760, "per_channel": 79_760}
-
-
-def int8_model(keras_model, per_channel_dense=False, samples=4, seed=0):
-    """Full-int8 .tflite of a Keras model, calibrated on uniform(-1, 1) inputs."""
-    import tensorflow as tf
-
-    shape = keras_model.input_shape[1:]
-    rng = np.random.default_rng(seed)
-
-    def representative():
-        for _ in range(samples):
-            yield [rng.uniform(-1, 1, (1, *shape)).astype(np.float32)]
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    if not per_channel_dense:
-        converter._experimental_disable_per_channel_quantization_for_dense_layers = True
-    return converter.convert()
-
-
-def mobilenet_v2_models(config):
-    """{"per_tensor": bytes, "per_channel": bytes}, converted once and kept in pytest's cache folder.
-
-    The conversion takes ~25 s; the cache key holds the TensorFlow version.
-    """
-    import tinyvision  # noqa: F401
-    import tensorflow as tf
-
-    folder = config.cache.mkdir(f"tinyvision-mobilenetv2-035-144-tf{tf.__version__}")
-    paths = {kind: os.path.join(folder, f"{kind}.tflite") for kind in MOBILENET_TAIL}
-    if not all(os.path.exists(p) for p in paths.values()):
-        tf.keras.utils.set_random_seed(0)
-        keras_model = tf.keras.applications.MobileNetV2(
-            alpha=0.35, input_shape=(144, 144, 3), weights=None, classes=1000, classifier_activation=None
-        )
-        for kind, path in paths.items():
-            atomic_write_bytes(path, int8_model(keras_model, per_channel_dense=kind == "per_channel", samples=3))
-    models = {}
-    for kind, path in paths.items():
-        with open(path, "rb") as f:
-            models[kind] = f.read()
-    return models
-
-
-@pytest.fixture(scope="session")
-def mobilenet_v2(pytestconfig):
-    return mobilenet_v2_models(pytestconfig)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +30,7 @@ def small_int8():
     x = L.GlobalAveragePooling2D()(x)
     x = L.Dense(6)(x)
     out = L.Softmax()(x)
-    return int8_model(tf.keras.Model(x_in, out))
+    return int8_tflite(tf.keras.Model(x_in, out), samples=4)
 
 
 def with_softmax_input_scale(model_bytes, scale):

@@ -6,15 +6,16 @@ depthwise, so all expanded tensors are live at once. TFLM plans the arena from
 the operator order in the flatbuffer, so running each group to completion
 lowers the arena's head without touching any kernel.
 
-Memory model (``live_bytes_per_op``), the lifetimes TFLM's planner uses: a
-planned tensor (not a constant, not a variable: those live in the persistent
-tail) is live from the op that produces it (graph inputs: from the start) to
-its last consumer (graph outputs: to the end; tensors read but never produced
-nor fed: throughout). An op's live bytes are the sum of the live tensors, each
-rounded up to ``ALIGNMENT`` bytes. The peak is a lower bound of TFLM's arena
-head (kernel scratch buffers come on top); TFLM's own greedy planner (largest
-buffer first, first fit) can fragment above it where branches interleave, an
-offline plan (``converters.planning``) of the same order reaches it.
+Memory model (``live_bytes_per_op``): the lifetimes TFLM's planner uses
+(``converters.planning.lifetimes.tensor_lifetimes`` of the graph with its ops in
+the order under evaluation), where op i runs in allocation scope i + 1 and
+scope 0 (the start: graph inputs nobody reads) counts as part of op 0. An op's
+live bytes are the sum of the planned tensors alive then, each rounded up to 16 bytes. The
+peak is a lower bound of TFLM's arena head (kernel scratch buffers come on
+top); TFLM's own greedy planner (largest buffer first, first fit) can fragment
+above it where branches interleave, an offline plan (``converters.planning``)
+of the same order reaches it. The search evaluates partial orders with an
+incremental form of the same model (``_Problem`` / ``_Segment``).
 
 Search (``reorder_graph``):
 
@@ -38,10 +39,9 @@ custom ops) keep their relative order, so only data-flow freedom is used.
 import dataclasses
 import heapq
 
+from converters.planning.lifetimes import align_up, live_bytes, needs_allocating, tensor_lifetimes
 from tinyvision.errors import TinyVisionError
 
-# TFLM aligns every planned buffer to 16 bytes.
-ALIGNMENT = 16
 DEFAULT_STATE_BUDGET = 20_000  # about a second of search per segment
 
 # Ops whose effects are not visible as tensor edges: they keep their relative order.
@@ -74,12 +74,11 @@ class ReorderResult:
 
 def _planned(tensor):
     """Whether TFLM plans ``tensor`` into the arena's head."""
-    return tensor is not None and not tensor.is_constant and not tensor.is_variable
+    return tensor is not None and needs_allocating(tensor)
 
 
-def arena_bytes(tensor):
-    """Bytes a tensor takes in TFLM's arena: its size rounded up to ``ALIGNMENT``."""
-    return -(-tensor.nbytes // ALIGNMENT) * ALIGNMENT
+def _arena_bytes(tensors):
+    return sum(align_up(t.nbytes) for t in tensors)
 
 
 def live_bytes_per_op(graph, order=None):
@@ -92,40 +91,16 @@ def live_bytes_per_op(graph, order=None):
     ops = list(graph.ops if order is None else order)
     if order is not None and (len(ops) != len(graph.ops) or set(ops) != set(graph.ops)):
         raise TinyVisionError("the order is not a permutation of the graph's operators")
-    n = len(ops)
-    if n == 0:
-        return []
-    start, end = {}, {}
-    for t in graph.inputs:
-        if _planned(t):
-            start[t], end[t] = 0, 0
-    for i, op in enumerate(ops):
-        for t in op.outputs:
-            if _planned(t):
-                start[t], end[t] = i, i
+    position = {t: i for i, op in enumerate(ops) for t in op.outputs if _planned(t)}
+    inputs = set(graph.inputs)
     for i, op in enumerate(ops):
         for t in op.inputs:
-            if not _planned(t):
-                continue
-            if t not in start:  # read but never produced nor fed: live throughout
-                start[t], end[t] = 0, n - 1
-            elif start[t] >= i and t not in graph.inputs:
+            if position.get(t, -1) >= i and t not in inputs:
                 raise TinyVisionError(f"operator {i} ({op.opcode}) reads {t.name!r} before it is produced")
-            end[t] = max(end[t], i)
-    for t in graph.outputs:
-        if _planned(t):
-            start.setdefault(t, 0)
-            end[t] = n - 1
-    delta = [0] * (n + 1)
-    for t, s in start.items():
-        size = arena_bytes(t)
-        delta[s] += size
-        delta[end[t] + 1] -= size
-    live, total = [], 0
-    for i in range(n):
-        total += delta[i]
-        live.append(total)
-    return live
+    # Scope 0 (the start) counts as part of op 0's scope 1.
+    lifetimes = [dataclasses.replace(lt, first=max(lt.first, 1), last=max(lt.last, 1))
+                 for lt in tensor_lifetimes(dataclasses.replace(graph, ops=ops))]
+    return live_bytes(lifetimes, [(i + 1, i + 1) for i in range(len(ops))])
 
 
 def peak_live_bytes(graph, order=None):
@@ -183,8 +158,8 @@ class _Problem:
     """The graph as bitmasks over original op positions: dependencies, tensors, cut points.
 
     ``reads``/``writes`` (per op) hold only tensors whose lifetime depends on the order;
-    ``always_bytes`` is what is live throughout (tensors nobody produces: inputs that are
-    also outputs, variables' stand-ins).
+    ``always_bytes`` is what is live throughout (graph inputs that are also outputs),
+    ``last_bytes`` what is live at the last op only (outputs that are neither fed nor produced).
     """
 
     def __init__(self, graph):
@@ -202,10 +177,11 @@ class _Problem:
         self.inputs = {t for t in graph.inputs if _planned(t)}
         outputs = {t for t in graph.outputs if _planned(t)}
         self.outputs = {t for t in outputs if t in producer}  # live from their producer to the end
-        always = (outputs - self.outputs) | {
-            t for op in self.ops for t in op.inputs if _planned(t) and t not in producer and t not in self.inputs
-        }
-        self.always_bytes = sum(arena_bytes(t) for t in always)
+        # Outputs nobody produces: graph inputs live throughout; the others TFLM creates at the
+        # end, so they are live at the last op only. Both are constant offsets of any order.
+        fixed = outputs - self.outputs
+        self.always_bytes = _arena_bytes(fixed & self.inputs)
+        self.last_bytes = _arena_bytes(fixed - self.inputs)
         self.reads, self.writes = [], []
         self.consumers = {}  # tensor -> bitmask of reading ops
         preds = [0] * n
@@ -216,9 +192,9 @@ class _Problem:
                     if producer[t] >= i:
                         raise TinyVisionError(f"operator {i} ({op.opcode}) reads {t.name!r} before it is produced")
                     preds[i] |= 1 << producer[t]
-            reads = list(dict.fromkeys(t for t in op.inputs if _planned(t) and t not in always))
+            reads = list(dict.fromkeys(t for t in op.inputs if _planned(t) and t not in fixed))
             self.reads.append(reads)
-            self.writes.append([t for t in op.outputs if _planned(t) and t not in always])
+            self.writes.append([t for t in op.outputs if _planned(t)])
             for t in reads:
                 self.consumers[t] = self.consumers.get(t, 0) | (1 << i)
             if self._has_side_effects(op):
@@ -227,7 +203,7 @@ class _Problem:
                 last_ordered = i
         self.preds = preds
         # Graph inputs nobody reads are live at the first op only.
-        self.unread_input_bytes = sum(arena_bytes(t) for t in self.inputs - always if t not in self.consumers)
+        self.unread_input_bytes = _arena_bytes(t for t in self.inputs - fixed if t not in self.consumers)
         self.needed_late = set(self.consumers) | self.outputs
         self.cuts = self._cut_points()
 
@@ -288,7 +264,7 @@ class _Segment:
         for j in range(m):
             for t in problem.reads[a + j] + problem.writes[a + j]:
                 touching[t] = None
-        self.size = {t: arena_bytes(t) for t in touching}
+        self.size = {t: align_up(t.nbytes) for t in touching}
         self.local_consumers = {t: (problem.consumers.get(t, 0) >> a) & self.full for t in touching}
         # Live until the segment's end: read after it or a graph output.
         self.keep = {t for t in touching if problem.consumers.get(t, 0) >> b or t in problem.outputs}
@@ -298,9 +274,10 @@ class _Segment:
         self.resident0 = sum(self.size[t] for t in available)
         self.through = {t for t in available if t in self.keep}  # live through the whole segment
         self.first_extra = problem.unread_input_bytes if a == 0 else 0
+        self.last_extra = problem.last_bytes if b == len(problem.ops) else 0
         # Live across the whole segment without touching it: a constant offset.
-        self.base = problem.always_bytes + sum(
-            arena_bytes(t)
+        self.base = problem.always_bytes + _arena_bytes(
+            t
             for t in problem.needed_late
             if t not in touching
             and problem.producer.get(t, -1) < a
@@ -310,8 +287,9 @@ class _Segment:
 
     def step(self, state, resident, v):
         """Run local op v after ``state``: (live bytes while v runs, new state, new resident bytes)."""
-        mem = self.base + resident + self.out_bytes[v] + (self.first_extra if state == 0 else 0)
         done = state | (1 << v)
+        mem = self.base + resident + self.out_bytes[v]
+        mem += (self.first_extra if state == 0 else 0) + (self.last_extra if done == self.full else 0)
         resident += sum(self.size[t] for t in self.writes[v] if self.local_consumers[t] or t in self.keep)
         for t in self.reads[v]:
             if t not in self.keep and not self.local_consumers[t] & ~done:

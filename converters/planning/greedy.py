@@ -1,9 +1,10 @@
 """A line-for-line model of TFLM's ``GreedyMemoryPlanner`` (memory_planner/greedy_memory_planner.cc).
 
-Used twice: to know what TFLM's own planner would reach (the baseline an
-offline plan must beat), and to know where TFLM will put the buffers an
-offline plan cannot fix, i.e. kernel scratch buffers, which TFLM plans online
-*around* the offline offsets.
+The project's one model of it, used three times: to know what TFLM's own
+planner would reach (the baseline an offline plan must beat), to know where
+TFLM will put the buffers an offline plan cannot fix, i.e. kernel scratch
+buffers, which TFLM plans online *around* the offline offsets, and for the
+analytic arena head of any model (``tinyvision.analysis.memory``).
 
 Algorithm (as in TFLM): offline-planned buffers first, in the order they were
 added, at their given offsets; then online buffers sorted by size, largest
@@ -12,6 +13,7 @@ first, with TFLM's stable bubble sort over the online buffers stored in
 buffer goes into the first gap, walking the offset-ordered list of placed
 buffers that overlap it in time, that is large enough, or after the last one.
 """
+import bisect
 import dataclasses
 from typing import Optional
 
@@ -66,9 +68,4 @@ def plan(requests):
 
 def _insert(placed, offset, seq, index):
     """Insert before the first entry with a larger offset, as TFLM links a new entry in."""
-    position = len(placed)
-    for p, (other_offset, _, _) in enumerate(placed):
-        if other_offset > offset:
-            position = p
-            break
-    placed.insert(position, (offset, seq, index))
+    placed.insert(bisect.bisect_right(placed, offset, key=lambda entry: entry[0]), (offset, seq, index))

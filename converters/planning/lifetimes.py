@@ -1,18 +1,25 @@
 """Which tensors TFLM plans into the arena's head, for how long, and which ops may write in place.
 
+The one model of TFLM's buffer lifetimes in this project (the analytic profile in
+``tinyvision.analysis.memory``, the offline planner and the reorder pass all use it).
 Lifetimes follow TFLM's ``AllocationInfoBuilder::MarkAllocationLifetimes``
 (tensorflow/lite/micro/micro_allocation_info.cc, tflite-micro main of 2026-08)
-for a single subgraph, in *allocation scopes*: scope 0 is the start of the
-invocation, op ``i`` runs in scope ``i + 1``. Lifetimes are inclusive
-``[first, last]`` and two buffers conflict when their scopes intersect
-(GreedyMemoryPlanner::DoesEntryOverlapInTime), so in TFLM's own planner an op's
-inputs and outputs always conflict:
+in *allocation scopes*: scope 0 is the start of the main subgraph, op ``i`` runs
+in scope ``i + 1``, and a control-flow op (IF, WHILE, CALL_ONCE) enters one more
+scope for each subgraph it runs, which is marked there recursively. Lifetimes
+are inclusive ``[first, last]`` and two buffers conflict when their scopes
+intersect (GreedyMemoryPlanner::DoesEntryOverlapInTime), so in TFLM's own
+planner an op's inputs and outputs always conflict:
 
-* a tensor is created once, at its first creation: graph inputs at scope 0,
-  an op's outputs in the op's scope, a graph output nobody produces at the end;
-* it is last used in the last scope that reads or writes it; graph inputs are
-  used at scope 0 and graph outputs in the final scope (the number of ops);
-* a tensor read but never produced nor fed keeps ``first == -1``.
+* a tensor is created once, at its first creation: subgraph inputs on entry,
+  an op's outputs in the op's scope, a subgraph output nobody created before
+  at the subgraph's end (so such an output lives in the final scope only, even
+  if an op reads it: checked on the tflite-micro pip package);
+* it is last used in the last scope that reads or writes it; subgraph inputs
+  are used on entry and subgraph outputs in the subgraph's final scope;
+* a tensor read but never produced nor fed keeps ``first == -1``;
+* an op's kernel scratch buffers live from the op's scope to the last scope of
+  the subgraphs it runs.
 
 TFLM plans a tensor when it has no buffer in the flatbuffer (not a constant),
 is not a variable (those are persistent) and has a non-zero byte size; each
@@ -23,8 +30,10 @@ import dataclasses
 import numpy as np
 
 from converters.ir.graph import Graph, Tensor
+from tinyvision.errors import TinyVisionError
 
 ALIGNMENT = 16
+UNCREATED = -1  # kUninitializedLifetime
 
 # Ops whose output may take exactly an input's buffer: every output element i
 # is computed from input element i only, and the TFLM reference kernels (and
@@ -74,42 +83,100 @@ def needs_allocating(tensor):
     return not tensor.is_constant and not tensor.is_variable and tensor.nbytes > 0
 
 
-def tensor_lifetimes(graph: Graph):
+def allocation_scopes(subgraphs, name="model", nested=True):
+    """TFLM's allocation scopes for every tensor and op of a model's subgraphs (main graph first).
+
+    nested: mark the subgraphs that control-flow ops run, as TFLM does (False: treat those
+    ops like any other, for a graph on its own).
+    Returns (tensors, ops): ``tensors[s]`` maps each tensor subgraph ``s`` references to its
+    ``[first, last]`` scopes; ``ops[s][i]`` is the ``(first, last)`` scope range of op ``i``
+    of subgraph ``s``, which its scratch buffers span (a control-flow op's range covers the
+    subgraphs it runs; a subgraph run twice gets its first start and last end, as in TFLM;
+    one never run keeps (-1, -1)).
+    Raises TinyVisionError if a control-flow op calls a subgraph that does not exist.
+    """
+    tensors = [{t: [UNCREATED, UNCREATED] for t in g.used_tensors()} for g in subgraphs]
+    ops = [[(UNCREATED, UNCREATED)] * len(g.ops) for g in subgraphs]
+    scope = 0
+
+    def created(record, at):
+        if record[0] == UNCREATED:  # TFLM records only the first creation
+            record[0] = at
+
+    def mark(s):
+        nonlocal scope
+        graph, life = subgraphs[s], tensors[s]
+        for t in graph.inputs:
+            if t is not None:
+                created(life[t], scope)
+                life[t][1] = scope
+        for i, op in enumerate(graph.ops):
+            scope += 1
+            start = scope
+            for t in op.outputs:
+                created(life[t], scope)
+            for sub in _called_subgraphs(op) if nested else ():
+                if not 0 <= sub < len(subgraphs):
+                    raise TinyVisionError(f"{name}: {op.opcode} calls subgraph {sub}, which does not exist")
+                scope += 1
+                mark(sub)
+            for t in op.inputs + op.outputs:
+                if t is not None:
+                    life[t][1] = scope
+            ops[s][i] = (start if ops[s][i][0] == UNCREATED else ops[s][i][0], scope)
+        for t in graph.outputs:
+            if t is not None:
+                created(life[t], scope)
+                life[t][1] = scope
+
+    if subgraphs:
+        mark(0)
+    return tensors, ops
+
+
+def tensor_lifetimes(graph: Graph, scopes=None):
     """The tensors TFLM plans for ``graph`` and their lifetimes, in exported tensor order.
 
+    scopes: ``graph``'s entry of ``allocation_scopes`` when it is one subgraph of a model
+    (default: ``graph`` on its own, control-flow ops taken as plain ops).
     Returns a list of ``Lifetime`` (one per planned tensor, ``index`` ascending).
     """
-    tensors = graph.used_tensors()
-    first, last = {}, {}
-
-    def created(t, scope):
-        if first.get(t, -1) == -1:  # TFLM records only the first creation
-            first[t] = scope
-
-    def used(t, scope):
-        first.setdefault(t, -1)
-        last[t] = scope
-
-    for t in graph.inputs:
-        if t is not None:
-            created(t, 0)
-            used(t, 0)
-    for i, op in enumerate(graph.ops):
-        scope = i + 1
-        for t in op.outputs:
-            created(t, scope)
-        for t in op.inputs + op.outputs:
-            if t is not None:
-                used(t, scope)
-    for t in graph.outputs:
-        if t is not None:
-            created(t, len(graph.ops))
-            used(t, len(graph.ops))
+    if scopes is None:
+        scopes = allocation_scopes([graph], nested=False)[0][0]
     return [
-        Lifetime(t, index, first[t], last[t], align_up(t.nbytes))
-        for index, t in enumerate(tensors)
-        if needs_allocating(t) and t in first
+        Lifetime(t, index, *scopes[t], align_up(t.nbytes))
+        for index, t in enumerate(graph.used_tensors())
+        if needs_allocating(t)
     ]
+
+
+def live_bytes(buffers, spans):
+    """The most bytes alive in one scope of each span.
+
+    buffers: objects with ``size``, ``first`` and ``last`` (inclusive scopes; ``first`` -1 =
+    from the start); spans: ``(first, last)`` scope ranges, e.g. one per op. Returns one int
+    per span: the largest sum of ``size`` over the buffers alive in any scope of the span.
+    """
+    top = max([b.last for b in buffers] + [last for _, last in spans] + [0]) + 1
+    delta = np.zeros(top + 1, dtype=np.int64)
+    for b in buffers:
+        if b.last >= 0:
+            delta[max(b.first, 0)] += b.size
+            delta[b.last + 1] -= b.size
+    live = np.cumsum(delta)
+    return [int(live[first : last + 1].max()) for first, last in spans]
+
+
+def _called_subgraphs(op):
+    """Subgraphs a control-flow op runs, in the order TFLM plans them."""
+    o = op.options
+    if op.opcode == "IF":
+        return [o.thenSubgraphIndex, o.elseSubgraphIndex]
+    if op.opcode == "WHILE":
+        return [o.condSubgraphIndex, o.bodySubgraphIndex]
+    if op.opcode == "CALL_ONCE":
+        return [o.initSubgraphIndex]
+    return []
 
 
 def _same_layout(a, b):

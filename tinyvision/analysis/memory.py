@@ -1,4 +1,4 @@
-"""Analytic tensor-arena planning: TFLM's lifetimes and GreedyMemoryPlanner, replicated without TFLM.
+"""Analytic tensor-arena planning: TFLM's allocation records and GreedyMemoryPlanner, without TFLM.
 
 TFLM splits its arena into a head (activation buffers, planned so that buffers
 whose lifetimes do not overlap share memory) and a tail (persistent data). This
@@ -6,43 +6,32 @@ module predicts the head from the .tflite alone, following tflite-micro:
 
 * ``micro_allocation_info.cc`` (``AllocationInfoBuilder``): every tensor of every
   subgraph gets an allocation record, in file order, followed by kernel scratch
-  buffers in request order. Scope 0 is the start of the main subgraph; op ``i``
-  is scope ``i + 1``. Subgraph inputs (and outputs) are created at the start,
-  an op's outputs are created at its scope, inputs and outputs are last used at
-  the scope of the last op touching them, and subgraph outputs live to the end.
-  Control-flow ops (IF, WHILE, CALL_ONCE) plan their subgraphs in nested scopes.
-  A tensor needs arena space when it has no data in the flatbuffer, is not a
-  variable (variables go to the tail) and has a non-zero size. Tensors that no
-  op touches keep lifetime (-1, -1) and are still planned, as in TFLM.
+  buffers in request order, with the lifetimes of
+  ``converters.planning.lifetimes.allocation_scopes`` (nested scopes for the
+  subgraphs of control-flow ops) and TFLM's rule for which tensors need arena
+  space; "OfflineMemoryAllocation" metadata fixes some offsets.
 * ``micro_allocator.cc`` (``CreatePlan``): each size is aligned up to 16 bytes.
-* ``memory_planner/greedy_memory_planner.cc``: offline-planned buffers first,
-  then the others by decreasing size (a stable sort of the records in reverse
-  order), each placed in the first gap, in offset order, that is free for its
-  whole lifetime. The head is the highest end offset.
+* ``memory_planner/greedy_memory_planner.cc``: replicated by
+  ``converters.planning.greedy``; the head is the highest end offset.
 
-Kernel scratch buffers (``RequestScratchBufferInArena``) of TFLM's reference
-kernels are planned like tensors alive during their op. Among the int8 ops a
-vision model uses, only these request any: MEAN and SUM (an int32 accumulator
-per output element for int8/int16 inputs, then int32 per input dimension and
-per reduction axis), REDUCE_MAX / REDUCE_MIN (per input dimension and axis) and
-TRANSPOSE_CONV (an int32 or int64 accumulator per output element). CONV_2D,
-DEPTHWISE_CONV_2D, FULLY_CONNECTED, pooling, ADD, MUL, SOFTMAX, RESHAPE,
-CONCATENATION, PAD, QUANTIZE... request none in the reference kernels. The
-optimized CMSIS-NN kernels of an Arduino build request more (e.g. im2col
-buffers for CONV_2D), which this model does not include: there the head can be
-larger than predicted here.
+Kernel scratch buffers (``RequestScratchBufferInArena``) are those of TFLM's
+reference kernels (``converters.planning.scratch.op_scratch``): among the int8
+ops a vision model uses, only MEAN / SUM, REDUCE_MAX / REDUCE_MIN and
+TRANSPOSE_CONV request any. The optimized CMSIS-NN kernels of an Arduino build
+request more (e.g. im2col buffers for CONV_2D), which this model does not
+include: there the head can be larger than predicted here.
 """
-import bisect
 import dataclasses
 from typing import Optional
 
 import numpy as np
 
+from converters.ir import Model
+from converters.planning import greedy
+from converters.planning.lifetimes import align_up, allocation_scopes, live_bytes, tensor_lifetimes
+from converters.planning.metadata import METADATA_NAME, ONLINE
+from converters.planning.scratch import op_scratch
 from tinyvision.errors import TinyVisionError
-
-ALIGNMENT = 16  # MicroArenaBufferAlignment()
-_OFFLINE_METADATA = "OfflineMemoryAllocation"
-_ONLINE = -1  # kOnlinePlannedBuffer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,14 +92,8 @@ class MemoryProfile:
         return self.head_bytes - self.peak_bytes
 
 
-def align_up(n, alignment=ALIGNMENT):
-    return (n + alignment - 1) // alignment * alignment
-
-
 def as_model(model, name="model"):
     """``converters.ir.Model`` from .tflite bytes or a Model."""
-    from converters.ir import Model
-
     if isinstance(model, Model):
         return model
     if isinstance(model, (bytes, bytearray, memoryview)):
@@ -125,20 +108,15 @@ def memory_profile(model, name="model"):
     variable_bytes = sum(
         align_up(t.nbytes) for g in model.subgraphs for t in g.used_tensors() if t.is_variable and t.nbytes
     )
-    scopes = max([b.last for b in buffers] + [0]) + 1
-    live_at = np.zeros(scopes + 1, dtype=np.int64)
-    for b in buffers:
-        if b.last >= 0:
-            live_at[max(b.first, 0) : b.last + 1] += b.size
     ops = []
-    for index, (op, (first, last)) in enumerate(zip(model.main.ops, op_scopes)):
+    for index, (op, (first, last), live) in enumerate(zip(model.main.ops, op_scopes, live_bytes(buffers, op_scopes))):
         here = [b for b in buffers if b.first <= last and b.last >= first]
         ops.append(
             OpMemory(
                 index=index,
                 opcode=op.opcode,
                 output=op.outputs[0].name if op.outputs else "",
-                live_bytes=int(live_at[first : last + 1].max()),
+                live_bytes=live,
                 scratch_bytes=sum(b.size for b in here if b.kind == "scratch" and b.subgraph == 0 and b.op == index),
                 live=tuple(b.name for b in here),
             )
@@ -161,149 +139,39 @@ def plan_buffers(model, name="model"):
     main-graph op i (a control-flow op spans the scopes of the subgraphs it runs).
     """
     model = as_model(model, name)
-    tensors = [g.used_tensors() for g in model.subgraphs]
-    lifetime = [{t: [-1, -1] for t in ts} for ts in tensors]
-    requests = [(si, oi, nbytes) for si, g in enumerate(model.subgraphs) for oi, op in enumerate(g.ops)
-                for nbytes in scratch_requests(op)]
-    scratch_life = [[-1, -1] for _ in requests]
-    scope = [0]
-    op_scopes = []
-
-    def created(record, at):
-        record[0] = at
-        record[1] = at
-
-    def mark(si, top):
-        graph = model.subgraphs[si]
-        life = lifetime[si]
-        for t in graph.inputs + graph.outputs:
-            if t is not None:
-                created(life[t], scope[0])
-        for oi, op in enumerate(graph.ops):
-            scope[0] += 1
-            start = scope[0]
-            for t in op.outputs:
-                created(life[t], scope[0])
-            for sub in _called_subgraphs(op):
-                if not 0 <= sub < len(model.subgraphs):
-                    raise TinyVisionError(f"{name}: {op.opcode} calls subgraph {sub}, which does not exist")
-                scope[0] += 1
-                mark(sub, False)
-            for t in op.inputs + op.outputs:
-                if t is not None:
-                    life[t][1] = scope[0]
-            for k, (rs, ro, _) in enumerate(requests):
-                if rs == si and ro == oi:
-                    scratch_life[k] = [start, scope[0]]
-            if top:
-                op_scopes.append((start, scope[0]))
-        for t in graph.outputs:
-            if t is not None:
-                life[t][1] = scope[0]
-
-    mark(0, True)
-
-    offline = _offline_offsets(model, sum(len(ts) for ts in tensors), name)
-    entries = []  # (name, kind, subgraph, op, bytes, first, last, offline offset)
-    position = 0
-    for si, ts in enumerate(tensors):
-        for t in ts:
-            if not t.is_constant and not t.is_variable and t.nbytes > 0:
-                first, last = lifetime[si][t]
-                fixed = offline[position] if offline else _ONLINE
-                entries.append((t.name, "tensor", si, None, t.nbytes, first, last, fixed))
-            position += 1
-    for k, ((si, oi, nbytes), (first, last)) in enumerate(zip(requests, scratch_life)):
-        op = model.subgraphs[si].ops[oi]
-        label = f"{op.opcode} #{oi} scratch {k}" if si == 0 else f"{op.opcode} #{oi} (subgraph {si}) scratch {k}"
-        entries.append((label, "scratch", si, oi, nbytes, first, last, _ONLINE))
-
-    offsets = greedy_offsets([(align_up(e[4]), e[5], e[6], e[7]) for e in entries])
-    buffers = [
-        Buffer(name=e[0], kind=e[1], subgraph=e[2], op=e[3], bytes=e[4], size=align_up(e[4]), first=e[5], last=e[6],
-               offset=off)
-        for e, off in zip(entries, offsets)
-    ]
-    return buffers, op_scopes
+    scopes, op_scopes = allocation_scopes(model.subgraphs, name)
+    first_index = np.cumsum([0] + [len(g.used_tensors()) for g in model.subgraphs])
+    offline = _offline_offsets(model, int(first_index[-1]), name)
+    buffers, fixed = [], []  # in the order TFLM adds them; offsets come from the greedy plan
+    for si, graph in enumerate(model.subgraphs):
+        for lt in tensor_lifetimes(graph, scopes[si]):
+            buffers.append(Buffer(lt.tensor.name, "tensor", si, None, lt.tensor.nbytes, lt.size, lt.first, lt.last, -1))
+            fixed.append(offline[first_index[si] + lt.index] if offline else ONLINE)
+    requests = [(si, oi, op, nbytes) for si, graph in enumerate(model.subgraphs) for oi, op in enumerate(graph.ops)
+                for nbytes in op_scratch(op)]
+    for k, (si, oi, op, nbytes) in enumerate(requests):
+        where = f"#{oi}" if si == 0 else f"#{oi} (subgraph {si})"
+        buffers.append(Buffer(f"{op.opcode} {where} scratch {k}", "scratch", si, oi, nbytes, align_up(nbytes),
+                              *op_scopes[si][oi], -1))
+        fixed.append(ONLINE)
+    offsets = greedy_offsets([(b.size, b.first, b.last, f) for b, f in zip(buffers, fixed)])
+    return [dataclasses.replace(b, offset=o) for b, o in zip(buffers, offsets)], op_scopes[0]
 
 
 def greedy_offsets(requirements):
-    """Offsets chosen by TFLM's GreedyMemoryPlanner.
+    """Offsets chosen by TFLM's GreedyMemoryPlanner (``converters.planning.greedy.plan``).
 
     requirements: list of (size, first_time_used, last_time_used, offline_offset), in the
     order TFLM adds them (offline_offset -1 = plan online). Returns one offset per buffer.
     """
-    count = len(requirements)
-    if count == 0:
-        return []
-    # CalculateOffsetsIfNeeded: offline buffers at the front in order; online ones filled
-    # from the back (so reversed), then stably sorted by decreasing size.
-    offline = [i for i, r in enumerate(requirements) if r[3] != _ONLINE]
-    online = [i for i, r in enumerate(requirements) if r[3] == _ONLINE][::-1]
-    online.sort(key=lambda i: -requirements[i][0])
-    order = offline + online
-    offsets = [requirements[i][3] if requirements[i][3] != _ONLINE else -1 for i in range(count)]
-
-    placed_offsets = []  # ascending, parallel to placed_ids (the offset-ordered linked list)
-    placed_ids = []
-    for position, i in enumerate(order):
-        size, first, last, fixed = requirements[i]
-        if position == 0:
-            candidate = 0 if fixed == _ONLINE else fixed
-        elif fixed != _ONLINE:
-            candidate = fixed
-        else:
-            candidate = 0
-            for j, offset in zip(placed_ids, placed_offsets):
-                _, jfirst, jlast, _ = requirements[j]
-                if jfirst > last or first > jlast:
-                    continue  # not alive at the same time
-                if offset - candidate >= size:
-                    break  # the gap before this buffer fits
-                candidate = max(candidate, offset + requirements[j][0])
-        offsets[i] = candidate
-        # Inserted after every entry whose offset is <= candidate (before the first larger one).
-        at = bisect.bisect_right(placed_offsets, candidate)
-        placed_offsets.insert(at, candidate)
-        placed_ids.insert(at, i)
-    return offsets
-
-
-def scratch_requests(op):
-    """Bytes of each scratch buffer TFLM's reference kernel for ``op`` requests, in request order."""
-    inputs = op.inputs
-    if op.opcode in ("MEAN", "SUM"):
-        data, axis = inputs[0], inputs[1]
-        sizes = []
-        if np.dtype(data.dtype) in (np.dtype(np.int8), np.dtype(np.int16)):
-            sizes.append(4 * op.outputs[0].size)
-        return sizes + [4 * len(data.shape), 4 * axis.size]
-    if op.opcode in ("REDUCE_MAX", "REDUCE_MIN"):
-        return [4 * len(inputs[0].shape), 4 * inputs[1].size]
-    if op.opcode == "TRANSPOSE_CONV":
-        data = inputs[2]
-        if np.dtype(data.dtype) == np.int8:
-            return [4 * op.outputs[0].size]
-        if np.dtype(data.dtype) == np.int16:
-            return [8 * op.outputs[0].size]
-    return []
-
-
-def _called_subgraphs(op):
-    """Subgraphs a control-flow op runs, in the order TFLM plans them."""
-    o = op.options
-    if op.opcode == "IF":
-        return [o.thenSubgraphIndex, o.elseSubgraphIndex]
-    if op.opcode == "WHILE":
-        return [o.condSubgraphIndex, o.bodySubgraphIndex]
-    if op.opcode == "CALL_ONCE":
-        return [o.initSubgraphIndex]
-    return []
+    requests = [greedy.Request(size, first, last, None if fixed == ONLINE else fixed)
+                for size, first, last, fixed in requirements]
+    return greedy.plan(requests)[0]
 
 
 def _offline_offsets(model, tensor_count, name):
     """Per-tensor offsets from "OfflineMemoryAllocation" metadata, or None."""
-    data = model.metadata.get(_OFFLINE_METADATA)
+    data = model.metadata.get(METADATA_NAME)
     if not data:
         return None
     words = np.frombuffer(data, dtype=np.int32)
