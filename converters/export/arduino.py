@@ -1,0 +1,618 @@
+"""Export a patch bundle (docs/bundle-format.md) as a complete Arduino sketch folder.
+
+``export_arduino(bundle_dir, out_dir)`` writes ``<out_dir>/<sketch_name>/``::
+
+    <sketch_name>.ino                        tflm_app/tinyvision_sketch.ino
+    tinyvision_runtime.{h,cpp}               plan checks, window copy, output placement, preprocessing
+    patch_runner_tflm.{h,cpp}                the TFLM glue (one MicroInterpreter per model, one arena)
+    model_data.h + <model>_tflite.{h,cpp}    every model as an alignas(16) const unsigned char array
+    plan_data.{h,cpp}                        the plan as C data; kTinyVisionArenaSize = plan arena.size
+    model_ops.h                              the MicroMutableOpResolver with exactly the models' operators
+    test_image.{h,cpp}                       an int8 test image (built-in dataset, or the one given)
+
+The board's limits are data (``converters.export.boards``). Static RAM (arena +
+interpreter objects + op resolver + runtime globals) and flash (model arrays,
+test image, plan tables, runtime code, TFLM + Arduino core) are computed and
+printed; a bundle that does not fit is refused with a TinyVisionError and
+nothing is written. Runtime code, plan tables and test image are measured with
+``arm-none-eabi-g++`` + ``arm-none-eabi-size`` when the toolchain is on PATH,
+else estimated. The sketch folder is built in a temporary folder next to the
+destination and renamed into place.
+
+The camera path of the sketch (``TINYVISION_USE_CAMERA``) turns RGB565 frames
+into the model image on the device; ``pixel_lut``, ``center_crop`` and
+``resize_nearest`` here compute exactly the same thing in numpy (float32
+arithmetic, same integer index rules), and are what the test image goes
+through when it is given as pixels.
+"""
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+import numpy as np
+
+from converters.export.boards import get_board
+from tinyvision.data.normalization import NORMALIZATION_MEAN, NORMALIZATION_STD
+from tinyvision.errors import TinyVisionError
+
+TFLM_APP_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tflm_app")
+SKETCH_TEMPLATE = "tinyvision_sketch.ino"
+RUNTIME_FILES = ("tinyvision_runtime.h", "tinyvision_runtime.cpp", "patch_runner_tflm.h", "patch_runner_tflm.cpp")
+PLAIN_SOURCES = ("tinyvision_runtime.cpp", "plan_data.cpp", "test_image.cpp")  # no TFLM: measurable anywhere
+ARM_CXXFLAGS = ("-Os", "-std=c++17", "-fno-exceptions", "-fno-rtti", "-ffunction-sections", "-fdata-sections")
+
+# RAM outside the arena, from sizeof() on Cortex-M4 (arm-none-eabi-g++ 12.2 against the TFLM headers of
+# Chirale_TensorFlowLite 2.0.0 and Arduino_TensorFlowLite 2.4.0-ALPHA, which agree):
+INTERPRETER_BYTES = 176  # tflite::MicroInterpreter: one InterpreterSlot per model
+RESOLVER_BYTES, RESOLVER_BYTES_PER_OP = 12, 44  # tflite::MicroMutableOpResolver<N> = 12 + 44 N
+SKETCH_GLOBALS_BYTES = 256  # PatchRunner (164) + image source and view (40) + error state, rounded up
+CAMERA_FRAME_BYTES = 160 * 120 * 2  # QQVGA RGB565 frame buffer of the camera build
+CAMERA_EXTRA_BYTES = CAMERA_FRAME_BYTES + 256 + 64  # + pixel LUT + FrameImage
+# Flash of the TFLM glue (patch_runner_tflm.cpp, 2,164 B text measured as above): it cannot be
+# compiled here without TFLM's headers.
+GLUE_CODE_BYTES = 2304
+# Plan tables when they cannot be compiled: bytes per model / patch / section entry on Cortex-M4.
+PLAN_BYTES_PER_MODEL, PLAN_BYTES_PER_PATCH, PLAN_BYTES_PER_SECTION, PLAN_FIXED_BYTES = 48, 44, 12, 96
+ALIGN = 16
+
+# TFLite builtin operator -> MicroMutableOpResolver method (the same 99 methods in both Arduino libraries).
+RESOLVER_METHODS = {
+    "ADD": "AddAdd", "ARG_MAX": "AddArgMax", "AVERAGE_POOL_2D": "AddAveragePool2D",
+    "CONCATENATION": "AddConcatenation", "CONV_2D": "AddConv2D", "DEPTH_TO_SPACE": "AddDepthToSpace",
+    "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D", "DEQUANTIZE": "AddDequantize", "EXPAND_DIMS": "AddExpandDims",
+    "FULLY_CONNECTED": "AddFullyConnected", "HARD_SWISH": "AddHardSwish", "L2_NORMALIZATION": "AddL2Normalization",
+    "LEAKY_RELU": "AddLeakyRelu", "LOGISTIC": "AddLogistic", "MAX_POOL_2D": "AddMaxPool2D", "MAXIMUM": "AddMaximum",
+    "MEAN": "AddMean", "MINIMUM": "AddMinimum", "MIRROR_PAD": "AddMirrorPad", "MUL": "AddMul", "PACK": "AddPack",
+    "PAD": "AddPad", "PADV2": "AddPadV2", "PRELU": "AddPrelu", "QUANTIZE": "AddQuantize",
+    "REDUCE_MAX": "AddReduceMax", "RELU": "AddRelu", "RELU6": "AddRelu6", "RESHAPE": "AddReshape",
+    "RESIZE_BILINEAR": "AddResizeBilinear", "RESIZE_NEAREST_NEIGHBOR": "AddResizeNearestNeighbor",
+    "SHAPE": "AddShape", "SLICE": "AddSlice", "SOFTMAX": "AddSoftmax", "SPACE_TO_DEPTH": "AddSpaceToDepth",
+    "SPLIT": "AddSplit", "SPLIT_V": "AddSplitV", "SQUEEZE": "AddSqueeze", "STRIDED_SLICE": "AddStridedSlice",
+    "SUB": "AddSub", "SUM": "AddSum", "TANH": "AddTanh", "TRANSPOSE": "AddTranspose",
+    "TRANSPOSE_CONV": "AddTransposeConv", "UNPACK": "AddUnpack",
+}
+
+_SKETCH_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_]{0,62}\Z")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportReport:
+    """What ``export_arduino`` wrote and the memory it computed (bytes)."""
+
+    sketch_dir: str
+    board: str
+    ram_bytes: int  # static RAM of the default (flash test image) build
+    ram_available: int  # board RAM minus the reserve for stack and core
+    camera_ram_bytes: int  # the same with TINYVISION_USE_CAMERA
+    flash_bytes: int
+    flash_available: int
+    ram: dict  # breakdown
+    flash: dict  # breakdown
+    arm_size: dict  # {"text", "data", "bss"} of the plain sources, or None without the toolchain
+
+    def summary(self):
+        ram = ", ".join(f"{k} {v:,}" for k, v in self.ram.items())
+        flash = ", ".join(f"{k} {v:,}" for k, v in self.flash.items())
+        measured = (f"arm-none-eabi-size of {' + '.join(PLAIN_SOURCES)}: text {self.arm_size['text']:,}, "
+                    f"data {self.arm_size['data']:,}, bss {self.arm_size['bss']:,}"
+                    if self.arm_size else "no arm-none-eabi toolchain: runtime size estimated")
+        return (f"sketch {self.sketch_dir} ({self.board})\n"
+                f"  RAM   {self.ram_bytes:,} of {self.ram_available:,} B available: {ram}; "
+                f"camera build {self.camera_ram_bytes:,} B\n"
+                f"  flash {self.flash_bytes:,} of {self.flash_available:,} B: {flash}\n"
+                f"  {measured}")
+
+
+def export_arduino(bundle_dir, out_dir, board="nano33ble", test_image=None, sketch_name=None, class_names=None,
+                   verbose=True):
+    """Write ``<out_dir>/<sketch_name>/`` for the bundle at ``bundle_dir``; returns an ``ExportReport``.
+
+    board: a name from ``converters.export.boards.BOARDS`` or a ``BoardProfile``.
+    test_image: None (a sample of the built-in dataset at the bundle's resolution), a path to an
+        image file, uint8 pixels (h, w, 3) or (h, w) of any size (centre-cropped and resized like the
+        camera path), or int8 (H, W, C) already quantized with the bundle's image quantization.
+    sketch_name: folder and .ino name; default "tinyvision_<bundle folder name>".
+    class_names: one name per model output, printed by the sketch; default the built-in dataset's
+        names when the test image comes from it and the class count matches, else none.
+    verbose: print the memory summary.
+    Raises TinyVisionError for an invalid bundle, an unknown board, an operator the Arduino TFLM
+    library cannot register, or a bundle that does not fit the board.
+    """
+    from converters.patching import read_bundle
+
+    profile = get_board(board)
+    bundle = read_bundle(bundle_dir)
+    if not bundle.arena:
+        raise TinyVisionError(f"{bundle_dir}: the bundle has no arena layout (plan.json 'arena')")
+    name = _sketch_name(bundle_dir, sketch_name)
+    image, label, default_names = prepare_test_image(bundle, test_image)
+    num_classes = int(np.prod(bundle.models[bundle.tail].output_shape))
+    names = _class_names(class_names, default_names, num_classes)
+    files = render_sketch(bundle, name, image, label, names)
+
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    target = os.path.join(out_dir, name)
+    if os.path.exists(target) and not _is_sketch(target, name):
+        raise TinyVisionError(f"{target} exists and is not a tinyvision sketch: refusing to replace it")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=out_dir, prefix=f".{name}.tmp-")
+    except OSError as e:
+        raise TinyVisionError(f"cannot write {target}: {e.strerror or e}") from None
+    try:
+        for file_name, text in files.items():
+            with open(os.path.join(tmp, file_name), "w", encoding="utf-8") as f:
+                f.write(text)
+        os.chmod(tmp, 0o755)
+        report = _memory_report(bundle, profile, tmp, target, image, files)
+        if verbose:
+            print(report.summary())
+        _check_fit(report, profile)
+        _replace_dir(tmp, target)
+    except OSError as e:
+        raise TinyVisionError(f"cannot write {target}: {e.strerror or e}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return report
+
+
+# ---------------------------------------------------------------- test image (numpy mirror of the device path)
+
+
+def pixel_lut(scale, zero_point, mean=NORMALIZATION_MEAN, std=NORMALIZATION_STD):
+    """int8[256]: pixel p -> quantize((p - mean) / std), as tinyvision::BuildPixelLut computes it.
+
+    float32 throughout and round half away from zero as floor(|v| + 0.5), clamped to int8.
+    """
+    p = np.arange(256, dtype=np.float32)
+    v = ((p - np.float32(mean)) / np.float32(std)) / np.float32(scale)
+    r = np.where(v >= 0, np.floor(v + np.float32(0.5)), -np.floor(-v + np.float32(0.5)))
+    r = np.clip(r, -128 - int(zero_point), 127 - int(zero_point))
+    return (r.astype(np.int32) + int(zero_point)).astype(np.int8)
+
+
+def center_crop(frame_w, frame_h, out_w, out_h):
+    """(x, y, w, h): the largest centred region with the out aspect ratio (tinyvision::CenterCrop)."""
+    w, h = frame_w, frame_h
+    if frame_w * out_h > frame_h * out_w:
+        w = frame_h * out_w // out_h
+    else:
+        h = frame_w * out_h // out_w
+    w, h = max(w, 1), max(h, 1)
+    return (frame_w - w) // 2, (frame_h - h) // 2, w, h
+
+
+def resize_nearest(pixels, crop, out_h, out_w):
+    """pixels (H, W, ...) -> (out_h, out_w, ...): row crop.y + y * crop.h // out_h, same for columns."""
+    x, y, w, h = crop
+    rows = y + (np.arange(out_h, dtype=np.int64) * h) // out_h
+    cols = x + (np.arange(out_w, dtype=np.int64) * w) // out_w
+    return pixels[rows][:, cols]
+
+
+def to_channels(pixels, channels):
+    """uint8 (H, W, 3) or (H, W) -> (H, W, channels): grey = (77 R + 150 G + 29 B) >> 8, grey -> RGB by repetition."""
+    pixels = np.asarray(pixels, np.uint8)
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    if pixels.shape[-1] == channels:
+        return pixels
+    if pixels.shape[-1] == 1 and channels == 3:
+        return np.repeat(pixels, 3, axis=-1)
+    if pixels.shape[-1] == 3 and channels == 1:
+        rgb = pixels.astype(np.uint32)
+        return ((77 * rgb[..., 0] + 150 * rgb[..., 1] + 29 * rgb[..., 2]) >> 8).astype(np.uint8)[..., None]
+    raise TinyVisionError(f"cannot turn {pixels.shape[-1]}-channel pixels into a {channels}-channel image")
+
+
+def pixels_to_image(pixels, shape, scale, zero_point):
+    """uint8 pixels of any size -> int8 (H, W, C) model image, exactly as the sketch's camera path."""
+    pixels = np.asarray(pixels)
+    H, W, C = shape
+    crop = center_crop(pixels.shape[1], pixels.shape[0], W, H)
+    resized = to_channels(resize_nearest(pixels, crop, H, W), C)
+    return pixel_lut(scale, zero_point)[resized]
+
+
+def prepare_test_image(bundle, test_image=None):
+    """(int8 image (H, W, C), label or -1, class names of its dataset or None) for the sketch."""
+    from tinyvision.data import SHAPE_CLASSES, class_names, render_sample
+
+    H, W, C = (int(d) for d in bundle.image["shape"])
+    scale, zero_point = float(bundle.image["scale"]), int(bundle.image["zero_point"])
+    if test_image is None:
+        classes = int(np.prod(bundle.models[bundle.tail].output_shape))
+        if classes == 2:
+            variant, subset = "vww", None
+        elif 2 < classes < len(SHAPE_CLASSES):
+            variant, subset = "shapes", SHAPE_CLASSES[:classes]
+        else:
+            variant, subset = "shapes", None
+        pixels, label = render_sample(1, resolution=max(H, W), split="test", variant=variant, classes=subset)
+        names = class_names(variant, subset)
+        if len(names) != classes:
+            names, label = None, -1
+        return pixels_to_image(pixels, (H, W, C), scale, zero_point), int(label), names
+    if isinstance(test_image, (str, os.PathLike)):
+        return pixels_to_image(_decode_image_file(test_image), (H, W, C), scale, zero_point), -1, None
+    x = np.asarray(test_image)
+    if x.dtype == np.int8:
+        if x.shape != (H, W, C):
+            raise TinyVisionError(f"an int8 test image must be the bundle's image shape {(H, W, C)}, got {x.shape}")
+        return np.ascontiguousarray(x), -1, None
+    if x.dtype != np.uint8 or x.ndim not in (2, 3) or (x.ndim == 3 and x.shape[-1] not in (1, 3)) or 0 in x.shape:
+        raise TinyVisionError(f"test image pixels must be uint8 (h, w, 3) or (h, w), got {x.dtype.name} {x.shape}")
+    return pixels_to_image(x, (H, W, C), scale, zero_point), -1, None
+
+
+def _decode_image_file(path):
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            encoded = f.read()
+    except OSError as e:
+        raise TinyVisionError(f"cannot read test image {path}: {e.strerror or e}") from None
+    import tinyvision  # noqa: F401  (Keras environment before TensorFlow)
+    import tensorflow as tf
+
+    try:
+        return tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy()
+    except (tf.errors.InvalidArgumentError, ValueError) as e:
+        raise TinyVisionError(f"test image {path} is not a decodable image: {getattr(e, 'message', e)}") from None
+
+
+def _class_names(given, default, num_classes):
+    if given is None:
+        return list(default) if default is not None and len(default) == num_classes else []
+    given = [str(n) for n in given]
+    if len(given) != num_classes:
+        raise TinyVisionError(f"{len(given)} class names given, the model has {num_classes} outputs")
+    return given
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def render_sketch(bundle, sketch_name, image, label, class_names):
+    """{file name: text} of the whole sketch folder."""
+    from converters.export.c_array import c_identifier, render_c_array
+
+    files = {f"{sketch_name}.ino": _read_app(SKETCH_TEMPLATE)}
+    for file_name in RUNTIME_FILES:
+        files[file_name] = _read_app(file_name)
+    symbols, headers = [], []
+    for m in bundle.models:
+        ident = "tinyvision_" + c_identifier(m.file)
+        if ident in symbols:
+            raise TinyVisionError(f"two models map to the C name {ident}: rename one")
+        own_arena = _align(m.nonpersistent_bytes or 0) + _align(m.persistent_bytes or 0)
+        cpp, header = render_c_array(m.data, ident, max(own_arena, 1), header_name=f"{ident}.h", source=m.file)
+        files[f"{ident}.cpp"], files[f"{ident}.h"] = cpp, header
+        symbols.append(ident)
+        headers.append(f"{ident}.h")
+    files["model_data.h"] = _model_data_header(headers)
+    files["plan_data.h"], files["plan_data.cpp"] = render_plan_data(bundle, symbols, class_names)
+    files["model_ops.h"] = render_model_ops(bundle)
+    files["test_image.h"], files["test_image.cpp"] = render_test_image(image, label)
+    return files
+
+
+def render_plan_data(bundle, model_symbols, class_names=()):
+    """(plan_data.h, plan_data.cpp): the plan as tinyvision::Plan constants in flash.
+
+    model_symbols: the C array of each model, in plan order (declared by model_data.h).
+    Sizes are written as literals so the whole Plan is constant-initialized (no start-up code, no RAM).
+    """
+    H, W, C = (int(d) for d in bundle.image["shape"])
+    Hs, Ws, Cs = (int(d) for d in bundle.stage["shape"])
+    arena = bundle.arena
+    header = "\n".join([
+        "// Generated by tinyvision (converters.export.arduino) from plan.json. Do not edit.",
+        "#ifndef TINYVISION_PLAN_DATA_H_",
+        "#define TINYVISION_PLAN_DATA_H_",
+        "",
+        "#include <stdint.h>",
+        "",
+        '#include "tinyvision_runtime.h"',
+        "",
+        "// ARENA_SIZE: the one tensor arena all interpreters share (plan.json arena.size, measured by the converter).",
+        f"constexpr uint32_t kTinyVisionArenaSize = {int(arena['size'])};",
+        f"constexpr uint16_t kTinyVisionNumModels = {len(bundle.models)};",
+        f"constexpr uint32_t kTinyVisionNumClassNames = {len(class_names)};",
+        "// Pixel normalization of training: (p - mean) / std (tinyvision.data.normalization).",
+        f"constexpr float kTinyVisionPixelMean = {_c_float(NORMALIZATION_MEAN)};",
+        f"constexpr float kTinyVisionPixelStd = {_c_float(NORMALIZATION_STD)};",
+        "",
+        "extern const tinyvision::Plan kTinyVisionPlan;",
+        "extern const char* const kTinyVisionClassNames[];",
+        "",
+        "#endif  // TINYVISION_PLAN_DATA_H_",
+        "",
+    ])
+    models = []
+    for m, symbol in zip(bundle.models, model_symbols):
+        role = "kTail" if m.role == "tail" else "kPatch"
+        models.append(f"    {{{_c_string(m.name)}, {symbol}, {len(m.data)}u, tinyvision::ModelRole::{role}, "
+                      f"{_c_dims(m.input_shape)}, {_c_dims(m.output_shape)}, {int(m.nonpersistent_bytes or 0)}u, "
+                      f"{int(m.persistent_bytes or 0)}u}},")
+    patches = []
+    for p in bundle.patches:
+        w, o = p.window, p.output
+        patches.append(f"    {{{p.model}, {{{w.x}u, {w.y}u, {w.w}u, {w.h}u}}, "
+                       f"{{{o.x}u, {o.y}u, {o.c}u, {o.w}u, {o.h}u, {o.channels}u}}}},")
+    sections = [f"    {{{s['model']}, {{{int(s['offset'])}u, {int(s['size'])}u}}}},"
+                for s in sorted(arena["persistent"], key=lambda s: s["model"])]
+    names = [f"    {_c_string(n)}," for n in class_names] or ["    nullptr,  // no class names"]
+    shared, stage = arena["shared"], arena["stage"]
+    in_place = "true" if arena.get("offline_plans", True) else "false"
+    source = "\n".join([
+        "// Generated by tinyvision (converters.export.arduino) from plan.json. Do not edit.",
+        '#include "plan_data.h"',
+        "",
+        '#include "model_data.h"',
+        "",
+        "namespace {",
+        "",
+        "const tinyvision::ModelInfo kModels[] = {",
+        "    // name, flatbuffer, bytes, role, input HWC, output HWC, TFLM head, TFLM tail",
+        *models,
+        "};",
+        "",
+        "const tinyvision::PatchInfo kPatches[] = {",
+        "    // model, window {x, y, w, h}, output box {x, y, c, w, h, channels}",
+        *patches,
+        "};",
+        "",
+        "const tinyvision::PersistentSection kPersistent[] = {",
+        "    // model, {offset, size}",
+        *sections,
+        "};",
+        "",
+        "}  // namespace",
+        "",
+        "const tinyvision::Plan kTinyVisionPlan = {",
+        f"    {{{H}u, {W}u, {C}u}},",
+        f"    {{{_c_float(bundle.image['scale'])}, {int(bundle.image['zero_point'])}}},",
+        f"    {{{Hs}u, {Ws}u, {Cs}u}},",
+        f"    {{{_c_float(bundle.stage['scale'])}, {int(bundle.stage['zero_point'])}}},",
+        f"    kModels, {len(bundle.models)},",
+        f"    kPatches, {len(bundle.patches)},",
+        f"    {int(bundle.tail)},",
+        f"    {{{int(arena['size'])}u, {{{int(shared['offset'])}u, {int(shared['size'])}u}}, "
+        f"{{{int(stage['offset'])}u, {int(stage['size'])}u}}, kPersistent, {len(sections)}, {in_place}}},",
+        "};",
+        "",
+        "const char* const kTinyVisionClassNames[] = {",
+        *names,
+        "};",
+        "",
+    ])
+    return header, source
+
+
+def model_operators(bundle):
+    """Sorted builtin operator names used by the bundle's models; TinyVisionError for one the library lacks."""
+    from converters.ir import Model
+
+    used = set()
+    for m in bundle.models:
+        for graph in Model.from_bytes(m.data, m.file).subgraphs:
+            used.update(op.opcode for op in graph.ops)
+    missing = sorted(op for op in used if op not in RESOLVER_METHODS)
+    if missing:
+        raise TinyVisionError(f"the Arduino export cannot register operator(s) {', '.join(missing)} "
+                              f"(supported: {', '.join(sorted(RESOLVER_METHODS))})")
+    return sorted(used)
+
+
+def render_model_ops(bundle):
+    ops = model_operators(bundle)
+    calls = " &&\n         ".join(f"r.{RESOLVER_METHODS[op]}() == kTfLiteOk" for op in ops)
+    return "\n".join([
+        "// Generated by tinyvision (converters.export.arduino): the operators of the bundle's models. Do not edit.",
+        "#ifndef TINYVISION_MODEL_OPS_H_",
+        "#define TINYVISION_MODEL_OPS_H_",
+        "",
+        '#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"',
+        "",
+        f"constexpr unsigned int kTinyVisionNumOps = {len(ops)};  // {', '.join(ops)}",
+        "using TinyVisionOpResolver = tflite::MicroMutableOpResolver<kTinyVisionNumOps>;",
+        "",
+        "inline bool TinyVisionAddOps(TinyVisionOpResolver& r) {",
+        f"  return {calls};",
+        "}",
+        "",
+        "#endif  // TINYVISION_MODEL_OPS_H_",
+        "",
+    ])
+
+
+def render_test_image(image, label):
+    """(test_image.h, test_image.cpp) for an int8 (H, W, C) image."""
+    image = np.ascontiguousarray(image, dtype=np.int8)
+    H, W, C = image.shape
+    flat = image.reshape(-1)
+    header = "\n".join([
+        "// Generated by tinyvision (converters.export.arduino). Do not edit.",
+        "#ifndef TINYVISION_TEST_IMAGE_H_",
+        "#define TINYVISION_TEST_IMAGE_H_",
+        "",
+        "#include <stdint.h>",
+        "",
+        f"// {H} x {W} x {C} int8 (NHWC), quantized with the plan's image quantization.",
+        "alignas(16) extern const int8_t kTinyVisionTestImage[];",
+        f"constexpr uint32_t kTinyVisionTestImageSize = {flat.size};",
+        f"constexpr int32_t kTinyVisionTestLabel = {int(label)};  // -1: unknown",
+        "",
+        "#endif  // TINYVISION_TEST_IMAGE_H_",
+        "",
+    ])
+    rows = ",\n".join("  " + ", ".join(str(int(v)) for v in flat[i:i + 16]) for i in range(0, flat.size, 16))
+    source = (
+        "// Generated by tinyvision (converters.export.arduino). Do not edit.\n"
+        '#include "test_image.h"\n\n'
+        f"alignas(16) const int8_t kTinyVisionTestImage[] = {{\n{rows}\n}};\n"
+    )
+    return header, source
+
+
+def _model_data_header(headers):
+    includes = [f'#include "{h}"' for h in headers]
+    return "\n".join([
+        "// Generated by tinyvision (converters.export.arduino): every model array of the bundle. Do not edit.",
+        "#ifndef TINYVISION_MODEL_DATA_H_",
+        "#define TINYVISION_MODEL_DATA_H_",
+        "",
+        *includes,
+        "",
+        "#endif  // TINYVISION_MODEL_DATA_H_",
+        "",
+    ])
+
+
+# ---------------------------------------------------------------- memory
+
+
+def _memory_report(bundle, profile, folder, target, image, files):
+    num_models = len(bundle.models)
+    num_ops = len(model_operators(bundle))
+    ram = {
+        "arena": int(bundle.arena["size"]),
+        "interpreters": num_models * INTERPRETER_BYTES,
+        "op resolver": RESOLVER_BYTES + RESOLVER_BYTES_PER_OP * num_ops,
+        "globals": SKETCH_GLOBALS_BYTES,
+    }
+    arm = arm_size(folder, PLAIN_SOURCES, profile.arch_flags)
+    flash = {"models": sum(_align(len(m.data)) for m in bundle.models)}
+    if arm is not None:
+        flash["runtime + plan + test image (measured)"] = arm["text"] + arm["data"]
+        ram["globals"] += arm["data"] + arm["bss"]
+    else:
+        plan = (PLAN_FIXED_BYTES + PLAN_BYTES_PER_MODEL * num_models + PLAN_BYTES_PER_PATCH * len(bundle.patches)
+                + PLAN_BYTES_PER_SECTION * num_models + sum(len(m.name) + 1 for m in bundle.models))
+        flash["test image"] = _align(image.size)
+        flash["plan (estimate)"] = plan
+        flash["runtime (estimate)"] = profile.runtime_code_bytes
+    flash["TFLM glue"] = GLUE_CODE_BYTES
+    flash["TFLM + Arduino core (estimate)"] = profile.code_flash_bytes
+    ram_total = sum(ram.values())
+    return ExportReport(
+        sketch_dir=target, board=profile.name, ram_bytes=ram_total, ram_available=profile.ram_available,
+        camera_ram_bytes=ram_total + CAMERA_EXTRA_BYTES, flash_bytes=sum(flash.values()),
+        flash_available=profile.flash_bytes, ram=ram, flash=flash, arm_size=arm,
+    )
+
+
+def _check_fit(report, profile):
+    if report.ram_bytes > report.ram_available:
+        raise TinyVisionError(
+            f"the bundle does not fit {profile.name}: static RAM {report.ram_bytes:,} B (arena "
+            f"{report.ram['arena']:,} B) > {report.ram_available:,} B ({profile.ram_bytes:,} B RAM minus "
+            f"{profile.reserved_ram_bytes:,} B kept for the stack and the Arduino core)")
+    if report.flash_bytes > report.flash_available:
+        raise TinyVisionError(
+            f"the bundle does not fit {profile.name}: flash {report.flash_bytes:,} B (models "
+            f"{report.flash['models']:,} B) > {report.flash_available:,} B")
+
+
+def arm_size(folder, sources, arch_flags):
+    """Summed {"text", "data", "bss"} of ``sources`` (in ``folder``) compiled for the board, or None.
+
+    None when arm-none-eabi-g++ / arm-none-eabi-size are not on PATH; a compile error in
+    tinyvision's own sources is a bug and raises TinyVisionError with the compiler's message.
+    """
+    cxx, size = shutil.which("arm-none-eabi-g++"), shutil.which("arm-none-eabi-size")
+    if cxx is None or size is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="tinyvision-arm-") as build:
+        objects = []
+        for src in sources:
+            obj = os.path.join(build, os.path.splitext(src)[0] + ".o")
+            done = subprocess.run([cxx, *arch_flags, *ARM_CXXFLAGS, "-I", folder, "-c", os.path.join(folder, src),
+                                   "-o", obj], capture_output=True, text=True)
+            if done.returncode != 0:
+                raise TinyVisionError(f"arm-none-eabi-g++ failed on {src}: {done.stderr.strip()[-2000:]}")
+            objects.append(obj)
+        done = subprocess.run([size, "-B", "-t", *objects], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise TinyVisionError(f"arm-none-eabi-size failed: {done.stderr.strip()}")
+    # Berkeley format; the last line is the total: text data bss dec hex filename
+    text, data, bss = (int(v) for v in done.stdout.strip().splitlines()[-1].split()[:3])
+    return {"text": text, "data": data, "bss": bss}
+
+
+# ---------------------------------------------------------------- helpers
+
+def _align(n):
+    return -(-int(n) // ALIGN) * ALIGN
+
+
+def _c_float(value):
+    """A float literal that reads back as exactly the float32 of ``value``."""
+    text = f"{np.float32(value):.9g}"
+    if not any(c in text for c in ".eE"):
+        text += ".0"
+    return text + "f"
+
+
+def _c_dims(shape):
+    dims = [int(d) for d in shape]
+    if not 1 <= len(dims) <= 4:
+        raise TinyVisionError(f"tensor shape {tuple(dims)} has rank {len(dims)}; the runtime takes rank 1 to 4")
+    return "{" + f"{len(dims)}, {{{', '.join(f'{d}u' for d in dims)}}}" + "}"
+
+
+def _c_string(text):
+    """A C string literal; anything but printable ASCII as an octal escape (never swallows what follows)."""
+    out = []
+    for byte in str(text).encode("utf-8"):
+        ch = chr(byte)
+        if ch in '"\\?' or not 32 <= byte < 127:
+            out.append(f"\\{byte:03o}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _read_app(file_name):
+    path = os.path.join(TFLM_APP_DIR, file_name)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise TinyVisionError(f"cannot read the device runtime source {path}: {e.strerror or e}") from None
+
+
+def _sketch_name(bundle_dir, sketch_name):
+    if sketch_name is None:
+        base = re.sub(r"[^A-Za-z0-9_]", "_", os.path.basename(os.path.abspath(os.fspath(bundle_dir))))
+        sketch_name = ("tinyvision_" + base)[:63]
+    if not isinstance(sketch_name, str) or not _SKETCH_NAME.match(sketch_name):
+        raise TinyVisionError(f"sketch name {sketch_name!r} must be 1-63 letters, digits or '_'")
+    return sketch_name
+
+
+def _is_sketch(path, name):
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, f"{name}.ino")) and os.path.isfile(
+        os.path.join(path, "plan_data.h"))
+
+
+def _replace_dir(tmp, target):
+    """Rename ``tmp`` to ``target``, replacing a previous sketch there; the old one is restored on failure."""
+    parent = os.path.dirname(target)
+    old = None
+    try:
+        if os.path.exists(target):
+            old = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(target)}.old-")
+            os.replace(target, os.path.join(old, "sketch"))
+        os.replace(tmp, target)
+    except OSError:
+        if old is not None and not os.path.exists(target):
+            os.replace(os.path.join(old, "sketch"), target)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

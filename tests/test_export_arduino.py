@@ -1,0 +1,185 @@
+"""converters.export.arduino: a bundle -> a complete Arduino sketch folder, or a clear refusal."""
+import dataclasses
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from tinyvision.errors import TinyVisionError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+APP = os.path.join(ROOT, "tflm_app")
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory, small_cnn_tflite):
+    from converters.patching import split_patch_stage, split_points, write_bundle
+
+    folder = tmp_path_factory.mktemp("bundle") / "small_cnn"
+    write_bundle(split_patch_stage(small_cnn_tflite, split_points(small_cnn_tflite)[-1], 2), folder)
+    return str(folder)
+
+
+def c_array_bytes(text, name):
+    body = re.search(re.escape(name) + r"\[\] = \{(.*?)\};", text, re.S).group(1)
+    return bytes(int(v, 16) for v in re.findall(r"0x([0-9a-f]{2})", body))
+
+
+def leftovers(folder):
+    return [f for f in os.listdir(folder) if f.startswith(".")]
+
+
+def test_writes_a_complete_sketch(bundle_dir, tmp_path, capsys):
+    from converters.export.arduino import RUNTIME_FILES, SKETCH_TEMPLATE, export_arduino, prepare_test_image
+    from converters.patching import read_bundle
+
+    report = export_arduino(bundle_dir, tmp_path, class_names=["a", "b", "c", "d", "e"])
+    sketch = report.sketch_dir
+    assert sketch == os.path.join(str(tmp_path), "tinyvision_small_cnn")
+    files = set(os.listdir(sketch))
+    assert {"tinyvision_small_cnn.ino", "plan_data.h", "plan_data.cpp", "model_ops.h", "model_data.h",
+            "test_image.h", "test_image.cpp", *RUNTIME_FILES} <= files
+    with open(os.path.join(APP, SKETCH_TEMPLATE)) as f, open(os.path.join(sketch, "tinyvision_small_cnn.ino")) as g:
+        assert f.read() == g.read()
+    for name in RUNTIME_FILES:
+        with open(os.path.join(APP, name)) as f, open(os.path.join(sketch, name)) as g:
+            assert f.read() == g.read(), name
+
+    bundle = read_bundle(bundle_dir)
+    for m in bundle.models:
+        ident = "tinyvision_" + m.file.replace(".", "_")
+        with open(os.path.join(sketch, f"{ident}.cpp")) as f:
+            source = f.read()
+        assert f"alignas(16) const unsigned char {ident}[]" in source
+        assert c_array_bytes(source, ident) == m.data
+    with open(os.path.join(sketch, "plan_data.h")) as f:
+        header = f.read()
+    assert f"kTinyVisionArenaSize = {bundle.arena['size']};" in header
+    assert f"kTinyVisionNumModels = {len(bundle.models)};" in header
+    with open(os.path.join(sketch, "plan_data.cpp")) as f:
+        plan = f.read()
+    assert len(re.findall(r"^    \{\d+, \{\d+u, \d+u, \d+u, \d+u\}", plan, re.M)) == len(bundle.patches)
+    with open(os.path.join(sketch, "model_ops.h")) as f:
+        ops = f.read()
+    assert "r.AddConv2D()" in ops and "r.AddDepthwiseConv2D()" in ops and "r.AddFullyConnected()" in ops
+    with open(os.path.join(sketch, "test_image.cpp")) as f:
+        values = [int(v) for v in re.findall(r"-?\d+", f.read().split("{", 1)[1])]
+    np.testing.assert_array_equal(values, prepare_test_image(bundle)[0].reshape(-1))
+
+    assert report.ram["arena"] == bundle.arena["size"]
+    assert report.ram_bytes == sum(report.ram.values()) <= report.ram_available == 256 * 1024 - 32 * 1024
+    assert report.flash["models"] >= sum(len(m.data) for m in bundle.models)
+    assert report.flash_bytes == sum(report.flash.values()) <= report.flash_available
+    assert report.camera_ram_bytes > report.ram_bytes + 160 * 120 * 2
+    printed = capsys.readouterr().out
+    assert f"RAM   {report.ram_bytes:,} of" in printed and f"flash {report.flash_bytes:,} of" in printed
+    assert leftovers(tmp_path) == []
+
+
+def test_built_in_test_image_and_class_names(bundle_dir, tmp_path):
+    from converters.export.arduino import export_arduino
+
+    sketch = export_arduino(bundle_dir, tmp_path, verbose=False).sketch_dir
+    with open(os.path.join(sketch, "plan_data.cpp")) as f:
+        plan = f.read()
+    # The small CNN has 5 classes: the built-in "shapes" dataset's first five names, and label 1 of sample 1.
+    assert '"circle",\n    "square",\n    "triangle",\n    "cross",\n    "ring",' in plan
+    with open(os.path.join(sketch, "test_image.h")) as f:
+        assert "kTinyVisionTestLabel = 1;" in f.read()
+
+
+def test_given_test_images(bundle_dir, tmp_path):
+    import tensorflow as tf
+
+    from converters.export.arduino import pixels_to_image, prepare_test_image
+    from converters.patching import read_bundle
+
+    bundle = read_bundle(bundle_dir)
+    shape, scale, zp = tuple(bundle.image["shape"]), bundle.image["scale"], bundle.image["zero_point"]
+    pixels = np.random.default_rng(0).integers(0, 256, (30, 41, 3), dtype=np.uint8)
+    image, label, names = prepare_test_image(bundle, pixels)
+    np.testing.assert_array_equal(image, pixels_to_image(pixels, shape, scale, zp))
+    assert image.shape == shape and label == -1 and names is None
+
+    png = tmp_path / "photo.png"
+    png.write_bytes(tf.io.encode_png(pixels).numpy())
+    np.testing.assert_array_equal(prepare_test_image(bundle, str(png))[0], image)
+
+    quantized = np.full(shape, 7, np.int8)
+    np.testing.assert_array_equal(prepare_test_image(bundle, quantized)[0], quantized)
+    with pytest.raises(TinyVisionError, match="int8 test image must be"):
+        prepare_test_image(bundle, np.zeros((3, 3, 3), np.int8))
+    with pytest.raises(TinyVisionError, match="uint8"):
+        prepare_test_image(bundle, np.zeros((8, 8, 3), np.float32))
+    with pytest.raises(TinyVisionError, match="not a decodable image"):
+        (tmp_path / "junk.png").write_bytes(b"not an image")
+        prepare_test_image(bundle, str(tmp_path / "junk.png"))
+
+
+def test_refuses_a_bundle_over_the_board_ram(bundle_dir, tmp_path):
+    from converters.export.arduino import export_arduino
+
+    big = tmp_path / "big_bundle"
+    shutil.copytree(bundle_dir, big)
+    plan = json.loads((big / "plan.json").read_text())
+    plan["arena"]["size"] += 240 * 1024  # free space after the last section: still a valid plan
+    (big / "plan.json").write_text(json.dumps(plan))
+    out = tmp_path / "out"
+    with pytest.raises(TinyVisionError, match=r"does not fit nano33ble: static RAM .* > 229,376 B"):
+        export_arduino(big, out, verbose=False)
+    assert os.listdir(out) == []  # nothing written, no temporary folder left
+
+
+def test_refuses_a_bundle_over_the_board_flash(bundle_dir, tmp_path):
+    from converters.export.arduino import export_arduino
+    from converters.export.boards import BOARDS
+
+    tiny = dataclasses.replace(BOARDS["nano33ble"], flash_bytes=210 * 1024)
+    with pytest.raises(TinyVisionError, match=r"does not fit nano33ble: flash .* > 215,040 B"):
+        export_arduino(bundle_dir, tmp_path, board=tiny, verbose=False)
+    assert os.listdir(tmp_path) == []
+
+
+def test_estimates_code_size_without_the_arm_toolchain(bundle_dir, tmp_path, monkeypatch):
+    from converters.export.arduino import export_arduino
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no arm-none-eabi-* here
+    report = export_arduino(bundle_dir, tmp_path / "out", verbose=False)
+    assert report.arm_size is None
+    assert "runtime (estimate)" in report.flash and "test image" in report.flash
+
+
+def test_replaces_its_own_sketch_but_nothing_else(bundle_dir, tmp_path):
+    from converters.export.arduino import export_arduino
+
+    first = export_arduino(bundle_dir, tmp_path, sketch_name="demo", verbose=False).sketch_dir
+    with open(os.path.join(first, "stale.txt"), "w") as f:
+        f.write("from an older export")
+    second = export_arduino(bundle_dir, tmp_path, sketch_name="demo", verbose=False).sketch_dir
+    assert second == first and not os.path.exists(os.path.join(second, "stale.txt"))
+    assert os.path.isfile(os.path.join(second, "demo.ino"))
+
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "todo.txt").write_text("mine")
+    with pytest.raises(TinyVisionError, match="not a tinyvision sketch"):
+        export_arduino(bundle_dir, tmp_path, sketch_name="notes", verbose=False)
+    assert (foreign / "todo.txt").read_text() == "mine"
+    assert leftovers(tmp_path) == []
+
+
+def test_argument_errors(bundle_dir, tmp_path):
+    from converters.export.arduino import export_arduino
+
+    with pytest.raises(TinyVisionError, match="unknown board 'uno'; known boards: nano33ble"):
+        export_arduino(bundle_dir, tmp_path, board="uno")
+    with pytest.raises(TinyVisionError, match="sketch name"):
+        export_arduino(bundle_dir, tmp_path, sketch_name="bad name")
+    with pytest.raises(TinyVisionError, match="2 class names given, the model has 5 outputs"):
+        export_arduino(bundle_dir, tmp_path, class_names=["x", "y"])
+    with pytest.raises(TinyVisionError, match="plan.json"):
+        export_arduino(tmp_path, tmp_path / "out")
+    assert not os.path.exists(tmp_path / "out")

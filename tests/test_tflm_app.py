@@ -1,0 +1,221 @@
+"""The device runtime's plain C++ (tflm_app/) on the host, against Python.
+
+- A real bundle (converters.patching, TFLM on the host) exported as a sketch: the
+  sketch's own plan_data.cpp, model arrays and test image, compiled with g++ and
+  run, copy every window and place every patch output exactly as the host
+  ``PatchRunner`` does (byte-identical stage buffer).
+- A plan written from Python with channel offsets and a padded stage section.
+- Out-of-range plans, windows, boxes and buffers: error codes, no write outside the
+  buffers (guard bytes, -fsanitize=address,undefined).
+- The camera preprocessing (RGB565 / RGB888 / grey, crop, resize, LUT) against the
+  numpy mirror the exporter uses for test images.
+- The arm-none-eabi size of the runtime (skipped without the toolchain).
+The TFLM glue (patch_runner_tflm.cpp) needs TFLM's headers, which are not on any
+package registry, so it is not built here.
+"""
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+APP = os.path.join(ROOT, "tflm_app")
+CXX = shutil.which("g++")
+ARM_CXX, ARM_SIZE = shutil.which("arm-none-eabi-g++"), shutil.which("arm-none-eabi-size")
+STRICT = ["-std=c++17", "-Wall", "-Wextra", "-Werror"]
+SANITIZED = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+ARM_FLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-Os", "-std=c++17",
+             "-fno-exceptions", "-fno-rtti"]
+
+needs_cxx = pytest.mark.skipif(CXX is None, reason="no g++ on PATH: the host C++ tests need a C++17 compiler")
+
+
+def build(exe, sources, includes=()):
+    """g++ -Wall -Wextra -Werror with address/UB sanitizers; fails the test with the compiler's message."""
+    cmd = [CXX, *STRICT, *SANITIZED, *(f"-I{i}" for i in includes), *sources, "-o", str(exe)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(cmd)}\n{done.stderr}"
+    return str(exe)
+
+
+def run(*cmd):
+    done = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"{cmd[0]} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def read_int8(path):
+    return np.fromfile(path, dtype=np.int8)
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory, small_cnn_tflite):
+    """A real 2x3-patch bundle of the small CNN (split after its residual block), written by the converter."""
+    from converters.patching import split_patch_stage, split_points, write_bundle
+
+    folder = tmp_path_factory.mktemp("bundle") / "small_cnn"
+    write_bundle(split_patch_stage(small_cnn_tflite, split_points(small_cnn_tflite)[-1], (2, 3)), folder)
+    return str(folder)
+
+
+def sketch_sources(sketch):
+    """The plain-C++ sources of an exported sketch (everything but the TFLM glue and the .ino)."""
+    return sorted(os.path.join(sketch, f) for f in os.listdir(sketch)
+                  if f.endswith(".cpp") and f != "patch_runner_tflm.cpp")
+
+
+@needs_cxx
+def test_stage_matches_host_patch_runner(bundle_dir, tmp_path):
+    from converters.export.arduino import export_arduino, prepare_test_image
+    from converters.patching import read_bundle
+    from tinyvision.runtime.patch_runner import PatchRunner
+
+    bundle = read_bundle(bundle_dir)
+    H, W, C = bundle.image["shape"]
+    image = np.random.default_rng(3).integers(-128, 128, (H, W, C), dtype=np.int8)
+    _, stages = PatchRunner(bundle).run(image, return_stage=True)
+    stage = stages[0]
+    sketch = export_arduino(bundle_dir, tmp_path / "out", verbose=False).sketch_dir
+
+    io = tmp_path / "io"
+    io.mkdir()
+    image.tofile(io / "image.bin")
+    # The patch outputs tile the stage exactly once (bundle validation), so patch i's TFLM
+    # output is its box of the host runner's stage: the C++ side must put it back in place.
+    for i, p in enumerate(bundle.patches):
+        o = p.output
+        np.ascontiguousarray(stage[o.y:o.y + o.h, o.x:o.x + o.w, o.c:o.c + o.channels]).tofile(io / f"tile_{i}.bin")
+    exe = build(tmp_path / "stage_check", [os.path.join(APP, "tests", "stage_check.cpp"), *sketch_sources(sketch)],
+                includes=[sketch])
+    run(exe, io)
+
+    for i, p in enumerate(bundle.patches):
+        w = p.window
+        want = image[w.y:w.y + w.h, w.x:w.x + w.w, :]
+        np.testing.assert_array_equal(read_int8(io / f"window_{i}.bin"), want.reshape(-1), err_msg=f"window {i}")
+    np.testing.assert_array_equal(read_int8(io / "stage.bin"), stage.reshape(-1))
+    for m, model in enumerate(bundle.models):
+        assert (io / f"model_{m}.bin").read_bytes() == model.data, f"model array {m} differs from {model.file}"
+    test_image, _, _ = prepare_test_image(bundle)
+    np.testing.assert_array_equal(read_int8(io / "test_image.bin"), test_image.reshape(-1))
+
+
+@needs_cxx
+def test_channel_offsets_and_padded_stage_from_python_plan(tmp_path):
+    """A plan written from Python: two patches fill different channel ranges of the same pixels."""
+    from converters.export.arduino import render_plan_data, render_test_image
+    from converters.patching.bundle import Box, Bundle, BundleModel, Patch, Window
+
+    H, W, C, Hs, Ws, Cs = 9, 11, 2, 4, 5, 6
+    models = [
+        BundleModel("wide", "patch", b"\x00" * 20, (9, 11, 2), (4, 5, 4), 0, 100, 64),
+        BundleModel("narrow", "patch", b"\x01" * 20, (6, 7, 2), (4, 5, 2), 0, 100, 64),
+        BundleModel("tail", "tail", b"\x02" * 20, (4, 5, 6), (1, 1, 3), 0, 200, 64),
+    ]
+    patches = [Patch(0, Window(0, 0, 11, 9), Box(0, 0, 0, 5, 4, 4)),
+               Patch(1, Window(2, 1, 7, 6), Box(0, 0, 4, 5, 4, 2))]
+    arena = {"size": 448, "shared": {"offset": 0, "size": 256}, "stage": {"offset": 128, "size": 128},
+             "persistent": [{"model": i, "offset": 256 + 64 * i, "size": 64} for i in range(3)],
+             "offline_plans": False}
+    quant = {"dtype": "int8", "scale": 0.05, "zero_point": 3}
+    bundle = Bundle("tunnels", {}, {"shape": [H, W, C], **quant}, {"shape": [Hs, Ws, Cs], **quant}, models, patches,
+                    2, arena)
+    sketch = tmp_path / "sketch"
+    sketch.mkdir()
+    symbols = [f"model_{i}" for i in range(3)]
+    header, source = render_plan_data(bundle, symbols, ["a", 'quote " back \\ slash', "\u00e9t\u00e9"])
+    (sketch / "plan_data.h").write_text(header)
+    (sketch / "plan_data.cpp").write_text(source)
+    (sketch / "model_data.h").write_text("".join(f"alignas(16) extern const unsigned char {s}[];\n" for s in symbols))
+    (sketch / "model_data.cpp").write_text('#include "model_data.h"\n' + "".join(
+        f"alignas(16) const unsigned char {s}[20] = {{{', '.join([str(i)] * 20)}}};\n" for i, s in enumerate(symbols)))
+    test_header, test_source = render_test_image(np.zeros((H, W, C), np.int8), -1)
+    (sketch / "test_image.h").write_text(test_header)
+    (sketch / "test_image.cpp").write_text(test_source)
+    shutil.copy(os.path.join(APP, "tinyvision_runtime.h"), sketch)
+    shutil.copy(os.path.join(APP, "tinyvision_runtime.cpp"), sketch)
+
+    rng = np.random.default_rng(5)
+    image = rng.integers(-128, 128, (H, W, C), dtype=np.int8)
+    io = tmp_path / "io"
+    io.mkdir()
+    image.tofile(io / "image.bin")
+    want = np.zeros((Hs, Ws, Cs), np.int8)
+    for i, p in enumerate(patches):
+        o = p.output
+        tile = rng.integers(-128, 128, (o.h, o.w, o.channels), dtype=np.int8)
+        tile.tofile(io / f"tile_{i}.bin")
+        want[o.y:o.y + o.h, o.x:o.x + o.w, o.c:o.c + o.channels] = tile
+    exe = build(tmp_path / "stage_check", [os.path.join(APP, "tests", "stage_check.cpp"), *sketch_sources(sketch)],
+                includes=[sketch])
+    run(exe, io)
+    np.testing.assert_array_equal(read_int8(io / "stage.bin"), want.reshape(-1))
+    np.testing.assert_array_equal(read_int8(io / "window_1.bin"), image[1:7, 2:9].reshape(-1))
+    assert [(io / f"model_{m}.bin").read_bytes() for m in range(3)] == [bytes([m]) * 20 for m in range(3)]
+
+
+@needs_cxx
+def test_out_of_range_plans_and_copies_fail_cleanly(tmp_path):
+    exe = build(tmp_path / "bounds_test", [os.path.join(APP, "tinyvision_runtime.cpp"),
+                                           os.path.join(APP, "tests", "bounds_test.cpp")])
+    out = run(exe)
+    assert "checks passed" in out
+    print(out.strip())
+
+
+def rgb565_to_rgb888(frame, width, height, big_endian):
+    """The test's own reference: 5/6-bit channels widened by bit replication."""
+    b = frame.reshape(height, width, 2).astype(np.uint16)
+    v = (b[..., 0] << 8 | b[..., 1]) if big_endian else (b[..., 1] << 8 | b[..., 0])
+    r, g, bl = (v >> 11) & 0x1F, (v >> 5) & 0x3F, v & 0x1F
+    return np.stack([(r << 3) | (r >> 2), (g << 2) | (g >> 4), (bl << 3) | (bl >> 2)], -1).astype(np.uint8)
+
+
+@needs_cxx
+def test_camera_preprocessing_matches_python(tmp_path):
+    from converters.export.arduino import pixel_lut, pixels_to_image
+
+    exe = build(tmp_path / "preprocess_check", [os.path.join(APP, "tinyvision_runtime.cpp"),
+                                                os.path.join(APP, "tests", "preprocess_check.cpp")])
+    rng = np.random.default_rng(11)
+    cases = [  # format, frame w, h, model H, W, C, scale, zero point
+        (0, 160, 120, 20, 24, 3, np.float32(1 / 127.5), 0),  # (p - 127.5) / 127.5 / scale: ties everywhere
+        (1, 40, 30, 12, 12, 3, 0.0078125, -1),
+        (2, 33, 47, 9, 5, 3, 0.00784226506948471, -1),
+        (3, 17, 13, 5, 7, 1, 0.02, 10),
+        (0, 64, 48, 16, 16, 1, 0.01, -5),  # RGB -> grey
+        (3, 16, 16, 8, 8, 3, 0.03, 0),  # grey -> RGB
+    ]
+    for fmt, fw, fh, h, w, c, scale, zp in cases:
+        bpp = {0: 3, 1: 2, 2: 2, 3: 1}[fmt]
+        frame = rng.integers(0, 256, fw * fh * bpp, dtype=np.uint8)
+        frame.tofile(tmp_path / "frame.bin")
+        out = tmp_path / "out.bin"
+        run(exe, tmp_path / "frame.bin", fw, fh, fmt, h, w, c, repr(float(scale)), zp, 127.5, 127.5, out)
+        got = read_int8(out)
+        if fmt == 0:
+            pixels = frame.reshape(fh, fw, 3)
+        elif fmt == 3:
+            pixels = frame.reshape(fh, fw)
+        else:
+            pixels = rgb565_to_rgb888(frame, fw, fh, big_endian=fmt == 1)
+        np.testing.assert_array_equal(got[-256:], pixel_lut(np.float32(scale), zp), err_msg=f"LUT, case {fmt}")
+        want = pixels_to_image(pixels, (h, w, c), np.float32(scale), zp)
+        np.testing.assert_array_equal(got[:-256], want.reshape(-1), err_msg=f"image, format {fmt} {fw}x{fh}")
+
+
+@pytest.mark.skipif(ARM_CXX is None or ARM_SIZE is None,
+                    reason="no arm-none-eabi-g++/arm-none-eabi-size on PATH (Debian: gcc-arm-none-eabi "
+                           "libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib)")
+def test_runtime_builds_for_cortex_m4(tmp_path):
+    obj = tmp_path / "tinyvision_runtime.o"
+    done = subprocess.run([ARM_CXX, *ARM_FLAGS, "-Wall", "-Wextra", "-Werror", "-c",
+                           os.path.join(APP, "tinyvision_runtime.cpp"), "-o", str(obj)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    size = subprocess.run([ARM_SIZE, str(obj)], capture_output=True, text=True, check=True).stdout
+    print(size)
+    text, data, bss = (int(v) for v in size.strip().splitlines()[-1].split()[:3])
+    assert data == 0 and bss == 0, "the runtime core must keep no state in RAM"
+    assert text < 8 * 1024

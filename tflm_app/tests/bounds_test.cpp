@@ -1,0 +1,410 @@
+// Host test of tinyvision_runtime: every out-of-range plan, window, box and
+// buffer returns its Status, and no call writes outside the buffers it is
+// given. Buffers carry guard bytes on both sides, and the test is built with
+// -fsanitize=address,undefined (tests/test_tflm_app.py), so a stray read or
+// write fails loudly. Exits 0 and prints "bounds_test: N checks passed".
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <vector>
+
+#include "../tinyvision_runtime.h"
+
+using namespace tinyvision;
+
+static int g_checks = 0;
+static int g_failures = 0;
+
+#define CHECK(cond)                                                         \
+  do {                                                                      \
+    ++g_checks;                                                             \
+    if (!(cond)) {                                                          \
+      ++g_failures;                                                         \
+      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+    }                                                                       \
+  } while (0)
+
+#define CHECK_STATUS(expr, want)                                                                          \
+  do {                                                                                                    \
+    const Status got_ = (expr);                                                                           \
+    ++g_checks;                                                                                           \
+    if (got_ != (want)) {                                                                                 \
+      ++g_failures;                                                                                       \
+      fprintf(stderr, "%s:%d: %s returned '%s', expected '%s'\n", __FILE__, __LINE__, #expr,              \
+              StatusString(got_), StatusString(want));                                                    \
+    }                                                                                                     \
+  } while (0)
+
+// A heap buffer of `size` usable bytes between two guard zones.
+class Guarded {
+ public:
+  static constexpr size_t kGuard = 64;
+  static constexpr int8_t kGuardByte = int8_t(0xE7);
+
+  explicit Guarded(size_t size, int8_t fill = 0x11) : bytes_(size + 2 * kGuard, kGuardByte), size_(size) {
+    memset(data(), fill, size);
+  }
+  int8_t* data() { return bytes_.data() + kGuard; }
+  const int8_t* data() const { return bytes_.data() + kGuard; }
+  size_t size() const { return size_; }
+  bool GuardsIntact() const {
+    for (size_t i = 0; i < kGuard; ++i) {
+      if (bytes_[i] != kGuardByte || bytes_[kGuard + size_ + i] != kGuardByte) return false;
+    }
+    return true;
+  }
+  bool All(int8_t value) const {
+    for (size_t i = 0; i < size_; ++i) {
+      if (data()[i] != value) return false;
+    }
+    return true;
+  }
+
+ private:
+  std::vector<int8_t> bytes_;
+  size_t size_;
+};
+
+// ---------------------------------------------------------------------------
+// A valid plan: a 20x20x3 image split into two 12-row windows (one shared
+// patch model, output 4x8x4 each) filling an 8x8x4 stage; a 10-class tail.
+struct PlanFixture {
+  ModelInfo models[2];
+  PatchInfo patches[2];
+  PersistentSection persistent[2];
+  Plan plan;
+
+  PlanFixture() {
+    models[0] = {"patch", nullptr, 0, ModelRole::kPatch, {3, {12, 20, 3, 0}}, {3, {4, 8, 4, 0}}, 900, 1000};
+    models[1] = {"tail", nullptr, 0, ModelRole::kTail, {3, {8, 8, 4, 0}}, {3, {1, 1, 10, 0}}, 900, 1000};
+    patches[0] = {0, {0, 0, 20, 12}, {0, 0, 0, 8, 4, 4}};
+    patches[1] = {0, {0, 8, 20, 12}, {0, 4, 0, 8, 4, 4}};
+    persistent[0] = {0, {2048, 1024}};
+    persistent[1] = {1, {3072, 1024}};
+    plan.image = {20, 20, 3};
+    plan.image_quant = {0.0078125f, -1};
+    plan.stage = {8, 8, 4};
+    plan.stage_quant = {0.02f, -100};
+    plan.models = models;
+    plan.num_models = 2;
+    plan.patches = patches;
+    plan.num_patches = 2;
+    plan.tail_model = 1;
+    plan.arena = {4096, {0, 2048}, {1024, 256}, persistent, 2, true};
+  }
+  PlanFixture(const PlanFixture&) = delete;
+};
+
+static void TestValidatePlan() {
+  {
+    PlanFixture f;
+    int32_t where = 7;
+    CHECK_STATUS(ValidatePlan(f.plan, &where), Status::kOk);
+    CHECK(where == -1);
+  }
+  struct Case {
+    const char* name;
+    void (*mutate)(PlanFixture&);
+    Status want;
+    int32_t where;
+  };
+  const Case cases[] = {
+      {"window past the right edge", [](PlanFixture& f) { f.patches[1].window.x = 1; }, Status::kWindowOutsideImage, 1},
+      {"window past the bottom", [](PlanFixture& f) { f.patches[1].window.y = 9; }, Status::kWindowOutsideImage, 1},
+      {"window x wraps 32 bits", [](PlanFixture& f) { f.patches[0].window.x = 0xFFFFFFF0u; },
+       Status::kWindowOutsideImage, 0},
+      {"empty window", [](PlanFixture& f) { f.patches[0].window.w = 0; }, Status::kWindowOutsideImage, 0},
+      {"window smaller than the model input", [](PlanFixture& f) { f.patches[0].window.w = 19; },
+       Status::kWindowShapeMismatch, 0},
+      {"image channels differ from the model input", [](PlanFixture& f) { f.plan.image.c = 1; },
+       Status::kWindowShapeMismatch, 0},
+      {"box past the stage bottom", [](PlanFixture& f) { f.patches[1].output.y = 5; }, Status::kBoxOutsideStage, 1},
+      {"box channels past the stage", [](PlanFixture& f) { f.patches[0].output.c = 1; }, Status::kBoxOutsideStage, 0},
+      {"box y wraps 32 bits", [](PlanFixture& f) { f.patches[0].output.y = 0xFFFFFFFFu; },
+       Status::kBoxOutsideStage, 0},
+      {"box differs from the model output", [](PlanFixture& f) { f.models[0].output.d[2] = 2; },
+       Status::kBoxShapeMismatch, 0},
+      {"tail input is not the stage", [](PlanFixture& f) { f.models[1].input.d[0] = 7; },
+       Status::kStageShapeMismatch, 1},
+      {"patch runs the tail model", [](PlanFixture& f) { f.patches[1].model = 1; }, Status::kWrongModelRole, 1},
+      {"two tails", [](PlanFixture& f) { f.models[0].role = ModelRole::kTail; }, Status::kWrongModelRole, 0},
+      {"patch model index out of range", [](PlanFixture& f) { f.patches[0].model = 5; }, Status::kBadModelIndex, 0},
+      {"tail index out of range", [](PlanFixture& f) { f.plan.tail_model = 2; }, Status::kBadModelIndex, -1},
+      {"persistent sections overlap", [](PlanFixture& f) { f.persistent[1].section.offset = 2560; },
+       Status::kSectionsOverlap, 1},
+      {"persistent section inside shared", [](PlanFixture& f) { f.persistent[0].section.offset = 1024; },
+       Status::kSectionsOverlap, 0},
+      {"persistent section past the arena", [](PlanFixture& f) { f.persistent[1].section.size = 1040; },
+       Status::kSectionOutsideArena, 1},
+      {"persistent section offset wraps 32 bits",
+       [](PlanFixture& f) { f.persistent[1].section = {0xFFFFFFF0u, 0x20}; }, Status::kSectionOutsideArena, 1},
+      {"empty persistent section", [](PlanFixture& f) { f.persistent[1].section.size = 0; },
+       Status::kSectionOutsideArena, 1},
+      {"shared past the arena", [](PlanFixture& f) { f.plan.arena.size = 2000; }, Status::kSectionOutsideArena, -1},
+      {"stage outside shared", [](PlanFixture& f) { f.plan.arena.stage.offset = 1920; },
+       Status::kStageOutsideShared, -1},
+      {"stage section smaller than the stage", [](PlanFixture& f) { f.plan.arena.stage.size = 255; },
+       Status::kStageTooSmall, -1},
+      {"stage misaligned", [](PlanFixture& f) { f.plan.arena.stage.offset = 1032; }, Status::kMisaligned, -1},
+      {"persistent misaligned", [](PlanFixture& f) { f.persistent[0].section.offset = 2056; },
+       Status::kMisaligned, 0},
+      {"a model without a section", [](PlanFixture& f) { f.plan.arena.num_persistent = 1; },
+       Status::kMissingSection, -1},
+      {"a model with two sections", [](PlanFixture& f) { f.persistent[1].model = 0; }, Status::kMissingSection, 1},
+      {"section for a missing model", [](PlanFixture& f) { f.persistent[1].model = 9; }, Status::kBadModelIndex, 1},
+      {"no patches", [](PlanFixture& f) { f.plan.num_patches = 0; }, Status::kBadPlan, -1},
+      {"no models", [](PlanFixture& f) { f.plan.num_models = 0; }, Status::kBadPlan, -1},
+      {"too many models", [](PlanFixture& f) { f.plan.num_models = kMaxModels + 1; }, Status::kBadPlan, -1},
+      {"null patch list", [](PlanFixture& f) { f.plan.patches = nullptr; }, Status::kNullArgument, -1},
+      {"zero image height", [](PlanFixture& f) { f.plan.image.h = 0; }, Status::kBadShape, -1},
+      {"stage volume past 32 bits", [](PlanFixture& f) { f.plan.stage = {65536, 65536, 4}; }, Status::kBadShape, -1},
+      {"model rank 0", [](PlanFixture& f) { f.models[0].input.rank = 0; }, Status::kBadShape, 0},
+      {"model rank 5", [](PlanFixture& f) { f.models[1].output.rank = 5; }, Status::kBadShape, 1},
+      {"zero scale", [](PlanFixture& f) { f.plan.image_quant.scale = 0.0f; }, Status::kBadQuantization, -1},
+      {"negative scale", [](PlanFixture& f) { f.plan.stage_quant.scale = -1.0f; }, Status::kBadQuantization, -1},
+      {"NaN scale", [](PlanFixture& f) { f.plan.stage_quant.scale = NAN; }, Status::kBadQuantization, -1},
+      {"infinite scale", [](PlanFixture& f) { f.plan.image_quant.scale = INFINITY; }, Status::kBadQuantization, -1},
+      {"zero point past int8", [](PlanFixture& f) { f.plan.image_quant.zero_point = 128; },
+       Status::kBadQuantization, -1},
+  };
+  for (const Case& c : cases) {
+    PlanFixture f;
+    c.mutate(f);
+    int32_t where = 99;
+    const Status got = ValidatePlan(f.plan, &where);
+    ++g_checks;
+    if (got != c.want || where != c.where) {
+      ++g_failures;
+      fprintf(stderr, "ValidatePlan(%s): '%s' at %d, expected '%s' at %d\n", c.name, StatusString(got), int(where),
+              StatusString(c.want), int(c.where));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+
+static int8_t Pixel(uint32_t y, uint32_t x, uint32_t c) { return int8_t((y * 37 + x * 11 + c * 5) & 0xFF); }
+
+struct CountingSource {
+  ArrayImage image;
+  int calls;
+  bool fail;
+};
+
+static bool CountingRead(void* ctx, uint32_t y, uint32_t x, uint32_t width, int8_t* dst) {
+  CountingSource* s = static_cast<CountingSource*>(ctx);
+  ++s->calls;
+  if (s->fail) return false;
+  memcpy(dst, s->image.data + (size_t(y) * s->image.shape.w + x) * s->image.shape.c, size_t(width) * s->image.shape.c);
+  return true;
+}
+
+static void TestCopyWindow() {
+  const Shape3 shape = {5, 6, 3};
+  Guarded image(shape.h * shape.w * shape.c);
+  for (uint32_t y = 0; y < shape.h; ++y)
+    for (uint32_t x = 0; x < shape.w; ++x)
+      for (uint32_t c = 0; c < shape.c; ++c) image.data()[(y * shape.w + x) * shape.c + c] = Pixel(y, x, c);
+  ArrayImage array = {image.data(), image.size(), shape};
+  ImageSource source;
+  CHECK_STATUS(MakeArrayImageSource(&array, &source), Status::kOk);
+
+  // Every window with x, y, w, h in 0..dim+1: inside ones copy exactly, the others touch nothing.
+  for (uint32_t y = 0; y <= shape.h + 1; ++y)
+    for (uint32_t x = 0; x <= shape.w + 1; ++x)
+      for (uint32_t h = 0; h <= shape.h + 1; ++h)
+        for (uint32_t w = 0; w <= shape.w + 1; ++w) {
+          const bool inside = w > 0 && h > 0 && x + w <= shape.w && y + h <= shape.h;
+          const size_t need = size_t(w) * h * shape.c;
+          Guarded dst(need, 0x22);
+          const Status s = CopyWindow(source, {x, y, w, h}, dst.data(), dst.size());
+          CHECK(dst.GuardsIntact());
+          if (!inside) {
+            CHECK(s == Status::kWindowOutsideImage);
+            CHECK(dst.All(0x22));
+            continue;
+          }
+          CHECK(s == Status::kOk);
+          bool same = true;
+          for (uint32_t r = 0; r < h; ++r)
+            for (uint32_t col = 0; col < w; ++col)
+              for (uint32_t c = 0; c < shape.c; ++c) {
+                same = same && dst.data()[(r * w + col) * shape.c + c] == Pixel(y + r, x + col, c);
+              }
+          CHECK(same);
+          if (need > 0) {  // one byte short: refused before any row is read
+            Guarded small(need - 1, 0x33);
+            CHECK_STATUS(CopyWindow(source, {x, y, w, h}, small.data(), small.size()), Status::kBufferTooSmall);
+            CHECK(small.GuardsIntact());
+            CHECK(small.All(0x33));
+          }
+        }
+  CHECK(image.GuardsIntact());
+
+  CountingSource counting = {array, 0, false};
+  ImageSource counted = {CountingRead, &counting, shape};
+  Guarded dst(64, 0x44);
+  CHECK_STATUS(CopyWindow(counted, {4, 0, 3, 1}, dst.data(), dst.size()), Status::kWindowOutsideImage);
+  CHECK(counting.calls == 0);  // the source is never asked for pixels outside the image
+  counting.fail = true;
+  CHECK_STATUS(CopyWindow(counted, {0, 0, 2, 2}, dst.data(), dst.size()), Status::kSourceFailed);
+  CHECK(dst.GuardsIntact());
+  CHECK_STATUS(CopyWindow(source, {0, 0, 2, 2}, nullptr, 12), Status::kNullArgument);
+  ImageSource no_callback = {nullptr, nullptr, shape};
+  CHECK_STATUS(CopyWindow(no_callback, {0, 0, 2, 2}, dst.data(), dst.size()), Status::kNullArgument);
+
+  // A source whose array is shorter than its shape is refused up front.
+  ArrayImage short_array = {image.data(), image.size() - 1, shape};
+  CHECK_STATUS(MakeArrayImageSource(&short_array, &source), Status::kBufferTooSmall);
+  ArrayImage empty_shape = {image.data(), image.size(), {0, 6, 3}};
+  CHECK_STATUS(MakeArrayImageSource(&empty_shape, &source), Status::kBadShape);
+  CHECK_STATUS(MakeArrayImageSource(nullptr, &source), Status::kNullArgument);
+}
+
+static void TestPlaceOutput() {
+  const Shape3 stage = {3, 4, 5};
+  const size_t stage_bytes = stage.h * stage.w * stage.c;
+  Guarded src(stage_bytes);
+  for (size_t i = 0; i < src.size(); ++i) src.data()[i] = int8_t(i * 7 + 1);
+  // Every box with each coordinate in 0..dim+1.
+  for (uint32_t y = 0; y <= stage.h + 1; ++y)
+    for (uint32_t x = 0; x <= stage.w + 1; ++x)
+      for (uint32_t c = 0; c <= stage.c + 1; ++c)
+        for (uint32_t h = 0; h <= stage.h + 1; ++h)
+          for (uint32_t w = 0; w <= stage.w + 1; ++w)
+            for (uint32_t ch = 0; ch <= stage.c + 1; ++ch) {
+              const OutputBox box = {x, y, c, w, h, ch};
+              const bool inside = w > 0 && h > 0 && ch > 0 && x + w <= stage.w && y + h <= stage.h &&
+                                  c + ch <= stage.c;
+              Guarded buffer(stage_bytes, -5);
+              const Status s = PlaceOutput(src.data(), size_t(w) * h * ch, box, stage, buffer.data(), buffer.size());
+              CHECK(buffer.GuardsIntact());
+              if (!inside) {
+                CHECK(s == Status::kBoxOutsideStage);
+                CHECK(buffer.All(-5));
+                continue;
+              }
+              CHECK(s == Status::kOk);
+              bool same = true;
+              for (uint32_t r = 0; r < stage.h; ++r)
+                for (uint32_t col = 0; col < stage.w; ++col)
+                  for (uint32_t k = 0; k < stage.c; ++k) {
+                    const bool in_box = r >= y && r < y + h && col >= x && col < x + w && k >= c && k < c + ch;
+                    const int8_t want =
+                        in_box ? src.data()[((r - y) * w + (col - x)) * ch + (k - c)] : int8_t(-5);
+                    same = same && buffer.data()[(r * stage.w + col) * stage.c + k] == want;
+                  }
+              CHECK(same);
+            }
+  const OutputBox box = {1, 1, 1, 2, 2, 3};
+  Guarded buffer(stage_bytes, -5);
+  CHECK_STATUS(PlaceOutput(src.data(), 11, box, stage, buffer.data(), buffer.size()), Status::kBufferTooSmall);
+  CHECK_STATUS(PlaceOutput(src.data(), 12, box, stage, buffer.data(), stage_bytes - 1), Status::kBufferTooSmall);
+  CHECK_STATUS(PlaceOutput(buffer.data() + 8, 12, box, stage, buffer.data(), buffer.size()), Status::kBuffersOverlap);
+  CHECK_STATUS(PlaceOutput(nullptr, 12, box, stage, buffer.data(), buffer.size()), Status::kNullArgument);
+  CHECK_STATUS(PlaceOutput(src.data(), 12, box, {0, 4, 5}, buffer.data(), buffer.size()), Status::kBadShape);
+  CHECK(buffer.All(-5));
+  CHECK(buffer.GuardsIntact());
+  CHECK(src.GuardsIntact());
+}
+
+static void TestQuantization() {
+  CHECK(Quantize(0.0f, {0.5f, 3}) == 3);
+  CHECK(Quantize(1.25f, {0.5f, 0}) == 3);    // 2.5: half away from zero
+  CHECK(Quantize(-1.25f, {0.5f, 0}) == -3);  // -2.5
+  CHECK(Quantize(0.74f, {0.5f, 0}) == 1);
+  CHECK(Quantize(1000.0f, {0.1f, 0}) == 127);
+  CHECK(Quantize(-1000.0f, {0.1f, 10}) == -128);
+  CHECK(Quantize(INFINITY, {0.1f, 0}) == 127);
+  CHECK(Quantize(-INFINITY, {0.1f, 0}) == -128);
+  CHECK(Quantize(NAN, {0.1f, -7}) == -7);
+  CHECK(Dequantize(-91, {0.007f, -91}) == 0.0f);
+  CHECK(fabsf(Dequantize(9, {0.25f, -3}) - 3.0f) < 1e-6f);
+  for (int v = -128; v <= 127; ++v) CHECK(Quantize(Dequantize(int8_t(v), {0.03f, 5}), {0.03f, 5}) == v);
+  CHECK(ValidQuant({1.0f, -128}) && ValidQuant({1e-9f, 127}));
+  CHECK(!ValidQuant({1.0f, -129}) && !ValidQuant({0.0f, 0}) && !ValidQuant({NAN, 0}));
+
+  int8_t lut[256];
+  CHECK_STATUS(BuildPixelLut({1.0f / 128.0f, 0}, 127.5f, 127.5f, lut), Status::kOk);
+  CHECK(lut[0] == -128 && lut[255] == 127);
+  CHECK_STATUS(BuildPixelLut({0.0f, 0}, 127.5f, 127.5f, lut), Status::kBadQuantization);
+  CHECK_STATUS(BuildPixelLut({1.0f, 0}, 127.5f, 0.0f, lut), Status::kBadQuantization);
+  CHECK_STATUS(BuildPixelLut({1.0f, 0}, 127.5f, 127.5f, nullptr), Status::kNullArgument);
+}
+
+static void TestFrameSource() {
+  const Window crop = CenterCrop(160, 120, 96, 96);
+  CHECK(crop.x == 20 && crop.y == 0 && crop.w == 120 && crop.h == 120);
+  const Window tall = CenterCrop(120, 160, 10, 10);
+  CHECK(tall.x == 0 && tall.y == 20 && tall.w == 120 && tall.h == 120);
+  const Window same = CenterCrop(160, 120, 4, 3);
+  CHECK(same.x == 0 && same.y == 0 && same.w == 160 && same.h == 120);
+
+  int8_t lut[256];
+  for (int i = 0; i < 256; ++i) lut[i] = int8_t(i - 128);
+  Guarded frame(8 * 6 * 2, 0x55);
+  const uint8_t* data = reinterpret_cast<const uint8_t*>(frame.data());
+  FrameImage f = {data, frame.size(), 8, 6, PixelFormat::kRgb565Be, {0, 0, 8, 6}, lut, {3, 4, 3}};
+  ImageSource source;
+  CHECK_STATUS(MakeFrameImageSource(&f, &source), Status::kOk);
+  Guarded out(3 * 4 * 3, 0x66);
+  CHECK_STATUS(ReadImage(source, out.data(), out.size()), Status::kOk);
+  CHECK(out.GuardsIntact());
+  Guarded short_out(3 * 4 * 3 - 1, 0x66);
+  CHECK_STATUS(ReadImage(source, short_out.data(), short_out.size()), Status::kBufferTooSmall);
+  CHECK(short_out.All(0x66) && short_out.GuardsIntact());
+
+  FrameImage bad = f;
+  bad.crop = {1, 0, 8, 6};
+  CHECK_STATUS(MakeFrameImageSource(&bad, &source), Status::kWindowOutsideImage);
+  bad = f;
+  bad.size -= 1;
+  CHECK_STATUS(MakeFrameImageSource(&bad, &source), Status::kBufferTooSmall);
+  bad = f;
+  bad.out_shape.c = 2;
+  CHECK_STATUS(MakeFrameImageSource(&bad, &source), Status::kBadShape);
+  bad = f;
+  bad.lut = nullptr;
+  CHECK_STATUS(MakeFrameImageSource(&bad, &source), Status::kNullArgument);
+  bad = f;
+  bad.format = PixelFormat(9);
+  CHECK_STATUS(MakeFrameImageSource(&bad, &source), Status::kBadShape);
+  CHECK(frame.GuardsIntact());
+}
+
+static void TestScores() {
+  const int8_t scores[] = {3, -7, 9, 9, -128, 0};
+  CHECK(Argmax(scores, 6) == 2);
+  CHECK(Argmax(scores, 0) == -1);
+  CHECK(Argmax(nullptr, 6) == -1);
+  uint16_t top[8] = {};
+  CHECK(TopK(scores, 6, 3, top) == 3);
+  CHECK(top[0] == 2 && top[1] == 3 && top[2] == 0);
+  CHECK(TopK(scores, 6, 8, top) == 6);
+  CHECK(top[3] == 5 && top[4] == 1 && top[5] == 4);
+  CHECK(TopK(scores, 6, 0, top) == 0);
+  CHECK(TopK(scores, 0, 3, top) == 0);
+}
+
+static void TestStatusStrings() {
+  for (int s = int(Status::kOk); s <= int(Status::kNotInitialized); ++s) {
+    CHECK(strcmp(StatusString(Status(s)), "unknown status") != 0);
+  }
+}
+
+int main() {
+  TestValidatePlan();
+  TestCopyWindow();
+  TestPlaceOutput();
+  TestQuantization();
+  TestFrameSource();
+  TestScores();
+  TestStatusStrings();
+  if (g_failures != 0) {
+    fprintf(stderr, "bounds_test: %d of %d checks failed\n", g_failures, g_checks);
+    return 1;
+  }
+  printf("bounds_test: %d checks passed\n", g_checks);
+  return 0;
+}

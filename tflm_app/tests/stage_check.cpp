@@ -1,0 +1,117 @@
+// Host check of an exported sketch's plain-C++ part against Python
+// (tests/test_tflm_app.py). Built from the sketch folder: its plan_data.cpp,
+// model arrays and test_image.cpp with tinyvision_runtime.cpp.
+//
+//   stage_check DIR
+//
+// reads DIR/image.bin (the int8 H x W x C image) and DIR/tile_<i>.bin (patch
+// i's model output, written by Python), and writes
+//   DIR/window_<i>.bin  what CopyWindow put in patch i's model input
+//   DIR/stage.bin       the stage buffer after every PlaceOutput (Hs x Ws x Cs)
+//   DIR/model_<m>.bin   model m's flatbuffer as the plan points at it
+//   DIR/test_image.bin  kTinyVisionTestImage
+// Every destination has guard bytes around it; any failure exits non-zero.
+#include <stdio.h>
+#include <string.h>
+
+#include <string>
+#include <vector>
+
+#include "plan_data.h"
+#include "test_image.h"
+#include "tinyvision_runtime.h"
+
+using namespace tinyvision;
+
+namespace {
+
+constexpr size_t kGuard = 64;
+constexpr int8_t kGuardByte = int8_t(0xE7);
+constexpr int8_t kUnplaced = int8_t(0x77);  // stage bytes no patch wrote keep this
+
+bool ReadFile(const std::string& path, std::vector<int8_t>* out) {
+  FILE* f = fopen(path.c_str(), "rb");
+  if (f == nullptr) return false;
+  out->clear();
+  int8_t buffer[4096];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof(buffer), f)) > 0) out->insert(out->end(), buffer, buffer + n);
+  fclose(f);
+  return true;
+}
+
+bool WriteFile(const std::string& path, const void* data, size_t size) {
+  FILE* f = fopen(path.c_str(), "wb");
+  if (f == nullptr) return false;
+  const bool ok = fwrite(data, 1, size, f) == size;
+  return fclose(f) == 0 && ok;
+}
+
+std::vector<int8_t> Guarded(size_t size, int8_t fill) {
+  std::vector<int8_t> v(size + 2 * kGuard, kGuardByte);
+  memset(v.data() + kGuard, fill, size);
+  return v;
+}
+
+bool GuardsIntact(const std::vector<int8_t>& v) {
+  for (size_t i = 0; i < kGuard; ++i) {
+    if (v[i] != kGuardByte || v[v.size() - 1 - i] != kGuardByte) return false;
+  }
+  return true;
+}
+
+int Fail(const char* what, Status s, int index) {
+  fprintf(stderr, "stage_check: %s: %s (index %d)\n", what, StatusString(s), index);
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    fprintf(stderr, "usage: stage_check DIR\n");
+    return 2;
+  }
+  const std::string dir = argv[1];
+  const Plan& plan = kTinyVisionPlan;
+  int32_t where = -1;
+  Status s = ValidatePlan(plan, &where);
+  if (s != Status::kOk) return Fail("ValidatePlan", s, where);
+
+  std::vector<int8_t> image;
+  if (!ReadFile(dir + "/image.bin", &image)) return Fail("cannot read image.bin", Status::kNullArgument, -1);
+  ArrayImage array = {image.data(), image.size(), plan.image};
+  ImageSource source;
+  s = MakeArrayImageSource(&array, &source);
+  if (s != Status::kOk) return Fail("MakeArrayImageSource", s, -1);
+
+  std::vector<int8_t> stage = Guarded(plan.arena.stage.size, kUnplaced);
+  for (uint16_t i = 0; i < plan.num_patches; ++i) {
+    const PatchInfo& p = plan.patches[i];
+    const Dims& in = plan.models[p.model].input;
+    const size_t in_bytes = size_t(in.d[0]) * in.d[1] * in.d[2];
+    std::vector<int8_t> window = Guarded(in_bytes, 0);
+    s = CopyWindow(source, p.window, window.data() + kGuard, in_bytes);
+    if (s != Status::kOk) return Fail("CopyWindow", s, i);
+    if (!GuardsIntact(window)) return Fail("CopyWindow wrote outside the model input", Status::kOk, i);
+    if (!WriteFile(dir + "/window_" + std::to_string(i) + ".bin", window.data() + kGuard, in_bytes)) return 3;
+
+    std::vector<int8_t> tile;
+    if (!ReadFile(dir + "/tile_" + std::to_string(i) + ".bin", &tile)) return Fail("no tile", Status::kOk, i);
+    s = PlaceOutput(tile.data(), tile.size(), p.output, plan.stage, stage.data() + kGuard, plan.arena.stage.size);
+    if (s != Status::kOk) return Fail("PlaceOutput", s, i);
+    if (!GuardsIntact(stage)) return Fail("PlaceOutput wrote outside the stage", Status::kOk, i);
+  }
+  const size_t stage_bytes = size_t(plan.stage.h) * plan.stage.w * plan.stage.c;
+  if (!WriteFile(dir + "/stage.bin", stage.data() + kGuard, stage_bytes)) return 3;
+  for (size_t i = stage_bytes; i < plan.arena.stage.size; ++i) {  // padding of the stage section
+    if (stage[kGuard + i] != kUnplaced) return Fail("a patch wrote past the stage shape", Status::kOk, -1);
+  }
+  for (uint16_t m = 0; m < plan.num_models; ++m) {
+    const ModelInfo& model = plan.models[m];
+    if (!WriteFile(dir + "/model_" + std::to_string(m) + ".bin", model.data, model.data_size)) return 3;
+  }
+  if (!WriteFile(dir + "/test_image.bin", kTinyVisionTestImage, kTinyVisionTestImageSize)) return 3;
+  printf("stage_check: %u patches placed, %zu stage bytes\n", unsigned(plan.num_patches), stage_bytes);
+  return 0;
+}

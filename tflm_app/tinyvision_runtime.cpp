@@ -1,0 +1,385 @@
+// Plain C++ part of the tinyvision device runtime; see tinyvision_runtime.h.
+#include "tinyvision_runtime.h"
+
+#include <math.h>
+#include <string.h>
+
+namespace tinyvision {
+namespace {
+
+// Sizes are checked in 64 bits so that no plan value can wrap a comparison.
+uint64_t Volume(const Shape3& s) { return uint64_t(s.h) * s.w * s.c; }
+
+bool ValidShape(const Shape3& s) {
+  return s.h > 0 && s.w > 0 && s.c > 0 && Volume(s) <= 0xFFFFFFFFull;
+}
+
+bool ValidDims(const Dims& d) {
+  if (d.rank < 1 || d.rank > 4) return false;
+  uint64_t volume = 1;
+  for (uint8_t i = 0; i < d.rank; ++i) {
+    if (d.d[i] == 0) return false;
+    volume *= d.d[i];
+    if (volume > 0xFFFFFFFFull) return false;
+  }
+  return true;
+}
+
+bool DimsAre(const Dims& d, uint32_t h, uint32_t w, uint32_t c) {
+  return d.rank == 3 && d.d[0] == h && d.d[1] == w && d.d[2] == c;
+}
+
+// Half-open byte ranges [offset, offset + size).
+bool Inside(const Section& inner, const Section& outer) {
+  return uint64_t(inner.offset) >= outer.offset &&
+         uint64_t(inner.offset) + inner.size <= uint64_t(outer.offset) + outer.size;
+}
+
+bool Overlap(const Section& a, const Section& b) {
+  return uint64_t(a.offset) < uint64_t(b.offset) + b.size && uint64_t(b.offset) < uint64_t(a.offset) + a.size;
+}
+
+bool RangesOverlap(const void* a, size_t a_size, const void* b, size_t b_size) {
+  const uintptr_t pa = reinterpret_cast<uintptr_t>(a);
+  const uintptr_t pb = reinterpret_cast<uintptr_t>(b);
+  return pa < pb + b_size && pb < pa + a_size;
+}
+
+Status Fail(Status status, int32_t index, int32_t* where) {
+  if (where != nullptr) *where = index;
+  return status;
+}
+
+Status ValidateArena(const Plan& plan, int32_t* where) {
+  const ArenaLayout& a = plan.arena;
+  const Section whole = {0, a.size};
+  if (a.size == 0) return Fail(Status::kSectionOutsideArena, -1, where);
+  if (a.shared.size == 0 || !Inside(a.shared, whole)) return Fail(Status::kSectionOutsideArena, -1, where);
+  if (a.shared.offset % kArenaAlignment != 0 || a.stage.offset % kArenaAlignment != 0) {
+    return Fail(Status::kMisaligned, -1, where);
+  }
+  if (!Inside(a.stage, a.shared)) return Fail(Status::kStageOutsideShared, -1, where);
+  if (uint64_t(a.stage.size) < Volume(plan.stage)) return Fail(Status::kStageTooSmall, -1, where);
+  if (a.persistent == nullptr && a.num_persistent > 0) return Fail(Status::kNullArgument, -1, where);
+  if (a.num_persistent != plan.num_models) return Fail(Status::kMissingSection, -1, where);
+  for (uint16_t i = 0; i < a.num_persistent; ++i) {
+    const PersistentSection& p = a.persistent[i];
+    if (p.model >= plan.num_models) return Fail(Status::kBadModelIndex, i, where);
+    if (p.section.offset % kArenaAlignment != 0) return Fail(Status::kMisaligned, i, where);
+    if (p.section.size == 0 || !Inside(p.section, whole)) return Fail(Status::kSectionOutsideArena, i, where);
+    if (Overlap(p.section, a.shared)) return Fail(Status::kSectionsOverlap, i, where);
+    for (uint16_t j = 0; j < i; ++j) {
+      // num_persistent == num_models and no model twice => every model once.
+      if (a.persistent[j].model == p.model) return Fail(Status::kMissingSection, i, where);
+      if (Overlap(a.persistent[j].section, p.section)) return Fail(Status::kSectionsOverlap, i, where);
+    }
+  }
+  return Status::kOk;
+}
+
+}  // namespace
+
+const char* StatusString(Status status) {
+  switch (status) {
+    case Status::kOk: return "ok";
+    case Status::kNullArgument: return "null argument";
+    case Status::kBadPlan: return "bad plan (no models or patches, or too many models)";
+    case Status::kBadShape: return "bad shape (zero or too large dimension)";
+    case Status::kBadModelIndex: return "model index out of range";
+    case Status::kWrongModelRole: return "patch names the tail model, or tail names a patch model";
+    case Status::kWindowOutsideImage: return "patch window outside the image";
+    case Status::kWindowShapeMismatch: return "patch window does not match the model input shape";
+    case Status::kBoxOutsideStage: return "output box outside the stage buffer";
+    case Status::kBoxShapeMismatch: return "output box does not match the model output shape";
+    case Status::kStageShapeMismatch: return "tail input shape is not the stage shape";
+    case Status::kSectionOutsideArena: return "arena section outside the arena";
+    case Status::kSectionsOverlap: return "arena sections overlap";
+    case Status::kStageOutsideShared: return "stage buffer outside the shared arena region";
+    case Status::kStageTooSmall: return "stage section smaller than the stage shape";
+    case Status::kMisaligned: return "arena section offset not 16-byte aligned";
+    case Status::kMissingSection: return "a model has no persistent section, or two";
+    case Status::kBadQuantization: return "bad quantization (scale <= 0 or zero point outside int8)";
+    case Status::kImageSizeMismatch: return "image size differs from the plan";
+    case Status::kBufferTooSmall: return "buffer too small";
+    case Status::kBuffersOverlap: return "source and destination buffers overlap";
+    case Status::kSourceFailed: return "image source failed to deliver a row";
+    case Status::kArenaTooSmall: return "tensor arena smaller than the plan's arena size";
+    case Status::kSchemaMismatch: return "model schema version differs from TFLM's";
+    case Status::kAllocateFailed: return "AllocateTensors failed (arena section too small or operator missing)";
+    case Status::kTensorMismatch: return "model tensor differs from the plan (shape, type or quantization)";
+    case Status::kStageNotPlanned: return "tail input tensor is not at the stage offset";
+    case Status::kPatchTouchesStage: return "a patch model writes into the stage buffer";
+    case Status::kInvokeFailed: return "Invoke failed";
+    case Status::kNotInitialized: return "runner not initialized";
+  }
+  return "unknown status";
+}
+
+bool ValidQuant(const Quant& q) {
+  return isfinite(q.scale) && q.scale > 0.0f && q.zero_point >= -128 && q.zero_point <= 127;
+}
+
+Status ValidatePlan(const Plan& plan, int32_t* where) {
+  if (where != nullptr) *where = -1;
+  if (plan.num_models == 0 || plan.num_models > kMaxModels || plan.num_patches == 0) {
+    return Fail(Status::kBadPlan, -1, where);
+  }
+  if (plan.models == nullptr || plan.patches == nullptr) return Fail(Status::kNullArgument, -1, where);
+  if (!ValidShape(plan.image) || !ValidShape(plan.stage)) return Fail(Status::kBadShape, -1, where);
+  if (!ValidQuant(plan.image_quant) || !ValidQuant(plan.stage_quant)) {
+    return Fail(Status::kBadQuantization, -1, where);
+  }
+  if (plan.tail_model >= plan.num_models) return Fail(Status::kBadModelIndex, -1, where);
+  for (uint16_t m = 0; m < plan.num_models; ++m) {
+    const ModelInfo& model = plan.models[m];
+    if (!ValidDims(model.input) || !ValidDims(model.output)) return Fail(Status::kBadShape, m, where);
+    if ((m == plan.tail_model) != (model.role == ModelRole::kTail)) return Fail(Status::kWrongModelRole, m, where);
+  }
+  const ModelInfo& tail = plan.models[plan.tail_model];
+  if (!DimsAre(tail.input, plan.stage.h, plan.stage.w, plan.stage.c)) {
+    return Fail(Status::kStageShapeMismatch, plan.tail_model, where);
+  }
+  for (uint16_t i = 0; i < plan.num_patches; ++i) {
+    const PatchInfo& p = plan.patches[i];
+    if (p.model >= plan.num_models) return Fail(Status::kBadModelIndex, i, where);
+    const ModelInfo& model = plan.models[p.model];
+    if (model.role != ModelRole::kPatch) return Fail(Status::kWrongModelRole, i, where);
+    const Window& w = p.window;
+    if (w.w == 0 || w.h == 0 || uint64_t(w.x) + w.w > plan.image.w || uint64_t(w.y) + w.h > plan.image.h) {
+      return Fail(Status::kWindowOutsideImage, i, where);
+    }
+    if (!DimsAre(model.input, w.h, w.w, plan.image.c)) return Fail(Status::kWindowShapeMismatch, i, where);
+    const OutputBox& b = p.output;
+    if (b.w == 0 || b.h == 0 || b.channels == 0 || uint64_t(b.x) + b.w > plan.stage.w ||
+        uint64_t(b.y) + b.h > plan.stage.h || uint64_t(b.c) + b.channels > plan.stage.c) {
+      return Fail(Status::kBoxOutsideStage, i, where);
+    }
+    if (!DimsAre(model.output, b.h, b.w, b.channels)) return Fail(Status::kBoxShapeMismatch, i, where);
+  }
+  return ValidateArena(plan, where);
+}
+
+// ---------------------------------------------------------------------------
+
+namespace {
+
+bool ReadArrayRow(void* ctx, uint32_t y, uint32_t x, uint32_t width, int8_t* dst) {
+  const ArrayImage* image = static_cast<const ArrayImage*>(ctx);
+  const uint64_t begin = (uint64_t(y) * image->shape.w + x) * image->shape.c;
+  const uint64_t count = uint64_t(width) * image->shape.c;
+  if (y >= image->shape.h || uint64_t(x) + width > image->shape.w || begin + count > image->size) return false;
+  memcpy(dst, image->data + begin, size_t(count));
+  return true;
+}
+
+}  // namespace
+
+Status MakeArrayImageSource(const ArrayImage* image, ImageSource* source) {
+  if (image == nullptr || source == nullptr || image->data == nullptr) return Status::kNullArgument;
+  if (!ValidShape(image->shape)) return Status::kBadShape;
+  if (uint64_t(image->size) < Volume(image->shape)) return Status::kBufferTooSmall;
+  source->read_row = ReadArrayRow;
+  source->ctx = const_cast<ArrayImage*>(image);
+  source->shape = image->shape;
+  return Status::kOk;
+}
+
+Status CopyWindow(const ImageSource& source, const Window& window, int8_t* dst, size_t dst_size) {
+  if (source.read_row == nullptr || dst == nullptr) return Status::kNullArgument;
+  if (!ValidShape(source.shape)) return Status::kBadShape;
+  if (window.w == 0 || window.h == 0 || uint64_t(window.x) + window.w > source.shape.w ||
+      uint64_t(window.y) + window.h > source.shape.h) {
+    return Status::kWindowOutsideImage;
+  }
+  const uint64_t row_bytes = uint64_t(window.w) * source.shape.c;
+  if (row_bytes * window.h > dst_size) return Status::kBufferTooSmall;
+  for (uint32_t r = 0; r < window.h; ++r) {
+    if (!source.read_row(source.ctx, window.y + r, window.x, window.w, dst + r * row_bytes)) {
+      return Status::kSourceFailed;
+    }
+  }
+  return Status::kOk;
+}
+
+Status PlaceOutput(const int8_t* src, size_t src_size, const OutputBox& box, const Shape3& stage,
+                   int8_t* stage_buffer, size_t stage_size) {
+  if (src == nullptr || stage_buffer == nullptr) return Status::kNullArgument;
+  if (!ValidShape(stage)) return Status::kBadShape;
+  const uint64_t stage_bytes = Volume(stage);
+  if (stage_bytes > stage_size) return Status::kBufferTooSmall;
+  if (box.w == 0 || box.h == 0 || box.channels == 0 || uint64_t(box.x) + box.w > stage.w ||
+      uint64_t(box.y) + box.h > stage.h || uint64_t(box.c) + box.channels > stage.c) {
+    return Status::kBoxOutsideStage;
+  }
+  const uint64_t src_bytes = uint64_t(box.h) * box.w * box.channels;
+  if (src_bytes > src_size) return Status::kBufferTooSmall;
+  if (RangesOverlap(src, size_t(src_bytes), stage_buffer, size_t(stage_bytes))) return Status::kBuffersOverlap;
+  const size_t pixel_stride = stage.c;
+  for (uint32_t r = 0; r < box.h; ++r) {
+    int8_t* row = stage_buffer + ((size_t(box.y) + r) * stage.w + box.x) * pixel_stride + box.c;
+    const int8_t* in = src + size_t(r) * box.w * box.channels;
+    if (box.channels == stage.c) {  // whole pixels: the row is contiguous in the stage too
+      memcpy(row, in, size_t(box.w) * box.channels);
+    } else {
+      for (uint32_t col = 0; col < box.w; ++col) {
+        memcpy(row + col * pixel_stride, in + size_t(col) * box.channels, box.channels);
+      }
+    }
+  }
+  return Status::kOk;
+}
+
+// ---------------------------------------------------------------------------
+
+int8_t Quantize(float value, const Quant& quant) {
+  const float v = value / quant.scale;
+  const float lo = float(-128 - quant.zero_point);
+  const float hi = float(127 - quant.zero_point);
+  if (v != v) return int8_t(quant.zero_point < -128 ? -128 : quant.zero_point > 127 ? 127 : quant.zero_point);
+  // floor(|v| + 0.5) rather than roundf: tinyvision's Python side computes
+  // exactly this in float32, so the test image and camera path agree bit for bit.
+  float r = v >= 0.0f ? floorf(v + 0.5f) : -floorf(-v + 0.5f);
+  if (r < lo) r = lo;
+  if (r > hi) r = hi;
+  return int8_t(int32_t(r) + quant.zero_point);
+}
+
+float Dequantize(int8_t value, const Quant& quant) {
+  return quant.scale * float(int32_t(value) - quant.zero_point);
+}
+
+Status BuildPixelLut(const Quant& quant, float mean, float std, int8_t lut[256]) {
+  if (lut == nullptr) return Status::kNullArgument;
+  if (!ValidQuant(quant) || !isfinite(mean) || !isfinite(std) || std == 0.0f) return Status::kBadQuantization;
+  for (int p = 0; p < 256; ++p) lut[p] = Quantize((float(p) - mean) / std, quant);
+  return Status::kOk;
+}
+
+uint32_t BytesPerPixel(PixelFormat format) {
+  switch (format) {
+    case PixelFormat::kRgb888: return 3;
+    case PixelFormat::kRgb565Be: return 2;
+    case PixelFormat::kRgb565Le: return 2;
+    case PixelFormat::kGray8: return 1;
+  }
+  return 0;
+}
+
+namespace {
+
+void DecodePixel(const uint8_t* p, PixelFormat format, uint8_t rgb[3]) {
+  switch (format) {
+    case PixelFormat::kRgb888:
+      rgb[0] = p[0];
+      rgb[1] = p[1];
+      rgb[2] = p[2];
+      return;
+    case PixelFormat::kRgb565Be:
+    case PixelFormat::kRgb565Le: {
+      const uint16_t v = format == PixelFormat::kRgb565Be ? uint16_t((p[0] << 8) | p[1]) : uint16_t((p[1] << 8) | p[0]);
+      const uint8_t r = (v >> 11) & 0x1F, g = (v >> 5) & 0x3F, b = v & 0x1F;
+      rgb[0] = uint8_t((r << 3) | (r >> 2));
+      rgb[1] = uint8_t((g << 2) | (g >> 4));
+      rgb[2] = uint8_t((b << 3) | (b >> 2));
+      return;
+    }
+    case PixelFormat::kGray8:
+      rgb[0] = rgb[1] = rgb[2] = p[0];
+      return;
+  }
+}
+
+bool ReadFrameRow(void* ctx, uint32_t y, uint32_t x, uint32_t width, int8_t* dst) {
+  const FrameImage* f = static_cast<const FrameImage*>(ctx);
+  const Shape3& out = f->out_shape;
+  if (y >= out.h || uint64_t(x) + width > out.w) return false;
+  const uint32_t bpp = BytesPerPixel(f->format);
+  const uint64_t sy = f->crop.y + uint64_t(y) * f->crop.h / out.h;
+  const uint8_t* row = f->data + size_t(sy * f->width * bpp);
+  for (uint32_t i = 0; i < width; ++i) {
+    const uint64_t sx = f->crop.x + uint64_t(x + i) * f->crop.w / out.w;
+    uint8_t rgb[3] = {0, 0, 0};
+    DecodePixel(row + size_t(sx * bpp), f->format, rgb);
+    if (out.c == 3) {
+      dst[0] = f->lut[rgb[0]];
+      dst[1] = f->lut[rgb[1]];
+      dst[2] = f->lut[rgb[2]];
+      dst += 3;
+    } else {
+      *dst++ = f->lut[f->format == PixelFormat::kGray8 ? rgb[0] : (77u * rgb[0] + 150u * rgb[1] + 29u * rgb[2]) >> 8];
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+Status MakeFrameImageSource(const FrameImage* frame, ImageSource* source) {
+  if (frame == nullptr || source == nullptr || frame->data == nullptr || frame->lut == nullptr) {
+    return Status::kNullArgument;
+  }
+  const uint32_t bpp = BytesPerPixel(frame->format);
+  if (bpp == 0 || frame->width == 0 || frame->height == 0 || !ValidShape(frame->out_shape) ||
+      (frame->out_shape.c != 1 && frame->out_shape.c != 3)) {
+    return Status::kBadShape;
+  }
+  if (uint64_t(frame->width) * frame->height * bpp > frame->size) return Status::kBufferTooSmall;
+  const Window& c = frame->crop;
+  if (c.w == 0 || c.h == 0 || uint64_t(c.x) + c.w > frame->width || uint64_t(c.y) + c.h > frame->height) {
+    return Status::kWindowOutsideImage;
+  }
+  source->read_row = ReadFrameRow;
+  source->ctx = const_cast<FrameImage*>(frame);
+  source->shape = frame->out_shape;
+  return Status::kOk;
+}
+
+Window CenterCrop(uint32_t frame_w, uint32_t frame_h, uint32_t out_w, uint32_t out_h) {
+  Window crop = {0, 0, frame_w, frame_h};
+  if (out_w == 0 || out_h == 0) return crop;
+  if (uint64_t(frame_w) * out_h > uint64_t(frame_h) * out_w) {
+    crop.w = uint32_t(uint64_t(frame_h) * out_w / out_h);
+  } else {
+    crop.h = uint32_t(uint64_t(frame_w) * out_h / out_w);
+  }
+  if (crop.w == 0) crop.w = 1;
+  if (crop.h == 0) crop.h = 1;
+  crop.x = (frame_w - crop.w) / 2;
+  crop.y = (frame_h - crop.h) / 2;
+  return crop;
+}
+
+Status ReadImage(const ImageSource& source, int8_t* dst, size_t dst_size) {
+  const Window whole = {0, 0, source.shape.w, source.shape.h};
+  return CopyWindow(source, whole, dst, dst_size);
+}
+
+// ---------------------------------------------------------------------------
+
+int32_t Argmax(const int8_t* scores, size_t count) {
+  if (scores == nullptr || count == 0) return -1;
+  size_t best = 0;
+  for (size_t i = 1; i < count; ++i) {
+    if (scores[i] > scores[best]) best = i;
+  }
+  return int32_t(best);
+}
+
+size_t TopK(const int8_t* scores, size_t count, size_t k, uint16_t* top) {
+  if (scores == nullptr || top == nullptr) return 0;
+  if (k > count) k = count;
+  size_t filled = 0;
+  for (size_t i = 0; i < count; ++i) {
+    // Insertion into the sorted prefix; strict '>' keeps the lower index first on ties.
+    size_t pos = filled;
+    while (pos > 0 && scores[i] > scores[top[pos - 1]]) --pos;
+    if (pos >= k) continue;
+    const size_t last = filled < k ? filled : k - 1;
+    for (size_t j = last; j > pos; --j) top[j] = top[j - 1];
+    top[pos] = uint16_t(i);
+    if (filled < k) ++filled;
+  }
+  return filled;
+}
+
+}  // namespace tinyvision

@@ -1,0 +1,258 @@
+// tinyvision runtime core: the patch-bundle plan as C data and everything the
+// device does around the interpreters, in plain C++17 (no TFLM, no Arduino,
+// no heap, no exceptions), so it builds and is tested on the host with g++.
+//
+// A bundle (docs/bundle-format.md) splits a CNN into per-patch models and a
+// tail model that share ONE tensor arena:
+//
+//   arena: [ shared (non-persistent, every model plans into it) ][ persistent 0 ][ persistent 1 ] ...
+//                  [ stage ]  <- inside shared: patch outputs are placed here,
+//                                the tail's input tensor is planned exactly here
+//
+// Per patch: CopyWindow (image rows -> model input), Invoke, PlaceOutput
+// (model output -> its box of the stage buffer); then the tail runs on the
+// stage. Every copy here is bounds-checked against the buffer sizes passed in:
+// a bad plan or a wrong image returns a Status and writes nothing outside the
+// buffers it was given.
+#ifndef TINYVISION_RUNTIME_H_
+#define TINYVISION_RUNTIME_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+namespace tinyvision {
+
+enum class Status : uint8_t {
+  kOk = 0,
+  kNullArgument,         // a required pointer is null
+  kBadPlan,              // no models / patches, tail index out of range, too many models
+  kBadShape,             // a zero dimension, or a product that overflows 32 bits
+  kBadModelIndex,        // a patch or arena section names a model that does not exist
+  kWrongModelRole,       // a patch names the tail model, or the tail a patch model
+  kWindowOutsideImage,   // a patch window reaches past the image
+  kWindowShapeMismatch,  // window h/w (or image channels) differ from the model input
+  kBoxOutsideStage,      // an output box reaches past the stage buffer
+  kBoxShapeMismatch,     // box h/w/channels differ from the model output
+  kStageShapeMismatch,   // the tail's input shape is not the stage shape
+  kSectionOutsideArena,  // an arena section reaches past the arena
+  kSectionsOverlap,      // two persistent sections, or one and shared, overlap
+  kStageOutsideShared,   // the stage buffer is not inside the shared region
+  kStageTooSmall,        // arena.stage.size < Hs * Ws * Cs
+  kMisaligned,           // an arena section offset is not 16-byte aligned
+  kMissingSection,       // a model has no persistent section, or more than one
+  kBadQuantization,      // scale <= 0, not finite, or zero point outside int8
+  kImageSizeMismatch,    // the image source's shape differs from the plan's image
+  kBufferTooSmall,       // a destination / source buffer is smaller than needed
+  kBuffersOverlap,       // source and destination of a copy overlap
+  kSourceFailed,         // the image source callback reported a failure
+  kArenaTooSmall,        // the arena given is smaller than plan.arena.size
+  // Reported by the TFLM glue (patch_runner_tflm.h):
+  kSchemaMismatch,       // a model's flatbuffer schema version is not TFLM's
+  kAllocateFailed,       // MicroInterpreter::AllocateTensors failed (section too small, missing op)
+  kTensorMismatch,       // a model's input/output tensor differs from the plan (shape, type, quantization)
+  kStageNotPlanned,      // the tail's input tensor is not at arena + stage.offset
+  kPatchTouchesStage,    // a patch model's tensors or scratch buffers write into the stage
+  kInvokeFailed,         // MicroInterpreter::Invoke failed
+  kNotInitialized,       // Run before a successful Init
+};
+
+// One line naming the cause, for Serial / logs ("window outside image", ...).
+const char* StatusString(Status status);
+
+struct Quant {
+  float scale;
+  int32_t zero_point;
+};
+
+// A tensor shape without the batch dimension, as plan.json writes it
+// (rank 1..4; d[rank..3] are unused).
+struct Dims {
+  uint8_t rank;
+  uint32_t d[4];
+};
+
+// Height, width, channels of an NHWC int8 buffer without batch.
+struct Shape3 {
+  uint32_t h;
+  uint32_t w;
+  uint32_t c;
+};
+
+struct Window {  // region of the image copied into a patch model's input
+  uint32_t x, y, w, h;
+};
+
+struct OutputBox {  // region of the stage buffer a patch model's output fills
+  uint32_t x, y, c, w, h, channels;
+};
+
+enum class ModelRole : uint8_t { kPatch = 0, kTail = 1 };
+
+struct ModelInfo {
+  const char* name;
+  const unsigned char* data;  // the .tflite flatbuffer (alignas(16), in flash)
+  uint32_t data_size;
+  ModelRole role;
+  Dims input;                 // without batch, e.g. {3, {40, 40, 3}}
+  Dims output;                // e.g. {3, {9, 9, 16}} or {1, {10}}
+  uint32_t nonpersistent_bytes;  // TFLM head measured by the converter (informational)
+  uint32_t persistent_bytes;     // TFLM tail measured by the converter (informational)
+};
+
+struct PatchInfo {
+  uint16_t model;
+  Window window;
+  OutputBox output;
+};
+
+struct Section {
+  uint32_t offset;
+  uint32_t size;
+};
+
+struct PersistentSection {
+  uint16_t model;
+  Section section;
+};
+
+struct ArenaLayout {
+  uint32_t size;
+  Section shared;
+  Section stage;
+  const PersistentSection* persistent;
+  uint16_t num_persistent;
+  // plan.json arena.offline_plans (absent = true): the tail's input tensor is
+  // planned at stage.offset and reads the stage in place. False (bundles
+  // without offline plans): TFLM planned the tail's input elsewhere in shared,
+  // and the runtime copies the stage into it before the tail runs.
+  bool tail_input_at_stage;
+};
+
+struct Plan {
+  Shape3 image;
+  Quant image_quant;
+  Shape3 stage;
+  Quant stage_quant;
+  const ModelInfo* models;
+  uint16_t num_models;
+  const PatchInfo* patches;  // in execution order
+  uint16_t num_patches;
+  uint16_t tail_model;
+  ArenaLayout arena;
+};
+
+// Largest number of models a plan may list (the TFLM glue keeps one
+// interpreter per model in fixed storage).
+#ifndef TINYVISION_MAX_MODELS
+#define TINYVISION_MAX_MODELS 32
+#endif
+constexpr uint16_t kMaxModels = TINYVISION_MAX_MODELS;
+constexpr uint32_t kArenaAlignment = 16;
+
+// Checks every rule of docs/bundle-format.md:
+// - windows inside the image, with the model's input height/width/channels;
+// - output boxes inside the stage, with the model's output shape;
+// - the tail's input is the stage shape; quantizations are valid;
+// - one persistent section per model; sections 16-byte aligned, inside the
+//   arena, pairwise disjoint and disjoint from shared; stage inside shared and
+//   at least Hs * Ws * Cs bytes.
+// On failure `where` (if given) receives the offending patch or model index,
+// or -1 when the failure is not tied to one.
+Status ValidatePlan(const Plan& plan, int32_t* where = nullptr);
+
+// ---------------------------------------------------------------------------
+// Image sources: a callback that fills pixels of one image row.
+//
+// read_row(ctx, y, x, width, dst) writes `width` pixels of row `y` starting at
+// column `x` (width * shape.c int8 values) to dst and returns false on failure.
+// CopyWindow only calls it with y < shape.h and x + width <= shape.w, and with
+// dst pointing at width * shape.c writable bytes.
+typedef bool (*ReadRowFn)(void* ctx, uint32_t y, uint32_t x, uint32_t width, int8_t* dst);
+
+struct ImageSource {
+  ReadRowFn read_row;
+  void* ctx;
+  Shape3 shape;  // the image the callback serves (must equal plan.image)
+};
+
+// An int8 NHWC image already quantized with the plan's image quantization,
+// e.g. a test image in flash.
+struct ArrayImage {
+  const int8_t* data;
+  size_t size;  // bytes available at data (checked against h * w * c)
+  Shape3 shape;
+};
+Status MakeArrayImageSource(const ArrayImage* image, ImageSource* source);
+
+// Copies `window` of the image (rows of window.w pixels, C channels each) into
+// dst (dst_size bytes, needs window.h * window.w * C). Checks the window is
+// inside source.shape before reading anything.
+Status CopyWindow(const ImageSource& source, const Window& window, int8_t* dst, size_t dst_size);
+
+// Copies a model output (box.h x box.w x box.channels int8, NHWC) into `box`
+// of the stage buffer (stage.h x stage.w x stage.c, stage_size bytes):
+// row by row, `channels` contiguous values at channel offset box.c.
+Status PlaceOutput(const int8_t* src, size_t src_size, const OutputBox& box, const Shape3& stage,
+                   int8_t* stage_buffer, size_t stage_size);
+
+// ---------------------------------------------------------------------------
+// Quantization (float32 arithmetic, round half away from zero, clamp to int8).
+int8_t Quantize(float value, const Quant& quant);
+float Dequantize(int8_t value, const Quant& quant);
+// Checks scale is finite and > 0 and zero_point in [-128, 127].
+bool ValidQuant(const Quant& quant);
+
+// ---------------------------------------------------------------------------
+// Camera / raw frame preprocessing.
+//
+// Pixel p (0..255) maps to Quantize((p - mean) / std, quant); tinyvision's
+// models are trained on (p - 127.5) / 127.5. The 256 results go in a table
+// once, so per-pixel work is a lookup.
+Status BuildPixelLut(const Quant& quant, float mean, float std, int8_t lut[256]);
+
+enum class PixelFormat : uint8_t {
+  kRgb888 = 0,    // 3 bytes per pixel: R, G, B
+  kRgb565Be = 1,  // 2 bytes, high byte first (OV767X readFrame)
+  kRgb565Le = 2,  // 2 bytes, low byte first
+  kGray8 = 3,     // 1 byte per pixel
+};
+uint32_t BytesPerPixel(PixelFormat format);
+
+// Reads the model image (out_shape, C = 1 or 3) from a raw frame of another
+// size: the `crop` region of the frame, nearest-neighbour resized (frame row
+// = crop.y + y * crop.h / out_h, same for columns), RGB565 expanded to 8 bits
+// per channel ((v << 3) | (v >> 2) for 5 bits, (v << 2) | (v >> 4) for 6),
+// grey from RGB as (77 R + 150 G + 29 B) >> 8, grey to RGB by repetition,
+// then the pixel LUT. The window copy pulls rows straight from the camera
+// frame: no full-size int8 image is ever stored.
+struct FrameImage {
+  const uint8_t* data;
+  size_t size;  // bytes at data (checked against width * height * bytes per pixel)
+  uint32_t width;
+  uint32_t height;
+  PixelFormat format;
+  Window crop;        // inside the frame; CenterCrop() keeps the model's aspect ratio
+  const int8_t* lut;  // 256 entries from BuildPixelLut
+  Shape3 out_shape;   // the model image: plan.image
+};
+Status MakeFrameImageSource(const FrameImage* frame, ImageSource* source);
+
+// The largest centred region of a frame_w x frame_h frame with the aspect
+// ratio of out_w x out_h (integer division: width = frame_h * out_w / out_h
+// when the frame is wider, else height = frame_w * out_h / out_w).
+Window CenterCrop(uint32_t frame_w, uint32_t frame_h, uint32_t out_w, uint32_t out_h);
+
+// Whole-image preprocessing through any source: dst gets h * w * c int8.
+Status ReadImage(const ImageSource& source, int8_t* dst, size_t dst_size);
+
+// ---------------------------------------------------------------------------
+// Scores.
+// Index of the largest value (the first one on ties); -1 if count == 0.
+int32_t Argmax(const int8_t* scores, size_t count);
+// The k largest values, best first (ties: lower index first). Writes
+// min(k, count) indices to top and returns that number.
+size_t TopK(const int8_t* scores, size_t count, size_t k, uint16_t* top);
+
+}  // namespace tinyvision
+
+#endif  // TINYVISION_RUNTIME_H_

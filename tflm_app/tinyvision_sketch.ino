@@ -1,0 +1,158 @@
+// tinyvision: patch-based image classification with TensorFlow Lite Micro.
+//
+// Written by converters.export.arduino.export_arduino next to the runtime
+// sources, the model arrays (model_data), the plan (plan_data), the operator
+// list (model_ops.h) and a test image (test_image). Board: Arduino Nano 33 BLE
+// (Sense). Library: Chirale_TensorFlowLite (Library Manager); #define
+// TINYVISION_ARDUINO_TENSORFLOWLITE at the top of this file to build with the
+// older Arduino_TensorFlowLite instead.
+//
+// By default it classifies the test image stored in flash, once a second.
+// Set TINYVISION_USE_CAMERA to 1 below to classify OV7675 frames instead
+// (Arduino_OV767X library, Nano 33 BLE Sense tinyML kit): QQVGA RGB565,
+// centre-cropped to the model's aspect ratio and resized while each patch
+// window is copied, so the only image buffer is the camera frame.
+//
+// Serial output, one line per inference:
+//   class=<index> (<name>) score=<dequantized> label=<test image label> latency_ms=<all>
+//   patches_ms=<patch stage> tail_ms=<tail> arena_used=<bytes touched>/<arena size>
+// and one line per error:
+//   tinyvision error: <cause> (patch/model <i>)
+
+#ifndef TINYVISION_USE_CAMERA
+#define TINYVISION_USE_CAMERA 0
+#endif
+
+#ifdef TINYVISION_ARDUINO_TENSORFLOWLITE
+#include <TensorFlowLite.h>
+#else
+#include <Chirale_TensorFlowLite.h>
+#endif
+
+#include "model_ops.h"
+#include "patch_runner_tflm.h"
+#include "plan_data.h"
+#include "tensorflow/lite/micro/system_setup.h"
+
+#if TINYVISION_USE_CAMERA
+#include <Arduino_OV767X.h>
+#else
+#include "test_image.h"
+#endif
+
+// File-scope statics rather than an anonymous namespace: the Arduino
+// builder generates prototypes for .ino functions and handles these best.
+alignas(16) static uint8_t g_arena[kTinyVisionArenaSize];
+static tinyvision::InterpreterSlot g_slots[kTinyVisionNumModels];
+static TinyVisionOpResolver g_resolver;
+
+static uint32_t Micros() { return micros(); }
+
+static tinyvision::PatchRunner g_runner(kTinyVisionPlan, g_resolver, g_arena, sizeof(g_arena), g_slots,
+                                        kTinyVisionNumModels, Micros);
+
+#if TINYVISION_USE_CAMERA
+static constexpr uint32_t kFrameWidth = 160;  // QQVGA
+static constexpr uint32_t kFrameHeight = 120;
+static uint8_t g_frame[kFrameWidth * kFrameHeight * 2];  // RGB565, high byte first
+static int8_t g_lut[256];
+static tinyvision::FrameImage g_frame_image;
+#else
+static tinyvision::ArrayImage g_test_image;
+#endif
+
+static tinyvision::ImageSource g_source;
+static const char* g_error = nullptr;  // set once setup or a run fails; printed by loop
+static int32_t g_error_index = -1;
+
+static void SetError(const char* cause, int32_t index) {
+  g_error = cause;
+  g_error_index = index;
+}
+
+static void PrintError() {
+  Serial.print("tinyvision error: ");
+  Serial.print(g_error);
+  if (g_error_index >= 0) {
+    Serial.print(" (patch/model ");
+    Serial.print(g_error_index);
+    Serial.print(")");
+  }
+  Serial.println();
+}
+
+static void PrintMs(const char* name, uint32_t us) {
+  Serial.print(name);
+  Serial.print(us / 1000.0f, 1);
+}
+
+void setup() {
+  tflite::InitializeTarget();  // starts Serial and waits up to 4 s for the monitor
+  if (!TinyVisionAddOps(g_resolver)) {
+    SetError("cannot register the model operators", -1);
+    return;
+  }
+#if TINYVISION_USE_CAMERA
+  if (!Camera.begin(QQVGA, RGB565, 1, OV7675)) {
+    SetError("camera: Camera.begin(QQVGA, RGB565, 1, OV7675) failed", -1);
+    return;
+  }
+  tinyvision::Status s = tinyvision::BuildPixelLut(kTinyVisionPlan.image_quant, kTinyVisionPixelMean,
+                                                   kTinyVisionPixelStd, g_lut);
+  if (s == tinyvision::Status::kOk) {
+    const tinyvision::Shape3& image = kTinyVisionPlan.image;
+    g_frame_image = {g_frame, sizeof(g_frame), kFrameWidth, kFrameHeight, tinyvision::PixelFormat::kRgb565Be,
+                     tinyvision::CenterCrop(kFrameWidth, kFrameHeight, image.w, image.h), g_lut, image};
+    s = tinyvision::MakeFrameImageSource(&g_frame_image, &g_source);
+  }
+#else
+  g_test_image = {kTinyVisionTestImage, kTinyVisionTestImageSize, kTinyVisionPlan.image};
+  tinyvision::Status s = tinyvision::MakeArrayImageSource(&g_test_image, &g_source);
+#endif
+  if (s != tinyvision::Status::kOk) {
+    SetError(tinyvision::StatusString(s), -1);
+    return;
+  }
+  s = g_runner.Init();
+  if (s != tinyvision::Status::kOk) SetError(tinyvision::StatusString(s), g_runner.error_index());
+}
+
+void loop() {
+  if (g_error != nullptr) {  // repeated, so a monitor opened late still sees it
+    PrintError();
+    delay(5000);
+    return;
+  }
+#if TINYVISION_USE_CAMERA
+  Camera.readFrame(g_frame);
+#endif
+  tinyvision::RunResult result;
+  const tinyvision::Status s = g_runner.Run(g_source, &result);
+  if (s != tinyvision::Status::kOk) {
+    SetError(tinyvision::StatusString(s), g_runner.error_index());
+    return;
+  }
+  const int32_t best = tinyvision::Argmax(result.scores, result.num_scores);
+  const tinyvision::ArenaUsage arena = g_runner.MeasureArena();
+  Serial.print("class=");
+  Serial.print(best);
+  if (best >= 0 && uint32_t(best) < kTinyVisionNumClassNames) {
+    Serial.print(" (");
+    Serial.print(kTinyVisionClassNames[best]);
+    Serial.print(")");
+  }
+  Serial.print(" score=");
+  Serial.print(tinyvision::Dequantize(result.scores[best], result.score_quant), 3);
+#if !TINYVISION_USE_CAMERA
+  Serial.print(" label=");
+  Serial.print(kTinyVisionTestLabel);
+#endif
+  PrintMs(" latency_ms=", result.total_us);
+  PrintMs(" patches_ms=", result.patch_us);
+  PrintMs(" tail_ms=", result.tail_us);
+  Serial.print(" arena_used=");
+  Serial.print(arena.used);
+  Serial.print("/");
+  Serial.println(arena.arena_size);
+  delay(1000);
+}
