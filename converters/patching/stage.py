@@ -433,8 +433,13 @@ def split_patch_stage(model, n, grid, name="model.tflite"):
         ))
     tail_model = derived_model(model, tail_graph(graph, n, stage))
     models.append(BundleModel.from_model("tail", "tail", tail_model.to_bytes(), tail_model))
+    return assemble_bundle("patch_stage", model, data, name, image, stage, models, patches)
+
+
+def assemble_bundle(kind, model, data, name, image, stage, models, patches):
+    """A ``Bundle`` whose last model is the tail, with its source, image/stage descriptions and stats."""
     bundle = Bundle(
-        kind="patch_stage",
+        kind=kind,
         source={"file": name, "sha256": hashlib.sha256(data).hexdigest()},
         image={"shape": list(hwc(image.shape)), "dtype": "int8", **quant_dict(image)},
         stage={"shape": list(hwc(stage.shape)), "dtype": "int8", **quant_dict(stage), "tensor": stage.name},

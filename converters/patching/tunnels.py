@@ -15,13 +15,12 @@ structure and cuts the graph there:
 The ops and tensors are the model's own, so the result is exact by construction
 (the concatenation of same-quantization int8 inputs is a copy).
 """
-import hashlib
 
 import numpy as np
 
 from converters.ir import Graph
-from converters.patching.bundle import Box, Bundle, BundleModel, Patch, Window, hwc, quant_dict
-from converters.patching.stage import as_model, bundle_stats, check_model, derived_model
+from converters.patching.bundle import Box, BundleModel, Patch, Window, hwc, quant_dict
+from converters.patching.stage import as_model, assemble_bundle, check_model, derived_model
 from tinyvision.errors import TinyVisionError
 
 _SLICES = ("STRIDED_SLICE", "SLICE")
@@ -138,17 +137,7 @@ def split_tunnels(model, name="model.tflite"):
     head = derived_model(model, Graph(ops=head_ops, inputs=[stage], outputs=list(graph.outputs),
                                       tensors=list(graph.tensors), name=graph.name))
     models.append(BundleModel.from_model("head", "tail", head.to_bytes(), head))
-    bundle = Bundle(
-        kind="tunnels",
-        source={"file": name, "sha256": hashlib.sha256(data).hexdigest()},
-        image={"shape": list(hwc(image.shape)), "dtype": "int8", **quant_dict(image)},
-        stage={"shape": list(hwc(stage.shape)), "dtype": "int8", **quant_dict(stage), "tensor": stage.name},
-        models=models,
-        patches=patches,
-        tail=len(models) - 1,
-    )
-    bundle.stats = bundle_stats(bundle, model, data)
-    return bundle
+    return assemble_bundle("tunnels", model, data, name, image, stage, models, patches)
 
 
 def _ancestors(tensor, producer, seen):
