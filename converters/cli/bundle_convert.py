@@ -36,7 +36,7 @@ def convert_to_bundle(model_bytes, FLAGS):
         from converters.patching.search import format_table, search
 
         budget = parse_bytes(FLAGS.budget)
-        result = search(model, budget, FLAGS.max_mac_overhead, name)
+        result = search(model, budget, FLAGS.max_mac_overhead, name, interpreters=FLAGS.interpreters)
         print(f"patch split search: {len(result.candidates)} candidates, Pareto set (estimated shared region, "
               f"measured persistent):")
         for line in format_table(result):
@@ -53,7 +53,7 @@ def convert_to_bundle(model_bytes, FLAGS):
         if FLAGS.split is None:
             raise TinyVisionError(f"--patches={FLAGS.patches} needs --split=N (operators run per patch)")
         bundle = split_patch_stage(model, FLAGS.split, grid, name)
-    finalize(bundle)
+    finalize(bundle, interpreters=FLAGS.interpreters)
     if mode == "auto" and bundle.arena["size"] > parse_bytes(FLAGS.budget):
         raise TinyVisionError(f"the chosen split needs {bundle.arena['size']:,} B on TFLM, over the "
                               f"{parse_bytes(FLAGS.budget):,} B budget (the estimate was too low)")
@@ -72,14 +72,18 @@ def convert_to_bundle(model_bytes, FLAGS):
 
 def summary_lines(bundle):
     """Arena, image, MACs and flash of a finalized bundle as text lines."""
+    from converters.planning import persistent_span
+
     arena = bundle.arena
-    persistent = sum(s["size"] for s in arena["persistent"])
+    mode = arena.get("interpreters", "resident")
+    persistent = persistent_span(arena)
     Hs, Ws, Cs = bundle.stage["shape"]
     H, W, C = bundle.image["shape"]
     stats = bundle.stats
     lines = [
         f"shared region   {arena['shared']['size']:>10,} B  (stage buffer {Hs}x{Ws}x{Cs} = {Hs * Ws * Cs:,} B)",
-        f"persistent      {persistent:>10,} B  ({len(arena['persistent'])} sections)",
+        f"persistent      {persistent:>10,} B  ({len(arena['persistent'])} sections"
+        + (", one interpreter at a time: the largest)" if mode == "one_at_a_time" else ", side by side)"),
         f"arena total     {arena['size']:>10,} B",
         f"image           {H * W * C:>10,} B  ({H}x{W}x{C})",
     ]

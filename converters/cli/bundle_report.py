@@ -43,12 +43,14 @@ def _baseline(source_bytes, stats):
 def analyze_bundle(folder, verify=True):
     """(result dict, text, plot(path)) for the bundle in ``folder``.
 
-    result: head_bytes (shared non-persistent region), tail_bytes (all persistent sections), total_bytes
+    result: head_bytes (shared non-persistent region), tail_bytes (the arena's persistent part: all sections
+    side by side, or the one slot they share with one interpreter at a time), interpreters, total_bytes
     (arena), image_bytes (H*W*C int8), mac_overhead (fraction), macs, flash_bytes (model files), bit_exact
     (bundle vs source on TFLM; None when the source .tflite is not found or verify is off), models (per model),
     baseline (the same keys for the unsplit source on stock TFLM; None values when the source is missing).
     """
     from converters.patching import read_bundle
+    from converters.planning import persistent_span
 
     bundle = read_bundle(folder)
     plan = bundle.plan()
@@ -70,7 +72,8 @@ def analyze_bundle(folder, verify=True):
         "bundle": os.path.abspath(folder),
         "kind": bundle.kind,
         "head_bytes": int(arena["shared"]["size"]),
-        "tail_bytes": int(sum(s["size"] for s in arena["persistent"])),
+        "tail_bytes": int(persistent_span(arena)),
+        "interpreters": arena.get("interpreters", "resident"),
         "total_bytes": int(arena["size"]),
         "image_bytes": int(H * W * C),
         "stage_bytes": int(arena.get("stage", {}).get("size", 0)),

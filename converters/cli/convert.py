@@ -24,6 +24,9 @@ flags.DEFINE_bool("verify", True, "check rewritten models bit-exact (tf.lite.Int
 flags.DEFINE_string("patches", None, "per-patch bundle: 'auto', a grid 'PxP' or 'RxC', or 'tunnels'")
 flags.DEFINE_integer("split", None, "with a grid: number of leading operators run per patch")
 flags.DEFINE_string("budget", "256KiB", "with --patches=auto: SRAM budget (shared region + persistent sections)")
+flags.DEFINE_enum("interpreters", "one_at_a_time", ["one_at_a_time", "resident"],
+                  "with --patches: create each model's interpreter just before it runs, all in one persistent "
+                  "slot (one_at_a_time: least SRAM), or keep every interpreter alive (resident: no re-creation)")
 flags.DEFINE_float("max_mac_overhead", 0.15, "with --patches=auto: largest extra MACs accepted, as a fraction")
 FLAGS = flags.FLAGS
 

@@ -22,6 +22,7 @@ FORMAT = "tinyvision.bundle/1"
 KINDS = ("patch_stage", "tunnels")
 PLAN_FILE = "plan.json"
 ALIGN = 16
+DEFAULT_INTERPRETERS = "one_at_a_time"
 
 
 def hwc(shape):
@@ -227,28 +228,19 @@ def validate(bundle, where="bundle"):
 
 
 def _validate_arena(bundle, fail):
+    from converters.planning import check_arena
+
     a = bundle.arena
     try:
-        shared, stage, persistent = a["shared"], a["stage"], a["persistent"]
-        sections = [(shared["offset"], shared["size"])] + [(s["offset"], s["size"]) for s in persistent]
-        size = a["size"]
+        check_arena(a, len(bundle.models))
+        stage_size = a["stage"]["size"]
     except (KeyError, TypeError) as e:
         fail(f"malformed arena section ({type(e).__name__}: {e})")
-    for offset, length in sections + [(stage["offset"], stage["size"])]:
-        if offset % ALIGN or offset < 0 or length < 0 or offset + length > size:
-            fail(f"arena section at {offset} (+{length}) is misaligned or outside the {size}-byte arena")
-    ordered = sorted(sections)
-    for (o1, l1), (o2, _) in zip(ordered, ordered[1:]):
-        if o1 + l1 > o2:
-            fail("arena sections overlap")
-    shared_end = shared["offset"] + shared["size"]
-    if not (shared["offset"] <= stage["offset"] and stage["offset"] + stage["size"] <= shared_end):
-        fail("the stage buffer is not inside the shared region")
+    except TinyVisionError as e:
+        fail(str(e))
     Hs, Ws, Cs = bundle.stage["shape"]
-    if stage["size"] < Hs * Ws * Cs:
-        fail(f"the arena's stage section ({stage['size']} B) is smaller than the stage buffer ({Hs * Ws * Cs} B)")
-    if sorted(s["model"] for s in persistent) != list(range(len(bundle.models))):
-        fail("the arena needs one persistent section per model")
+    if stage_size < Hs * Ws * Cs:
+        fail(f"the arena's stage section ({stage_size} B) is smaller than the stage buffer ({Hs * Ws * Cs} B)")
 
 
 # ---------------------------------------------------------------- memory figures and arena
@@ -258,28 +250,43 @@ def _align(n):
     return -(-int(n) // ALIGN) * ALIGN
 
 
-def unplanned_arena(bundle):
+def unplanned_arena(bundle, interpreters=DEFAULT_INTERPRETERS):
     """An arena layout for models without offline plans (each TFLM plans itself from offset 0).
 
     Patch models use the bottom of the shared region, the stage buffer lies above
     every patch model's head, and the tail (whose own plan puts its input somewhere
     in its head) needs the stage buffer copied into its input: ``offline_plans`` false.
     """
+    from converters.ir import Model
+    from converters.planning import allocation_temp_bytes, check_arena
+
     patch_head = max(_align(m.nonpersistent_bytes) for m in bundle.models if m.role == "patch")
+    temp_reserve = 0
+    if interpreters == "one_at_a_time":
+        temp_reserve = max(allocation_temp_bytes(Model.from_bytes(m.data, m.file).main) for m in bundle.models)
+    stage_offset = max(patch_head, temp_reserve)
     Hs, Ws, Cs = bundle.stage["shape"]
     stage_size = _align(Hs * Ws * Cs)
-    shared = max(patch_head + stage_size, _align(bundle.models[bundle.tail].nonpersistent_bytes))
+    shared = max(stage_offset + stage_size, _align(bundle.models[bundle.tail].nonpersistent_bytes))
     persistent, offset = [], shared
     for i, m in enumerate(bundle.models):
         persistent.append({"model": i, "offset": offset, "size": _align(m.persistent_bytes)})
-        offset += _align(m.persistent_bytes)
-    return {
+        if interpreters == "resident":
+            offset += _align(m.persistent_bytes)
+    if interpreters == "one_at_a_time":
+        offset += max(s["size"] for s in persistent)
+    arena = {
         "size": offset,
+        "interpreters": interpreters,
         "shared": {"offset": 0, "size": shared},
-        "stage": {"offset": patch_head, "size": stage_size},
+        "stage": {"offset": stage_offset, "size": stage_size},
         "persistent": persistent,
         "offline_plans": False,
     }
+    if interpreters == "one_at_a_time":
+        arena["temp_reserve"] = temp_reserve
+    check_arena(arena, len(bundle.models))
+    return arena
 
 
 def _measure(bundle):
@@ -289,36 +296,42 @@ def _measure(bundle):
         m.nonpersistent_bytes, m.persistent_bytes = int(report.head_bytes), int(report.tail_bytes)
 
 
-def finalize(bundle, offline_plans=True):
+def finalize(bundle, offline_plans=True, interpreters=DEFAULT_INTERPRETERS):
     """Plan the shared arena and measure every model on TFLM (one subprocess per measurement round).
 
     offline_plans: plan every model's head into one shared arena with ``converters.planning``
     (stage buffer reserved in patch models, pinned as the tail's input) and embed the plans as
     TFLM OfflineMemoryAllocation metadata; when the planner cannot (or False), keep TFLM's own
     plans and use ``unplanned_arena``. ``nonpersistent_bytes`` / ``persistent_bytes`` are TFLM's
-    head / tail for the models as written. Does nothing for a bundle that has an arena already.
+    head / tail for the models as written. interpreters: "one_at_a_time" (default) creates each
+    model's interpreter just before it runs, in one persistent slot, and orders the patches by
+    model so each is created once per inference; "resident" keeps all interpreters alive (one
+    persistent section each: more SRAM, no re-creation). Does nothing for a bundle that has an
+    arena already.
     """
     if bundle.arena is not None and bundle.measured:
         return bundle
+    if interpreters == "one_at_a_time":
+        bundle.patches.sort(key=lambda p: p.model)  # stable: keeps each model's patches in order
     _measure(bundle)
     reason = "disabled" if not offline_plans else None
     if offline_plans:
         try:
-            bundle.arena = _plan_offline(bundle)
+            bundle.arena = _plan_offline(bundle, interpreters)
         except TinyVisionError as e:
             reason = str(e)
         else:
             _measure(bundle)  # heads (and persistent data) of the planned models
             persistent = [s["size"] for s in sorted(bundle.arena["persistent"], key=lambda s: s["model"])]
             if persistent != [m.persistent_bytes for m in bundle.models]:
-                bundle.arena = _plan_offline(bundle)
+                bundle.arena = _plan_offline(bundle, interpreters)
     if reason is not None:
-        bundle.arena = unplanned_arena(bundle)
+        bundle.arena = unplanned_arena(bundle, interpreters)
         bundle.arena["unplanned_reason"] = reason
     return bundle
 
 
-def _plan_offline(bundle):
+def _plan_offline(bundle, interpreters):
     """Arena section from ``converters.planning.layout_bundle``; rewrites every model's bytes with its plan."""
     from converters.ir import Model
     from converters.planning import layout_bundle, reference_scratch, write_offline_plan
@@ -332,6 +345,7 @@ def _plan_offline(bundle):
         [m.persistent_bytes for m in bundle.models],
         Hs * Ws * Cs,
         scratch={m.name: reference_scratch(model.main, m.name) for m, model in zip(bundle.models, models)},
+        interpreters=interpreters,
     )
     planned = [write_offline_plan(model, plan, m.file).to_bytes()
                for m, model, plan in zip(bundle.models, models, layout.plans)]

@@ -8,7 +8,7 @@ on TFLM only for the Pareto set (peak vs MAC overhead), all in one subprocess.
 """
 import dataclasses
 
-from converters.patching.bundle import ALIGN
+from converters.patching.bundle import ALIGN, DEFAULT_INTERPRETERS
 from converters.patching.stage import as_model, split_patch_stage, split_points
 from tinyvision.errors import TinyVisionError
 
@@ -46,12 +46,19 @@ class SearchResult:
 
 
 def candidate_points(model, limit=MAX_POINTS):
-    """Stage lengths to try: block boundaries (stage tensor made by ADD) plus the rest, thinned to ``limit``."""
+    """Stage lengths to try: block boundaries, then the rest, thinned evenly to ``limit``.
+
+    A block boundary is a cut whose stage tensor is no larger than the ones just before and
+    after it (a bottleneck's projection or residual sum): the stage buffer has to stay in
+    SRAM while the patches run, so those are the cuts worth having.
+    """
     points = split_points(model)
     if len(points) <= limit:
         return points
     graph = model.main
-    blocks = [n for n in points if graph.ops[n - 1].opcode == "ADD"]
+    sizes = [graph.ops[n - 1].outputs[0].nbytes for n in points]
+    blocks = [n for i, n in enumerate(points)
+              if sizes[i] <= min(sizes[max(i - 1, 0)], sizes[min(i + 1, len(points) - 1)])]
     rest = [n for n in points if n not in blocks]
     if len(blocks) >= limit:
         step = len(blocks) / limit
@@ -88,9 +95,12 @@ def pareto(candidates):
     return front
 
 
-def search(model, budget, max_mac_overhead, name="model.tflite", grids=GRIDS, log=None):
+def search(model, budget, max_mac_overhead, name="model.tflite", grids=GRIDS, log=None,
+           interpreters=DEFAULT_INTERPRETERS):
     """Evaluate (n, p) candidates; returns a ``SearchResult`` whose ``chosen`` is the least-MAC Pareto
     configuration with estimated total (shared + persistent) <= ``budget`` and overhead <= ``max_mac_overhead``.
+    interpreters: the bundle's arena mode: persistent is the sum of the models' sections ("resident")
+    or the largest of them ("one_at_a_time").
     """
     from tinyvision.runtime.patch_runner import measure_models
 
@@ -118,10 +128,11 @@ def search(model, budget, max_mac_overhead, name="model.tflite", grids=GRIDS, lo
             datas.append(m.data)
             owners.append(i)
     reports = measure_models(datas)
-    for c in front:
-        c.persistent = 0
+    sections = [[] for _ in front]
     for i, report in zip(owners, reports):
-        front[i].persistent += _align(report.tail_bytes)
+        sections[i].append(_align(report.tail_bytes))
+    for c, sizes in zip(front, sections):
+        c.persistent = sum(sizes) if interpreters == "resident" else max(sizes)
     fits = [c for c in front if c.total <= budget and c.mac_overhead <= max_mac_overhead]
     chosen = min(fits, key=lambda c: (c.mac_overhead, c.total)) if fits else None
     best = min(front, key=lambda c: (c.total, c.mac_overhead))

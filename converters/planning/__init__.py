@@ -6,7 +6,14 @@ Typical use, as the last step before export::
     write_offline_plan(model, plan)      # checks the plan, stores OfflineMemoryAllocation
     data = model.to_bytes()
 """
-from converters.planning.bundle import BundleLayout, check_arena, layout_bundle
+from converters.planning.bundle import (
+    INTERPRETER_MODES,
+    BundleLayout,
+    allocation_temp_bytes,
+    check_arena,
+    layout_bundle,
+    persistent_span,
+)
 from converters.planning.check import check_plan
 from converters.planning.lifetimes import ALIGNMENT, InPlace, Lifetime, align_up, in_place_candidates, tensor_lifetimes
 from converters.planning.metadata import (
@@ -23,6 +30,7 @@ from converters.planning.verify import TflmComparison, compare_on_tflm
 
 __all__ = [
     "ALIGNMENT",
+    "INTERPRETER_MODES",
     "METADATA_NAME",
     "Block",
     "BundleLayout",
@@ -33,6 +41,7 @@ __all__ = [
     "Scratch",
     "TflmComparison",
     "align_up",
+    "allocation_temp_bytes",
     "check_arena",
     "check_plan",
     "compare_on_tflm",
@@ -43,6 +52,7 @@ __all__ = [
     "layout_bundle",
     "lower_bound",
     "pack",
+    "persistent_span",
     "plan_graph",
     "read_offline_plan",
     "reference_scratch",

@@ -4,7 +4,14 @@ Layout, lowest address first::
 
     [ shared non-persistent region: every model's head, one model at a time ]
         with the stage buffer inside it: patch models plan around it, the tail's input sits on it
-    [ persistent section of model 0 ][ persistent section of model 1 ] ...   (16-byte aligned)
+    interpreters "resident":      [ persistent 0 ][ persistent 1 ] ...   (all interpreters alive)
+    interpreters "one_at_a_time": [ persistent slot = max section ]     (each model's interpreter
+        is created just before it runs, in the same slot: the persistent sections overlap)
+
+In "one_at_a_time" mode an interpreter is created while the stage buffer holds
+the outputs of earlier patches, and TFLM's AllocateTensors puts its temporary
+allocations at the bottom of the non-persistent buffer: the stage is kept above
+``temp_reserve`` bytes (``allocation_temp_bytes`` of the largest model).
 
 The patch models run one after another and fill the stage buffer; the tail runs
 last and reads the stage as its input without a copy. So each patch model is
@@ -24,6 +31,13 @@ from converters.planning.planner import plan_graph
 from tinyvision.errors import TinyVisionError
 
 ROLES = ("patch", "tail")
+# AllocateTensors' temporaries: TFLM's AllocationInfo per tensor and per scratch request, the
+# TfLiteTensor copies kernels take in Prepare, and the offline-plan bookkeeping. Bounds for a
+# 64-bit host (the device's 32-bit structures are smaller).
+TEMP_BYTES_BASE = 512
+TEMP_BYTES_PER_TENSOR = 48
+TEMP_BYTES_PER_OP = 32
+INTERPRETER_MODES = ("resident", "one_at_a_time")
 
 
 @dataclasses.dataclass(eq=False)
@@ -34,7 +48,15 @@ class BundleLayout:
     plans: list
 
 
-def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DEFAULT_EFFORT):
+def allocation_temp_bytes(graph):
+    """Upper bound of the temporary bytes TFLM's AllocateTensors takes from the bottom of the
+    non-persistent buffer for ``graph`` on a 32- or 64-bit target (see ``TEMP_BYTES_*``)."""
+    return align_up(TEMP_BYTES_BASE + TEMP_BYTES_PER_TENSOR * len(graph.tensors)
+                    + TEMP_BYTES_PER_OP * len(graph.ops))
+
+
+def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DEFAULT_EFFORT,
+                  interpreters="resident"):
     """Lay out one arena for all models of a bundle and plan each model's head inside it.
 
     models: [(name, role, Graph)] in plan order; role "patch" or "tail" (at most one tail,
@@ -42,6 +64,8 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
     persistent_bytes: TFLM's tail (persistent) bytes per model, a list in model order or {name: bytes}.
     stage_bytes: bytes of the stage buffer (the tail input's exact size).
     scratch: {name: {op index: [bytes, ...]}} kernel scratch requests of the target, per model.
+    interpreters: "resident" (one persistent section per model, side by side) or "one_at_a_time"
+        (all sections in one slot; the stage is kept above the models' AllocateTensors temporaries).
     Returns a ``BundleLayout``; raises TinyVisionError if the inputs are inconsistent.
     """
     if not models:
@@ -57,6 +81,8 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
             raise TinyVisionError(f"bundle model {name!r} has role {role!r}, not one of {', '.join(ROLES)}")
     if len(tails) > 1:
         raise TinyVisionError(f"a bundle has one tail model, got {len(tails)}")
+    if interpreters not in INTERPRETER_MODES:
+        raise TinyVisionError(f"interpreters must be one of {', '.join(INTERPRETER_MODES)}, not {interpreters!r}")
     if stage_bytes <= 0:
         raise TinyVisionError(f"stage buffer size must be positive, got {stage_bytes}")
     stage_span = align_up(stage_bytes)
@@ -84,10 +110,14 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
                                         scratch=scratch.get(name), effort=effort, name=name))
         return plans
 
+    temp_reserve = 0
+    if interpreters == "one_at_a_time":
+        temp_reserve = max(allocation_temp_bytes(graph) for _, _, graph in models)
     free = [plan_graph(graph, scratch=scratch.get(name), effort=effort, name=name) for name, _, graph in models]
     candidates = [align_up(max([p.size for (_, role, _), p in zip(models, free) if role == "patch"] + [0])), 0]
     if tails:
         candidates.append(free[tails[0]].offsets[tail_input])
+    candidates = [max(c, temp_reserve) for c in candidates]
     best, failure = None, None
     for stage_offset in dict.fromkeys(candidates):
         try:
@@ -108,38 +138,63 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
     sections, offset = [], shared
     for i, size in enumerate(persistent):
         sections.append({"model": i, "offset": offset, "size": size})
-        offset = align_up(offset + size)
+        if interpreters == "resident":
+            offset = align_up(offset + size)
+    if interpreters == "one_at_a_time":
+        offset = align_up(offset + max(persistent))
     arena = {
         "size": offset,
+        "interpreters": interpreters,
         "shared": {"offset": 0, "size": shared},
         "stage": {"offset": stage_offset, "size": stage_bytes},
         "persistent": sections,
     }
+    if interpreters == "one_at_a_time":
+        arena["temp_reserve"] = temp_reserve
     check_arena(arena, len(models))
     return BundleLayout(arena, plans)
+
+
+def persistent_span(arena):
+    """Bytes of the arena above the shared region: every persistent section, or the one slot they share."""
+    return arena["size"] - (arena["shared"]["offset"] + arena["shared"]["size"])
 
 
 def check_arena(arena, model_count):
     """Raise TinyVisionError unless the arena section is consistent (alignment, containment, disjointness)."""
     shared, stage = arena["shared"], arena["stage"]
+    mode = arena.get("interpreters", "resident")
+    if mode not in INTERPRETER_MODES:
+        raise TinyVisionError(f"arena: unknown interpreters mode {mode!r}")
+    if min(shared["offset"], shared["size"], stage["size"]) < 0:
+        raise TinyVisionError("arena: negative offset or size")
     if shared["offset"] % ALIGNMENT or stage["offset"] % ALIGNMENT:
         raise TinyVisionError("arena: shared region and stage must start on 16-byte boundaries")
     shared_end = shared["offset"] + shared["size"]
     if not (shared["offset"] <= stage["offset"] and stage["offset"] + stage["size"] <= shared_end):
         raise TinyVisionError("arena: the stage buffer is not inside the shared region")
-    ranges = [(shared["offset"], shared["offset"] + shared["size"], "shared region")]
+    if mode == "one_at_a_time" and stage["offset"] < shared["offset"] + arena.get("temp_reserve", 0):
+        raise TinyVisionError("arena: the stage buffer overlaps the bottom bytes TFLM's AllocateTensors "
+                              "uses as temporary memory (temp_reserve)")
     if sorted(s["model"] for s in arena["persistent"]) != list(range(model_count)):
         raise TinyVisionError("arena: there must be one persistent section per model")
+    ranges = []
     for s in arena["persistent"]:
         if s["offset"] % ALIGNMENT or s["size"] < 0:
             raise TinyVisionError(f"arena: persistent section of model {s['model']} is misaligned or negative")
+        if s["offset"] < shared_end and shared["offset"] < s["offset"] + s["size"]:
+            raise TinyVisionError(f"arena: shared region and persistent section of model {s['model']} overlap")
+        if s["offset"] + s["size"] > arena["size"]:
+            raise TinyVisionError(f"arena: persistent section of model {s['model']} ends beyond the arena "
+                                  f"size {arena['size']}")
         ranges.append((s["offset"], s["offset"] + s["size"], f"persistent section of model {s['model']}"))
-    ranges.sort()
-    for (_, end, a), (start, _, b) in zip(ranges, ranges[1:]):
-        if start < end:
-            raise TinyVisionError(f"arena: {a} and {b} overlap")
-    if ranges[-1][1] > arena["size"]:
-        raise TinyVisionError(f"arena: {ranges[-1][2]} ends beyond the arena size {arena['size']}")
+    if shared_end > arena["size"]:
+        raise TinyVisionError(f"arena: the shared region ends beyond the arena size {arena['size']}")
+    if mode == "resident":  # all interpreters are alive at once: their sections must not overlap
+        ranges.sort()
+        for (_, end, a), (start, _, b) in zip(ranges, ranges[1:]):
+            if start < end:
+                raise TinyVisionError(f"arena: {a} and {b} overlap")
 
 
 def _persistent_list(names, persistent_bytes):

@@ -51,16 +51,18 @@ def check_plan(plan, name=None):
         items.append(_Item(f"scratch buffer {s.index} of op {s.op_index} ({opcode})", s.offset, s.size, s.first,
                            s.last, s))
 
-    legal = {(c.output, c.input) for c in in_place_candidates(graph, lifetimes)}
+    least_shift = {(c.output, c.input): c.shift for c in in_place_candidates(graph, lifetimes)}
     shared = set()
     for pair in plan.in_place:
-        if (pair.output, pair.input) not in legal:
+        if (pair.output, pair.input) not in least_shift:
             raise TinyVisionError(
                 f"{name}: op {pair.op_index} may not write {pair.output.name!r} in place of {pair.input.name!r}"
             )
-        if plan.offsets[pair.output] != plan.offsets[pair.input]:
+        shift = plan.offsets[pair.input] - plan.offsets[pair.output]
+        if shift != pair.shift or shift < least_shift[(pair.output, pair.input)]:
             raise TinyVisionError(
-                f"{name}: in-place tensors {pair.output.name!r} and {pair.input.name!r} have different offsets"
+                f"{name}: in-place tensors {pair.output.name!r} and {pair.input.name!r} are {shift} bytes apart; "
+                f"op {pair.op_index} needs the input {least_shift[(pair.output, pair.input)]} bytes above the output"
             )
         shared.add(frozenset((pair.output, pair.input)))
 

@@ -71,11 +71,13 @@ class Lifetime:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class InPlace:
-    """Op ``op_index`` may write ``output`` over ``input`` (same offset, same size)."""
+    """Op ``op_index`` may write ``output`` over ``input``, which sits ``shift`` bytes above it
+    (0: the same buffer, for elementwise ops; see ``overlap`` for the shifted ones)."""
 
     op_index: int
     output: Tensor
     input: Tensor
+    shift: int = 0
 
 
 def needs_allocating(tensor):
@@ -183,14 +185,18 @@ def _same_layout(a, b):
     return a.shape == b.shape and np.dtype(a.dtype) == np.dtype(b.dtype)
 
 
-def in_place_candidates(graph: Graph, lifetimes=None):
+def in_place_candidates(graph: Graph, lifetimes=None, overlap=True):
     """Every (op, output, input) where the output may safely take the input's buffer.
 
     Conditions: an elementwise op (see ``ELEMENTWISE_*``) or RESHAPE with one output;
     the input is planned, dies in this op, is not a graph output, and has the output's
     shape and dtype (RESHAPE: the same byte size); binary ops must not broadcast.
+    overlap: also the raster-order ops of ``overlap`` (depthwise, PAD), whose output may
+    overlap their dying input when it starts ``shift`` bytes below it.
     Returns a list of ``InPlace`` in op order, inputs in operand order.
     """
+    from converters.planning.overlap import required_shift
+
     lifetimes = tensor_lifetimes(graph) if lifetimes is None else lifetimes
     life = {lt.tensor: lt for lt in lifetimes}
     outputs = set(graph.outputs)
@@ -211,6 +217,11 @@ def in_place_candidates(graph: Graph, lifetimes=None):
             operands = op.inputs[:1]
             if not operands or operands[0] is None or operands[0].nbytes != out.nbytes:
                 continue
+        elif overlap and required_shift(op) is not None:
+            lt = life.get(op.inputs[0])
+            if lt is not None and lt.last == i + 1 and op.inputs[0] not in outputs:
+                candidates.append(InPlace(i, out, op.inputs[0], align_up(required_shift(op))))
+            continue
         else:
             continue
         seen = set()

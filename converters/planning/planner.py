@@ -6,7 +6,8 @@ the arena's head (the non-persistent section). A plan may also:
 * reuse an input's buffer for an elementwise op's output (``in_place``): the
   pair becomes one block spanning both lifetimes, which removes the input's
   bytes from the op's live set (``lifetimes.in_place_candidates`` says where
-  this is safe);
+  this is safe); for depthwise convolutions and PAD the output starts a few
+  bytes below the input and overlaps it (``overlap``);
 * keep out of ``reserved`` byte ranges (e.g. a patch bundle's stage buffer),
   and keep ``pinned`` tensors at given offsets (e.g. the tail model's input at
   the stage);
@@ -92,13 +93,14 @@ class MemoryPlan:
 
 
 def plan_graph(graph: Graph, reserved=(), pinned=None, region=None, in_place=True, scratch=None,
-               effort=DEFAULT_EFFORT, name=None):
+               effort=DEFAULT_EFFORT, name=None, overlap=True):
     """Plan every TFLM-planned tensor of ``graph`` (ops in execution order); returns a checked ``MemoryPlan``.
 
     reserved: [start, end) byte ranges to keep free (widened to 16-byte boundaries).
     pinned: {Tensor: offset} (16-byte aligned) for tensors that must sit at a given offset.
     region: bytes available; TinyVisionError if no plan fits.
     in_place: allow elementwise outputs to reuse a dying input's buffer.
+    overlap: with in_place, also let depthwise and PAD outputs overlap their dying input.
     scratch: {op index: [bytes, ...]} kernel scratch requests of the target's kernels, in request order.
     effort: local-search evaluations per packing.
     """
@@ -116,7 +118,7 @@ def plan_graph(graph: Graph, reserved=(), pinned=None, region=None, in_place=Tru
 
     variants = [[]]
     if in_place:
-        candidates = in_place_candidates(graph, lifetimes)
+        candidates = in_place_candidates(graph, lifetimes, overlap=overlap)
         for prefer_last in (False, True):
             pairs = _choose_pairs(candidates, pinned, prefer_last)
             if pairs and pairs not in variants:
@@ -125,14 +127,14 @@ def plan_graph(graph: Graph, reserved=(), pinned=None, region=None, in_place=Tru
     best, failure = None, None
     for pairs in variants:
         groups = _groups(lifetimes, pairs)
-        group_pins = [{pinned[t] for t in members if t in pinned} for members in groups]
-        if any(len(pins) > 1 for pins in group_pins):
-            failure = "tensors sharing a buffer in place are pinned at different offsets"
+        group_pins = [{pinned[t] - at for t, at in members.items() if t in pinned} for members in groups]
+        if any(len(pins) > 1 or min(pins, default=0) < 0 for pins in group_pins):
+            failure = "tensors sharing a buffer in place are pinned at offsets that do not fit together"
             continue
         blocks = []
         for members, pins in zip(groups, group_pins):
             blocks.append(Block(
-                size=life[members[0]].size,
+                size=max(at + life[t].size for t, at in members.items()),
                 first=min(life[t].first for t in members),
                 last=max(life[t].last for t in members),
                 pin=next(iter(pins), None),
@@ -150,7 +152,7 @@ def plan_graph(graph: Graph, reserved=(), pinned=None, region=None, in_place=Tru
         limit = f" within {region} bytes" if region is not None else ""
         raise TinyVisionError(f"{name}: no valid arena plan{limit} ({failure})")
     _, pairs, groups, packing = best
-    offsets = {t: packing.offsets[g] for g, members in enumerate(groups) for t in members}
+    offsets = {t: packing.offsets[g] + at for g, members in enumerate(groups) for t, at in members.items()}
     scratch_buffers = [
         Scratch(op, index, align_up(size), packing.offsets[len(groups) + k])
         for k, (op, index, size) in enumerate(requests)
@@ -207,19 +209,32 @@ def _choose_pairs(candidates, pinned, prefer_last):
 
 
 def _groups(lifetimes, pairs):
-    """Tensors that share one buffer: chains of in-place pairs, in order of first tensor."""
-    parent = {lt.tensor: lt.tensor for lt in lifetimes}
+    """Tensors that share one block: chains of in-place pairs, in order of first tensor.
+
+    Returns one {tensor: byte position inside the block} per block; a pair's input sits
+    ``shift`` bytes above its output, and the lowest member of a block is at 0.
+    """
+    position = {lt.tensor: (lt.tensor, 0) for lt in lifetimes}  # tensor -> (parent, offset from parent)
 
     def root(t):
-        while parent[t] is not t:
-            parent[t] = parent[parent[t]]
-            t = parent[t]
-        return t
+        parent, at = position[t]
+        if parent is t:
+            return t, 0
+        top, above = root(parent)
+        position[t] = (top, at + above)
+        return top, at + above
 
     for c in pairs:
-        parent[root(c.output)] = root(c.input)
+        out_root, out_at = root(c.output)
+        in_root, in_at = root(c.input)
+        # place the output's block so that input = output + shift
+        position[out_root] = (in_root, in_at - c.shift - out_at)
     groups = {}
     for lt in lifetimes:
-        groups.setdefault(root(lt.tensor), []).append(lt.tensor)
-    return list(groups.values())
-
+        top, at = root(lt.tensor)
+        groups.setdefault(top, {})[lt.tensor] = at
+    result = []
+    for members in groups.values():
+        low = min(members.values())
+        result.append({t: at - low for t, at in members.items()})
+    return result
