@@ -18,6 +18,8 @@ from converters.planning import (
     Block,
     InPlace,
     align_up,
+    allocation_temp_bytes,
+    check_arena,
     check_plan,
     compare_on_tflm,
     decode_offline_offsets,
@@ -26,6 +28,7 @@ from converters.planning import (
     layout_bundle,
     lower_bound,
     pack,
+    persistent_span,
     plan_graph,
     read_offline_plan,
     reference_scratch,
@@ -234,7 +237,7 @@ def test_check_plan_rejects_bad_plans(small_cnn_tflite):
     assert conv0.name in str(error.value) and dw.name in str(error.value)
 
     with pytest.raises(TinyVisionError, match="may not write"):
-        check_plan(broken(in_place=[InPlace(1, dw, conv0)]))  # a depthwise conv is not elementwise
+        check_plan(broken(in_place=[InPlace(1, dw, conv0)]))  # conv0 outlives the depthwise conv (residual)
     with pytest.raises(TinyVisionError, match="reserved range"):
         check_plan(broken(reserved=((plan.offsets[conv0], plan.offsets[conv0] + 16),)))
     with pytest.raises(TinyVisionError, match="pinned"):
@@ -328,6 +331,32 @@ def test_bundle_layout(chain_tflite, small_cnn_tflite, residual_tflite):
         layout_bundle(entries, [0, 0, 0], stage_bytes + 1)
     with pytest.raises(TinyVisionError, match="role"):
         layout_bundle([("x", "head", tail)], [0], stage_bytes)
+
+
+def test_bundle_layout_one_interpreter_at_a_time(chain_tflite, small_cnn_tflite, residual_tflite):
+    sources = {"patch_a": chain_tflite, "patch_b": small_cnn_tflite, "tail": residual_tflite}
+    entries = [(name, "tail" if name == "tail" else "patch", Model.from_bytes(data).main)
+               for name, data in sources.items()]
+    stage_bytes = entries[2][2].inputs[0].nbytes
+    persistent = [3008, 2000, 2512]
+    arena = layout_bundle(entries, persistent, stage_bytes, interpreters="one_at_a_time").arena
+
+    shared_end = arena["shared"]["size"]
+    assert arena["interpreters"] == "one_at_a_time"
+    assert [s["offset"] for s in arena["persistent"]] == [shared_end] * 3  # one slot, reused
+    assert [s["size"] for s in arena["persistent"]] == persistent
+    assert arena["size"] == shared_end + max(persistent) and persistent_span(arena) == max(persistent)
+    reserve = max(allocation_temp_bytes(graph) for _, _, graph in entries)
+    assert arena["temp_reserve"] == reserve and arena["stage"]["offset"] >= reserve
+
+    resident = layout_bundle(entries, persistent, stage_bytes).arena
+    assert persistent_span(resident) == sum(persistent)
+    with pytest.raises(TinyVisionError, match="overlap"):
+        check_arena(dict(resident, persistent=arena["persistent"], size=arena["size"]), 3)
+    with pytest.raises(TinyVisionError, match="temp_reserve"):
+        check_arena(dict(arena, temp_reserve=arena["stage"]["offset"] + 16), 3)
+    with pytest.raises(TinyVisionError, match="interpreters"):
+        layout_bundle(entries, persistent, stage_bytes, interpreters="lazy")
 
 
 # ---------------------------------------------------------------- packing properties (random lifetimes)
