@@ -41,6 +41,7 @@ def test_grid_convert_then_analyze(small_mobilenet):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "shared region" in done.stdout and "MAC overhead" in done.stdout
     assert (out / "plan.json").is_file()
+    assert "I0000" not in done.stderr and "absl::InitializeLog" not in done.stderr  # TF's start-up chatter
 
     done = _cli("analyze", f"--model={out}", "--json")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -50,6 +51,8 @@ def test_grid_convert_then_analyze(small_mobilenet):
         assert key in result, key
     assert result["bit_exact"] is True
     assert result["image_bytes"] == 64 * 64 * 3
+    assert result["interpreters"] == "one_at_a_time" and result["tail_bytes"] == max(
+        m["persistent_bytes"] for m in result["models"])
     assert result["total_bytes"] >= result["head_bytes"] + result["tail_bytes"]
     assert result["head_bytes"] < result["baseline"]["head_bytes"]
     assert result["mac_overhead"] > 0

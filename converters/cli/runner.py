@@ -27,6 +27,9 @@ def run_command(module, argv):
         print(f"{argv[0]}: unexpected arguments {' '.join(rest[1:])} (see --help)", file=sys.stderr)
         return 2
     try:
+        from tinyvision.native_log import import_tensorflow
+
+        import_tensorflow()  # every command uses it; importing it here keeps its start-up lines quiet
         module.run()
     except TinyVisionError as e:
         print(f"error: {e}", file=sys.stderr)
