@@ -14,13 +14,24 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = os.path.join(ROOT, "tflm_app")
 
 
+def write_small_cnn_bundle(folder, model, interpreters):
+    from converters.patching import split_patch_stage, split_points, write_bundle
+    from converters.patching.bundle import finalize
+
+    write_bundle(finalize(split_patch_stage(model, split_points(model)[-1], 2), interpreters=interpreters), folder)
+    return str(folder)
+
+
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory, small_cnn_tflite):
-    from converters.patching import split_patch_stage, split_points, write_bundle
+    """2x2 patches of the small CNN, one interpreter at a time (the converter's default)."""
+    return write_small_cnn_bundle(tmp_path_factory.mktemp("bundle") / "small_cnn", small_cnn_tflite, "one_at_a_time")
 
-    folder = tmp_path_factory.mktemp("bundle") / "small_cnn"
-    write_bundle(split_patch_stage(small_cnn_tflite, split_points(small_cnn_tflite)[-1], 2), folder)
-    return str(folder)
+
+@pytest.fixture(scope="module")
+def resident_bundle_dir(tmp_path_factory, small_cnn_tflite):
+    """The same split with every interpreter resident."""
+    return write_small_cnn_bundle(tmp_path_factory.mktemp("bundle") / "small_cnn", small_cnn_tflite, "resident")
 
 
 def c_array_bytes(text, name):
@@ -33,7 +44,8 @@ def leftovers(folder):
 
 
 def test_writes_a_complete_sketch(bundle_dir, tmp_path, capsys):
-    from converters.export.arduino import RUNTIME_FILES, SKETCH_TEMPLATE, export_arduino, prepare_test_image
+    from converters.export.arduino import (INTERPRETER_BYTES, RUNTIME_FILES, SKETCH_TEMPLATE, export_arduino,
+                                           prepare_test_image)
     from converters.patching import read_bundle
 
     report = export_arduino(bundle_dir, tmp_path, class_names=["a", "b", "c", "d", "e"])
@@ -59,9 +71,11 @@ def test_writes_a_complete_sketch(bundle_dir, tmp_path, capsys):
         header = f.read()
     assert f"kTinyVisionArenaSize = {bundle.arena['size']};" in header
     assert f"kTinyVisionNumModels = {len(bundle.models)};" in header
+    assert "kTinyVisionNumInterpreterSlots = 1;" in header
     with open(os.path.join(sketch, "plan_data.cpp")) as f:
         plan = f.read()
     assert len(re.findall(r"^    \{\d+, \{\d+u, \d+u, \d+u, \d+u\}", plan, re.M)) == len(bundle.patches)
+    assert f"tinyvision::InterpreterMode::kOneAtATime, {bundle.arena['temp_reserve']}u}}," in plan
     with open(os.path.join(sketch, "model_ops.h")) as f:
         ops = f.read()
     assert "r.AddConv2D()" in ops and "r.AddDepthwiseConv2D()" in ops and "r.AddFullyConnected()" in ops
@@ -69,7 +83,9 @@ def test_writes_a_complete_sketch(bundle_dir, tmp_path, capsys):
         values = [int(v) for v in re.findall(r"-?\d+", f.read().split("{", 1)[1])]
     np.testing.assert_array_equal(values, prepare_test_image(bundle)[0].reshape(-1))
 
+    assert report.interpreters == "one_at_a_time"
     assert report.ram["arena"] == bundle.arena["size"]
+    assert report.ram["interpreters"] == INTERPRETER_BYTES  # one slot for all models
     assert report.ram_bytes == sum(report.ram.values()) <= report.ram_available == 256 * 1024 - 32 * 1024
     assert report.flash["models"] >= sum(len(m.data) for m in bundle.models)
     assert report.flash_bytes == sum(report.flash.values()) <= report.flash_available
@@ -77,6 +93,35 @@ def test_writes_a_complete_sketch(bundle_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"RAM   {report.ram_bytes:,} of" in printed and f"flash {report.flash_bytes:,} of" in printed
     assert leftovers(tmp_path) == []
+
+
+def test_resident_interpreters_take_a_slot_and_a_section_each(bundle_dir, resident_bundle_dir, tmp_path):
+    from converters.export.arduino import INTERPRETER_BYTES, export_arduino
+    from converters.patching import read_bundle
+
+    resident = export_arduino(resident_bundle_dir, tmp_path / "resident", verbose=False)
+    one = export_arduino(bundle_dir, tmp_path / "one", verbose=False)
+    bundle = read_bundle(resident_bundle_dir)
+    n = len(bundle.models)
+    with open(os.path.join(resident.sketch_dir, "plan_data.h")) as f:
+        assert f"kTinyVisionNumInterpreterSlots = {n};" in f.read()
+    with open(os.path.join(resident.sketch_dir, "plan_data.cpp")) as f:
+        assert "tinyvision::InterpreterMode::kResident, 0u}," in f.read()
+    assert resident.interpreters == "resident" and one.interpreters == "one_at_a_time"
+    assert resident.ram["interpreters"] == n * INTERPRETER_BYTES
+    assert resident.ram["arena"] == bundle.arena["size"]
+    # One persistent slot instead of n sections, one interpreter object instead of n.
+    assert one.ram_bytes < resident.ram_bytes
+
+
+def test_unknown_interpreter_mode(bundle_dir):
+    from converters.export.arduino import render_plan_data
+    from converters.patching import read_bundle
+
+    bundle = read_bundle(bundle_dir)
+    bundle.arena["interpreters"] = "sometimes"
+    with pytest.raises(TinyVisionError, match="unknown arena.interpreters 'sometimes'"):
+        render_plan_data(bundle, [f"m{i}" for i in range(len(bundle.models))])
 
 
 def test_built_in_test_image_and_class_names(bundle_dir, tmp_path):

@@ -1,12 +1,14 @@
 """The device runtime's plain C++ (tflm_app/) on the host, against Python.
 
-- A real bundle (converters.patching, TFLM on the host) exported as a sketch: the
-  sketch's own plan_data.cpp, model arrays and test image, compiled with g++ and
-  run, copy every window and place every patch output exactly as the host
-  ``PatchRunner`` does (byte-identical stage buffer).
-- A plan written from Python with channel offsets and a padded stage section.
-- Out-of-range plans, windows, boxes and buffers: error codes, no write outside the
-  buffers (guard bytes, -fsanitize=address,undefined).
+- A real bundle (converters.patching, TFLM on the host) exported as a sketch, in both
+  arena modes ("resident", "one_at_a_time"): the sketch's own plan_data.cpp, model
+  arrays and test image, compiled with g++ and run, copy every window and place every
+  patch output exactly as the host ``PatchRunner`` does (byte-identical stage buffer),
+  and the compiled plan carries the arena mode, temp_reserve and interpreter slots.
+- A plan written from Python with channel offsets and a padded stage section, resident
+  and with one_at_a_time's overlapping persistent sections.
+- Out-of-range plans (both arena modes), windows, boxes and buffers: error codes, no
+  write outside the buffers (guard bytes, -fsanitize=address,undefined).
 - The camera preprocessing (RGB565 / RGB888 / grey, crop, resize, LUT) against the
   numpy mirror the exporter uses for test images.
 - The arm-none-eabi size of the runtime (skipped without the toolchain).
@@ -50,14 +52,28 @@ def read_int8(path):
     return np.fromfile(path, dtype=np.int8)
 
 
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory, small_cnn_tflite):
-    """A real 2x3-patch bundle of the small CNN (split after its residual block), written by the converter."""
+@pytest.fixture(scope="module", params=["resident", "one_at_a_time"])
+def bundle_dir(request, tmp_path_factory, small_cnn_tflite):
+    """A real 2x3-patch bundle of the small CNN (split after its residual block), written by the converter,
+    in each arena mode."""
     from converters.patching import split_patch_stage, split_points, write_bundle
+    from converters.patching.bundle import finalize
 
     folder = tmp_path_factory.mktemp("bundle") / "small_cnn"
-    write_bundle(split_patch_stage(small_cnn_tflite, split_points(small_cnn_tflite)[-1], (2, 3)), folder)
+    bundle = split_patch_stage(small_cnn_tflite, split_points(small_cnn_tflite)[-1], (2, 3))
+    write_bundle(finalize(bundle, interpreters=request.param), folder)
     return str(folder)
+
+
+def check_arena_txt(io, arena, num_models):
+    """stage_check's arena.txt (from the compiled plan) against plan.json's arena."""
+    mode, temp_reserve, slots, size, *offsets = (int(v) for v in (io / "arena.txt").read_text().split())
+    one_at_a_time = arena.get("interpreters", "resident") == "one_at_a_time"
+    assert mode == (1 if one_at_a_time else 0)
+    assert temp_reserve == arena.get("temp_reserve", 0)
+    assert slots == (1 if one_at_a_time else num_models)
+    assert size == arena["size"]
+    assert offsets == [s["offset"] for s in sorted(arena["persistent"], key=lambda s: s["model"])]
 
 
 def sketch_sources(sketch):
@@ -100,10 +116,18 @@ def test_stage_matches_host_patch_runner(bundle_dir, tmp_path):
         assert (io / f"model_{m}.bin").read_bytes() == model.data, f"model array {m} differs from {model.file}"
     test_image, _, _ = prepare_test_image(bundle)
     np.testing.assert_array_equal(read_int8(io / "test_image.bin"), test_image.reshape(-1))
+    check_arena_txt(io, bundle.arena, len(bundle.models))
+
+
+ONE_AT_A_TIME_ARENA = {  # the persistent sections share one slot above shared; AllocateTensors may use [0, 128)
+    "size": 320, "interpreters": "one_at_a_time", "temp_reserve": 128, "shared": {"offset": 0, "size": 256},
+    "stage": {"offset": 128, "size": 128}, "persistent": [{"model": i, "offset": 256, "size": 64} for i in range(3)],
+    "offline_plans": False}
 
 
 @needs_cxx
-def test_channel_offsets_and_padded_stage_from_python_plan(tmp_path):
+@pytest.mark.parametrize("one_at_a_time", [False, True], ids=["resident", "one_at_a_time"])
+def test_channel_offsets_and_padded_stage_from_python_plan(tmp_path, one_at_a_time):
     """A plan written from Python: two patches fill different channel ranges of the same pixels."""
     from converters.export.arduino import render_plan_data, render_test_image
     from converters.patching.bundle import Box, Bundle, BundleModel, Patch, Window
@@ -119,6 +143,8 @@ def test_channel_offsets_and_padded_stage_from_python_plan(tmp_path):
     arena = {"size": 448, "shared": {"offset": 0, "size": 256}, "stage": {"offset": 128, "size": 128},
              "persistent": [{"model": i, "offset": 256 + 64 * i, "size": 64} for i in range(3)],
              "offline_plans": False}
+    if one_at_a_time:
+        arena = ONE_AT_A_TIME_ARENA
     quant = {"dtype": "int8", "scale": 0.05, "zero_point": 3}
     bundle = Bundle("tunnels", {}, {"shape": [H, W, C], **quant}, {"shape": [Hs, Ws, Cs], **quant}, models, patches,
                     2, arena)
@@ -154,6 +180,7 @@ def test_channel_offsets_and_padded_stage_from_python_plan(tmp_path):
     np.testing.assert_array_equal(read_int8(io / "stage.bin"), want.reshape(-1))
     np.testing.assert_array_equal(read_int8(io / "window_1.bin"), image[1:7, 2:9].reshape(-1))
     assert [(io / f"model_{m}.bin").read_bytes() for m in range(3)] == [bytes([m]) * 20 for m in range(3)]
+    check_arena_txt(io, arena, 3)
 
 
 @needs_cxx

@@ -49,6 +49,33 @@ uint32_t Now(MicrosFn micros) { return micros == nullptr ? 0 : micros(); }
 
 }  // namespace
 
+// What MicroInterpreter::AllocateTensors writes into the non-persistent
+// buffer B (TFLM micro_allocator.cpp, micro_graph.cpp, micro_allocation_info.cpp,
+// greedy_memory_planner.cpp and the arena allocators, in both Arduino
+// libraries and upstream tflite-micro; sizes for 32-bit Cortex-M4):
+//  - the scratch-buffer requests kernels make in Prepare, 12 bytes each at
+//    B[0, 12 R), in a resizable buffer kept 12 (R + 12) bytes long;
+//  - per node, the TfLiteTensor copies Prepare takes with
+//    AllocateTemp{Input,Output}Tensor, just above those requests and freed
+//    after the node: 64 B each, + 16 + 4 q B for a quantized tensor with q
+//    scales (CMSIS-NN conv and depthwise hold input, filter, output twice);
+//  - CommitStaticMemoryPlan's AllocationInfo array (24 B per tensor and per
+//    scratch request), then the memory planner's scratch: ALL the remaining
+//    non-persistent memory, over which GreedyMemoryPlanner spreads its arrays
+//    (40 B per planned buffer in five arrays at 0..90 % of it): hence
+//    ReservePlanner. Tensor data is not written (activations are only
+//    planned), kernels' Init/Prepare write only to persistent memory, and
+//    ReserveNonPersistentOverlayMemory just moves a pointer.
+// So with the planner kept below temp_reserve every write lies in
+// [shared.offset, shared.offset + temp_reserve) as long as the Prepare temps
+// fit there too, which InitOneAtATime checks by painting
+// (docs/bundle-format.md gives the temp_reserve formula).
+TfLiteStatus ReservePlanner::Init(unsigned char* scratch_buffer, int scratch_buffer_size) {
+  const ptrdiff_t room = limit_ - scratch_buffer;
+  const int size = room <= 0 ? 0 : room < scratch_buffer_size ? int(room) : scratch_buffer_size;
+  return tflite::GreedyMemoryPlanner::Init(scratch_buffer, size);
+}
+
 PatchRunner::PatchRunner(const Plan& plan, const tflite::MicroOpResolver& resolver, uint8_t* arena,
                          size_t arena_size, InterpreterSlot* slots, size_t num_slots, MicrosFn micros)
     : plan_(plan),
@@ -59,12 +86,7 @@ PatchRunner::PatchRunner(const Plan& plan, const tflite::MicroOpResolver& resolv
       num_slots_(num_slots),
       micros_(micros) {}
 
-PatchRunner::~PatchRunner() {
-  for (tflite::MicroInterpreter*& interpreter : interpreters_) {
-    if (interpreter != nullptr) interpreter->~MicroInterpreter();
-    interpreter = nullptr;
-  }
-}
+PatchRunner::~PatchRunner() { DestroyInterpreters(); }
 
 Status PatchRunner::Fail(Status status, int32_t index) {
   error_index_ = index;
@@ -80,25 +102,71 @@ Status PatchRunner::Init(bool probe_stage) {
   if (arena_ == nullptr || slots_ == nullptr) return Fail(Status::kNullArgument, -1);
   if (reinterpret_cast<uintptr_t>(arena_) % kArenaAlignment != 0) return Fail(Status::kMisaligned, -1);
   if (arena_size_ < plan_.arena.size) return Fail(Status::kArenaTooSmall, -1);
-  if (num_slots_ < plan_.num_models) return Fail(Status::kBadPlan, -1);
-  for (tflite::MicroInterpreter*& interpreter : interpreters_) {
-    if (interpreter != nullptr) interpreter->~MicroInterpreter();
-    interpreter = nullptr;
-  }
+  if (num_slots_ < InterpreterSlotsNeeded(plan_)) return Fail(Status::kBadPlan, -1);
+  DestroyInterpreters();
+  max_model_bytes_ = 0;
+  creation_bytes_ = 0;
   memset(arena_, kPaint, plan_.arena.size);
   painted_ = true;
+  const Status s = one_at_a_time() ? InitOneAtATime(probe_stage) : InitResident(probe_stage);
+  ready_ = s == Status::kOk;
+  return s;
+}
+
+Status PatchRunner::InitResident(bool probe_stage) {
   for (uint16_t m = 0; m < plan_.num_models; ++m) {
     const Status s = CreateInterpreter(m);
     if (s != Status::kOk) return Fail(s, m);
   }
-  const Status tensors = CheckTensors();
-  if (tensors != Status::kOk) return tensors;
-  if (probe_stage) {
-    const Status probe = ProbeStage();
-    if (probe != Status::kOk) return probe;
+  for (uint16_t m = 0; m < plan_.num_models; ++m) {
+    const Status s = CheckModel(m);
+    if (s != Status::kOk) return Fail(s, m);
   }
-  ready_ = true;
+  for (uint16_t m = 0; probe_stage && m < plan_.num_models; ++m) {
+    const Status s = ProbePatch(m);
+    if (s != Status::kOk) return Fail(s, m);
+  }
   return Status::kOk;
+}
+
+// Each model in turn: paint shared, create (the shared bytes it touched are
+// exactly AllocateTensors' writes: no tensor data is written before Invoke),
+// check, probe, destroy. The stage lies above temp_reserve (ValidatePlan),
+// so a creation that stays below temp_reserve leaves the stage intact.
+Status PatchRunner::InitOneAtATime(bool probe_stage) {
+  for (uint16_t m = 0; m < plan_.num_models; ++m) {
+    memset(arena_ + plan_.arena.shared.offset, kPaint, plan_.arena.shared.size);
+    Status s = CreateInterpreter(m);
+    if (s != Status::kOk) return Fail(s, m);
+    const uint32_t touched = SharedTouched();
+    if (touched > creation_bytes_) creation_bytes_ = touched;
+    if (touched > plan_.arena.temp_reserve) return Fail(Status::kCreationOutsideReserve, m);
+    s = CheckModel(m);
+    if (s == Status::kOk && probe_stage) s = ProbePatch(m);
+    if (s != Status::kOk) return Fail(s, m);
+    DestroyInterpreter(m);
+  }
+  return Status::kOk;
+}
+
+tflite::MicroAllocator* PatchRunner::CreateAllocator(const Section& persistent) {
+  const Section& shared = plan_.arena.shared;
+  if (!one_at_a_time()) {
+    // MicroAllocator::Create placement-news its own objects into the persistent
+    // section without checking for room: refuse a section below that overhead.
+    if (persistent.size < tflite::MicroAllocator::GetDefaultTailUsage(false)) return nullptr;
+    return tflite::MicroAllocator::Create(arena_ + persistent.offset, persistent.size, arena_ + shared.offset,
+                                          shared.size);
+  }
+  // The split Create above always makes its own GreedyMemoryPlanner; only the
+  // one-arena Create takes ours. Its head starts at shared.offset (offline
+  // offsets stay offsets into shared) and its tail grows down from the
+  // section end; a tail larger than the section would reach into shared,
+  // which InitOneAtATime's paint check reports.
+  if (persistent.size < tflite::MicroAllocator::GetDefaultTailUsage(true)) return nullptr;
+  planner_.set_limit(arena_ + shared.offset + plan_.arena.temp_reserve);
+  return tflite::MicroAllocator::Create(arena_ + shared.offset, persistent.offset + persistent.size - shared.offset,
+                                        &planner_);
 }
 
 Status PatchRunner::CreateInterpreter(uint16_t m) {
@@ -110,65 +178,93 @@ Status PatchRunner::CreateInterpreter(uint16_t m) {
   for (uint16_t i = 0; i < plan_.arena.num_persistent; ++i) {
     if (plan_.arena.persistent[i].model == m) persistent = &plan_.arena.persistent[i].section;
   }
-  // MicroAllocator::Create placement-news its own objects into the persistent
-  // section without checking for room: refuse a section below that overhead.
-  if (persistent == nullptr || persistent->size < tflite::MicroAllocator::GetDefaultTailUsage(false)) {
-    return Status::kAllocateFailed;
-  }
-  tflite::MicroAllocator* allocator =
-      tflite::MicroAllocator::Create(arena_ + persistent->offset, persistent->size,
-                                     arena_ + plan_.arena.shared.offset, plan_.arena.shared.size);
+  // Re-creating over a section a destroyed interpreter used is safe: Create
+  // placement-news fresh allocator objects there and keeps no other state.
+  tflite::MicroAllocator* allocator = persistent == nullptr ? nullptr : CreateAllocator(*persistent);
   if (allocator == nullptr) return Status::kAllocateFailed;
-  interpreters_[m] = new (slots_[m].bytes) tflite::MicroInterpreter(model, resolver_, allocator);
-  if (interpreters_[m]->AllocateTensors() != kTfLiteOk) return Status::kAllocateFailed;
-  if (interpreters_[m]->inputs_size() != 1 || interpreters_[m]->outputs_size() != 1) return Status::kTensorMismatch;
+  tflite::MicroInterpreter* interpreter =
+      new (slots_[one_at_a_time() ? 0 : m].bytes) tflite::MicroInterpreter(model, resolver_, allocator);
+  // A failed AllocateTensors is abandoned, not destroyed: ~MicroInterpreter
+  // calls every node's free() through registrations that a failure in
+  // PrepareNodeAndRegistrationDataFromFlatbuffer (missing operator) leaves
+  // unset. Its storage is simply reused.
+  if (interpreter->AllocateTensors() != kTfLiteOk) return Status::kAllocateFailed;
+  interpreters_[m] = interpreter;
+  const size_t bytes = interpreter->arena_used_bytes();
+  if (bytes > max_model_bytes_) max_model_bytes_ = uint32_t(bytes);
+  if (interpreter->inputs_size() != 1 || interpreter->outputs_size() != 1) return Status::kTensorMismatch;
   return Status::kOk;
 }
 
-Status PatchRunner::CheckTensors() {
+// ~MicroInterpreter only calls the kernels' free() (none of the builtin
+// kernels has one); the allocator and planner objects in the arena own
+// nothing. It must run before the section is reused: free() is reached
+// through node data in that section.
+void PatchRunner::DestroyInterpreter(uint16_t m) {
+  if (interpreters_[m] != nullptr) interpreters_[m]->~MicroInterpreter();
+  interpreters_[m] = nullptr;
+}
+
+void PatchRunner::DestroyInterpreters() {
+  for (uint16_t m = 0; m < kMaxModels; ++m) DestroyInterpreter(m);
+}
+
+// The interpreter of model m, ready to run: always there in resident mode;
+// in one_at_a_time mode created (after destroying the previous model's) when
+// m is not the model that ran last.
+Status PatchRunner::Activate(uint16_t m, uint32_t* create_us) {
+  if (interpreters_[m] != nullptr) return Status::kOk;
+  const uint32_t start = Now(micros_);
+  DestroyInterpreters();
+  const Status s = CreateInterpreter(m);
+  *create_us += Elapsed(micros_, start);
+  return s;
+}
+
+Status PatchRunner::CheckModel(uint16_t m) {
   const uint8_t* stage = arena_ + plan_.arena.stage.offset;
-  for (uint16_t m = 0; m < plan_.num_models; ++m) {
-    const ModelInfo& info = plan_.models[m];
-    const TfLiteTensor* in = interpreters_[m]->input(0);
-    const TfLiteTensor* out = interpreters_[m]->output(0);
-    if (!Int8Tensor(in) || !Int8Tensor(out) || !SameDims(in, info.input) || !SameDims(out, info.output)) {
-      return Fail(Status::kTensorMismatch, m);
+  const ModelInfo& info = plan_.models[m];
+  const TfLiteTensor* in = interpreters_[m]->input(0);
+  const TfLiteTensor* out = interpreters_[m]->output(0);
+  if (!Int8Tensor(in) || !Int8Tensor(out) || !SameDims(in, info.input) || !SameDims(out, info.output)) {
+    return Status::kTensorMismatch;
+  }
+  if (info.role == ModelRole::kTail) {
+    if (!SameQuant(in, plan_.stage_quant) || in->bytes != Volume(plan_.stage)) return Status::kTensorMismatch;
+    if (plan_.arena.tail_input_at_stage && in->data.int8 != reinterpret_cast<const int8_t*>(stage)) {
+      return Status::kStageNotPlanned;
     }
-    if (info.role == ModelRole::kTail) {
-      if (!SameQuant(in, plan_.stage_quant) || in->bytes != Volume(plan_.stage)) {
-        return Fail(Status::kTensorMismatch, m);
-      }
-      if (plan_.arena.tail_input_at_stage && in->data.int8 != reinterpret_cast<const int8_t*>(stage)) {
-        return Fail(Status::kStageNotPlanned, m);
-      }
-    } else {
-      if (!SameQuant(in, plan_.image_quant) || !SameQuant(out, plan_.stage_quant)) {
-        return Fail(Status::kTensorMismatch, m);
-      }
-      if (TouchesRange(in, stage, plan_.arena.stage.size) || TouchesRange(out, stage, plan_.arena.stage.size)) {
-        return Fail(Status::kPatchTouchesStage, m);
-      }
-    }
+    return Status::kOk;
+  }
+  if (!SameQuant(in, plan_.image_quant) || !SameQuant(out, plan_.stage_quant)) return Status::kTensorMismatch;
+  if (TouchesRange(in, stage, plan_.arena.stage.size) || TouchesRange(out, stage, plan_.arena.stage.size)) {
+    return Status::kPatchTouchesStage;
   }
   return Status::kOk;
 }
 
 // Scratch buffers are invisible through the public API, so the only way to
 // know a patch model leaves the stage alone is to run it: paint the stage,
-// invoke each patch model once, and look.
-Status PatchRunner::ProbeStage() {
+// invoke the patch model once, and look. The tail is not probed: it runs last.
+Status PatchRunner::ProbePatch(uint16_t m) {
+  if (plan_.models[m].role != ModelRole::kPatch) return Status::kOk;
   uint8_t* stage = arena_ + plan_.arena.stage.offset;
   memset(stage, kPaint, plan_.arena.stage.size);
-  for (uint16_t m = 0; m < plan_.num_models; ++m) {
-    if (plan_.models[m].role != ModelRole::kPatch) continue;
-    TfLiteTensor* in = interpreters_[m]->input(0);
-    memset(in->data.raw, 0, in->bytes);
-    if (interpreters_[m]->Invoke() != kTfLiteOk) return Fail(Status::kInvokeFailed, m);
-    for (uint32_t i = 0; i < plan_.arena.stage.size; ++i) {
-      if (stage[i] != kPaint) return Fail(Status::kPatchTouchesStage, m);
-    }
+  TfLiteTensor* in = interpreters_[m]->input(0);
+  memset(in->data.raw, 0, in->bytes);
+  if (interpreters_[m]->Invoke() != kTfLiteOk) return Status::kInvokeFailed;
+  for (uint32_t i = 0; i < plan_.arena.stage.size; ++i) {
+    if (stage[i] != kPaint) return Status::kPatchTouchesStage;
   }
   return Status::kOk;
+}
+
+// Bytes of shared from its start to the last one not holding the paint.
+uint32_t PatchRunner::SharedTouched() const {
+  const Section& shared = plan_.arena.shared;
+  uint32_t touched = shared.size;
+  while (touched > 0 && arena_[shared.offset + touched - 1] == kPaint) --touched;
+  return touched;
 }
 
 Status PatchRunner::Run(const ImageSource& image, RunResult* result) {
@@ -183,10 +279,12 @@ Status PatchRunner::Run(const ImageSource& image, RunResult* result) {
   const uint32_t start = Now(micros_);
   for (uint16_t i = 0; i < plan_.num_patches; ++i) {
     const PatchInfo& patch = plan_.patches[i];
+    Status s = Activate(patch.model, &r.create_us);
+    if (s != Status::kOk) return Fail(s, i);
     tflite::MicroInterpreter* interpreter = interpreters_[patch.model];
     TfLiteTensor* in = interpreter->input(0);
     uint32_t t = Now(micros_);
-    Status s = CopyWindow(image, patch.window, in->data.int8, in->bytes);
+    s = CopyWindow(image, patch.window, in->data.int8, in->bytes);
     r.copy_us += Elapsed(micros_, t);
     if (s != Status::kOk) return Fail(s, i);
     if (interpreter->Invoke() != kTfLiteOk) return Fail(Status::kInvokeFailed, i);
@@ -197,8 +295,10 @@ Status PatchRunner::Run(const ImageSource& image, RunResult* result) {
     if (s != Status::kOk) return Fail(s, i);
   }
   r.patch_us = Elapsed(micros_, start);
-  tflite::MicroInterpreter* tail = interpreters_[plan_.tail_model];
   const uint32_t tail_start = Now(micros_);
+  const Status s = Activate(plan_.tail_model, &r.create_us);
+  if (s != Status::kOk) return Fail(s, plan_.tail_model);
+  tflite::MicroInterpreter* tail = interpreters_[plan_.tail_model];
   if (!plan_.arena.tail_input_at_stage) {
     // The tail's own plan may overlap the stage: memmove, not memcpy.
     memmove(tail->input(0)->data.raw, stage, Volume(plan_.stage));
@@ -214,26 +314,32 @@ Status PatchRunner::Run(const ImageSource& image, RunResult* result) {
   return Status::kOk;
 }
 
-ArenaUsage PatchRunner::MeasureArena() const {
-  ArenaUsage usage = {};
-  usage.arena_size = plan_.arena.size;
-  if (!painted_) return usage;  // Init never got as far as painting the arena
-  const Section& shared = plan_.arena.shared;
-  uint32_t touched = shared.size;
-  while (touched > 0 && arena_[shared.offset + touched - 1] == kPaint) --touched;
-  usage.shared_used = touched;
+// Resident: the sections side by side, each used from the first byte touched
+// (TFLM's tail grows down from the section end). one_at_a_time: every model
+// used the same slot (its tail ends at its own section end), counted once.
+uint32_t PatchRunner::PersistentUsed() const {
+  uint32_t used = 0, slot_begin = 0xFFFFFFFFu, slot_end = 0;
   for (uint16_t i = 0; i < plan_.arena.num_persistent; ++i) {
     const Section& s = plan_.arena.persistent[i].section;
     uint32_t untouched = 0;
     while (untouched < s.size && arena_[s.offset + untouched] == kPaint) ++untouched;
-    usage.persistent_used += s.size - untouched;
+    used += s.size - untouched;
+    if (untouched < s.size && s.offset + untouched < slot_begin) slot_begin = s.offset + untouched;
+    if (s.offset + s.size > slot_end) slot_end = s.offset + s.size;
   }
+  if (!one_at_a_time()) return used;
+  return slot_begin < slot_end ? slot_end - slot_begin : 0;
+}
+
+ArenaUsage PatchRunner::MeasureArena() const {
+  ArenaUsage usage = {};
+  usage.arena_size = plan_.arena.size;
+  if (!painted_) return usage;  // Init never got as far as painting the arena
+  usage.shared_used = SharedTouched();
+  usage.persistent_used = PersistentUsed();
   usage.used = usage.shared_used + usage.persistent_used;
-  for (uint16_t m = 0; m < plan_.num_models; ++m) {
-    if (interpreters_[m] == nullptr) continue;
-    const size_t bytes = interpreters_[m]->arena_used_bytes();
-    if (bytes > usage.tflm_max_model_bytes) usage.tflm_max_model_bytes = uint32_t(bytes);
-  }
+  usage.tflm_max_model_bytes = max_model_bytes_;
+  usage.creation_bytes = creation_bytes_;
   return usage;
 }
 

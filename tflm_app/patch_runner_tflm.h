@@ -1,7 +1,9 @@
-// PatchRunner on TensorFlow Lite Micro's public API: one MicroInterpreter per
-// model of a patch bundle, all in ONE tensor arena (docs/bundle-format.md).
+// PatchRunner on TensorFlow Lite Micro's public API: the models of a patch
+// bundle run one after another in ONE tensor arena (docs/bundle-format.md),
+// with one of two interpreter modes (plan arena.interpreters):
 //
-// Each interpreter gets its own MicroAllocator made with
+// resident: one MicroInterpreter per model, all alive. Each gets its own
+// MicroAllocator made with
 //   tflite::MicroAllocator::Create(persistent, persistent_size,
 //                                  non_persistent, non_persistent_size)
 // (tensorflow/lite/micro/micro_allocator.h in Arduino_TensorFlowLite 2.4.0-ALPHA
@@ -14,6 +16,19 @@
 // offsets into arena.shared; online-planned buffers (kernel scratch, e.g.
 // CMSIS-NN im2col) are placed by the GreedyMemoryPlanner around them.
 //
+// one_at_a_time: one MicroInterpreter at a time, in one InterpreterSlot. Run
+// destroys the previous model's interpreter and creates the next one just
+// before it runs, on
+//   tflite::MicroAllocator::Create(arena + shared.offset,
+//                                  section end - shared.offset, &planner)
+// (one arena: non-persistent head from shared.offset up, persistent tail from
+// the model's section end down), so every model's persistent data reuses the
+// same slot. Creation happens while the stage holds earlier patch outputs,
+// and AllocateTensors writes into the non-persistent buffer (see
+// ReservePlanner below and patch_runner_tflm.cpp): everything it writes stays
+// below arena.temp_reserve, under the stage, and Init checks that on the
+// device by painting.
+//
 // Init() checks what the plan promises against what TFLM actually did: tensor
 // shapes / types / quantization, the tail's input tensor planned exactly at
 // arena + stage.offset, and (probe) that no patch model's tensors or scratch
@@ -24,16 +39,35 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tensorflow/lite/micro/compatibility.h"
+#include "tensorflow/lite/micro/memory_planner/greedy_memory_planner.h"
 #include "tensorflow/lite/micro/micro_interpreter.h"
 #include "tensorflow/lite/micro/micro_op_resolver.h"
 #include "tinyvision_runtime.h"
 
 namespace tinyvision {
 
-// Storage for one interpreter object; the sketch declares one per model
-// (static, so no heap is used).
+// Storage for one interpreter object; the sketch declares one per model in
+// resident mode and one in one_at_a_time mode (static, so no heap is used).
 struct InterpreterSlot {
   alignas(tflite::MicroInterpreter) unsigned char bytes[sizeof(tflite::MicroInterpreter)];
+};
+
+// TFLM's GreedyMemoryPlanner, kept below a limit. MicroAllocator's
+// CommitStaticMemoryPlan hands the planner ALL the free non-persistent memory
+// as scratch, and GreedyMemoryPlanner::Init spreads its five work arrays over
+// all of it (at 0, 40, 50, 60 and 90 % of it): in one_at_a_time mode that
+// would write into the stage. This one plans the same way with only the
+// scratch below `limit` (the end of arena.temp_reserve); too little room makes
+// AllocateTensors fail ("Too many buffers") instead of writing above it.
+class ReservePlanner : public tflite::GreedyMemoryPlanner {
+ public:
+  void set_limit(const uint8_t* limit) { limit_ = limit; }
+  TfLiteStatus Init(unsigned char* scratch_buffer, int scratch_buffer_size) override;
+
+ private:
+  const uint8_t* limit_ = nullptr;
+  TF_LITE_REMOVE_VIRTUAL_DELETE
 };
 
 // Returns a time stamp in microseconds (Arduino: micros); may be null.
@@ -43,25 +77,31 @@ struct RunResult {
   const int8_t* scores;  // the tail output (int8, in the arena; valid until the next Run)
   size_t num_scores;
   Quant score_quant;
-  uint32_t patch_us;  // every patch: window copy + invoke + output placement
-  uint32_t copy_us;   // the part of patch_us spent copying windows and placing outputs
-  uint32_t tail_us;   // the tail's Invoke (after copying the stage into its input if not planned in place)
+  uint32_t patch_us;   // every patch: interpreter creation (one_at_a_time) + window copy + invoke + placement
+  uint32_t copy_us;    // the part of patch_us spent copying windows and placing outputs
+  uint32_t tail_us;    // the tail: creation (one_at_a_time), stage copy if not planned in place, Invoke
+  uint32_t create_us;  // the part of patch_us + tail_us spent creating interpreters (0 in resident mode)
   uint32_t total_us;
 };
 
 // Arena bytes measured by painting: Init fills the arena with a pattern, and
 // the bytes still holding it after allocation and runs were never touched.
+// In one_at_a_time mode Init repaints the shared region before creating each
+// model, so shared_used covers every model only after a Run.
 struct ArenaUsage {
   uint32_t arena_size;           // plan.arena.size (what the sketch reserves)
   uint32_t shared_used;          // shared region: from its start to the last byte touched
-  uint32_t persistent_used;      // sum over sections: from the first byte touched to the section end
+  uint32_t persistent_used;      // resident: sum over sections, from the first byte touched to the section end;
+                                 // one_at_a_time: the slot they share, from its first byte touched to its end
   uint32_t used;                 // shared_used + persistent_used
   uint32_t tflm_max_model_bytes; // largest MicroInterpreter::arena_used_bytes() over the models
+  uint32_t creation_bytes;       // one_at_a_time: most shared bytes (from its start) one AllocateTensors
+                                 // wrote, measured at Init; plan.arena.temp_reserve must cover it. 0: resident
 };
 
 class PatchRunner {
  public:
-  // arena: alignas(16), at least plan.arena.size bytes. slots: num_slots >= plan.num_models.
+  // arena: alignas(16), at least plan.arena.size bytes. slots: num_slots >= InterpreterSlotsNeeded(plan).
   PatchRunner(const Plan& plan, const tflite::MicroOpResolver& resolver, uint8_t* arena, size_t arena_size,
               InterpreterSlot* slots, size_t num_slots, MicrosFn micros = nullptr);
   ~PatchRunner();
@@ -71,9 +111,14 @@ class PatchRunner {
   // Validates the plan, creates and allocates every interpreter, checks the
   // tensors against the plan; with probe_stage, also invokes each patch model
   // once on a zero input and fails if the stage buffer changed.
+  // one_at_a_time: creates the models one after another (destroying each
+  // again) and also fails if creating one wrote shared bytes above
+  // temp_reserve, i.e. could overwrite the stage during Run.
   Status Init(bool probe_stage = true);
 
   // Runs every patch on `image` (its shape must be plan.image), then the tail.
+  // one_at_a_time: creates each model's interpreter when the model changes
+  // from one patch to the next, and the tail's before it runs.
   Status Run(const ImageSource& image, RunResult* result);
 
   ArenaUsage MeasureArena() const;
@@ -82,10 +127,19 @@ class PatchRunner {
   int32_t error_index() const { return error_index_; }
 
  private:
+  bool one_at_a_time() const { return plan_.arena.interpreters == InterpreterMode::kOneAtATime; }
   Status Fail(Status status, int32_t index);
+  Status InitResident(bool probe_stage);
+  Status InitOneAtATime(bool probe_stage);
+  tflite::MicroAllocator* CreateAllocator(const Section& persistent);
   Status CreateInterpreter(uint16_t m);
-  Status CheckTensors();
-  Status ProbeStage();
+  void DestroyInterpreter(uint16_t m);
+  void DestroyInterpreters();
+  Status Activate(uint16_t m, uint32_t* create_us);
+  Status CheckModel(uint16_t m);
+  Status ProbePatch(uint16_t m);
+  uint32_t SharedTouched() const;
+  uint32_t PersistentUsed() const;
 
   const Plan& plan_;
   const tflite::MicroOpResolver& resolver_;
@@ -94,11 +148,19 @@ class PatchRunner {
   InterpreterSlot* slots_;
   size_t num_slots_;
   MicrosFn micros_;
-  tflite::MicroInterpreter* interpreters_[kMaxModels] = {};
+  tflite::MicroInterpreter* interpreters_[kMaxModels] = {};  // one_at_a_time: at most one non-null
+  ReservePlanner planner_;                                    // one_at_a_time: the live interpreter's planner
+  uint32_t max_model_bytes_ = 0;
+  uint32_t creation_bytes_ = 0;
   bool painted_ = false;
   bool ready_ = false;
   int32_t error_index_ = -1;
 };
+
+// Interpreter slots a plan needs: one per model (resident) or one (one_at_a_time).
+inline size_t InterpreterSlotsNeeded(const Plan& plan) {
+  return plan.arena.interpreters == InterpreterMode::kOneAtATime ? 1 : plan.num_models;
+}
 
 }  // namespace tinyvision
 

@@ -50,9 +50,29 @@ Status Fail(Status status, int32_t index, int32_t* where) {
   return status;
 }
 
+// The one_at_a_time rules on top of the common ones: the TFLM glue creates a
+// model's interpreter on ONE arena from shared.offset to the end of the
+// model's section (so sections lie above shared), and AllocateTensors writes
+// [shared.offset, shared.offset + temp_reserve) while the stage holds data.
+Status ValidateOneAtATime(const ArenaLayout& a, int32_t* where) {
+  if (a.temp_reserve % kArenaAlignment != 0) return Fail(Status::kMisaligned, -1, where);
+  if (uint64_t(a.stage.offset) < uint64_t(a.shared.offset) + a.temp_reserve) {
+    return Fail(Status::kStageInTempReserve, -1, where);
+  }
+  const uint64_t shared_end = uint64_t(a.shared.offset) + a.shared.size;
+  for (uint16_t i = 0; i < a.num_persistent; ++i) {
+    if (a.persistent[i].section.offset < shared_end) return Fail(Status::kSectionBelowShared, i, where);
+  }
+  return Status::kOk;
+}
+
 Status ValidateArena(const Plan& plan, int32_t* where) {
   const ArenaLayout& a = plan.arena;
   const Section whole = {0, a.size};
+  if (a.interpreters != InterpreterMode::kResident && a.interpreters != InterpreterMode::kOneAtATime) {
+    return Fail(Status::kBadPlan, -1, where);
+  }
+  const bool resident = a.interpreters == InterpreterMode::kResident;
   if (a.size == 0) return Fail(Status::kSectionOutsideArena, -1, where);
   if (a.shared.size == 0 || !Inside(a.shared, whole)) return Fail(Status::kSectionOutsideArena, -1, where);
   if (a.shared.offset % kArenaAlignment != 0 || a.stage.offset % kArenaAlignment != 0) {
@@ -71,10 +91,11 @@ Status ValidateArena(const Plan& plan, int32_t* where) {
     for (uint16_t j = 0; j < i; ++j) {
       // num_persistent == num_models and no model twice => every model once.
       if (a.persistent[j].model == p.model) return Fail(Status::kMissingSection, i, where);
-      if (Overlap(a.persistent[j].section, p.section)) return Fail(Status::kSectionsOverlap, i, where);
+      // Only resident interpreters are alive together and need sections of their own.
+      if (resident && Overlap(a.persistent[j].section, p.section)) return Fail(Status::kSectionsOverlap, i, where);
     }
   }
-  return Status::kOk;
+  return resident ? Status::kOk : ValidateOneAtATime(a, where);
 }
 
 }  // namespace
@@ -83,7 +104,9 @@ const char* StatusString(Status status) {
   switch (status) {
     case Status::kOk: return "ok";
     case Status::kNullArgument: return "null argument";
-    case Status::kBadPlan: return "bad plan (no models or patches, or too many models)";
+    case Status::kBadPlan:
+      return "bad plan (no models or patches, too many models, unknown interpreter mode, or too few interpreter "
+             "slots)";
     case Status::kBadShape: return "bad shape (zero or too large dimension)";
     case Status::kBadModelIndex: return "model index out of range";
     case Status::kWrongModelRole: return "patch names the tail model, or tail names a patch model";
@@ -94,7 +117,9 @@ const char* StatusString(Status status) {
     case Status::kStageShapeMismatch: return "tail input shape is not the stage shape";
     case Status::kSectionOutsideArena: return "arena section outside the arena";
     case Status::kSectionsOverlap: return "arena sections overlap";
+    case Status::kSectionBelowShared: return "one_at_a_time: a persistent section lies below the shared region";
     case Status::kStageOutsideShared: return "stage buffer outside the shared arena region";
+    case Status::kStageInTempReserve: return "one_at_a_time: stage buffer starts below arena.temp_reserve";
     case Status::kStageTooSmall: return "stage section smaller than the stage shape";
     case Status::kMisaligned: return "arena section offset not 16-byte aligned";
     case Status::kMissingSection: return "a model has no persistent section, or two";
@@ -105,7 +130,11 @@ const char* StatusString(Status status) {
     case Status::kSourceFailed: return "image source failed to deliver a row";
     case Status::kArenaTooSmall: return "tensor arena smaller than the plan's arena size";
     case Status::kSchemaMismatch: return "model schema version differs from TFLM's";
-    case Status::kAllocateFailed: return "AllocateTensors failed (arena section too small or operator missing)";
+    case Status::kAllocateFailed:
+      return "AllocateTensors failed (arena section or temp_reserve too small, or operator missing)";
+    case Status::kCreationOutsideReserve:
+      return "creating an interpreter wrote shared bytes above arena.temp_reserve (temp_reserve or persistent "
+             "section too small)";
     case Status::kTensorMismatch: return "model tensor differs from the plan (shape, type or quantization)";
     case Status::kStageNotPlanned: return "tail input tensor is not at the stage offset";
     case Status::kPatchTouchesStage: return "a patch model writes into the stage buffer";

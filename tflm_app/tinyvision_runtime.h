@@ -5,9 +5,17 @@
 // A bundle (docs/bundle-format.md) splits a CNN into per-patch models and a
 // tail model that share ONE tensor arena:
 //
-//   arena: [ shared (non-persistent, every model plans into it) ][ persistent 0 ][ persistent 1 ] ...
-//                  [ stage ]  <- inside shared: patch outputs are placed here,
-//                                the tail's input tensor is planned exactly here
+//   resident:      [ shared (non-persistent, every model plans into it) ][ persistent 0 ][ persistent 1 ] ...
+//   one_at_a_time: [ temp_reserve | ... shared ... ][ persistent slot: every section starts here ]
+//                          [ stage ]  <- inside shared: patch outputs are placed here,
+//                                        the tail's input tensor is planned exactly here
+//
+// "resident" keeps one interpreter per model alive, each with its own
+// persistent section. "one_at_a_time" creates a model's interpreter just
+// before the model runs, in the one persistent slot, so the arena needs only
+// the largest section; the stage buffer, which must survive those
+// re-creations, lies above the temp_reserve bytes that TFLM's AllocateTensors
+// writes at the bottom of the shared region.
 //
 // Per patch: CopyWindow (image rows -> model input), Invoke, PlaceOutput
 // (model output -> its box of the stage buffer); then the tail runs on the
@@ -25,7 +33,7 @@ namespace tinyvision {
 enum class Status : uint8_t {
   kOk = 0,
   kNullArgument,         // a required pointer is null
-  kBadPlan,              // no models / patches, tail index out of range, too many models
+  kBadPlan,              // no models / patches, too many models, unknown interpreter mode, too few slots
   kBadShape,             // a zero dimension, or a product that overflows 32 bits
   kBadModelIndex,        // a patch or arena section names a model that does not exist
   kWrongModelRole,       // a patch names the tail model, or the tail a patch model
@@ -35,8 +43,10 @@ enum class Status : uint8_t {
   kBoxShapeMismatch,     // box h/w/channels differ from the model output
   kStageShapeMismatch,   // the tail's input shape is not the stage shape
   kSectionOutsideArena,  // an arena section reaches past the arena
-  kSectionsOverlap,      // two persistent sections, or one and shared, overlap
+  kSectionsOverlap,      // a persistent section overlaps shared, or another one in resident mode
+  kSectionBelowShared,   // one_at_a_time: a persistent section lies below the shared region
   kStageOutsideShared,   // the stage buffer is not inside the shared region
+  kStageInTempReserve,   // one_at_a_time: the stage starts below shared.offset + temp_reserve
   kStageTooSmall,        // arena.stage.size < Hs * Ws * Cs
   kMisaligned,           // an arena section offset is not 16-byte aligned
   kMissingSection,       // a model has no persistent section, or more than one
@@ -48,7 +58,8 @@ enum class Status : uint8_t {
   kArenaTooSmall,        // the arena given is smaller than plan.arena.size
   // Reported by the TFLM glue (patch_runner_tflm.h):
   kSchemaMismatch,       // a model's flatbuffer schema version is not TFLM's
-  kAllocateFailed,       // MicroInterpreter::AllocateTensors failed (section too small, missing op)
+  kAllocateFailed,       // MicroInterpreter::AllocateTensors failed (section or temp_reserve too small, missing op)
+  kCreationOutsideReserve,  // one_at_a_time: creating an interpreter wrote shared bytes above temp_reserve
   kTensorMismatch,       // a model's input/output tensor differs from the plan (shape, type, quantization)
   kStageNotPlanned,      // the tail's input tensor is not at arena + stage.offset
   kPatchTouchesStage,    // a patch model's tensors or scratch buffers write into the stage
@@ -115,6 +126,12 @@ struct PersistentSection {
   Section section;
 };
 
+// plan.json arena.interpreters.
+enum class InterpreterMode : uint8_t {
+  kResident = 0,    // one interpreter per model, all alive; persistent sections disjoint
+  kOneAtATime = 1,  // one interpreter at a time, re-created per model; sections share one slot
+};
+
 struct ArenaLayout {
   uint32_t size;
   Section shared;
@@ -126,6 +143,12 @@ struct ArenaLayout {
   // without offline plans): TFLM planned the tail's input elsewhere in shared,
   // and the runtime copies the stage into it before the tail runs.
   bool tail_input_at_stage;
+  InterpreterMode interpreters;
+  // one_at_a_time: bytes at the bottom of shared that TFLM's AllocateTensors
+  // may write while the stage holds patch outputs (16-aligned; the stage lies
+  // above). Ignored in resident mode, where every interpreter is created
+  // before the stage is used.
+  uint32_t temp_reserve;
 };
 
 struct Plan {
@@ -141,8 +164,8 @@ struct Plan {
   ArenaLayout arena;
 };
 
-// Largest number of models a plan may list (the TFLM glue keeps one
-// interpreter per model in fixed storage).
+// Largest number of models a plan may list (in resident mode the TFLM glue
+// keeps one interpreter per model in fixed storage).
 #ifndef TINYVISION_MAX_MODELS
 #define TINYVISION_MAX_MODELS 32
 #endif
@@ -154,8 +177,12 @@ constexpr uint32_t kArenaAlignment = 16;
 // - output boxes inside the stage, with the model's output shape;
 // - the tail's input is the stage shape; quantizations are valid;
 // - one persistent section per model; sections 16-byte aligned, inside the
-//   arena, pairwise disjoint and disjoint from shared; stage inside shared and
-//   at least Hs * Ws * Cs bytes.
+//   arena and disjoint from shared; stage inside shared and at least
+//   Hs * Ws * Cs bytes;
+// - resident: persistent sections pairwise disjoint. one_at_a_time: sections
+//   may overlap (only one interpreter exists at a time) but lie above shared,
+//   temp_reserve is 16-byte aligned and the stage starts at or above
+//   shared.offset + temp_reserve.
 // On failure `where` (if given) receives the offending patch or model index,
 // or -1 when the failure is not tied to one.
 Status ValidatePlan(const Plan& plan, int32_t* where = nullptr);

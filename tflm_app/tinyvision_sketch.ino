@@ -15,7 +15,9 @@
 //
 // Serial output, one line per inference:
 //   class=<index> (<name>) score=<dequantized> label=<test image label> latency_ms=<all>
-//   patches_ms=<patch stage> tail_ms=<tail> arena_used=<bytes touched>/<arena size>
+//   patches_ms=<patch stage> tail_ms=<tail> create_ms=<interpreter creation, part of both>
+//   arena_used=<bytes touched>/<arena size>
+// (create_ms is 0 unless the plan's arena.interpreters is "one_at_a_time").
 // and one line per error:
 //   tinyvision error: <cause> (patch/model <i>)
 
@@ -43,13 +45,13 @@
 // File-scope statics rather than an anonymous namespace: the Arduino
 // builder generates prototypes for .ino functions and handles these best.
 alignas(16) static uint8_t g_arena[kTinyVisionArenaSize];
-static tinyvision::InterpreterSlot g_slots[kTinyVisionNumModels];
+static tinyvision::InterpreterSlot g_slots[kTinyVisionNumInterpreterSlots];
 static TinyVisionOpResolver g_resolver;
 
 static uint32_t Micros() { return micros(); }
 
 static tinyvision::PatchRunner g_runner(kTinyVisionPlan, g_resolver, g_arena, sizeof(g_arena), g_slots,
-                                        kTinyVisionNumModels, Micros);
+                                        kTinyVisionNumInterpreterSlots, Micros);
 
 #if TINYVISION_USE_CAMERA
 static constexpr uint32_t kFrameWidth = 160;  // QQVGA
@@ -150,6 +152,7 @@ void loop() {
   PrintMs(" latency_ms=", result.total_us);
   PrintMs(" patches_ms=", result.patch_us);
   PrintMs(" tail_ms=", result.tail_us);
+  PrintMs(" create_ms=", result.create_us);
   Serial.print(" arena_used=");
   Serial.print(arena.used);
   Serial.print("/");

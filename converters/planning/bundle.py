@@ -24,6 +24,8 @@ the bottom, cannot reach it in a patch model).
 """
 import dataclasses
 
+import numpy as np
+
 from converters.planning.check import check_plan
 from converters.planning.lifetimes import ALIGNMENT, align_up, tensor_lifetimes
 from converters.planning.packing import DEFAULT_EFFORT
@@ -31,12 +33,16 @@ from converters.planning.planner import plan_graph
 from tinyvision.errors import TinyVisionError
 
 ROLES = ("patch", "tail")
-# AllocateTensors' temporaries: TFLM's AllocationInfo per tensor and per scratch request, the
-# TfLiteTensor copies kernels take in Prepare, and the offline-plan bookkeeping. Bounds for a
-# 64-bit host (the device's 32-bit structures are smaller).
-TEMP_BYTES_BASE = 512
-TEMP_BYTES_PER_TENSOR = 48
-TEMP_BYTES_PER_OP = 32
+# What TFLM's AllocateTensors writes at the bottom of the non-persistent buffer on a 32-bit
+# target (micro_allocator.cc, greedy_memory_planner.cc; the device runtime checks it at Init):
+# 12 B per scratch request (kept 12 requests ahead), per-op Prepare copies of the operands'
+# TfLiteTensor (64 B, plus 16 + 4 B per scale when quantized; conv kernels take some twice),
+# then 4 + 24 B AllocationInfo per tensor and request, and 40 B of planner arrays per buffer.
+TEMP_TENSOR_BYTES = 64
+TEMP_QUANT_BYTES, TEMP_SCALE_BYTES = 16, 4
+TEMP_SCRATCH_BYTES, TEMP_SCRATCH_SLACK = 12, 12
+TEMP_ALLOCATION_INFO_BYTES = 24
+TEMP_PLANNER_BYTES = 40
 INTERPRETER_MODES = ("resident", "one_at_a_time")
 
 
@@ -49,10 +55,21 @@ class BundleLayout:
 
 
 def allocation_temp_bytes(graph):
-    """Upper bound of the temporary bytes TFLM's AllocateTensors takes from the bottom of the
-    non-persistent buffer for ``graph`` on a 32- or 64-bit target (see ``TEMP_BYTES_*``)."""
-    return align_up(TEMP_BYTES_BASE + TEMP_BYTES_PER_TENSOR * len(graph.tensors)
-                    + TEMP_BYTES_PER_OP * len(graph.ops))
+    """Bytes TFLM's AllocateTensors may write from the bottom of the non-persistent buffer for
+    ``graph`` on the 32-bit device (an upper bound: every op counted with one scratch request
+    and REDUCE_MAX with two, every operand copied twice in Prepare)."""
+    def tensor_copy(t):
+        q = t.quantization
+        scales = 0 if q is None or q.scale is None else int(np.size(q.scale))
+        return TEMP_TENSOR_BYTES + (TEMP_QUANT_BYTES + TEMP_SCALE_BYTES * scales if scales else 0)
+
+    requests = len(graph.ops) + sum(op.opcode == "REDUCE_MAX" for op in graph.ops)
+    scratch = TEMP_SCRATCH_BYTES * (requests + TEMP_SCRATCH_SLACK)
+    prepare = max([2 * sum(tensor_copy(t) for t in op.inputs + op.outputs if t is not None) for op in graph.ops],
+                  default=0)
+    planning = (align_up(scratch + 4 + TEMP_ALLOCATION_INFO_BYTES * (len(graph.tensors) + requests))
+                + TEMP_PLANNER_BYTES * (len(tensor_lifetimes(graph)) + requests))
+    return align_up(max(scratch + prepare, planning))
 
 
 def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DEFAULT_EFFORT,

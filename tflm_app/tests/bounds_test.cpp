@@ -91,10 +91,47 @@ struct PlanFixture {
     plan.patches = patches;
     plan.num_patches = 2;
     plan.tail_model = 1;
-    plan.arena = {4096, {0, 2048}, {1024, 256}, persistent, 2, true};
+    plan.arena = {4096, {0, 2048}, {1024, 256}, persistent, 2, true, InterpreterMode::kResident, 0};
   }
   PlanFixture(const PlanFixture&) = delete;
 };
+
+// The same models in one_at_a_time mode: both persistent sections start at
+// the end of shared (1024 and 512 bytes, so the arena is shared + 1024), and
+// AllocateTensors may write the bottom 512 bytes of shared, below the stage.
+static void OneAtATime(PlanFixture& f) {
+  f.persistent[0].section = {2048, 1024};
+  f.persistent[1].section = {2048, 512};
+  f.plan.arena.size = 3072;
+  f.plan.arena.interpreters = InterpreterMode::kOneAtATime;
+  f.plan.arena.temp_reserve = 512;
+}
+
+struct PlanCase {
+  const char* name;
+  void (*mutate)(PlanFixture&);
+  Status want;
+  int32_t where;
+};
+
+// Each case: a fresh fixture, `base` (may be null), the mutation, then
+// ValidatePlan must return `want` with `where`.
+static void CheckPlanCases(const PlanCase* cases, size_t count, void (*base)(PlanFixture&)) {
+  for (size_t i = 0; i < count; ++i) {
+    const PlanCase& c = cases[i];
+    PlanFixture f;
+    if (base != nullptr) base(f);
+    c.mutate(f);
+    int32_t where = 99;
+    const Status got = ValidatePlan(f.plan, &where);
+    ++g_checks;
+    if (got != c.want || where != c.where) {
+      ++g_failures;
+      fprintf(stderr, "ValidatePlan(%s): '%s' at %d, expected '%s' at %d\n", c.name, StatusString(got), int(where),
+              StatusString(c.want), int(c.where));
+    }
+  }
+}
 
 static void TestValidatePlan() {
   {
@@ -103,13 +140,7 @@ static void TestValidatePlan() {
     CHECK_STATUS(ValidatePlan(f.plan, &where), Status::kOk);
     CHECK(where == -1);
   }
-  struct Case {
-    const char* name;
-    void (*mutate)(PlanFixture&);
-    Status want;
-    int32_t where;
-  };
-  const Case cases[] = {
+  const PlanCase cases[] = {
       {"window past the right edge", [](PlanFixture& f) { f.patches[1].window.x = 1; }, Status::kWindowOutsideImage, 1},
       {"window past the bottom", [](PlanFixture& f) { f.patches[1].window.y = 9; }, Status::kWindowOutsideImage, 1},
       {"window x wraps 32 bits", [](PlanFixture& f) { f.patches[0].window.x = 0xFFFFFFF0u; },
@@ -167,19 +198,49 @@ static void TestValidatePlan() {
       {"infinite scale", [](PlanFixture& f) { f.plan.image_quant.scale = INFINITY; }, Status::kBadQuantization, -1},
       {"zero point past int8", [](PlanFixture& f) { f.plan.image_quant.zero_point = 128; },
        Status::kBadQuantization, -1},
+      {"unknown interpreter mode", [](PlanFixture& f) { f.plan.arena.interpreters = InterpreterMode(2); },
+       Status::kBadPlan, -1},
+      {"resident: one_at_a_time's overlapping sections", [](PlanFixture& f) {
+         OneAtATime(f);
+         f.plan.arena.interpreters = InterpreterMode::kResident;
+       }, Status::kSectionsOverlap, 1},
+      // Resident interpreters are all created before the stage is used: temp_reserve is not a constraint.
+      {"resident: stage below temp_reserve is fine", [](PlanFixture& f) { f.plan.arena.temp_reserve = 2000; },
+       Status::kOk, -1},
   };
-  for (const Case& c : cases) {
-    PlanFixture f;
-    c.mutate(f);
-    int32_t where = 99;
-    const Status got = ValidatePlan(f.plan, &where);
-    ++g_checks;
-    if (got != c.want || where != c.where) {
-      ++g_failures;
-      fprintf(stderr, "ValidatePlan(%s): '%s' at %d, expected '%s' at %d\n", c.name, StatusString(got), int(where),
-              StatusString(c.want), int(c.where));
-    }
-  }
+  CheckPlanCases(cases, sizeof(cases) / sizeof(cases[0]), nullptr);
+}
+
+static void TestValidateOneAtATimePlan() {
+  const PlanCase cases[] = {
+      {"overlapping sections from the end of shared", [](PlanFixture&) {}, Status::kOk, -1},
+      {"sections at different offsets above shared", [](PlanFixture& f) { f.persistent[1].section.offset = 2560; },
+       Status::kOk, -1},
+      {"no temp_reserve", [](PlanFixture& f) { f.plan.arena.temp_reserve = 0; }, Status::kOk, -1},
+      {"stage right at temp_reserve", [](PlanFixture& f) { f.plan.arena.temp_reserve = 1024; }, Status::kOk, -1},
+      {"stage below temp_reserve", [](PlanFixture& f) { f.plan.arena.temp_reserve = 1040; },
+       Status::kStageInTempReserve, -1},
+      {"temp_reserve past the arena", [](PlanFixture& f) { f.plan.arena.temp_reserve = 0xFFFFFFF0u; },
+       Status::kStageInTempReserve, -1},
+      {"temp_reserve counted from shared.offset", [](PlanFixture& f) {
+         f.plan.arena.shared = {512, 1536};
+         f.plan.arena.stage.offset = 1008;  // above temp_reserve from 0, below it from shared.offset
+         f.plan.arena.temp_reserve = 512;
+       }, Status::kStageInTempReserve, -1},
+      {"temp_reserve misaligned", [](PlanFixture& f) { f.plan.arena.temp_reserve = 520; }, Status::kMisaligned, -1},
+      {"section below shared", [](PlanFixture& f) {
+         f.plan.arena.shared = {512, 1536};
+         f.persistent[1].section = {0, 512};
+       }, Status::kSectionBelowShared, 1},
+      {"section overlaps shared", [](PlanFixture& f) { f.persistent[1].section.offset = 2032; },
+       Status::kSectionsOverlap, 1},
+      {"section past the arena", [](PlanFixture& f) { f.persistent[0].section.size = 1040; },
+       Status::kSectionOutsideArena, 0},
+      {"a model with two sections", [](PlanFixture& f) { f.persistent[1].model = 0; }, Status::kMissingSection, 1},
+      {"stage outside shared", [](PlanFixture& f) { f.plan.arena.stage.offset = 1920; },
+       Status::kStageOutsideShared, -1},
+  };
+  CheckPlanCases(cases, sizeof(cases) / sizeof(cases[0]), OneAtATime);
 }
 
 // ---------------------------------------------------------------------------
@@ -395,6 +456,7 @@ static void TestStatusStrings() {
 
 int main() {
   TestValidatePlan();
+  TestValidateOneAtATimePlan();
   TestCopyWindow();
   TestPlaceOutput();
   TestQuantization();

@@ -10,6 +10,7 @@
 //   DIR/stage.bin       the stage buffer after every PlaceOutput (Hs x Ws x Cs)
 //   DIR/model_<m>.bin   model m's flatbuffer as the plan points at it
 //   DIR/test_image.bin  kTinyVisionTestImage
+//   DIR/arena.txt       "<interpreters> <temp_reserve> <interpreter slots> <arena size> <section offsets>"
 // Every destination has guard bytes around it; any failure exits non-zero.
 #include <stdio.h>
 #include <string.h>
@@ -112,6 +113,13 @@ int main(int argc, char** argv) {
     if (!WriteFile(dir + "/model_" + std::to_string(m) + ".bin", model.data, model.data_size)) return 3;
   }
   if (!WriteFile(dir + "/test_image.bin", kTinyVisionTestImage, kTinyVisionTestImageSize)) return 3;
+  std::string arena = std::to_string(unsigned(plan.arena.interpreters)) + " " +
+                      std::to_string(plan.arena.temp_reserve) + " " + std::to_string(kTinyVisionNumInterpreterSlots) +
+                      " " + std::to_string(kTinyVisionArenaSize);
+  for (uint16_t i = 0; i < plan.arena.num_persistent; ++i) {
+    arena += " " + std::to_string(plan.arena.persistent[i].section.offset);
+  }
+  if (!WriteFile(dir + "/arena.txt", arena.data(), arena.size())) return 3;
   printf("stage_check: %u patches placed, %zu stage bytes\n", unsigned(plan.num_patches), stage_bytes);
   return 0;
 }
