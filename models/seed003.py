@@ -57,7 +57,8 @@ def seed003(config="imagenet", resolution=None, classes=None, grid=None, patch_s
 
     Graph: InputSegmentation (grid + centre patch) -> PatchTunnel (per patch: stem
     conv 3x3/2 + BN + ReLU6, ReorderedBottleneck stages with their own downsampling,
-    GAP) -> concatenation ``(B, n_patches * C)`` -> [Dense(head_units) + ReLU6] ->
+    GAP) -> concatenation ``(B, n_patches * C)`` (a tree of concatenations of <= 10
+    inputs, TFLM's limit: 9 + 8 then 2 for 17 tunnels) -> [Dense(head_units) + ReLU6] ->
     Dense(classes). Every argument left None takes the ``config`` default
     (``CONFIGS``); passing ``overlap`` without ``patch_size`` derives the patch size
     from the overlap.
@@ -80,6 +81,11 @@ def seed003(config="imagenet", resolution=None, classes=None, grid=None, patch_s
     last): peak 38912 + 1280 = 40192 B (39.3 KB) <= 60 KB, under the paper's 63 KB.
     Ungrouped, block 1 would need 49152 + 12288 = 61440 B (+1280). Not counted: the
     full 150 KB image, which the design assumes is fetched patch by patch.
+    Deployed as a tunnel bundle (``tinyvision convert --patches=tunnels``), TFLM's arena
+    holds one tunnel at a time plus the 1360-B stage buffer. Flash: the tunnels share
+    one model only if they share activation ranges too, as after QAT
+    (``quantize_model(flatten(model))``: one quantizer per shared layer); post-training
+    calibration ranges each call separately, so 17 near-identical tunnel models.
 
     config="vww": person / no person (2 classes), resolution 128 (96-144 fine), 2x2 grid
     with >= 16 px overlap (72-px patches at 128) + centre patch = 5 tunnels, C = 64,

@@ -3,17 +3,19 @@
 After TFLite conversion such a model reads its image only through one
 STRIDED_SLICE (or SLICE) per patch; each slice feeds its own chain of ops (the
 tunnel) up to one input of a channel CONCATENATION (the merge), and everything
-after reads only the concatenation (the head). ``split_tunnels`` finds that
-structure and cuts the graph there:
+after reads only the concatenation (the head). With more than 10 tunnels the
+merge is a tree of concatenations (TFLM's CONCATENATION takes at most 10 inputs),
+all with the same quantization: the tunnels feed its leaves, in channel order.
+``split_tunnels`` finds that structure and cuts the graph there:
 
 * one model per tunnel: input = the slice's window of the image, output = the
   tensor the tunnel feeds into the concatenation; tunnels whose models are
   identical up to tensor names (same weights, shapes and quantization) share one;
-* the head: input = the concatenation's output, the stage buffer; tunnel i fills
-  its channels ``[offset_i, offset_i + C_i)``.
+* the head: input = the (root) concatenation's output, the stage buffer; tunnel i
+  fills its channels ``[offset_i, offset_i + C_i)``.
 
 The ops and tensors are the model's own, so the result is exact by construction
-(the concatenation of same-quantization int8 inputs is a copy).
+(the concatenation of same-quantization int8 inputs is a copy, and so is a tree of them).
 """
 
 import numpy as np
@@ -59,7 +61,7 @@ def split_tunnels(model, name="model.tflite"):
     """Split a tunnel model (.tflite bytes or ``Model``) into per-tunnel models and a head; a ``Bundle``.
 
     Raises TinyVisionError (nothing built) when the model is not image -> slices -> independent
-    tunnels -> one channel concatenation -> head.
+    tunnels -> one channel concatenation (or a tree of them) -> head.
     """
     model, data = as_model(model, name)
     graph = check_model(model, name)
@@ -81,30 +83,25 @@ def split_tunnels(model, name="model.tflite"):
         for t in op.outputs:
             origin[t] = deps
     merges = [op for op in graph.ops if op not in slices and len(origin[op.outputs[0]]) > 1]
-    concat = merges[0] if merges else None
-    if concat is None or concat.opcode != "CONCATENATION":
-        found = f"{concat.opcode} {concat.outputs[0].name!r}" if concat is not None else "nothing"
+    first = merges[0] if merges else None
+    if first is None or first.opcode != "CONCATENATION":
+        found = f"{first.opcode} {first.outputs[0].name!r}" if first is not None else "nothing"
         raise TinyVisionError(f"{name} is not a tunnel model: the first op that joins tunnels is {found}, "
                               "not a concatenation")
-    stage = concat.outputs[0]
-    rank = len(stage.shape)
-    axis = concat.options.axis % rank
-    if axis != rank - 1 or rank not in (2, 4) or concat.options.fusedActivationFunction:
-        raise TinyVisionError(f"{name}: the tunnel merge {stage.name!r} {stage.shape} is not a plain channel "
-                              "concatenation of (1, C) or (1, H, W, C) tensors")
-    ends = concat.inputs
-    if sorted(k for t in ends for k in origin[t]) != list(range(len(slices))) or any(len(origin[t]) != 1 for t in ends):
+    every = frozenset(range(len(slices)))
+    root = next((op for op in merges if origin[op.outputs[0]] == every), None)
+    if root is None:
+        raise TinyVisionError(f"{name}: no op joins all {len(slices)} tunnels")
+    stage = root.outputs[0]
+    tree, ends = _merge_tree(root, stage, origin, graph, name)
+    if sorted(k for t in ends for k in origin[t]) != list(range(len(slices))):
         raise TinyVisionError(f"{name}: the concatenation {stage.name!r} does not take exactly one output per tunnel")
-    for t in ends:
-        if quant_dict(t) != quant_dict(stage) or np.dtype(t.dtype) != np.int8:
-            raise TinyVisionError(f"{name}: tunnel output {t.name!r} is quantized differently from the "
-                                  f"concatenation {stage.name!r}: merging would requantize")
-    head_ops = merges[1:]
+    head_ops = [op for op in merges if op not in tree]
     for op in head_ops:
         for t in op.inputs:
             if t is not None and not t.is_constant and len(origin.get(t, ())) == 1:
                 raise TinyVisionError(f"{name}: head op {op.opcode} reads tunnel tensor {t.name!r} besides the merge")
-    if graph.outputs[0] is stage or len(origin[graph.outputs[0]]) == 1:
+    if graph.outputs[0] is stage or origin[graph.outputs[0]] != every:
         raise TinyVisionError(f"{name}: the model output must come after the tunnel merge")
 
     models, index_of, patches, offset = [], {}, [], 0
@@ -124,8 +121,11 @@ def split_tunnels(model, name="model.tflite"):
             stray = next(op for op in ops if op not in reached)
             raise TinyVisionError(f"{name}: tunnel {k} op {stray.opcode} {stray.outputs[0].name!r} "
                                   "does not lead to the merge")
+        # tensors in first-use order, not the source's (where the converter interleaves the
+        # tunnels' constants differently): equal tunnels then give equal bytes and share a model
+        used = [window_tensor] + [t for op in ops for t in op.inputs + op.outputs if t is not None]
         tunnel = derived_model(model, Graph(ops=ops, inputs=[window_tensor], outputs=[end],
-                                            tensors=list(graph.tensors), name=graph.name))
+                                            tensors=list(dict.fromkeys(used)), name=graph.name))
         key = _normalized_bytes(tunnel)
         if key not in index_of:
             index_of[key] = len(models)
@@ -138,6 +138,46 @@ def split_tunnels(model, name="model.tflite"):
                                       tensors=list(graph.tensors), name=graph.name))
     models.append(BundleModel.from_model("head", "tail", head.to_bytes(), head))
     return assemble_bundle("tunnels", model, data, name, image, stage, models, patches)
+
+
+def _merge_tree(root, stage, origin, graph, name):
+    """The merge: ``root`` and the concatenations under it; ``(ops, tunnel outputs in channel order)``.
+
+    TFLM's CONCATENATION takes at most 10 inputs, so more tunnels merge through a tree
+    of channel concatenations (``tinyvision.layers.PatchTunnel``). Every concatenation in
+    it must be plain (channel axis, no activation), read only by its parent, and have
+    the stage's int8 quantization on every input and output: then the tree only copies
+    each tunnel output into its channels of the stage, and the split can drop it.
+    """
+    producer, readers = graph.producers(), graph.consumers()
+    rank = len(stage.shape)
+    tree, ends = [], []
+
+    def visit(op):
+        out = op.outputs[0]
+        if (len(out.shape) != rank or rank not in (2, 4) or op.options.axis % rank != rank - 1
+                or op.options.fusedActivationFunction):
+            raise TinyVisionError(f"{name}: the tunnel merge {out.name!r} {out.shape} is not a plain channel "
+                                  "concatenation of (1, C) or (1, H, W, C) tensors")
+        tree.append(op)
+        for t in op.inputs:
+            if quant_dict(t) != quant_dict(stage) or np.dtype(t.dtype) != np.int8:
+                raise TinyVisionError(f"{name}: tunnel output {t.name!r} is quantized differently from the "
+                                      f"concatenation {stage.name!r}: merging would requantize")
+            if len(origin.get(t, ())) == 1:
+                ends.append(t)
+                continue
+            child = producer.get(t) if t in origin else None
+            if child is None or child.opcode != "CONCATENATION":
+                found = f"written by {child.opcode}" if child is not None else "a constant"
+                raise TinyVisionError(f"{name}: the tunnel merge {out.name!r} reads {t.name!r} ({found}), neither a "
+                                      "tunnel output nor a concatenation of them")
+            if readers[t] != [op] or t in graph.outputs:
+                raise TinyVisionError(f"{name}: the partial tunnel merge {t.name!r} is read besides the merge")
+            visit(child)
+
+    visit(root)
+    return tree, ends
 
 
 def _ancestors(tensor, producer, seen):
