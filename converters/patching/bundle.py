@@ -258,34 +258,17 @@ def unplanned_arena(bundle, interpreters=DEFAULT_INTERPRETERS):
     in its head) needs the stage buffer copied into its input: ``offline_plans`` false.
     """
     from converters.ir import Model
-    from converters.planning import allocation_temp_bytes, check_arena
+    from converters.planning import arena_section, temp_reserve
 
     patch_head = max(_align(m.nonpersistent_bytes) for m in bundle.models if m.role == "patch")
-    temp_reserve = 0
-    if interpreters == "one_at_a_time":
-        temp_reserve = max(allocation_temp_bytes(Model.from_bytes(m.data, m.file).main) for m in bundle.models)
-    stage_offset = max(patch_head, temp_reserve)
+    reserve = temp_reserve([Model.from_bytes(m.data, m.file).main for m in bundle.models], interpreters)
+    stage_offset = max(patch_head, reserve)
     Hs, Ws, Cs = bundle.stage["shape"]
     stage_size = _align(Hs * Ws * Cs)
     shared = max(stage_offset + stage_size, _align(bundle.models[bundle.tail].nonpersistent_bytes))
-    persistent, offset = [], shared
-    for i, m in enumerate(bundle.models):
-        persistent.append({"model": i, "offset": offset, "size": _align(m.persistent_bytes)})
-        if interpreters == "resident":
-            offset += _align(m.persistent_bytes)
-    if interpreters == "one_at_a_time":
-        offset += max(s["size"] for s in persistent)
-    arena = {
-        "size": offset,
-        "interpreters": interpreters,
-        "shared": {"offset": 0, "size": shared},
-        "stage": {"offset": stage_offset, "size": stage_size},
-        "persistent": persistent,
-        "offline_plans": False,
-    }
-    if interpreters == "one_at_a_time":
-        arena["temp_reserve"] = temp_reserve
-    check_arena(arena, len(bundle.models))
+    persistent = [_align(m.persistent_bytes) for m in bundle.models]
+    arena = arena_section(shared, stage_offset, stage_size, persistent, interpreters, reserve)
+    arena["offline_plans"] = False
     return arena
 
 

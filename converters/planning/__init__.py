@@ -10,9 +10,11 @@ from converters.planning.bundle import (
     INTERPRETER_MODES,
     BundleLayout,
     allocation_temp_bytes,
+    arena_section,
     check_arena,
     layout_bundle,
     persistent_span,
+    temp_reserve,
 )
 from converters.planning.check import check_plan
 from converters.planning.lifetimes import ALIGNMENT, InPlace, Lifetime, align_up, in_place_candidates, tensor_lifetimes
@@ -42,6 +44,7 @@ __all__ = [
     "TflmComparison",
     "align_up",
     "allocation_temp_bytes",
+    "arena_section",
     "check_arena",
     "check_plan",
     "compare_on_tflm",
@@ -56,6 +59,7 @@ __all__ = [
     "plan_graph",
     "read_offline_plan",
     "reference_scratch",
+    "temp_reserve",
     "tensor_lifetimes",
     "write_offline_plan",
 ]

@@ -127,14 +127,12 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
                                         scratch=scratch.get(name), effort=effort, name=name))
         return plans
 
-    temp_reserve = 0
-    if interpreters == "one_at_a_time":
-        temp_reserve = max(allocation_temp_bytes(graph) for _, _, graph in models)
+    reserve = temp_reserve([graph for _, _, graph in models], interpreters)
     free = [plan_graph(graph, scratch=scratch.get(name), effort=effort, name=name) for name, _, graph in models]
     candidates = [align_up(max([p.size for (_, role, _), p in zip(models, free) if role == "patch"] + [0])), 0]
     if tails:
         candidates.append(free[tails[0]].offsets[tail_input])
-    candidates = [max(c, temp_reserve) for c in candidates]
+    candidates = [max(c, reserve) for c in candidates]
     best, failure = None, None
     for stage_offset in dict.fromkeys(candidates):
         try:
@@ -152,6 +150,18 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
         plan.region = shared
         check_plan(plan, name=name)
 
+    return BundleLayout(arena_section(shared, stage_offset, stage_bytes, persistent, interpreters, reserve), plans)
+
+
+def temp_reserve(graphs, interpreters):
+    """Bytes at the bottom of the shared region the stage buffer must avoid: the largest model's
+    AllocateTensors temporaries when interpreters are created one at a time, else 0."""
+    return max(allocation_temp_bytes(g) for g in graphs) if interpreters == "one_at_a_time" else 0
+
+
+def arena_section(shared, stage_offset, stage_bytes, persistent, interpreters, reserve):
+    """The checked ``plan["arena"]`` dict: the shared region at 0, the persistent sections above it
+    (side by side for "resident", all in one slot for "one_at_a_time"), the stage inside it."""
     sections, offset = [], shared
     for i, size in enumerate(persistent):
         sections.append({"model": i, "offset": offset, "size": size})
@@ -167,9 +177,9 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
         "persistent": sections,
     }
     if interpreters == "one_at_a_time":
-        arena["temp_reserve"] = temp_reserve
-    check_arena(arena, len(models))
-    return BundleLayout(arena, plans)
+        arena["temp_reserve"] = reserve
+    check_arena(arena, len(persistent))
+    return arena
 
 
 def persistent_span(arena):
