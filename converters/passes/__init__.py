@@ -1,4 +1,10 @@
 """Graph passes over ``converters.ir``: each rewrites a ``Graph``/``Model`` in place and reports what it did."""
+from converters.passes.channel_split import (
+    SplitResult,
+    choose_parts,
+    split_pooled_convolutions,
+    split_pooled_convolutions_tflite,
+)
 from converters.passes.reorder import (
     ReorderResult,
     live_bytes_per_op,
@@ -8,4 +14,15 @@ from converters.passes.reorder import (
     reorder_tflite,
 )
 
-__all__ = ["ReorderResult", "live_bytes_per_op", "peak_live_bytes", "reorder_graph", "reorder_model", "reorder_tflite"]
+__all__ = [
+    "ReorderResult",
+    "SplitResult",
+    "choose_parts",
+    "live_bytes_per_op",
+    "peak_live_bytes",
+    "reorder_graph",
+    "reorder_model",
+    "reorder_tflite",
+    "split_pooled_convolutions",
+    "split_pooled_convolutions_tflite",
+]

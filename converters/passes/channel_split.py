@@ -1,0 +1,277 @@
+"""Partial execution (Pex): run a convolution followed by a pool a slice of output channels at a time.
+
+A network's tail often ends in a wide 1x1 convolution whose output only feeds a
+global pool, e.g. keras MobileNetV2(alpha=0.35) at 144 px::
+
+    x (1,5,5,112) --CONV_2D 1x1, 1280 filters--> y (1,5,5,1280) --MEAN axes (1,2)--> z (1,1280) --> ...
+
+y (32,000 B) is live only to be pooled, and it is the tail's peak. Every output
+channel of a convolution depends on its own filter and bias only, and a MEAN
+over axes other than the channel axis (or an AVERAGE_POOL_2D) treats every
+channel on its own, so the pair can run in k parts, each with a slice of the
+filters::
+
+    y_i = CONV_2D(x, filter[c_i:c_{i+1}], bias[c_i:c_{i+1}])  (1,5,5,n_i)   y's quantization
+    z_i = MEAN(y_i, same axes and keep_dims)                  (1,n_i)      z's quantization
+    z   = CONCATENATION(z_0 .. z_{k-1}, axis=last)            (1,1280)     z's quantization
+
+and the ops run depth-first (conv_0, mean_0, conv_1, mean_1, ...), so only one
+y_i is live at a time. The result is bit-identical: per-channel weight scales
+and zero points are sliced with the filters, and the int8 kernels
+(TFLite and TFLM) compute each output channel from that channel's values and
+the tensor-wide parameters alone:
+
+* CONV_2D requantizes channel c with filter scale c (or the one per-tensor scale);
+* TFLM's int8 MEAN (reduce_common.cc -> reference_ops::QuantizedMeanOrSum) sums
+  each output element over the reduced axes and rescales with a multiplier
+  derived from the input/output scales and the number of reduced elements, the
+  same for every slice; there is no int8 special case by shape or parameters;
+* CONCATENATION of int8 tensors that share the output's scale and zero point
+  copies bytes (TFLM's int8 kernel always copies; TFLite requires equal
+  parameters for int8 and copies).
+
+TFLM's CONCATENATION takes at most 10 inputs (kMaxInputNum in concatenation.cc),
+so more parts are concatenated as a balanced tree of CONCATENATIONs of at most
+10 inputs each, each emitted as soon as its parts are done.
+
+Choice of k: the smallest k whose largest slice y_i is no larger than
+max(bytes of x, bytes of z), so y_i is no longer what dominates (MobileNetV2
+above: 32,000 B / 2,800 B -> slices of at most 112 channels -> k = 12), capped
+at ``max_parts`` and the channel count. An automatically chosen split is kept
+only when the live bytes of the region drop (the concatenation's output is
+live beside its inputs, which can cost more than it saves for small y).
+"""
+import copy
+import dataclasses
+
+import numpy as np
+from tensorflow.lite.python import schema_py_generated as schema
+
+from converters.ir.graph import Model, Op, Tensor
+from converters.passes.reorder import live_bytes_per_op
+from converters.planning.metadata import METADATA_NAME as OFFLINE_PLAN_METADATA
+from tinyvision.errors import TinyVisionError
+
+DEFAULT_MAX_PARTS = 16
+MAX_CONCAT_INPUTS = 10  # TFLM concatenation.cc kMaxInputNum
+CONCATENATION_INT8_VERSION = 2  # TFLite op_version.cc: CONCATENATION with int8 inputs
+
+# Pools that treat every channel independently (an NHWC tensor's channel axis is its last).
+_POOLS = frozenset({"MEAN", "AVERAGE_POOL_2D"})
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitResult:
+    """One CONV_2D -> pool pair the pass found (bytes as in ``reorder.live_bytes_per_op``).
+
+    conv_output: name of the convolution's output y; pool: "MEAN" or "AVERAGE_POOL_2D";
+    channels: output channels of the convolution; parts: k, 1 when the pair was left whole.
+    peak_before/peak_after: the most live bytes while the region (the ops from the convolution
+    to the pool, and whatever ran between them) runs, before and after the split.
+    """
+
+    conv_output: str
+    pool: str
+    channels: int
+    parts: int
+    peak_before: int
+    peak_after: int
+
+    @property
+    def split(self):
+        return self.parts > 1
+
+    @property
+    def saved_bytes(self):
+        return self.peak_before - self.peak_after
+
+
+def split_pooled_convolutions(graph_or_model, max_parts=DEFAULT_MAX_PARTS, parts=None):
+    """Split every CONV_2D whose output only feeds a channelwise pool into channel groups (in place).
+
+    graph_or_model: a ``converters.ir`` ``Graph`` or ``Model`` (every subgraph).
+    max_parts: upper bound for the automatic choice of k.
+    parts: force k for every pair (capped at its channel count; 1 leaves them whole); the
+        split is then made even where the region's live bytes do not drop.
+    A model that changes loses its OfflineMemoryAllocation metadata: the plan indexes the old tensors.
+    Returns a list of ``SplitResult``, one per pair found, in graph order.
+    """
+    if not isinstance(max_parts, int) or max_parts < 1:
+        raise TinyVisionError(f"max_parts must be a positive integer, got {max_parts!r}")
+    if parts is not None and (not isinstance(parts, int) or parts < 1):
+        raise TinyVisionError(f"parts must be a positive integer, got {parts!r}")
+    if not isinstance(graph_or_model, Model):
+        return _split_graph(graph_or_model, max_parts, parts)
+    results = [r for g in graph_or_model.subgraphs for r in _split_graph(g, max_parts, parts)]
+    if any(r.split for r in results):
+        graph_or_model.metadata.pop(OFFLINE_PLAN_METADATA, None)
+    return results
+
+
+def split_pooled_convolutions_tflite(model_bytes, max_parts=DEFAULT_MAX_PARTS, parts=None, name="model"):
+    """``split_pooled_convolutions`` on a .tflite flatbuffer: returns (bytes, [SplitResult]).
+
+    The input bytes come back unchanged when nothing is split.
+    """
+    model = Model.from_bytes(model_bytes, name=name)
+    results = split_pooled_convolutions(model, max_parts, parts)
+    if not any(r.split for r in results):
+        return model_bytes, results
+    return model.to_bytes(), results
+
+
+def choose_parts(x_bytes, y_bytes, z_bytes, channels, max_parts=DEFAULT_MAX_PARTS):
+    """The smallest k whose largest near-equal slice of y (ceil(channels / k) channels) takes no
+    more than max(x_bytes, z_bytes), capped at ``max_parts`` and ``channels``."""
+    bytes_per_channel = y_bytes // channels
+    widest = max(1, max(x_bytes, z_bytes) // bytes_per_channel)  # channels one slice may hold
+    return min(-(-channels // widest), max_parts, channels)
+
+
+def _split_graph(graph, max_parts, parts):
+    results = []
+    for conv, pool in _pairs(graph):
+        x, y, z = conv.inputs[0], conv.outputs[0], pool.outputs[0]
+        channels = y.shape[-1]
+        if parts is None:
+            k = choose_parts(x.nbytes, y.nbytes, z.nbytes, channels, max_parts)
+        else:
+            k = min(parts, channels)
+        first, last = graph.ops.index(conv), graph.ops.index(pool)
+        before = max(live_bytes_per_op(graph)[first : last + 1])
+        after = before
+        if k > 1:
+            new_ops = _partial_ops(conv, pool, k)
+            # The parts take the convolution's place; ops that ran between it and the pool follow them.
+            order = graph.ops[:first] + new_ops + graph.ops[first + 1 : last] + graph.ops[last + 1 :]
+            candidate = dataclasses.replace(graph, ops=order)
+            after = max(live_bytes_per_op(candidate)[first : last - 1 + len(new_ops)])
+            if parts is not None or after < before:
+                graph.ops = order
+                graph.prune_tensors()
+            else:
+                k, after = 1, before
+        results.append(SplitResult(y.name, pool.opcode, channels, k, before, after))
+    return results
+
+
+def _pairs(graph):
+    """(CONV_2D, pool) pairs where the convolution's output feeds only that pool and is no graph output."""
+    readers = graph.consumers()
+    outputs = set(graph.outputs)
+    found = []
+    for op in graph.ops:
+        if op.opcode != "CONV_2D" or len(op.outputs) != 1 or not _sliceable_conv(op):
+            continue
+        y = op.outputs[0]
+        consumers = readers.get(y, [])  # an op reading y twice is listed twice
+        if y in outputs or len(consumers) != 1 or not _channelwise_pool(consumers[0], y):
+            continue
+        found.append((op, consumers[0]))
+    return found
+
+
+def _int8_activation(t):
+    return (t is not None and not t.is_constant and np.dtype(t.dtype) == np.int8 and len(t.shape) == 4
+            and t.quantization is not None and not t.quantization.per_channel)
+
+
+def _per_output_channel(t, channels):
+    """Constant ``t`` has ``channels`` rows along axis 0, and per-channel quantization (if any) along it."""
+    q = t.quantization
+    return (t.is_constant and t.shape and t.shape[0] == channels
+            and (q is None or not q.per_channel
+                 or (q.axis == 0 and q.scale.size == channels and q.zero_point.size == channels)))
+
+
+def _sliceable_conv(conv):
+    """An int8 CONV_2D with constant filters and bias (or none) that can be cut along output channels."""
+    if len(conv.inputs) not in (2, 3) or not _int8_activation(conv.inputs[0]) or not _int8_activation(conv.outputs[0]):
+        return False
+    channels = conv.outputs[0].shape[-1]
+    filters, bias = conv.inputs[1], conv.inputs[2] if len(conv.inputs) == 3 else None
+    return (channels > 1 and np.dtype(filters.dtype) == np.int8 and len(filters.shape) == 4
+            and _per_output_channel(filters, channels) and (bias is None or _per_output_channel(bias, channels)))
+
+
+def _channelwise_pool(pool, y):
+    """Whether ``pool`` reads y once and computes each output channel from y's same channel only."""
+    if pool.opcode not in _POOLS or len(pool.outputs) != 1 or pool.inputs[0] is not y:
+        return False
+    z = pool.outputs[0]
+    if np.dtype(z.dtype) != np.int8 or z.quantization is None or z.quantization.per_channel:
+        return False
+    if not z.shape or z.shape[-1] != y.shape[-1]:
+        return False
+    if pool.opcode == "AVERAGE_POOL_2D":
+        return len(pool.inputs) == 1
+    axes = pool.inputs[1] if len(pool.inputs) == 2 else None
+    if axes is None or not axes.is_constant or not np.issubdtype(axes.dtype, np.integer):
+        return False
+    rank = len(y.shape)
+    return all(-rank <= a < rank for a in axes.data.ravel()) and rank - 1 not in {a % rank for a in axes.data.ravel()}
+
+
+def _partial_ops(conv, pool, k):
+    """The ops that replace ``conv`` and ``pool``: k (conv_i, pool_i) pairs and the concatenations
+    that assemble z, in depth-first order."""
+    x, y, z = conv.inputs[0], conv.outputs[0], pool.outputs[0]
+    channels = y.shape[-1]
+    bounds = [channels * i // k for i in range(k + 1)]  # near-equal slices, sizes differ by at most 1
+
+    def part(i):
+        lo, hi = bounds[i], bounds[i + 1]
+        inputs = [x] + [None if t is None else _slice_constant(t, lo, hi, f"/part{i}") for t in conv.inputs[1:]]
+        y_i = _channel_slice_of(y, hi - lo, f"{y.name}/part{i}")
+        z_i = _channel_slice_of(z, hi - lo, f"{z.name}/part{i}")
+        return [
+            dataclasses.replace(conv, inputs=inputs, outputs=[y_i], options=copy.deepcopy(conv.options)),
+            dataclasses.replace(pool, inputs=[y_i] + pool.inputs[1:], outputs=[z_i],
+                                options=copy.deepcopy(pool.options)),
+        ], z_i
+
+    def assemble(lo, hi, out):
+        """Ops computing parts lo..hi-1 and their concatenation into ``out``."""
+        span = 1  # parts per input of this concatenation: the smallest power of 10 that needs <= 10 inputs
+        while span * MAX_CONCAT_INPUTS < hi - lo:
+            span *= MAX_CONCAT_INPUTS
+        n = -(-(hi - lo) // span)
+        ops, pieces = [], []
+        for j in range(n):
+            a, b = lo + (hi - lo) * j // n, lo + (hi - lo) * (j + 1) // n
+            if b - a == 1:
+                part_ops, piece = part(a)
+            else:
+                piece = _channel_slice_of(z, bounds[b] - bounds[a], f"{z.name}/parts{a}-{b - 1}")
+                part_ops = assemble(a, b, piece)
+            ops += part_ops
+            pieces.append(piece)
+        options = schema.ConcatenationOptionsT()
+        options.axis = len(z.shape) - 1
+        options.fusedActivationFunction = schema.ActivationFunctionType.NONE
+        return ops + [_concatenation(pieces, out, options)]
+
+    return assemble(0, k, z)
+
+
+def _concatenation(inputs, output, options):
+    return Op("CONCATENATION", list(inputs), [output], options, version=CONCATENATION_INT8_VERSION)
+
+
+def _channel_slice_of(t, channels, name):
+    """A new activation like ``t`` with ``channels`` in its last (channel) axis; same quantization."""
+    shape = tuple(t.shape[:-1]) + (channels,)
+    signature = None if t.shape_signature is None else tuple(t.shape_signature[:-1]) + (channels,)
+    return Tensor(name, shape, t.dtype, quantization=copy.deepcopy(t.quantization), shape_signature=signature)
+
+
+def _slice_constant(t, lo, hi, suffix):
+    """Rows lo..hi-1 (axis 0) of a filter or bias, with its per-channel scales and zero points."""
+    q = t.quantization
+    if q is not None and q.per_channel:
+        q = dataclasses.replace(q, scale=q.scale[lo:hi].copy(), zero_point=q.zero_point[lo:hi].copy())
+    else:
+        q = copy.deepcopy(q)
+    data = np.ascontiguousarray(t.data[lo:hi])
+    signature = None if t.shape_signature is None else (hi - lo,) + tuple(t.shape_signature[1:])
+    return Tensor(t.name + suffix, data.shape, t.dtype, data=data, quantization=q, shape_signature=signature)
