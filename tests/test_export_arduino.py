@@ -74,7 +74,8 @@ def test_writes_a_complete_sketch(bundle_dir, tmp_path, capsys):
     assert "kTinyVisionNumInterpreterSlots = 1;" in header
     with open(os.path.join(sketch, "plan_data.cpp")) as f:
         plan = f.read()
-    assert len(re.findall(r"^    \{\d+, \{\d+u, \d+u, \d+u, \d+u\}", plan, re.M)) == len(bundle.patches)
+    assert len(re.findall(r"^    \{\d+, 0, \{\d+u, \d+u, \d+u, \d+u\}", plan, re.M)) == len(bundle.patches)
+    assert "kStages, 1," in plan
     assert f"tinyvision::InterpreterMode::kOneAtATime, {bundle.arena['temp_reserve']}u}}," in plan
     with open(os.path.join(sketch, "model_ops.h")) as f:
         ops = f.read()
@@ -93,6 +94,60 @@ def test_writes_a_complete_sketch(bundle_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"RAM   {report.ram_bytes:,} of" in printed and f"flash {report.flash_bytes:,} of" in printed
     assert leftovers(tmp_path) == []
+
+
+@pytest.fixture(scope="module")
+def two_stage_bundle_dir(tmp_path_factory, small_cnn_tflite):
+    """Two patch stages of the small CNN: 2x2 patches up to its first split point, then 2x3 patches of that
+    stage buffer up to its last one; one interpreter at a time."""
+    from converters.patching import split_points, split_stages, write_bundle
+    from converters.patching.bundle import finalize
+
+    points = split_points(small_cnn_tflite)
+    bundle = split_stages(small_cnn_tflite, [(points[0], 2), (points[-1], (2, 3))])
+    folder = tmp_path_factory.mktemp("bundle") / "two_stages"
+    write_bundle(finalize(bundle, interpreters="one_at_a_time"), folder)
+    return str(folder)
+
+
+PATCH_LINE = re.compile(r"^    \{(\d+), (\d+), \{(\d+)u, (\d+)u, (\d+)u, (\d+)u\}, "
+                        r"\{(\d+)u, (\d+)u, (\d+)u, (\d+)u, (\d+)u, (\d+)u\}\},$", re.M)
+STAGE_LINE = re.compile(r"^    \{\{(\d+)u, (\d+)u, (\d+)u\}, \{(\S+)f, (-?\d+)\}, \{(\d+)u, (\d+)u\}\},$", re.M)
+
+
+def test_two_stage_plan_data(two_stage_bundle_dir, tmp_path):
+    """Every stage (shape, quantization, arena section) and every patch's stage index reach the C plan; the
+    arena stays one block in the RAM accounting."""
+    from converters.export.arduino import INTERPRETER_BYTES, export_arduino
+    from converters.patching import read_bundle
+
+    bundle = read_bundle(two_stage_bundle_dir)
+    assert len(bundle.stages) == 2
+    report = export_arduino(two_stage_bundle_dir, tmp_path, verbose=False)
+    with open(os.path.join(report.sketch_dir, "plan_data.cpp")) as f:
+        plan = f.read()
+    stages = [(int(h), int(w), int(c), np.float32(scale), int(zp), int(offset), int(size))
+              for h, w, c, scale, zp, offset, size in STAGE_LINE.findall(plan)]
+    assert stages == [(*(int(d) for d in s["shape"]), np.float32(s["scale"]), int(s["zero_point"]),
+                       a["offset"], a["size"]) for s, a in zip(bundle.stages, bundle.arena["stages"])]
+    assert "kStages, 2," in plan
+    patches = [tuple(int(v) for v in m) for m in PATCH_LINE.findall(plan)]
+    assert patches == [(p.model, p.stage, p.window.x, p.window.y, p.window.w, p.window.h, p.output.x, p.output.y,
+                        p.output.c, p.output.w, p.output.h, p.output.channels) for p in bundle.patches]
+    assert [p[1] for p in patches] == sorted(p[1] for p in patches) and {p[1] for p in patches} == {0, 1}
+    assert report.ram["arena"] == bundle.arena["size"]
+    assert report.ram["interpreters"] == INTERPRETER_BYTES
+    assert report.ram_bytes == sum(report.ram.values())
+
+
+def test_stage_sections_must_match_the_stages(two_stage_bundle_dir):
+    from converters.export.arduino import render_plan_data
+    from converters.patching import read_bundle
+
+    bundle = read_bundle(two_stage_bundle_dir)
+    bundle.arena["stages"] = bundle.arena["stages"][:1]
+    with pytest.raises(TinyVisionError, match="the arena has 1 stage sections for 2 stages"):
+        render_plan_data(bundle, [f"m{i}" for i in range(len(bundle.models))])
 
 
 def test_resident_interpreters_take_a_slot_and_a_section_each(bundle_dir, resident_bundle_dir, tmp_path):

@@ -36,8 +36,8 @@ def assert_bit_exact(bundle, model_bytes, n_inputs=3, seed=0):
     shape = tuple(runner.bundle.image["shape"])
     images = np.random.default_rng(seed).integers(-128, 128, size=(n_inputs, *shape), dtype=np.int8)
     run = runner.run_detailed(images, model_bytes)
-    outputs, stages = reference_run(model_bytes, images, runner.bundle.stage["tensor"])
-    result = compare_runs(run, outputs, stages.reshape(run.stages.shape))
+    outputs, stages = reference_run(model_bytes, images, [s["tensor"] for s in runner.bundle.stages])
+    result = compare_runs(run, outputs, [want.reshape(got.shape) for got, want in zip(run.stages, stages)])
     assert result.ok, result.detail
     assert result.matches_reference or result.unsplit_mismatches == 0, result.detail
     return result
@@ -96,7 +96,7 @@ def test_grid_tiles_put_the_remainder_at_the_borders():
 def test_mobilenet_v2_patch_stage_is_bit_exact(mobilenet, grid):
     n = _op_index(mobilenet, "block_2_add") + 1  # stage 16x16x8 after three blocks
     bundle = split_patch_stage(mobilenet, n, grid)
-    assert bundle.stage["shape"] == [16, 16, 8]
+    assert bundle.last_stage["shape"] == [16, 16, 8]
     assert len(bundle.patches) == grid * grid and len(bundle.models) == grid * grid + 1
     assert bundle.stats["mac_overhead"] > 0
     assert bundle.stats["flash_bytes"] == sum(len(m.data) for m in bundle.models)
@@ -279,7 +279,7 @@ def _tunnel_model(size=32, patch=16, filters=8):
 def test_tunnel_split_is_bit_exact():
     model_bytes = _tunnel_model()
     bundle = split_tunnels(model_bytes)
-    assert bundle.kind == "tunnels" and bundle.stage["shape"] == [1, 1, 32]
+    assert bundle.kind == "tunnels" and bundle.last_stage["shape"] == [1, 1, 32]
     assert [(p.window.x, p.window.y, p.window.w, p.window.h) for p in bundle.patches] == [
         (0, 0, 16, 16), (16, 0, 16, 16), (0, 16, 16, 16), (16, 16, 16, 16)]
     assert [p.output.c for p in bundle.patches] == [0, 8, 16, 24]
@@ -321,7 +321,7 @@ def test_tinyvision_tunnel_layers_split_bit_exact():
     merged = layers.PatchTunnel(blocks=[dict(filters=8, expansion=2, stride=2, groups=2)], stem_filters=8)(patches)
     model_bytes = int8_tflite(tf.keras.Model(x_in, L.Dense(4)(merged)), samples=4)
     bundle = split_tunnels(model_bytes)
-    assert len(bundle.patches) == 5 and bundle.stage["shape"] == [1, 1, 40]
+    assert len(bundle.patches) == 5 and bundle.last_stage["shape"] == [1, 1, 40]
     assert (bundle.patches[-1].window.x, bundle.patches[-1].window.y) == (9, 9)  # the centre patch
     assert_bit_exact(bundle, model_bytes, n_inputs=2)
 
@@ -334,11 +334,12 @@ def test_bundle_folder_round_trip(tmp_path, small_cnn_tflite):
     folder = write_bundle(bundle, tmp_path / "bundle")
     assert sorted(os.listdir(tmp_path)) == ["bundle"]  # no temporary folder left behind
     plan = json.loads((tmp_path / "bundle" / "plan.json").read_text())
-    assert plan["format"] == "tinyvision.bundle/1" and plan["kind"] == "patch_stage"
+    assert plan["format"] == "tinyvision.bundle/2" and plan["kind"] == "patch_stage"
     assert sorted(os.listdir(folder)) == sorted(["plan.json"] + [m["file"] for m in plan["models"]])
     arena = plan["arena"]
-    assert arena["shared"]["offset"] <= arena["stage"]["offset"]
-    assert arena["stage"]["offset"] + arena["stage"]["size"] <= arena["shared"]["size"]
+    (stage,) = arena["stages"]
+    assert arena["shared"]["offset"] <= stage["offset"]
+    assert stage["offset"] + stage["size"] <= arena["shared"]["size"]
     assert all(m["nonpersistent_bytes"] > 0 and m["persistent_bytes"] > 0 for m in plan["models"])
     if arena.get("offline_plans"):
         assert all("OfflineMemoryAllocation" in Model.from_bytes(m.data).metadata for m in bundle.models)

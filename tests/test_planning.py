@@ -296,7 +296,7 @@ def test_bundle_layout(chain_tflite, small_cnn_tflite, residual_tflite):
     layout = layout_bundle(entries, {"patch_a": 3000, "patch_b": 2001, "tail": 2500}, stage_bytes, scratch=scratch)
 
     arena = layout.arena
-    shared, stage = arena["shared"], arena["stage"]
+    shared, (stage,) = arena["shared"], arena["stages"]
     assert shared["offset"] == 0 and stage["size"] == stage_bytes
     assert stage["offset"] % 16 == 0 and stage["offset"] + stage_bytes <= shared["size"]
     assert shared["size"] == max([p.footprint for p in layout.plans] + [stage["offset"] + align_up(stage_bytes)])
@@ -333,6 +333,37 @@ def test_bundle_layout(chain_tflite, small_cnn_tflite, residual_tflite):
         layout_bundle([("x", "head", tail)], [0], stage_bytes)
 
 
+def test_bundle_layout_two_stages(chain_tflite, small_cnn_tflite, residual_tflite):
+    # patch_a fills stage 0; patch_b reads stage 0 and fills stage 1; the tail reads stage 1.
+    sources = {"patch_a": chain_tflite, "patch_b": small_cnn_tflite, "tail": residual_tflite}
+    entries = [(name, "tail" if name == "tail" else "patch", Model.from_bytes(data).main)
+               for name, data in sources.items()]
+    stage_bytes = [1000, entries[2][2].inputs[0].nbytes]
+    layout = layout_bundle(entries, [3008, 2000, 2512], stage_bytes, interpreters="one_at_a_time",
+                           patch_stages={"patch_a": 0, "patch_b": 1})
+    arena = layout.arena
+    s0, s1 = [(s["offset"], s["offset"] + align_up(s["size"])) for s in arena["stages"]]
+    assert [s["size"] for s in arena["stages"]] == stage_bytes
+    assert s0[1] <= s1[0] or s1[1] <= s0[0]  # alive together while stage 1 runs
+    assert min(s0[0], s1[0]) >= arena["temp_reserve"]
+
+    def buffers(plan):
+        return [(plan.offsets[lt.tensor], plan.offsets[lt.tensor] + lt.size) for lt in plan.lifetimes]
+
+    def clear(ranges, stage):
+        return all(end <= stage[0] or start >= stage[1] for start, end in ranges)
+
+    plan_a, plan_b, plan_tail = layout.plans
+    assert clear(buffers(plan_a), s0) and clear(buffers(plan_b), s0) and clear(buffers(plan_b), s1)
+    assert plan_tail.offsets[entries[2][2].inputs[0]] == s1[0]
+    first = arena["stages"][0]
+    overlapping = [first, {"offset": first["offset"], "size": min(first["size"], stage_bytes[1])}]
+    with pytest.raises(TinyVisionError, match="stages 0 and 1 overlap"):
+        check_arena(dict(arena, stages=overlapping), 3)
+    with pytest.raises(TinyVisionError, match="stages"):
+        layout_bundle(entries, [0, 0, 0], stage_bytes, patch_stages={"patch_a": 2})
+
+
 def test_bundle_layout_one_interpreter_at_a_time(chain_tflite, small_cnn_tflite, residual_tflite):
     sources = {"patch_a": chain_tflite, "patch_b": small_cnn_tflite, "tail": residual_tflite}
     entries = [(name, "tail" if name == "tail" else "patch", Model.from_bytes(data).main)
@@ -347,14 +378,14 @@ def test_bundle_layout_one_interpreter_at_a_time(chain_tflite, small_cnn_tflite,
     assert [s["size"] for s in arena["persistent"]] == persistent
     assert arena["size"] == shared_end + max(persistent) and persistent_span(arena) == max(persistent)
     reserve = max(allocation_temp_bytes(graph) for _, _, graph in entries)
-    assert arena["temp_reserve"] == reserve and arena["stage"]["offset"] >= reserve
+    assert arena["temp_reserve"] == reserve and arena["stages"][0]["offset"] >= reserve
 
     resident = layout_bundle(entries, persistent, stage_bytes).arena
     assert persistent_span(resident) == sum(persistent)
     with pytest.raises(TinyVisionError, match="overlap"):
         check_arena(dict(resident, persistent=arena["persistent"], size=arena["size"]), 3)
     with pytest.raises(TinyVisionError, match="temp_reserve"):
-        check_arena(dict(arena, temp_reserve=arena["stage"]["offset"] + 16), 3)
+        check_arena(dict(arena, temp_reserve=arena["stages"][0]["offset"] + 16), 3)
     with pytest.raises(TinyVisionError, match="interpreters"):
         layout_bundle(entries, persistent, stage_bytes, interpreters="lazy")
 

@@ -131,7 +131,7 @@ def test_tunnel_split_is_bit_exact(imagenet_int8):
     keras_model, data = imagenet_int8
     bundle = split_tunnels(data)
     channels = keras_model.get_layer("tunnel").out_channels
-    assert len(bundle.patches) == 17 and bundle.stage["shape"] == [1, 1, 17 * channels]
+    assert len(bundle.patches) == 17 and bundle.last_stage["shape"] == [1, 1, 17 * channels]
     assert [p.output.c for p in bundle.patches] == [i * channels for i in range(17)]
     windows = segment_windows((64, 64), (4, 4), patch_size=16, center_patch=True)
     assert [(p.window.x, p.window.y, p.window.w, p.window.h) for p in bundle.patches] == windows

@@ -1,14 +1,16 @@
 """The device runtime's plain C++ (tflm_app/) on the host, against Python.
 
-- A real bundle (converters.patching, TFLM on the host) exported as a sketch, in both
-  arena modes ("resident", "one_at_a_time"): the sketch's own plan_data.cpp, model
-  arrays and test image, compiled with g++ and run, copy every window and place every
-  patch output exactly as the host ``PatchRunner`` does (byte-identical stage buffer),
-  and the compiled plan carries the arena mode, temp_reserve and interpreter slots.
+- Real bundles (converters.patching, TFLM on the host), one-stage and two-stage, exported
+  as sketches in both arena modes ("resident", "one_at_a_time"): the sketch's own
+  plan_data.cpp, model arrays and test image, compiled with g++ and run in an arena of the
+  plan's size, copy every window (stage 1's from the stage-0 buffer the C++ side assembled
+  itself) and place every patch output exactly as the host ``PatchRunner`` does
+  (byte-identical buffers, stage by stage), and the compiled plan carries the stages, arena
+  mode, temp_reserve and interpreter slots.
 - A plan written from Python with channel offsets and a padded stage section, resident
   and with one_at_a_time's overlapping persistent sections.
-- Out-of-range plans (both arena modes), windows, boxes and buffers: error codes, no
-  write outside the buffers (guard bytes, -fsanitize=address,undefined).
+- Out-of-range plans (both arena modes, one to three stages), windows, boxes and buffers:
+  error codes, no write outside the buffers (guard bytes, -fsanitize=address,undefined).
 - The camera preprocessing (RGB565 / RGB888 / grey, crop, resize, LUT) against the
   numpy mirror the exporter uses for test images.
 - The arm-none-eabi size of the runtime (skipped without the toolchain).
@@ -52,28 +54,44 @@ def read_int8(path):
     return np.fromfile(path, dtype=np.int8)
 
 
-@pytest.fixture(scope="module", params=["resident", "one_at_a_time"])
+@pytest.fixture(scope="module", params=[(stages, mode) for stages in (1, 2) for mode in ("resident", "one_at_a_time")],
+                ids=lambda p: f"{p[0]}_stage-{p[1]}")
 def bundle_dir(request, tmp_path_factory, small_cnn_tflite):
-    """A real 2x3-patch bundle of the small CNN (split after its residual block), written by the converter,
-    in each arena mode."""
-    from converters.patching import split_patch_stage, split_points, write_bundle
+    """Real bundles of the small CNN written by the converter, in each arena mode: one stage (2x3 patches,
+    split after the residual block), or two (2x2 patches up to the first split point, then 2x3 patches of
+    that stage buffer up to the last one)."""
+    from converters.patching import split_patch_stage, split_points, split_stages, write_bundle
     from converters.patching.bundle import finalize
 
+    num_stages, mode = request.param
+    points = split_points(small_cnn_tflite)
+    if num_stages == 1:
+        bundle = split_patch_stage(small_cnn_tflite, points[-1], (2, 3))
+    else:
+        bundle = split_stages(small_cnn_tflite, [(points[0], 2), (points[-1], (2, 3))])
+    assert len(bundle.stages) == num_stages
     folder = tmp_path_factory.mktemp("bundle") / "small_cnn"
-    bundle = split_patch_stage(small_cnn_tflite, split_points(small_cnn_tflite)[-1], (2, 3))
-    write_bundle(finalize(bundle, interpreters=request.param), folder)
+    write_bundle(finalize(bundle, interpreters=mode), folder)
     return str(folder)
 
 
-def check_arena_txt(io, arena, num_models):
-    """stage_check's arena.txt (from the compiled plan) against plan.json's arena."""
-    mode, temp_reserve, slots, size, *offsets = (int(v) for v in (io / "arena.txt").read_text().split())
+def check_arena_txt(io, bundle):
+    """stage_check's arena.txt (from the compiled plan) against the bundle's stages and arena."""
+    first, *stage_lines = (io / "arena.txt").read_text().splitlines()
+    mode, temp_reserve, slots, size, *offsets = (int(v) for v in first.split())
+    arena = bundle.arena
     one_at_a_time = arena.get("interpreters", "resident") == "one_at_a_time"
     assert mode == (1 if one_at_a_time else 0)
     assert temp_reserve == arena.get("temp_reserve", 0)
-    assert slots == (1 if one_at_a_time else num_models)
+    assert slots == (1 if one_at_a_time else len(bundle.models))
     assert size == arena["size"]
     assert offsets == [s["offset"] for s in sorted(arena["persistent"], key=lambda s: s["model"])]
+    assert len(stage_lines) == len(bundle.stages) == len(arena["stages"])
+    for line, stage, section in zip(stage_lines, bundle.stages, arena["stages"]):
+        h, w, c, scale, zero_point, offset, section_size = line.split()
+        assert [int(h), int(w), int(c)] == [int(d) for d in stage["shape"]]
+        assert np.float32(scale) == np.float32(stage["scale"]) and int(zero_point) == stage["zero_point"]
+        assert (int(offset), int(section_size)) == (section["offset"], section["size"])
 
 
 def sketch_sources(sketch):
@@ -83,7 +101,7 @@ def sketch_sources(sketch):
 
 
 @needs_cxx
-def test_stage_matches_host_patch_runner(bundle_dir, tmp_path):
+def test_stages_match_host_patch_runner(bundle_dir, tmp_path):
     from converters.export.arduino import export_arduino, prepare_test_image
     from converters.patching import read_bundle
     from tinyvision.runtime.patch_runner import PatchRunner
@@ -92,36 +110,41 @@ def test_stage_matches_host_patch_runner(bundle_dir, tmp_path):
     H, W, C = bundle.image["shape"]
     image = np.random.default_rng(3).integers(-128, 128, (H, W, C), dtype=np.int8)
     _, stages = PatchRunner(bundle).run(image, return_stage=True)
-    stage = stages[0]
+    stages = [s[0] for s in stages]  # per stage: (Hs, Ws, Cs) for the one image
     sketch = export_arduino(bundle_dir, tmp_path / "out", verbose=False).sketch_dir
 
     io = tmp_path / "io"
     io.mkdir()
     image.tofile(io / "image.bin")
-    # The patch outputs tile the stage exactly once (bundle validation), so patch i's TFLM
-    # output is its box of the host runner's stage: the C++ side must put it back in place.
+    # The patch outputs of a stage tile its buffer exactly once (bundle validation), so patch i's TFLM
+    # output is its box of the host runner's buffer: the C++ side must put it back in place. Only the
+    # tiles come from Python: every window, stage 1's included, is copied from what the C++ side built.
     for i, p in enumerate(bundle.patches):
         o = p.output
-        np.ascontiguousarray(stage[o.y:o.y + o.h, o.x:o.x + o.w, o.c:o.c + o.channels]).tofile(io / f"tile_{i}.bin")
+        tile = stages[p.stage][o.y:o.y + o.h, o.x:o.x + o.w, o.c:o.c + o.channels]
+        np.ascontiguousarray(tile).tofile(io / f"tile_{i}.bin")
     exe = build(tmp_path / "stage_check", [os.path.join(APP, "tests", "stage_check.cpp"), *sketch_sources(sketch)],
                 includes=[sketch])
     run(exe, io)
 
     for i, p in enumerate(bundle.patches):
         w = p.window
-        want = image[w.y:w.y + w.h, w.x:w.x + w.w, :]
-        np.testing.assert_array_equal(read_int8(io / f"window_{i}.bin"), want.reshape(-1), err_msg=f"window {i}")
-    np.testing.assert_array_equal(read_int8(io / "stage.bin"), stage.reshape(-1))
+        source = image if p.stage == 0 else stages[p.stage - 1]
+        want = source[w.y:w.y + w.h, w.x:w.x + w.w, :]
+        np.testing.assert_array_equal(read_int8(io / f"window_{i}.bin"), want.reshape(-1),
+                                      err_msg=f"window of patch {i} (stage {p.stage})")
+    for k, stage in enumerate(stages):
+        np.testing.assert_array_equal(read_int8(io / f"stage_{k}.bin"), stage.reshape(-1), err_msg=f"stage {k}")
     for m, model in enumerate(bundle.models):
         assert (io / f"model_{m}.bin").read_bytes() == model.data, f"model array {m} differs from {model.file}"
     test_image, _, _ = prepare_test_image(bundle)
     np.testing.assert_array_equal(read_int8(io / "test_image.bin"), test_image.reshape(-1))
-    check_arena_txt(io, bundle.arena, len(bundle.models))
+    check_arena_txt(io, bundle)
 
 
 ONE_AT_A_TIME_ARENA = {  # the persistent sections share one slot above shared; AllocateTensors may use [0, 128)
     "size": 320, "interpreters": "one_at_a_time", "temp_reserve": 128, "shared": {"offset": 0, "size": 256},
-    "stage": {"offset": 128, "size": 128}, "persistent": [{"model": i, "offset": 256, "size": 64} for i in range(3)],
+    "stages": [{"offset": 128, "size": 128}], "persistent": [{"model": i, "offset": 256, "size": 64} for i in range(3)],
     "offline_plans": False}
 
 
@@ -140,14 +163,14 @@ def test_channel_offsets_and_padded_stage_from_python_plan(tmp_path, one_at_a_ti
     ]
     patches = [Patch(0, Window(0, 0, 11, 9), Box(0, 0, 0, 5, 4, 4)),
                Patch(1, Window(2, 1, 7, 6), Box(0, 0, 4, 5, 4, 2))]
-    arena = {"size": 448, "shared": {"offset": 0, "size": 256}, "stage": {"offset": 128, "size": 128},
+    arena = {"size": 448, "shared": {"offset": 0, "size": 256}, "stages": [{"offset": 128, "size": 128}],
              "persistent": [{"model": i, "offset": 256 + 64 * i, "size": 64} for i in range(3)],
              "offline_plans": False}
     if one_at_a_time:
         arena = ONE_AT_A_TIME_ARENA
     quant = {"dtype": "int8", "scale": 0.05, "zero_point": 3}
-    bundle = Bundle("tunnels", {}, {"shape": [H, W, C], **quant}, {"shape": [Hs, Ws, Cs], **quant}, models, patches,
-                    2, arena)
+    bundle = Bundle("tunnels", {}, {"shape": [H, W, C], **quant}, [{"shape": [Hs, Ws, Cs], **quant}], models,
+                    patches, 2, arena)
     sketch = tmp_path / "sketch"
     sketch.mkdir()
     symbols = [f"model_{i}" for i in range(3)]
@@ -177,10 +200,10 @@ def test_channel_offsets_and_padded_stage_from_python_plan(tmp_path, one_at_a_ti
     exe = build(tmp_path / "stage_check", [os.path.join(APP, "tests", "stage_check.cpp"), *sketch_sources(sketch)],
                 includes=[sketch])
     run(exe, io)
-    np.testing.assert_array_equal(read_int8(io / "stage.bin"), want.reshape(-1))
+    np.testing.assert_array_equal(read_int8(io / "stage_0.bin"), want.reshape(-1))
     np.testing.assert_array_equal(read_int8(io / "window_1.bin"), image[1:7, 2:9].reshape(-1))
     assert [(io / f"model_{m}.bin").read_bytes() for m in range(3)] == [bytes([m]) * 20 for m in range(3)]
-    check_arena_txt(io, arena, 3)
+    check_arena_txt(io, bundle)
 
 
 @needs_cxx

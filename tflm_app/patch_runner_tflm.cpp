@@ -44,6 +44,10 @@ bool TouchesRange(const TfLiteTensor* t, const uint8_t* begin, size_t size) {
   return a < b + size && b < a + t->bytes;
 }
 
+// The first stage whose buffer a patch model of stage k must leave alone:
+// stage k - 1 is its source, stage k holds the outputs of earlier patches.
+uint16_t LiveStart(uint16_t k) { return k == 0 ? 0 : uint16_t(k - 1); }
+
 uint32_t Elapsed(MicrosFn micros, uint32_t since) { return micros == nullptr ? 0 : micros() - since; }
 uint32_t Now(MicrosFn micros) { return micros == nullptr ? 0 : micros(); }
 
@@ -67,8 +71,8 @@ uint32_t Now(MicrosFn micros) { return micros == nullptr ? 0 : micros(); }
 //    planned), kernels' Init/Prepare write only to persistent memory, and
 //    ReserveNonPersistentOverlayMemory just moves a pointer.
 // So with the planner kept below temp_reserve every write lies in
-// [shared.offset, shared.offset + temp_reserve) as long as the Prepare temps
-// fit there too, which InitOneAtATime checks by painting
+// [shared.offset, shared.offset + temp_reserve), under every stage buffer, as
+// long as the Prepare temps fit there too, which InitOneAtATime checks by painting
 // (docs/bundle-format.md gives the temp_reserve formula).
 TfLiteStatus ReservePlanner::Init(unsigned char* scratch_buffer, int scratch_buffer_size) {
   const ptrdiff_t room = limit_ - scratch_buffer;
@@ -131,8 +135,8 @@ Status PatchRunner::InitResident(bool probe_stage) {
 
 // Each model in turn: paint shared, create (the shared bytes it touched are
 // exactly AllocateTensors' writes: no tensor data is written before Invoke),
-// check, probe, destroy. The stage lies above temp_reserve (ValidatePlan),
-// so a creation that stays below temp_reserve leaves the stage intact.
+// check, probe, destroy. The stage buffers lie above temp_reserve
+// (ValidatePlan), so a creation that stays below temp_reserve leaves them intact.
 Status PatchRunner::InitOneAtATime(bool probe_stage) {
   for (uint16_t m = 0; m < plan_.num_models; ++m) {
     memset(arena_ + plan_.arena.shared.offset, kPaint, plan_.arena.shared.size);
@@ -222,7 +226,6 @@ Status PatchRunner::Activate(uint16_t m, uint32_t* create_us) {
 }
 
 Status PatchRunner::CheckModel(uint16_t m) {
-  const uint8_t* stage = arena_ + plan_.arena.stage.offset;
   const ModelInfo& info = plan_.models[m];
   const TfLiteTensor* in = interpreters_[m]->input(0);
   const TfLiteTensor* out = interpreters_[m]->output(0);
@@ -230,31 +233,45 @@ Status PatchRunner::CheckModel(uint16_t m) {
     return Status::kTensorMismatch;
   }
   if (info.role == ModelRole::kTail) {
-    if (!SameQuant(in, plan_.stage_quant) || in->bytes != Volume(plan_.stage)) return Status::kTensorMismatch;
-    if (plan_.arena.tail_input_at_stage && in->data.int8 != reinterpret_cast<const int8_t*>(stage)) {
-      return Status::kStageNotPlanned;
-    }
+    const StageInfo& last = plan_.stages[plan_.num_stages - 1];
+    if (!SameQuant(in, last.quant) || in->bytes != Volume(last.shape)) return Status::kTensorMismatch;
+    const int8_t* at_stage = reinterpret_cast<const int8_t*>(arena_ + last.section.offset);
+    if (plan_.arena.tail_input_at_stage && in->data.int8 != at_stage) return Status::kStageNotPlanned;
     return Status::kOk;
   }
-  if (!SameQuant(in, plan_.image_quant) || !SameQuant(out, plan_.stage_quant)) return Status::kTensorMismatch;
-  if (TouchesRange(in, stage, plan_.arena.stage.size) || TouchesRange(out, stage, plan_.arena.stage.size)) {
-    return Status::kPatchTouchesStage;
+  // A valid plan runs every patch model in the patches of one stage k.
+  const uint16_t k = uint16_t(ModelStage(plan_, m));
+  if (!SameQuant(in, SourceQuant(plan_, k)) || !SameQuant(out, plan_.stages[k].quant)) {
+    return Status::kTensorMismatch;
+  }
+  for (uint16_t s = LiveStart(k); s <= k; ++s) {
+    const Section& section = plan_.stages[s].section;
+    if (TouchesRange(in, arena_ + section.offset, section.size) ||
+        TouchesRange(out, arena_ + section.offset, section.size)) {
+      return Status::kPatchTouchesStage;
+    }
   }
   return Status::kOk;
 }
 
 // Scratch buffers are invisible through the public API, so the only way to
-// know a patch model leaves the stage alone is to run it: paint the stage,
-// invoke the patch model once, and look. The tail is not probed: it runs last.
+// know a patch model of stage k leaves the buffers of stages k - 1 and k
+// alone is to run it: paint them, invoke the patch model once, and look. The
+// tail is not probed: it runs last.
 Status PatchRunner::ProbePatch(uint16_t m) {
   if (plan_.models[m].role != ModelRole::kPatch) return Status::kOk;
-  uint8_t* stage = arena_ + plan_.arena.stage.offset;
-  memset(stage, kPaint, plan_.arena.stage.size);
+  const uint16_t k = uint16_t(ModelStage(plan_, m));
+  for (uint16_t s = LiveStart(k); s <= k; ++s) {
+    memset(arena_ + plan_.stages[s].section.offset, kPaint, plan_.stages[s].section.size);
+  }
   TfLiteTensor* in = interpreters_[m]->input(0);
-  memset(in->data.raw, 0, in->bytes);
+  memset(in->data.raw, 0, in->bytes);  // not in those buffers: CheckModel
   if (interpreters_[m]->Invoke() != kTfLiteOk) return Status::kInvokeFailed;
-  for (uint32_t i = 0; i < plan_.arena.stage.size; ++i) {
-    if (stage[i] != kPaint) return Status::kPatchTouchesStage;
+  for (uint16_t s = LiveStart(k); s <= k; ++s) {
+    const uint8_t* buffer = arena_ + plan_.stages[s].section.offset;
+    for (uint32_t i = 0; i < plan_.stages[s].section.size; ++i) {
+      if (buffer[i] != kPaint) return Status::kPatchTouchesStage;
+    }
   }
   return Status::kOk;
 }
@@ -274,23 +291,32 @@ Status PatchRunner::Run(const ImageSource& image, RunResult* result) {
   if (image.shape.h != plan_.image.h || image.shape.w != plan_.image.w || image.shape.c != plan_.image.c) {
     return Fail(Status::kImageSizeMismatch, -1);
   }
-  int8_t* stage = reinterpret_cast<int8_t*>(arena_ + plan_.arena.stage.offset);
   RunResult r = {};
+  ArrayImage view = {};     // stage k > 0: stage k - 1's buffer
+  ImageSource source = {};  // where the current stage's windows come from
   const uint32_t start = Now(micros_);
   for (uint16_t i = 0; i < plan_.num_patches; ++i) {
     const PatchInfo& patch = plan_.patches[i];
-    Status s = Activate(patch.model, &r.create_us);
+    const StageInfo& stage = plan_.stages[patch.stage];
+    Status s = Status::kOk;
+    if (i == 0 || patch.stage != plan_.patches[i - 1].stage) {  // the previous stage's buffer is complete
+      s = StageSource(plan_, patch.stage, image, reinterpret_cast<const int8_t*>(arena_), plan_.arena.size, &view,
+                      &source);
+      if (s != Status::kOk) return Fail(s, i);
+    }
+    s = Activate(patch.model, &r.create_us);
     if (s != Status::kOk) return Fail(s, i);
     tflite::MicroInterpreter* interpreter = interpreters_[patch.model];
     TfLiteTensor* in = interpreter->input(0);
     uint32_t t = Now(micros_);
-    s = CopyWindow(image, patch.window, in->data.int8, in->bytes);
+    s = CopyWindow(source, patch.window, in->data.int8, in->bytes);
     r.copy_us += Elapsed(micros_, t);
     if (s != Status::kOk) return Fail(s, i);
     if (interpreter->Invoke() != kTfLiteOk) return Fail(Status::kInvokeFailed, i);
     const TfLiteTensor* out = interpreter->output(0);
     t = Now(micros_);
-    s = PlaceOutput(out->data.int8, out->bytes, patch.output, plan_.stage, stage, plan_.arena.stage.size);
+    s = PlaceOutput(out->data.int8, out->bytes, patch.output, stage.shape,
+                    reinterpret_cast<int8_t*>(arena_ + stage.section.offset), stage.section.size);
     r.copy_us += Elapsed(micros_, t);
     if (s != Status::kOk) return Fail(s, i);
   }
@@ -300,8 +326,9 @@ Status PatchRunner::Run(const ImageSource& image, RunResult* result) {
   if (s != Status::kOk) return Fail(s, plan_.tail_model);
   tflite::MicroInterpreter* tail = interpreters_[plan_.tail_model];
   if (!plan_.arena.tail_input_at_stage) {
-    // The tail's own plan may overlap the stage: memmove, not memcpy.
-    memmove(tail->input(0)->data.raw, stage, Volume(plan_.stage));
+    // The tail's own plan may overlap the last stage's buffer: memmove, not memcpy.
+    const StageInfo& last = plan_.stages[plan_.num_stages - 1];
+    memmove(tail->input(0)->data.raw, arena_ + last.section.offset, Volume(last.shape));
   }
   if (tail->Invoke() != kTfLiteOk) return Fail(Status::kInvokeFailed, plan_.tail_model);
   r.tail_us = Elapsed(micros_, tail_start);

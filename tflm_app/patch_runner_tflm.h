@@ -23,16 +23,19 @@
 //                                  section end - shared.offset, &planner)
 // (one arena: non-persistent head from shared.offset up, persistent tail from
 // the model's section end down), so every model's persistent data reuses the
-// same slot. Creation happens while the stage holds earlier patch outputs,
+// same slot. Creation happens while stage buffers hold earlier patch outputs,
 // and AllocateTensors writes into the non-persistent buffer (see
 // ReservePlanner below and patch_runner_tflm.cpp): everything it writes stays
-// below arena.temp_reserve, under the stage, and Init checks that on the
-// device by painting.
+// below arena.temp_reserve, under every stage buffer, and Init checks that on
+// the device by painting.
 //
 // Init() checks what the plan promises against what TFLM actually did: tensor
-// shapes / types / quantization, the tail's input tensor planned exactly at
-// arena + stage.offset, and (probe) that no patch model's tensors or scratch
-// buffers write into the stage. Run() then executes the plan.
+// shapes / types / quantization (a stage-k patch model reads its source's
+// quantization and writes stage k's), the tail's input tensor planned exactly
+// at arena + the last stage's offset, and (probe) that no patch model of
+// stage k has tensors or scratch buffers in the buffers of stage k - 1 (which
+// it reads from) or stage k (which holds its stage's earlier outputs). Run()
+// then executes the plan stage by stage.
 #ifndef TINYVISION_PATCH_RUNNER_TFLM_H_
 #define TINYVISION_PATCH_RUNNER_TFLM_H_
 
@@ -57,7 +60,7 @@ struct InterpreterSlot {
 // CommitStaticMemoryPlan hands the planner ALL the free non-persistent memory
 // as scratch, and GreedyMemoryPlanner::Init spreads its five work arrays over
 // all of it (at 0, 40, 50, 60 and 90 % of it): in one_at_a_time mode that
-// would write into the stage. This one plans the same way with only the
+// would write into the stage buffers. This one plans the same way with only the
 // scratch below `limit` (the end of arena.temp_reserve); too little room makes
 // AllocateTensors fail ("Too many buffers") instead of writing above it.
 class ReservePlanner : public tflite::GreedyMemoryPlanner {
@@ -77,9 +80,10 @@ struct RunResult {
   const int8_t* scores;  // the tail output (int8, in the arena; valid until the next Run)
   size_t num_scores;
   Quant score_quant;
-  uint32_t patch_us;   // every patch: interpreter creation (one_at_a_time) + window copy + invoke + placement
+  uint32_t patch_us;   // every patch of every stage: interpreter creation (one_at_a_time) + window copy + invoke
+                       // + placement
   uint32_t copy_us;    // the part of patch_us spent copying windows and placing outputs
-  uint32_t tail_us;    // the tail: creation (one_at_a_time), stage copy if not planned in place, Invoke
+  uint32_t tail_us;    // the tail: creation (one_at_a_time), last-stage copy if not planned in place, Invoke
   uint32_t create_us;  // the part of patch_us + tail_us spent creating interpreters (0 in resident mode)
   uint32_t total_us;
 };
@@ -110,20 +114,23 @@ class PatchRunner {
 
   // Validates the plan, creates and allocates every interpreter, checks the
   // tensors against the plan; with probe_stage, also invokes each patch model
-  // once on a zero input and fails if the stage buffer changed.
-  // one_at_a_time: creates the models one after another (destroying each
-  // again) and also fails if creating one wrote shared bytes above
-  // temp_reserve, i.e. could overwrite the stage during Run.
+  // of stage k once on a zero input and fails if the buffer of stage k - 1 or
+  // k changed. one_at_a_time: creates the models one after another
+  // (destroying each again) and also fails if creating one wrote shared bytes
+  // above temp_reserve, i.e. could overwrite a stage buffer during Run.
   Status Init(bool probe_stage = true);
 
-  // Runs every patch on `image` (its shape must be plan.image), then the tail.
-  // one_at_a_time: creates each model's interpreter when the model changes
-  // from one patch to the next, and the tail's before it runs.
+  // Runs every patch in plan order on its stage's source (stage 0: `image`,
+  // whose shape must be plan.image; stage k > 0: stage k - 1's buffer), then
+  // the tail on the last stage. one_at_a_time: creates each model's
+  // interpreter when the model changes from one patch to the next, and the
+  // tail's before it runs.
   Status Run(const ImageSource& image, RunResult* result);
 
   ArenaUsage MeasureArena() const;
 
-  // The patch or model index the last failing call concerns (-1 if none).
+  // What the last failing call concerns (-1 if nothing in particular): Run,
+  // the patch (or the tail model); Init, the model, or ValidatePlan's `where`.
   int32_t error_index() const { return error_index_; }
 
  private:

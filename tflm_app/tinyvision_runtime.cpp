@@ -53,11 +53,14 @@ Status Fail(Status status, int32_t index, int32_t* where) {
 // The one_at_a_time rules on top of the common ones: the TFLM glue creates a
 // model's interpreter on ONE arena from shared.offset to the end of the
 // model's section (so sections lie above shared), and AllocateTensors writes
-// [shared.offset, shared.offset + temp_reserve) while the stage holds data.
-Status ValidateOneAtATime(const ArenaLayout& a, int32_t* where) {
+// [shared.offset, shared.offset + temp_reserve) while stage buffers hold data.
+Status ValidateOneAtATime(const Plan& plan, int32_t* where) {
+  const ArenaLayout& a = plan.arena;
   if (a.temp_reserve % kArenaAlignment != 0) return Fail(Status::kMisaligned, -1, where);
-  if (uint64_t(a.stage.offset) < uint64_t(a.shared.offset) + a.temp_reserve) {
-    return Fail(Status::kStageInTempReserve, -1, where);
+  for (uint16_t k = 0; k < plan.num_stages; ++k) {
+    if (uint64_t(plan.stages[k].section.offset) < uint64_t(a.shared.offset) + a.temp_reserve) {
+      return Fail(Status::kStageInTempReserve, k, where);
+    }
   }
   const uint64_t shared_end = uint64_t(a.shared.offset) + a.shared.size;
   for (uint16_t i = 0; i < a.num_persistent; ++i) {
@@ -75,11 +78,15 @@ Status ValidateArena(const Plan& plan, int32_t* where) {
   const bool resident = a.interpreters == InterpreterMode::kResident;
   if (a.size == 0) return Fail(Status::kSectionOutsideArena, -1, where);
   if (a.shared.size == 0 || !Inside(a.shared, whole)) return Fail(Status::kSectionOutsideArena, -1, where);
-  if (a.shared.offset % kArenaAlignment != 0 || a.stage.offset % kArenaAlignment != 0) {
-    return Fail(Status::kMisaligned, -1, where);
+  if (a.shared.offset % kArenaAlignment != 0) return Fail(Status::kMisaligned, -1, where);
+  for (uint16_t k = 0; k < plan.num_stages; ++k) {
+    const Section& section = plan.stages[k].section;
+    if (section.offset % kArenaAlignment != 0) return Fail(Status::kMisaligned, k, where);
+    if (!Inside(section, a.shared)) return Fail(Status::kStageOutsideShared, k, where);
+    if (uint64_t(section.size) < Volume(plan.stages[k].shape)) return Fail(Status::kStageTooSmall, k, where);
+    // Stage k - 1 is read while stage k is written; older stages may be reused.
+    if (k > 0 && Overlap(plan.stages[k - 1].section, section)) return Fail(Status::kStagesOverlap, k, where);
   }
-  if (!Inside(a.stage, a.shared)) return Fail(Status::kStageOutsideShared, -1, where);
-  if (uint64_t(a.stage.size) < Volume(plan.stage)) return Fail(Status::kStageTooSmall, -1, where);
   if (a.persistent == nullptr && a.num_persistent > 0) return Fail(Status::kNullArgument, -1, where);
   if (a.num_persistent != plan.num_models) return Fail(Status::kMissingSection, -1, where);
   for (uint16_t i = 0; i < a.num_persistent; ++i) {
@@ -95,7 +102,76 @@ Status ValidateArena(const Plan& plan, int32_t* where) {
       if (resident && Overlap(a.persistent[j].section, p.section)) return Fail(Status::kSectionsOverlap, i, where);
     }
   }
-  return resident ? Status::kOk : ValidateOneAtATime(a, where);
+  return resident ? Status::kOk : ValidateOneAtATime(plan, where);
+}
+
+bool BoxesOverlap(const OutputBox& a, const OutputBox& b) {
+  const auto axis = [](uint32_t a0, uint32_t an, uint32_t b0, uint32_t bn) {
+    return uint64_t(a0) < uint64_t(b0) + bn && uint64_t(b0) < uint64_t(a0) + an;
+  };
+  return axis(a.x, a.w, b.x, b.w) && axis(a.y, a.h, b.y, b.h) && axis(a.c, a.channels, b.c, b.channels);
+}
+
+// The boxes of patches [begin, end) (all of stage k, each inside its buffer)
+// cover the buffer exactly once: pairwise disjoint and as many values as the
+// buffer has. Quadratic in the patches of a stage (a few dozen on a device).
+bool CoversStage(const Plan& plan, uint16_t begin, uint16_t end, uint16_t k) {
+  uint64_t values = 0;
+  for (uint16_t i = begin; i < end; ++i) {
+    const OutputBox& b = plan.patches[i].output;
+    values += uint64_t(b.h) * b.w * b.channels;
+    for (uint16_t j = begin; j < i; ++j) {
+      if (BoxesOverlap(plan.patches[j].output, b)) return false;
+    }
+  }
+  return values == Volume(plan.stages[k].shape);
+}
+
+// Stage order, model stages, windows and boxes of every patch, then the
+// coverage of every stage.
+Status ValidatePatches(const Plan& plan, int32_t* where) {
+  int32_t model_stage[kMaxModels];
+  for (uint16_t m = 0; m < plan.num_models; ++m) model_stage[m] = -1;
+  for (uint16_t i = 0; i < plan.num_patches; ++i) {
+    const PatchInfo& p = plan.patches[i];
+    if (p.model >= plan.num_models) return Fail(Status::kBadModelIndex, i, where);
+    const ModelInfo& model = plan.models[p.model];
+    if (model.role != ModelRole::kPatch) return Fail(Status::kWrongModelRole, i, where);
+    if (p.stage >= plan.num_stages) return Fail(Status::kBadStageIndex, i, where);
+    const uint16_t previous = i == 0 ? 0 : plan.patches[i - 1].stage;
+    if (p.stage < previous) return Fail(Status::kStagesOutOfOrder, i, where);
+    // The first patch of a stage: the stage before it has ended.
+    if (i == 0 ? p.stage != 0 : p.stage > previous + 1) {
+      return Fail(Status::kEmptyStage, i == 0 ? 0 : previous + 1, where);
+    }
+    if (model_stage[p.model] < 0) model_stage[p.model] = p.stage;
+    if (model_stage[p.model] != p.stage) return Fail(Status::kBadModelStage, p.model, where);
+    const Shape3 source = SourceShape(plan, p.stage);
+    const Window& w = p.window;
+    if (w.w == 0 || w.h == 0 || uint64_t(w.x) + w.w > source.w || uint64_t(w.y) + w.h > source.h) {
+      return Fail(p.stage == 0 ? Status::kWindowOutsideImage : Status::kWindowOutsideStage, i, where);
+    }
+    if (!DimsAre(model.input, w.h, w.w, source.c)) return Fail(Status::kWindowShapeMismatch, i, where);
+    const Shape3& stage = plan.stages[p.stage].shape;
+    const OutputBox& b = p.output;
+    if (b.w == 0 || b.h == 0 || b.channels == 0 || uint64_t(b.x) + b.w > stage.w ||
+        uint64_t(b.y) + b.h > stage.h || uint64_t(b.c) + b.channels > stage.c) {
+      return Fail(Status::kBoxOutsideStage, i, where);
+    }
+    if (!DimsAre(model.output, b.h, b.w, b.channels)) return Fail(Status::kBoxShapeMismatch, i, where);
+  }
+  const uint16_t last = plan.patches[plan.num_patches - 1].stage;
+  if (last + 1 != plan.num_stages) return Fail(Status::kEmptyStage, last + 1, where);
+  for (uint16_t m = 0; m < plan.num_models; ++m) {
+    if (m != plan.tail_model && model_stage[m] < 0) return Fail(Status::kBadModelStage, m, where);
+  }
+  // Patches are grouped by stage now: one run of patches per stage.
+  for (uint16_t begin = 0, end = 0; begin < plan.num_patches; begin = end) {
+    const uint16_t k = plan.patches[begin].stage;
+    while (end < plan.num_patches && plan.patches[end].stage == k) ++end;
+    if (!CoversStage(plan, begin, end, k)) return Fail(Status::kStageNotCovered, k, where);
+  }
+  return Status::kOk;
 }
 
 }  // namespace
@@ -105,22 +181,29 @@ const char* StatusString(Status status) {
     case Status::kOk: return "ok";
     case Status::kNullArgument: return "null argument";
     case Status::kBadPlan:
-      return "bad plan (no models or patches, too many models, unknown interpreter mode, or too few interpreter "
-             "slots)";
+      return "bad plan (no models, patches or stages, too many models, unknown interpreter mode, or too few "
+             "interpreter slots)";
     case Status::kBadShape: return "bad shape (zero or too large dimension)";
     case Status::kBadModelIndex: return "model index out of range";
     case Status::kWrongModelRole: return "patch names the tail model, or tail names a patch model";
     case Status::kWindowOutsideImage: return "patch window outside the image";
+    case Status::kWindowOutsideStage: return "patch window outside the previous stage's buffer";
     case Status::kWindowShapeMismatch: return "patch window does not match the model input shape";
-    case Status::kBoxOutsideStage: return "output box outside the stage buffer";
+    case Status::kBoxOutsideStage: return "output box outside its stage buffer";
     case Status::kBoxShapeMismatch: return "output box does not match the model output shape";
-    case Status::kStageShapeMismatch: return "tail input shape is not the stage shape";
+    case Status::kStageNotCovered: return "the output boxes of a stage do not cover its buffer exactly once";
+    case Status::kStageShapeMismatch: return "tail input shape is not the last stage's shape";
+    case Status::kBadStageIndex: return "patch stage index out of range";
+    case Status::kStagesOutOfOrder: return "patches not grouped by stage in ascending order";
+    case Status::kEmptyStage: return "a stage has no patch";
+    case Status::kBadModelStage: return "a patch model runs in two stages, or in no patch";
     case Status::kSectionOutsideArena: return "arena section outside the arena";
     case Status::kSectionsOverlap: return "arena sections overlap";
     case Status::kSectionBelowShared: return "one_at_a_time: a persistent section lies below the shared region";
     case Status::kStageOutsideShared: return "stage buffer outside the shared arena region";
     case Status::kStageInTempReserve: return "one_at_a_time: stage buffer starts below arena.temp_reserve";
     case Status::kStageTooSmall: return "stage section smaller than the stage shape";
+    case Status::kStagesOverlap: return "the buffers of consecutive stages overlap";
     case Status::kMisaligned: return "arena section offset not 16-byte aligned";
     case Status::kMissingSection: return "a model has no persistent section, or two";
     case Status::kBadQuantization: return "bad quantization (scale <= 0 or zero point outside int8)";
@@ -136,8 +219,8 @@ const char* StatusString(Status status) {
       return "creating an interpreter wrote shared bytes above arena.temp_reserve (temp_reserve or persistent "
              "section too small)";
     case Status::kTensorMismatch: return "model tensor differs from the plan (shape, type or quantization)";
-    case Status::kStageNotPlanned: return "tail input tensor is not at the stage offset";
-    case Status::kPatchTouchesStage: return "a patch model writes into the stage buffer";
+    case Status::kStageNotPlanned: return "tail input tensor is not at the last stage's offset";
+    case Status::kPatchTouchesStage: return "a patch model writes into the buffer of its stage or the one before";
     case Status::kInvokeFailed: return "Invoke failed";
     case Status::kNotInitialized: return "runner not initialized";
   }
@@ -150,13 +233,17 @@ bool ValidQuant(const Quant& q) {
 
 Status ValidatePlan(const Plan& plan, int32_t* where) {
   if (where != nullptr) *where = -1;
-  if (plan.num_models == 0 || plan.num_models > kMaxModels || plan.num_patches == 0) {
+  if (plan.num_models == 0 || plan.num_models > kMaxModels || plan.num_patches == 0 || plan.num_stages == 0) {
     return Fail(Status::kBadPlan, -1, where);
   }
-  if (plan.models == nullptr || plan.patches == nullptr) return Fail(Status::kNullArgument, -1, where);
-  if (!ValidShape(plan.image) || !ValidShape(plan.stage)) return Fail(Status::kBadShape, -1, where);
-  if (!ValidQuant(plan.image_quant) || !ValidQuant(plan.stage_quant)) {
-    return Fail(Status::kBadQuantization, -1, where);
+  if (plan.models == nullptr || plan.patches == nullptr || plan.stages == nullptr) {
+    return Fail(Status::kNullArgument, -1, where);
+  }
+  if (!ValidShape(plan.image)) return Fail(Status::kBadShape, -1, where);
+  if (!ValidQuant(plan.image_quant)) return Fail(Status::kBadQuantization, -1, where);
+  for (uint16_t k = 0; k < plan.num_stages; ++k) {
+    if (!ValidShape(plan.stages[k].shape)) return Fail(Status::kBadShape, k, where);
+    if (!ValidQuant(plan.stages[k].quant)) return Fail(Status::kBadQuantization, k, where);
   }
   if (plan.tail_model >= plan.num_models) return Fail(Status::kBadModelIndex, -1, where);
   for (uint16_t m = 0; m < plan.num_models; ++m) {
@@ -164,28 +251,27 @@ Status ValidatePlan(const Plan& plan, int32_t* where) {
     if (!ValidDims(model.input) || !ValidDims(model.output)) return Fail(Status::kBadShape, m, where);
     if ((m == plan.tail_model) != (model.role == ModelRole::kTail)) return Fail(Status::kWrongModelRole, m, where);
   }
-  const ModelInfo& tail = plan.models[plan.tail_model];
-  if (!DimsAre(tail.input, plan.stage.h, plan.stage.w, plan.stage.c)) {
+  const Shape3& last = plan.stages[plan.num_stages - 1].shape;
+  if (!DimsAre(plan.models[plan.tail_model].input, last.h, last.w, last.c)) {
     return Fail(Status::kStageShapeMismatch, plan.tail_model, where);
   }
+  const Status patches = ValidatePatches(plan, where);
+  return patches != Status::kOk ? patches : ValidateArena(plan, where);
+}
+
+Shape3 SourceShape(const Plan& plan, uint16_t stage) {
+  return stage == 0 ? plan.image : plan.stages[stage - 1].shape;
+}
+
+Quant SourceQuant(const Plan& plan, uint16_t stage) {
+  return stage == 0 ? plan.image_quant : plan.stages[stage - 1].quant;
+}
+
+int32_t ModelStage(const Plan& plan, uint16_t model) {
   for (uint16_t i = 0; i < plan.num_patches; ++i) {
-    const PatchInfo& p = plan.patches[i];
-    if (p.model >= plan.num_models) return Fail(Status::kBadModelIndex, i, where);
-    const ModelInfo& model = plan.models[p.model];
-    if (model.role != ModelRole::kPatch) return Fail(Status::kWrongModelRole, i, where);
-    const Window& w = p.window;
-    if (w.w == 0 || w.h == 0 || uint64_t(w.x) + w.w > plan.image.w || uint64_t(w.y) + w.h > plan.image.h) {
-      return Fail(Status::kWindowOutsideImage, i, where);
-    }
-    if (!DimsAre(model.input, w.h, w.w, plan.image.c)) return Fail(Status::kWindowShapeMismatch, i, where);
-    const OutputBox& b = p.output;
-    if (b.w == 0 || b.h == 0 || b.channels == 0 || uint64_t(b.x) + b.w > plan.stage.w ||
-        uint64_t(b.y) + b.h > plan.stage.h || uint64_t(b.c) + b.channels > plan.stage.c) {
-      return Fail(Status::kBoxOutsideStage, i, where);
-    }
-    if (!DimsAre(model.output, b.h, b.w, b.channels)) return Fail(Status::kBoxShapeMismatch, i, where);
+    if (plan.patches[i].model == model) return plan.patches[i].stage;
   }
-  return ValidateArena(plan, where);
+  return -1;
 }
 
 // ---------------------------------------------------------------------------
@@ -197,6 +283,8 @@ bool ReadArrayRow(void* ctx, uint32_t y, uint32_t x, uint32_t width, int8_t* dst
   const uint64_t begin = (uint64_t(y) * image->shape.w + x) * image->shape.c;
   const uint64_t count = uint64_t(width) * image->shape.c;
   if (y >= image->shape.h || uint64_t(x) + width > image->shape.w || begin + count > image->size) return false;
+  // A window of a stage buffer must not land in that buffer (a model input planned over it).
+  if (RangesOverlap(dst, size_t(count), image->data, image->size)) return false;
   memcpy(dst, image->data + begin, size_t(count));
   return true;
 }
@@ -211,6 +299,23 @@ Status MakeArrayImageSource(const ArrayImage* image, ImageSource* source) {
   source->ctx = const_cast<ArrayImage*>(image);
   source->shape = image->shape;
   return Status::kOk;
+}
+
+Status StageSource(const Plan& plan, uint16_t stage, const ImageSource& image, const int8_t* arena,
+                   size_t arena_size, ArrayImage* view, ImageSource* source) {
+  if (view == nullptr || source == nullptr || plan.stages == nullptr) return Status::kNullArgument;
+  if (stage >= plan.num_stages) return Status::kBadStageIndex;
+  if (stage == 0) {
+    const Shape3& s = image.shape;
+    if (s.h != plan.image.h || s.w != plan.image.w || s.c != plan.image.c) return Status::kImageSizeMismatch;
+    *source = image;
+    return Status::kOk;
+  }
+  if (arena == nullptr) return Status::kNullArgument;
+  const StageInfo& previous = plan.stages[stage - 1];
+  if (uint64_t(previous.section.offset) + previous.section.size > arena_size) return Status::kBufferTooSmall;
+  *view = {arena + previous.section.offset, previous.section.size, previous.shape};
+  return MakeArrayImageSource(view, source);
 }
 
 Status CopyWindow(const ImageSource& source, const Window& window, int8_t* dst, size_t dst_size) {

@@ -2,26 +2,30 @@
 // device does around the interpreters, in plain C++17 (no TFLM, no Arduino,
 // no heap, no exceptions), so it builds and is tested on the host with g++.
 //
-// A bundle (docs/bundle-format.md) splits a CNN into per-patch models and a
-// tail model that share ONE tensor arena:
+// A bundle (docs/bundle-format.md) splits a CNN into per-patch models, in one
+// or more patch stages, and a tail model that share ONE tensor arena:
 //
 //   resident:      [ shared (non-persistent, every model plans into it) ][ persistent 0 ][ persistent 1 ] ...
 //   one_at_a_time: [ temp_reserve | ... shared ... ][ persistent slot: every section starts here ]
-//                          [ stage ]  <- inside shared: patch outputs are placed here,
-//                                        the tail's input tensor is planned exactly here
+//                          [ stage 0 ][ stage 1 ]  <- inside shared: stage k's patch outputs are placed in
+//                                                     its buffer, stage k + 1's patches read their windows
+//                                                     from it; the tail's input tensor is planned exactly
+//                                                     at the last stage's buffer
 //
 // "resident" keeps one interpreter per model alive, each with its own
 // persistent section. "one_at_a_time" creates a model's interpreter just
 // before the model runs, in the one persistent slot, so the arena needs only
-// the largest section; the stage buffer, which must survive those
-// re-creations, lies above the temp_reserve bytes that TFLM's AllocateTensors
+// the largest section; the stage buffers, which must survive those
+// re-creations, lie above the temp_reserve bytes that TFLM's AllocateTensors
 // writes at the bottom of the shared region.
 //
-// Per patch: CopyWindow (image rows -> model input), Invoke, PlaceOutput
-// (model output -> its box of the stage buffer); then the tail runs on the
-// stage. Every copy here is bounds-checked against the buffer sizes passed in:
-// a bad plan or a wrong image returns a Status and writes nothing outside the
-// buffers it was given.
+// Per patch of stage k, in plan order: CopyWindow (rows of the stage's
+// source -> model input; the source is the image for stage 0, else stage
+// k - 1's buffer, see StageSource), Invoke, PlaceOutput (model output -> its
+// box of stage k's buffer); then the tail runs on the last stage. Every copy
+// here is bounds-checked against the buffer sizes passed in: a bad plan or a
+// wrong image returns a Status and writes nothing outside the buffers it was
+// given.
 #ifndef TINYVISION_RUNTIME_H_
 #define TINYVISION_RUNTIME_H_
 
@@ -33,21 +37,28 @@ namespace tinyvision {
 enum class Status : uint8_t {
   kOk = 0,
   kNullArgument,         // a required pointer is null
-  kBadPlan,              // no models / patches, too many models, unknown interpreter mode, too few slots
+  kBadPlan,              // no models / patches / stages, too many models, unknown interpreter mode, too few slots
   kBadShape,             // a zero dimension, or a product that overflows 32 bits
   kBadModelIndex,        // a patch or arena section names a model that does not exist
   kWrongModelRole,       // a patch names the tail model, or the tail a patch model
-  kWindowOutsideImage,   // a patch window reaches past the image
-  kWindowShapeMismatch,  // window h/w (or image channels) differ from the model input
-  kBoxOutsideStage,      // an output box reaches past the stage buffer
+  kWindowOutsideImage,   // a stage-0 patch window (or a camera crop) reaches past the image
+  kWindowOutsideStage,   // a stage k > 0 patch window reaches past stage k - 1's buffer
+  kWindowShapeMismatch,  // window h/w (or the source's channels) differ from the model input
+  kBoxOutsideStage,      // an output box reaches past its stage's buffer
   kBoxShapeMismatch,     // box h/w/channels differ from the model output
-  kStageShapeMismatch,   // the tail's input shape is not the stage shape
+  kStageNotCovered,      // the output boxes of a stage overlap, or leave part of its buffer unfilled
+  kStageShapeMismatch,   // the tail's input shape is not the last stage's shape
+  kBadStageIndex,        // a patch names a stage that does not exist
+  kStagesOutOfOrder,     // a patch of a lower stage runs after one of a higher stage
+  kEmptyStage,           // a stage has no patch
+  kBadModelStage,        // a patch model runs in patches of two stages, or in none
   kSectionOutsideArena,  // an arena section reaches past the arena
   kSectionsOverlap,      // a persistent section overlaps shared, or another one in resident mode
   kSectionBelowShared,   // one_at_a_time: a persistent section lies below the shared region
-  kStageOutsideShared,   // the stage buffer is not inside the shared region
-  kStageInTempReserve,   // one_at_a_time: the stage starts below shared.offset + temp_reserve
-  kStageTooSmall,        // arena.stage.size < Hs * Ws * Cs
+  kStageOutsideShared,   // a stage buffer is not inside the shared region
+  kStageInTempReserve,   // one_at_a_time: a stage buffer starts below shared.offset + temp_reserve
+  kStageTooSmall,        // arena.stages[k].size < Hs * Ws * Cs of stage k
+  kStagesOverlap,        // the buffers of stages k and k + 1 (alive together while k + 1 runs) overlap
   kMisaligned,           // an arena section offset is not 16-byte aligned
   kMissingSection,       // a model has no persistent section, or more than one
   kBadQuantization,      // scale <= 0, not finite, or zero point outside int8
@@ -61,8 +72,8 @@ enum class Status : uint8_t {
   kAllocateFailed,       // MicroInterpreter::AllocateTensors failed (section or temp_reserve too small, missing op)
   kCreationOutsideReserve,  // one_at_a_time: creating an interpreter wrote shared bytes above temp_reserve
   kTensorMismatch,       // a model's input/output tensor differs from the plan (shape, type, quantization)
-  kStageNotPlanned,      // the tail's input tensor is not at arena + stage.offset
-  kPatchTouchesStage,    // a patch model's tensors or scratch buffers write into the stage
+  kStageNotPlanned,      // the tail's input tensor is not at arena + the last stage's offset
+  kPatchTouchesStage,    // a stage-k patch model's tensors or scratch buffers write into stage k - 1's or k's buffer
   kInvokeFailed,         // MicroInterpreter::Invoke failed
   kNotInitialized,       // Run before a successful Init
 };
@@ -89,12 +100,17 @@ struct Shape3 {
   uint32_t c;
 };
 
-struct Window {  // region of the image copied into a patch model's input
+struct Window {  // region of a patch's source (the image, or the previous stage's buffer) copied into its model input
   uint32_t x, y, w, h;
 };
 
-struct OutputBox {  // region of the stage buffer a patch model's output fills
+struct OutputBox {  // region of its stage's buffer a patch model's output fills
   uint32_t x, y, c, w, h, channels;
+};
+
+struct Section {  // bytes [offset, offset + size) of the arena
+  uint32_t offset;
+  uint32_t size;
 };
 
 enum class ModelRole : uint8_t { kPatch = 0, kTail = 1 };
@@ -112,13 +128,16 @@ struct ModelInfo {
 
 struct PatchInfo {
   uint16_t model;
+  uint16_t stage;  // the stage whose buffer `output` is in; stage k > 0 reads `window` from stage k - 1's buffer
   Window window;
   OutputBox output;
 };
 
-struct Section {
-  uint32_t offset;
-  uint32_t size;
+// One patch stage: plan.json stages[k] and arena.stages[k].
+struct StageInfo {
+  Shape3 shape;     // the stage buffer, NHWC int8 without batch
+  Quant quant;
+  Section section;  // where the buffer lies in the arena: inside shared, 16-byte aligned, >= h * w * c bytes
 };
 
 struct PersistentSection {
@@ -132,33 +151,34 @@ enum class InterpreterMode : uint8_t {
   kOneAtATime = 1,  // one interpreter at a time, re-created per model; sections share one slot
 };
 
+// The arena beyond the stage buffers (those are in Plan::stages).
 struct ArenaLayout {
   uint32_t size;
   Section shared;
-  Section stage;
   const PersistentSection* persistent;
   uint16_t num_persistent;
   // plan.json arena.offline_plans (absent = true): the tail's input tensor is
-  // planned at stage.offset and reads the stage in place. False (bundles
-  // without offline plans): TFLM planned the tail's input elsewhere in shared,
-  // and the runtime copies the stage into it before the tail runs.
+  // planned at the last stage's section offset and reads that buffer in place.
+  // False (bundles without offline plans): TFLM planned the tail's input
+  // elsewhere in shared, and the runtime copies the last stage into it before
+  // the tail runs.
   bool tail_input_at_stage;
   InterpreterMode interpreters;
   // one_at_a_time: bytes at the bottom of shared that TFLM's AllocateTensors
-  // may write while the stage holds patch outputs (16-aligned; the stage lies
-  // above). Ignored in resident mode, where every interpreter is created
-  // before the stage is used.
+  // may write while stage buffers hold patch outputs (16-aligned; every stage
+  // buffer lies above). Ignored in resident mode, where every interpreter is
+  // created before any stage buffer is used.
   uint32_t temp_reserve;
 };
 
 struct Plan {
   Shape3 image;
   Quant image_quant;
-  Shape3 stage;
-  Quant stage_quant;
+  const StageInfo* stages;   // in execution order; the tail reads the last
+  uint16_t num_stages;
   const ModelInfo* models;
   uint16_t num_models;
-  const PatchInfo* patches;  // in execution order
+  const PatchInfo* patches;  // in execution order, grouped by stage ascending
   uint16_t num_patches;
   uint16_t tail_model;
   ArenaLayout arena;
@@ -172,20 +192,37 @@ struct Plan {
 constexpr uint16_t kMaxModels = TINYVISION_MAX_MODELS;
 constexpr uint32_t kArenaAlignment = 16;
 
-// Checks every rule of docs/bundle-format.md:
-// - windows inside the image, with the model's input height/width/channels;
-// - output boxes inside the stage, with the model's output shape;
-// - the tail's input is the stage shape; quantizations are valid;
+// Checks every rule of docs/bundle-format.md that the plan alone decides:
+// - at least one stage; patches grouped by stage ascending, every stage with
+//   at least one patch, every patch model in the patches of exactly one stage;
+// - windows inside their source (the image for stage 0, else the previous
+//   stage's buffer), with the model's input height/width and the source's
+//   channels;
+// - output boxes inside their stage's buffer, with the model's output shape,
+//   covering that buffer exactly once;
+// - the tail's input is the last stage's shape; quantizations are valid;
 // - one persistent section per model; sections 16-byte aligned, inside the
-//   arena and disjoint from shared; stage inside shared and at least
-//   Hs * Ws * Cs bytes;
+//   arena and disjoint from shared; every stage buffer inside shared and at
+//   least Hs * Ws * Cs bytes; the buffers of stages k and k + 1 disjoint;
 // - resident: persistent sections pairwise disjoint. one_at_a_time: sections
 //   may overlap (only one interpreter exists at a time) but lie above shared,
-//   temp_reserve is 16-byte aligned and the stage starts at or above
+//   temp_reserve is 16-byte aligned and every stage buffer starts at or above
 //   shared.offset + temp_reserve.
-// On failure `where` (if given) receives the offending patch or model index,
-// or -1 when the failure is not tied to one.
+// On failure `where` (if given) receives the index of the offending entry of
+// the list the status is about: a patch (windows, boxes, patch order), a
+// model, a persistent section, or a stage (shape, quantization, coverage,
+// arena section, a stage without patches); -1 when the failure is not tied
+// to one (the image, the tail index, the shared region, temp_reserve).
 Status ValidatePlan(const Plan& plan, int32_t* where = nullptr);
+
+// The buffer the patches of `stage` read their windows from: the image for
+// stage 0, else stage - 1's buffer. `stage` < plan.num_stages.
+Shape3 SourceShape(const Plan& plan, uint16_t stage);
+Quant SourceQuant(const Plan& plan, uint16_t stage);
+
+// The stage whose patches run `model`, or -1 when no patch runs it (the
+// tail). A valid plan gives every patch model exactly one stage.
+int32_t ModelStage(const Plan& plan, uint16_t model);
 
 // ---------------------------------------------------------------------------
 // Image sources: a callback that fills pixels of one image row.
@@ -211,13 +248,22 @@ struct ArrayImage {
 };
 Status MakeArrayImageSource(const ArrayImage* image, ImageSource* source);
 
-// Copies `window` of the image (rows of window.w pixels, C channels each) into
-// dst (dst_size bytes, needs window.h * window.w * C). Checks the window is
-// inside source.shape before reading anything.
+// The source of the patches of `stage` (a valid plan): `image` for stage 0
+// (its shape must be plan.image), else an ArrayImage over stage - 1's buffer
+// at arena + plan.stages[stage - 1].section.offset, which *view holds and
+// must outlive *source. arena_size: bytes at arena; the section must lie
+// inside them.
+Status StageSource(const Plan& plan, uint16_t stage, const ImageSource& image, const int8_t* arena,
+                   size_t arena_size, ArrayImage* view, ImageSource* source);
+
+// Copies `window` of the source (rows of window.w pixels, C channels each)
+// into dst (dst_size bytes, needs window.h * window.w * C). Checks the window
+// is inside source.shape before reading anything; an ArrayImage source also
+// refuses a dst that overlaps its data (kSourceFailed).
 Status CopyWindow(const ImageSource& source, const Window& window, int8_t* dst, size_t dst_size);
 
 // Copies a model output (box.h x box.w x box.channels int8, NHWC) into `box`
-// of the stage buffer (stage.h x stage.w x stage.c, stage_size bytes):
+// of a stage buffer (stage.h x stage.w x stage.c, stage_size bytes):
 // row by row, `channels` contiguous values at channel offset box.c.
 Status PlaceOutput(const int8_t* src, size_t src_size, const OutputBox& box, const Shape3& stage,
                    int8_t* stage_buffer, size_t stage_size);

@@ -15,11 +15,13 @@
 //
 // Serial output, one line per inference:
 //   class=<index> (<name>) score=<dequantized> label=<test image label> latency_ms=<all>
-//   patches_ms=<patch stage> tail_ms=<tail> create_ms=<interpreter creation, part of both>
+//   patches_ms=<all patch stages> tail_ms=<tail> create_ms=<interpreter creation, part of both>
 //   arena_used=<bytes touched>/<arena size>
 // (create_ms is 0 unless the plan's arena.interpreters is "one_at_a_time").
 // and one line per error:
-//   tinyvision error: <cause> (patch/model <i>)
+//   tinyvision error: <cause> (index <i>)
+// where <i> is the patch, model, persistent section or stage the cause is
+// about (tinyvision::ValidatePlan, PatchRunner::error_index).
 
 #ifndef TINYVISION_USE_CAMERA
 #define TINYVISION_USE_CAMERA 0
@@ -76,7 +78,7 @@ static void PrintError() {
   Serial.print("tinyvision error: ");
   Serial.print(g_error);
   if (g_error_index >= 0) {
-    Serial.print(" (patch/model ");
+    Serial.print(" (index ");
     Serial.print(g_error_index);
     Serial.print(")");
   }

@@ -1,4 +1,5 @@
 """``tinyvision convert --patches=...``: write a patch bundle (docs/bundle-format.md) from an int8 .tflite."""
+import math
 import os
 import re
 import time
@@ -6,22 +7,34 @@ import time
 from tinyvision.errors import TinyVisionError
 
 
-def _grid(text):
+def _grid(text, flag):
     """'P', 'PxP' or 'RxC' -> p or (rows, cols); TinyVisionError otherwise."""
     match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*", text)
     if not match:
-        raise TinyVisionError(f"--patches={text!r}: expected 'auto', 'tunnels', or a grid like 3x3 or 2x4")
+        raise TinyVisionError(f"--patches={flag!r}: expected 'auto', 'tunnels', a grid like 3x3 or 2x4, or a chain "
+                              "of stages like 6:4x4,13:2x2")
     rows, cols = int(match.group(1)), int(match.group(2) or match.group(1))
     if rows < 1 or cols < 1 or rows * cols < 2:
-        raise TinyVisionError(f"--patches={text!r}: a grid needs at least 2 tiles")
+        raise TinyVisionError(f"--patches={flag!r}: a grid needs at least 2 tiles")
     return rows if rows == cols else (rows, cols)
+
+
+def _chain(text):
+    """'N:GRID,N:GRID,...' -> [(n, grid), ...]."""
+    stages = []
+    for part in text.split(","):
+        n, _, grid = part.partition(":")
+        if not n.strip().isdigit():
+            raise TinyVisionError(f"--patches={text!r}: {part!r} is not N:GRID (an operator count and a grid)")
+        stages.append((int(n), _grid(grid, text)))
+    return stages
 
 
 def convert_to_bundle(model_bytes, FLAGS):
     """Split ``model_bytes`` per FLAGS (.patches, .split, .budget, .max_mac_overhead, .verify) into FLAGS.output."""
     from converters.cli.units import parse_bytes
     from converters.ir import Model
-    from converters.patching import split_patch_stage, split_tunnels, write_bundle
+    from converters.patching import split_patch_stage, split_stages, split_tunnels, write_bundle
     from converters.patching.bundle import finalize
 
     start = time.time()
@@ -45,11 +58,13 @@ def convert_to_bundle(model_bytes, FLAGS):
             b = result.best
             raise TinyVisionError(
                 f"no split fits {budget:,} B with MAC overhead <= {100 * FLAGS.max_mac_overhead:.0f}%: the smallest "
-                f"is n={b.n} grid {b.grid}x{b.grid} with {b.total:,} B (MAC overhead {100 * b.mac_overhead:.1f}%)")
-        print(f"chosen: n={result.chosen.n} grid {result.chosen.grid}x{result.chosen.grid}")
-        bundle = split_patch_stage(model, result.chosen.n, result.chosen.grid, name)
+                f"is {b.label} with {b.total:,} B (MAC overhead {100 * b.mac_overhead:.1f}%)")
+        print(f"chosen: {result.chosen.label}")
+        bundle = split_stages(model, result.chosen.stages, name)
+    elif ":" in mode:
+        bundle = split_stages(model, _chain(mode), name)
     else:
-        grid = _grid(mode)
+        grid = _grid(mode, mode)
         if FLAGS.split is None:
             raise TinyVisionError(f"--patches={FLAGS.patches} needs --split=N (operators run per patch)")
         bundle = split_patch_stage(model, FLAGS.split, grid, name)
@@ -77,11 +92,11 @@ def summary_lines(bundle):
     arena = bundle.arena
     mode = arena.get("interpreters", "resident")
     persistent = persistent_span(arena)
-    Hs, Ws, Cs = bundle.stage["shape"]
+    buffers = ", ".join(f"{'x'.join(map(str, s['shape']))} = {math.prod(s['shape']):,} B" for s in bundle.stages)
     H, W, C = bundle.image["shape"]
     stats = bundle.stats
     lines = [
-        f"shared region   {arena['shared']['size']:>10,} B  (stage buffer {Hs}x{Ws}x{Cs} = {Hs * Ws * Cs:,} B)",
+        f"shared region   {arena['shared']['size']:>10,} B  (stage buffer{'s' * (len(bundle.stages) > 1)} {buffers})",
         f"persistent      {persistent:>10,} B  ({len(arena['persistent'])} sections"
         + (", one interpreter at a time: the largest)" if mode == "one_at_a_time" else ", side by side)"),
         f"arena total     {arena['size']:>10,} B",

@@ -76,7 +76,7 @@ def analyze_bundle(folder, verify=True):
         "interpreters": arena.get("interpreters", "resident"),
         "total_bytes": int(arena["size"]),
         "image_bytes": int(H * W * C),
-        "stage_bytes": int(arena.get("stage", {}).get("size", 0)),
+        "stage_bytes": [int(s["size"]) for s in arena["stages"]],
         "mac_overhead": stats.get("mac_overhead"),
         "macs": stats.get("macs"),
         "flash_bytes": int(sum(len(m.data) for m in bundle.models)),

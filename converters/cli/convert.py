@@ -21,7 +21,8 @@ flags.DEFINE_bool("reorder", True, "rewrite the operator order to minimize peak 
 flags.DEFINE_bool("plan", True, "write an offline arena plan (OfflineMemoryAllocation) when it beats TFLM's")
 flags.DEFINE_bool("per_channel_dense", False, "keep per-channel FULLY_CONNECTED weights (wrong on CMSIS-NN)")
 flags.DEFINE_bool("verify", True, "check rewritten models bit-exact (tf.lite.Interpreter, and TFLM for bundles)")
-flags.DEFINE_string("patches", None, "per-patch bundle: 'auto', a grid 'PxP' or 'RxC', or 'tunnels'")
+flags.DEFINE_string("patches", None, "per-patch bundle: 'auto', a grid 'PxP' or 'RxC' (with --split), a chain of "
+                    "patch stages 'N:GRID,N:GRID,...' (stage k runs up to op N over its grid), or 'tunnels'")
 flags.DEFINE_integer("split", None, "with a grid: number of leading operators run per patch")
 flags.DEFINE_string("budget", "256KiB", "with --patches=auto: SRAM budget (shared region + persistent sections)")
 flags.DEFINE_enum("interpreters", "one_at_a_time", ["one_at_a_time", "resident"],

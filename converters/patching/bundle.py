@@ -18,7 +18,7 @@ import numpy as np
 
 from tinyvision.errors import TinyVisionError
 
-FORMAT = "tinyvision.bundle/1"
+FORMAT = "tinyvision.bundle/2"
 KINDS = ("patch_stage", "tunnels")
 PLAN_FILE = "plan.json"
 ALIGN = 16
@@ -42,7 +42,7 @@ def quant_dict(tensor):
 
 @dataclasses.dataclass
 class Window:
-    """Image region copied into a model input (pixels)."""
+    """Region of a patch's source (the image, or the previous stage's buffer) copied into a model input (pixels)."""
 
     x: int
     y: int
@@ -67,6 +67,7 @@ class Patch:
     model: int
     window: Window
     output: Box
+    stage: int = 0  # the stage whose buffer ``output`` is in; stage k > 0 reads ``window`` from stage k - 1
 
 
 @dataclasses.dataclass
@@ -98,12 +99,21 @@ class Bundle:
     kind: str
     source: dict
     image: dict  # shape (HWC), dtype, scale, zero_point
-    stage: dict  # the same for the stage buffer
+    stages: list  # the same for each stage buffer, in execution order; the tail reads the last
     models: list
     patches: list
     tail: int
     arena: dict = None
     stats: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def last_stage(self):
+        """The stage buffer the tail reads."""
+        return self.stages[-1]
+
+    def source_of(self, stage):
+        """What the patches of ``stage`` read their windows from: the image or the previous stage's buffer."""
+        return self.image if stage == 0 else self.stages[stage - 1]
 
     @property
     def measured(self):
@@ -116,14 +126,14 @@ class Bundle:
             "kind": self.kind,
             "source": self.source,
             "image": self.image,
-            "stage": self.stage,
+            "stages": self.stages,
             "models": [
                 {"name": m.name, "file": m.file, "role": m.role, "input_shape": list(m.input_shape),
                  "output_shape": list(m.output_shape), "nonpersistent_bytes": m.nonpersistent_bytes,
                  "persistent_bytes": m.persistent_bytes, "macs": m.macs}
                 for m in self.models
             ],
-            "patches": [{"model": p.model, "window": dataclasses.asdict(p.window),
+            "patches": [{"model": p.model, "stage": p.stage, "window": dataclasses.asdict(p.window),
                          "output": dataclasses.asdict(p.output)} for p in self.patches],
             "tail": {"model": self.tail},
             "arena": self.arena,
@@ -139,8 +149,9 @@ class Bundle:
                             int(m.get("macs", 0)), m.get("nonpersistent_bytes"), m.get("persistent_bytes"))
                 for i, m in enumerate(plan["models"])
             ]
-            patches = [Patch(int(p["model"]), Window(**p["window"]), Box(**p["output"])) for p in plan["patches"]]
-            return cls(plan["kind"], plan["source"], plan["image"], plan["stage"], models, patches,
+            patches = [Patch(int(p["model"]), Window(**p["window"]), Box(**p["output"]), int(p["stage"]))
+                       for p in plan["patches"]]
+            return cls(plan["kind"], plan["source"], plan["image"], list(plan["stages"]), models, patches,
                        int(plan["tail"]["model"]), plan.get("arena"), plan.get("stats", {}))
         except (KeyError, TypeError, ValueError, IndexError) as e:
             raise TinyVisionError(f"malformed bundle plan: {type(e).__name__}: {e}") from None
@@ -160,6 +171,11 @@ def _quant_of(tensor):
     return float(q.scale.reshape(-1)[0]), int(q.zero_point.reshape(-1)[0])
 
 
+def _buffer(spec):
+    """(shape HWC, (scale, zero point)) of an image or stage buffer description."""
+    return tuple(int(d) for d in spec["shape"]), (float(spec["scale"]), int(spec["zero_point"]))
+
+
 def validate(bundle, where="bundle"):
     """Check the plan against itself and against its models; TinyVisionError naming the first problem."""
     from converters.ir import Model
@@ -169,15 +185,25 @@ def validate(bundle, where="bundle"):
 
     if bundle.kind not in KINDS:
         fail(f"unknown kind {bundle.kind!r} (expected one of {KINDS})")
-    H, W, C = (int(d) for d in bundle.image["shape"])
-    Hs, Ws, Cs = (int(d) for d in bundle.stage["shape"])
-    image_q = (float(bundle.image["scale"]), int(bundle.image["zero_point"]))
-    stage_q = (float(bundle.stage["scale"]), int(bundle.stage["zero_point"]))
+    if not bundle.stages:
+        fail("no stages")
+    sources = [_buffer(bundle.source_of(k)) for k in range(len(bundle.stages))]
+    stages = [_buffer(s) for s in bundle.stages]
     names = [m.name for m in bundle.models]
     if len(set(names)) != len(names):
         fail(f"duplicate model names {names}")
     if not 0 <= bundle.tail < len(bundle.models) or bundle.models[bundle.tail].role != "tail":
         fail(f"tail model index {bundle.tail} is not a model with role 'tail'")
+    stage_of = {}
+    for k, p in enumerate(bundle.patches):
+        if not 0 <= p.stage < len(bundle.stages):
+            fail(f"patch {k} fills stage {p.stage}, but there are {len(bundle.stages)} stages")
+        if k and p.stage < bundle.patches[k - 1].stage:
+            fail(f"patch {k} (stage {p.stage}) runs after a patch of stage {bundle.patches[k - 1].stage}")
+        if not 0 <= p.model < len(bundle.models) or bundle.models[p.model].role != "patch":
+            fail(f"patch {k} runs model {p.model}, which is not a patch model")
+        if stage_of.setdefault(p.model, p.stage) != p.stage:
+            fail(f"model {bundle.models[p.model].name!r} serves stages {stage_of[p.model]} and {p.stage}")
     for i, m in enumerate(bundle.models):
         if m.role not in ("patch", "tail"):
             fail(f"model {m.name!r} has unknown role {m.role!r}")
@@ -193,36 +219,40 @@ def validate(bundle, where="bundle"):
             fail(f"{m.file} is {hwc(x.shape)} -> {hwc(y.shape)}, the plan says {tuple(m.input_shape)} -> "
                  f"{tuple(m.output_shape)}")
         if m.role == "patch":
-            if _quant_of(x) != image_q:
-                fail(f"{m.file} input quantization {_quant_of(x)} is not the image's {image_q}")
-            if _quant_of(y) != stage_q:
-                fail(f"{m.file} output quantization {_quant_of(y)} is not the stage buffer's {stage_q}")
+            if i not in stage_of:
+                fail(f"patch model {m.file} is not used by any patch")
+            k = stage_of[i]
+            source = "the image" if k == 0 else f"stage {k - 1}"
+            if _quant_of(x) != sources[k][1]:
+                fail(f"{m.file} input quantization {_quant_of(x)} is not that of {source} {sources[k][1]}")
+            if _quant_of(y) != stages[k][1]:
+                fail(f"{m.file} output quantization {_quant_of(y)} is not stage {k}'s {stages[k][1]}")
         else:
-            if tuple(m.input_shape) != (Hs, Ws, Cs):
-                fail(f"tail {m.file} reads {tuple(m.input_shape)}, the stage buffer is {(Hs, Ws, Cs)}")
-            if _quant_of(x) != stage_q:
-                fail(f"tail {m.file} input quantization {_quant_of(x)} is not the stage buffer's {stage_q}")
-    if not bundle.patches:
-        fail("no patches")
-    covered = np.zeros((Hs, Ws, Cs), dtype=np.int32)
+            if tuple(m.input_shape) != stages[-1][0]:
+                fail(f"tail {m.file} reads {tuple(m.input_shape)}, the last stage buffer is {stages[-1][0]}")
+            if _quant_of(x) != stages[-1][1]:
+                fail(f"tail {m.file} input quantization {_quant_of(x)} is not the last stage's {stages[-1][1]}")
+    covered = [np.zeros(shape, dtype=np.int32) for shape, _ in stages]
     for k, p in enumerate(bundle.patches):
-        if not 0 <= p.model < len(bundle.models) or bundle.models[p.model].role != "patch":
-            fail(f"patch {k} runs model {p.model}, which is not a patch model")
         m = bundle.models[p.model]
+        (H, W, C), (Hs, Ws, Cs) = sources[p.stage][0], stages[p.stage][0]
+        source = "image" if p.stage == 0 else f"stage {p.stage - 1} buffer"
         w, o = p.window, p.output
         if not _inside(w.x, w.y, w.w, w.h, W, H):
-            fail(f"patch {k} window {dataclasses.asdict(w)} is not inside the {H}x{W} image")
+            fail(f"patch {k} window {dataclasses.asdict(w)} is not inside the {H}x{W} {source}")
         if (w.h, w.w, C) != tuple(m.input_shape):
             fail(f"patch {k} window {w.h}x{w.w}x{C} does not match {m.file} input {tuple(m.input_shape)}")
         if not _inside(o.x, o.y, o.w, o.h, Ws, Hs) or o.c < 0 or o.channels < 1 or o.c + o.channels > Cs:
-            fail(f"patch {k} output box {dataclasses.asdict(o)} is not inside the stage buffer {(Hs, Ws, Cs)}")
+            fail(f"patch {k} output box {dataclasses.asdict(o)} is not inside the stage {p.stage} buffer "
+                 f"{(Hs, Ws, Cs)}")
         if (o.h, o.w, o.channels) != tuple(m.output_shape):
             fail(f"patch {k} output box {o.h}x{o.w}x{o.channels} does not match {m.file} output "
                  f"{tuple(m.output_shape)}")
-        covered[o.y:o.y + o.h, o.x:o.x + o.w, o.c:o.c + o.channels] += 1
-    if (covered != 1).any():
-        fail(f"the patch outputs cover {int((covered == 0).sum())} stage values never and "
-             f"{int((covered > 1).sum())} more than once")
+        covered[p.stage][o.y:o.y + o.h, o.x:o.x + o.w, o.c:o.c + o.channels] += 1
+    for k, cover in enumerate(covered):
+        if (cover != 1).any():
+            fail(f"the patch outputs of stage {k} cover {int((cover == 0).sum())} of its values never and "
+                 f"{int((cover > 1).sum())} more than once")
     if bundle.arena is not None:
         _validate_arena(bundle, fail)
 
@@ -233,14 +263,17 @@ def _validate_arena(bundle, fail):
     a = bundle.arena
     try:
         check_arena(a, len(bundle.models))
-        stage_size = a["stage"]["size"]
+        sections = a["stages"]
     except (KeyError, TypeError) as e:
         fail(f"malformed arena section ({type(e).__name__}: {e})")
     except TinyVisionError as e:
         fail(str(e))
-    Hs, Ws, Cs = bundle.stage["shape"]
-    if stage_size < Hs * Ws * Cs:
-        fail(f"the arena's stage section ({stage_size} B) is smaller than the stage buffer ({Hs * Ws * Cs} B)")
+    if len(sections) != len(bundle.stages):
+        fail(f"the arena has {len(sections)} stage sections for {len(bundle.stages)} stages")
+    for k, (section, stage) in enumerate(zip(sections, bundle.stages)):
+        size = int(np.prod(stage["shape"]))
+        if section["size"] < size:
+            fail(f"the arena's section for stage {k} ({section['size']} B) is smaller than its buffer ({size} B)")
 
 
 # ---------------------------------------------------------------- memory figures and arena
@@ -253,21 +286,23 @@ def _align(n):
 def unplanned_arena(bundle, interpreters=DEFAULT_INTERPRETERS):
     """An arena layout for models without offline plans (each TFLM plans itself from offset 0).
 
-    Patch models use the bottom of the shared region, the stage buffer lies above
+    Patch models use the bottom of the shared region, the stage buffers lie stacked above
     every patch model's head, and the tail (whose own plan puts its input somewhere
-    in its head) needs the stage buffer copied into its input: ``offline_plans`` false.
+    in its head) needs the last stage copied into its input: ``offline_plans`` false.
     """
     from converters.ir import Model
     from converters.planning import arena_section, temp_reserve
 
     patch_head = max(_align(m.nonpersistent_bytes) for m in bundle.models if m.role == "patch")
     reserve = temp_reserve([Model.from_bytes(m.data, m.file).main for m in bundle.models], interpreters)
-    stage_offset = max(patch_head, reserve)
-    Hs, Ws, Cs = bundle.stage["shape"]
-    stage_size = _align(Hs * Ws * Cs)
-    shared = max(stage_offset + stage_size, _align(bundle.models[bundle.tail].nonpersistent_bytes))
+    sizes = [int(np.prod(s["shape"])) for s in bundle.stages]
+    offsets, at = [], max(patch_head, reserve)
+    for size in sizes:
+        offsets.append(at)
+        at += _align(size)
+    shared = max(at, _align(bundle.models[bundle.tail].nonpersistent_bytes))
     persistent = [_align(m.persistent_bytes) for m in bundle.models]
-    arena = arena_section(shared, stage_offset, stage_size, persistent, interpreters, reserve)
+    arena = arena_section(shared, offsets, sizes, persistent, interpreters, reserve)
     arena["offline_plans"] = False
     return arena
 
@@ -295,7 +330,7 @@ def finalize(bundle, offline_plans=True, interpreters=DEFAULT_INTERPRETERS):
     if bundle.arena is not None and bundle.measured:
         return bundle
     if interpreters == "one_at_a_time":
-        bundle.patches.sort(key=lambda p: p.model)  # stable: keeps each model's patches in order
+        bundle.patches.sort(key=lambda p: (p.stage, p.model))  # stable: keeps each model's patches in order
     _measure(bundle)
     reason = "disabled" if not offline_plans else None
     if offline_plans:
@@ -322,13 +357,13 @@ def _plan_offline(bundle, interpreters):
     models = [Model.from_bytes(m.data, m.file) for m in bundle.models]
     for model in models:
         model.metadata.pop("OfflineMemoryAllocation", None)
-    Hs, Ws, Cs = bundle.stage["shape"]
     layout = layout_bundle(
         [(m.name, m.role, model.main) for m, model in zip(bundle.models, models)],
         [m.persistent_bytes for m in bundle.models],
-        Hs * Ws * Cs,
+        [int(np.prod(s["shape"])) for s in bundle.stages],
         scratch={m.name: reference_scratch(model.main, m.name) for m, model in zip(bundle.models, models)},
         interpreters=interpreters,
+        patch_stages={bundle.models[p.model].name: p.stage for p in bundle.patches},
     )
     planned = [write_offline_plan(model, plan, m.file).to_bytes()
                for m, model, plan in zip(bundle.models, models, layout.plans)]

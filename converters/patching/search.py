@@ -1,19 +1,33 @@
-"""Search for a patch-stage split (stage length n, p x p grid) that fits an SRAM budget.
+"""Search for a chain of patch stages (stage ends n, grids p) that fits an SRAM budget.
 
-Every candidate is built with ``split_patch_stage`` and estimated without TFLM:
-the shared region is ``max(max patch head + stage buffer, tail head)`` with each head from
-``converters.planning.plan_graph`` (the layout ``unplanned_arena`` would use; the offline bundle
-layout is never larger in practice), MACs from the bundle's stats. Persistent sections are measured
-on TFLM only for the Pareto set (peak vs MAC overhead), all in one subprocess.
+MCUNetV2 enumerates one patch stage: its length n and its p x p grid. The tail then runs
+layer by layer and often sets the peak (a MobileNetV2's 18x18 bottlenecks after a stride-8
+stage). As in msf-CNN, a second stage can split that tail again, patch by patch over the first
+stage's buffer, and so on. The search:
+
+1. evaluates every single stage (0 -> n, p) over the candidate cut points and grids;
+2. extends each Pareto chain whose tail sets its peak by one more stage (n -> n', p'), for the
+   next cuts whose tail is smaller, grids ascending until the new stage stops setting the peak;
+   repeated up to ``max_stages`` stages.
+
+Every stage piece (from cut a to cut b over grid p) is built once with ``split_patch_stage`` on
+the tail after cut a and estimated without TFLM: a stage-k patch needs its head (planned with
+``converters.planning.plan_graph``) plus the buffers of stages k - 1 and k, the tail its own head;
+the shared region is the largest of those (the offline layout is rarely larger). MACs and flash
+add up over the pieces. Persistent sections are measured on TFLM only for the Pareto set (shared vs
+MAC overhead), all in one subprocess.
 """
 import dataclasses
+import math
 
 from converters.patching.bundle import ALIGN, DEFAULT_INTERPRETERS
-from converters.patching.stage import as_model, split_patch_stage, split_points
+from converters.patching.stage import as_model, split_patch_stage, split_points, split_stages
 from tinyvision.errors import TinyVisionError
 
 GRIDS = (2, 3, 4, 5, 6)
 MAX_POINTS = 16  # stage lengths tried; thinned evenly (block boundaries first) beyond this
+MAX_STAGES = 3
+NEXT_CUTS = 3  # cuts tried after a chain's last stage (each with a smaller tail than the one before)
 
 
 def _align(n):
@@ -22,19 +36,23 @@ def _align(n):
 
 @dataclasses.dataclass
 class Candidate:
-    """One (n, p) split. shared: estimated shared region (bytes); persistent: measured TFLM tails, or None."""
+    """One chain of stages [(n, p), ...]. shared: estimated shared region (bytes); persistent: measured
+    TFLM persistent bytes (sum or largest section, per interpreter mode), or None."""
 
-    n: int
-    grid: int
+    stages: tuple
     shared: int
     mac_overhead: float
     flash: int
-    stage_bytes: int
     persistent: int = None
 
     @property
     def total(self):
         return self.shared + (self.persistent or 0)
+
+    @property
+    def label(self):
+        """'n=13 3x3' or 'n=6 4x4 -> 13 2x2'."""
+        return "n=" + " -> ".join(f"{n} {p}x{p}" for n, p in self.stages)
 
 
 @dataclasses.dataclass
@@ -45,20 +63,22 @@ class SearchResult:
     best: Candidate  # lowest total among the Pareto set
 
 
-def candidate_points(model, limit=MAX_POINTS):
-    """Stage lengths to try: block boundaries, then the rest, thinned evenly to ``limit``.
+def block_boundaries(model, points):
+    """The cuts among ``points`` whose stage tensor is no larger than the ones just before and after
+    it (a bottleneck's projection or residual sum): a stage buffer stays in SRAM while the patches
+    run, so those are the cuts worth having."""
+    graph = model.main
+    sizes = [graph.ops[n - 1].outputs[0].nbytes for n in points]
+    return [n for i, n in enumerate(points)
+            if sizes[i] <= min(sizes[max(i - 1, 0)], sizes[min(i + 1, len(points) - 1)])]
 
-    A block boundary is a cut whose stage tensor is no larger than the ones just before and
-    after it (a bottleneck's projection or residual sum): the stage buffer has to stay in
-    SRAM while the patches run, so those are the cuts worth having.
-    """
+
+def candidate_points(model, limit=MAX_POINTS):
+    """Stage lengths to try: block boundaries, then the rest, thinned evenly to ``limit``."""
     points = split_points(model)
     if len(points) <= limit:
         return points
-    graph = model.main
-    sizes = [graph.ops[n - 1].outputs[0].nbytes for n in points]
-    blocks = [n for i, n in enumerate(points)
-              if sizes[i] <= min(sizes[max(i - 1, 0)], sizes[min(i + 1, len(points) - 1)])]
+    blocks = block_boundaries(model, points)
     rest = [n for n in points if n not in blocks]
     if len(blocks) >= limit:
         step = len(blocks) / limit
@@ -68,22 +88,109 @@ def candidate_points(model, limit=MAX_POINTS):
     return sorted(set(blocks) | {rest[int(i * step)] for i in range(extra)})
 
 
-def estimate(model, n, grid, name="model.tflite"):
-    """A ``Candidate`` for the first ``n`` ops split into ``grid`` x ``grid`` patches (no TFLM)."""
-    bundle = split_patch_stage(model, n, grid, name)
-    return _estimate_bundle(bundle, n, grid), bundle
+@dataclasses.dataclass
+class _Piece:
+    """A stage from cut a to cut b over grid p: its patches' largest head, buffer span, MACs and flash."""
+
+    head: int
+    span: int
+    macs: int
+    flash: int
 
 
-def _estimate_bundle(bundle, n, grid):
+class _Pieces:
+    """Builds and caches stage pieces and tails of one model (cut 0 is the image)."""
+
+    def __init__(self, model, name):
+        from tinyvision.analysis.cost import model_cost
+
+        self.name = name
+        self.baseline_macs = model_cost(model).macs
+        self.tails = {0: model}
+        self.tail_costs = {}
+        self.pieces = {}
+
+    def piece(self, a, b, p):
+        """The ``_Piece`` (a, b, p), or None when it cannot be split (e.g. a grid finer than the stage)."""
+        key = (a, b, p)
+        if key not in self.pieces:
+            try:
+                bundle = split_patch_stage(self.tails[a], b - a, p, self.name)
+            except TinyVisionError:
+                self.pieces[key] = None
+                return None
+            heads = _heads(bundle)
+            self.pieces[key] = _Piece(
+                max(h for h, m in zip(heads, bundle.models) if m.role == "patch"),
+                _align(math.prod(bundle.last_stage["shape"])),
+                sum(bundle.models[q.model].macs for q in bundle.patches),
+                sum(len(m.data) for m in bundle.models if m.role == "patch"),
+            )
+            tail = bundle.models[bundle.tail]
+            if b not in self.tail_costs:
+                from converters.ir import Model
+
+                self.tails[b] = Model.from_bytes(tail.data, tail.file)
+                self.tail_costs[b] = (heads[bundle.tail], tail.macs, len(tail.data))
+        return self.pieces[key]
+
+    def span(self, cut):
+        """Bytes the stage buffer at ``cut`` takes in the arena (0 for the image: it is not in it)."""
+        return _align(self.tails[0].main.ops[cut - 1].outputs[0].nbytes) if cut else 0
+
+    def prefix(self, stages):
+        """(shared bytes, MACs) of a chain's stages without its tail."""
+        cuts = [0] + [n for n, _ in stages]
+        peak = macs = 0
+        for a, (b, p) in zip(cuts, stages):
+            piece = self.pieces[(a, b, p)]
+            peak, macs = max(peak, self.span(a) + piece.head + piece.span), macs + piece.macs
+        return peak, macs
+
+    def chain(self, stages):
+        """The ``Candidate`` of a chain whose pieces have all been built."""
+        cuts = [0] + [n for n, _ in stages]
+        peak, macs = self.prefix(stages)
+        head, tail_macs, flash = self.tail_costs[cuts[-1]]
+        flash += sum(self.pieces[(a, b, p)].flash for a, (b, p) in zip(cuts, stages))
+        macs += tail_macs
+        overhead = round(macs / self.baseline_macs - 1, 6) if self.baseline_macs else 0.0
+        return Candidate(tuple(stages), max(peak, head), overhead, flash)
+
+
+def _prefix_front(pieces, chains):
+    """The chains not dominated in (shared bytes, MACs) of their stages."""
+    front = []
+    for chain in sorted(chains, key=pieces.prefix):
+        if not front or pieces.prefix(chain)[1] < pieces.prefix(front[-1])[1]:
+            front.append(chain)
+    return front
+
+
+def _heads(bundle):
     from converters.ir import Model
     from converters.planning import plan_graph
 
-    heads = [_align(plan_graph(Model.from_bytes(m.data, m.file).main).size) for m in bundle.models]
-    Hs, Ws, Cs = bundle.stage["shape"]
-    stage = _align(Hs * Ws * Cs)
-    patch_head = max(h for h, m in zip(heads, bundle.models) if m.role == "patch")
-    shared = max(patch_head + stage, heads[bundle.tail])
-    return Candidate(n, grid, shared, float(bundle.stats["mac_overhead"]), int(bundle.stats["flash_bytes"]), stage)
+    return [_align(plan_graph(Model.from_bytes(m.data, m.file).main).size) for m in bundle.models]
+
+
+def estimate(model, stages, name="model.tflite"):
+    """A ``Candidate`` for a chain [(n, p), ...] (no TFLM) and its bundle from ``split_stages``."""
+    bundle = split_stages(model, stages, name)
+    heads = _heads(bundle)
+    shared = shared_estimate(bundle, heads)
+    return Candidate(tuple((int(n), p) for n, p in stages), shared, float(bundle.stats["mac_overhead"]),
+                     int(bundle.stats["flash_bytes"])), bundle
+
+
+def shared_estimate(bundle, heads):
+    """The shared region with the stage buffers beside the heads (``heads``: one planned head per model):
+    a stage-k patch needs its head plus the buffers of stages k - 1 and k, the tail its own head."""
+    spans = [_align(math.prod(s["shape"])) for s in bundle.stages]
+    need = [heads[bundle.tail]]
+    for p in bundle.patches:
+        need.append(heads[p.model] + spans[p.stage] + (spans[p.stage - 1] if p.stage else 0))
+    return max(need)
 
 
 def pareto(candidates):
@@ -96,11 +203,11 @@ def pareto(candidates):
 
 
 def search(model, budget, max_mac_overhead, name="model.tflite", grids=GRIDS, log=None,
-           interpreters=DEFAULT_INTERPRETERS):
-    """Evaluate (n, p) candidates; returns a ``SearchResult`` whose ``chosen`` is the least-MAC Pareto
+           interpreters=DEFAULT_INTERPRETERS, max_stages=MAX_STAGES):
+    """Evaluate stage chains; returns a ``SearchResult`` whose ``chosen`` is the least-MAC Pareto
     configuration with estimated total (shared + persistent) <= ``budget`` and overhead <= ``max_mac_overhead``.
     interpreters: the bundle's arena mode: persistent is the sum of the models' sections ("resident")
-    or the largest of them ("one_at_a_time").
+    or the largest of them ("one_at_a_time"). max_stages: 1 is MCUNetV2's single patch stage.
     """
     from tinyvision.runtime.patch_runner import measure_models
 
@@ -108,23 +215,43 @@ def search(model, budget, max_mac_overhead, name="model.tflite", grids=GRIDS, lo
     points = candidate_points(model)
     if not points:
         raise TinyVisionError(f"{name} has no patch stage to split")
-    candidates, bundles = [], {}
+    blocks = set(block_boundaries(model, split_points(model)))
+    pieces = _Pieces(model, name)
+    prefixes = {}  # cut -> non-dominated chains ending there, in (peak of their pieces, MACs of their pieces)
     for n in points:
         for p in grids:
-            try:
-                cand, bundle = estimate(model, n, p, name)
-            except TinyVisionError as e:  # e.g. a grid finer than the stage tensor
+            if pieces.piece(0, n, p) is None:
                 if log:
-                    log(f"  skip n={n} p={p}: {e}")
+                    log(f"  skip n={n} p={p}: cannot split")
                 continue
-            candidates.append(cand)
-            bundles[(n, p)] = bundle
-    if not candidates:
+            prefixes.setdefault(n, []).append(((n, p),))
+    if not prefixes:
         raise TinyVisionError(f"no (n, grid) split of {name} could be built")
+    candidates = [pieces.chain(c) for chains in prefixes.values() for c in chains]
+    for depth in range(1, max_stages):
+        grown = {}
+        for a in sorted(prefixes):
+            chains = [c for c in _prefix_front(pieces, prefixes[a]) if len(c) == depth
+                      and pieces.prefix(c)[0] < pieces.tail_costs[a][0]]  # the tail sets their peak
+            if not chains:
+                continue
+            for b in _next_cuts(pieces, points, blocks, a):
+                for p in grids:
+                    piece = pieces.piece(a, b, p)
+                    if piece is None:
+                        continue
+                    grown.setdefault(b, []).extend(c + ((b, p),) for c in chains)
+                    if pieces.span(a) + piece.head + piece.span <= pieces.tail_costs[b][0]:
+                        break  # the tail sets the peak: finer grids only add MACs
+        if not grown:
+            break
+        for b, chains in grown.items():
+            prefixes.setdefault(b, []).extend(chains)
+            candidates += [pieces.chain(c) for c in chains]
     front = pareto(candidates)
     datas, owners = [], []
     for i, c in enumerate(front):
-        for m in bundles[(c.n, c.grid)].models:
+        for m in split_stages(model, c.stages, name).models:
             datas.append(m.data)
             owners.append(i)
     reports = measure_models(datas)
@@ -139,11 +266,24 @@ def search(model, budget, max_mac_overhead, name="model.tflite", grids=GRIDS, lo
     return SearchResult(candidates, front, chosen, best)
 
 
+def _next_cuts(pieces, points, blocks, a):
+    """Up to NEXT_CUTS cuts after ``a`` with ever smaller tails: per tail size, its first block
+    boundary (a bottleneck's projection rather than its expansion), else its first cut."""
+    levels, bound = {}, pieces.tail_costs[a][0]
+    for b in points:
+        if b <= a or (b not in pieces.tail_costs and pieces.piece(a, b, 2) is None):
+            continue
+        head = pieces.tail_costs[b][0]
+        if head < bound and (head not in levels or (b in blocks and levels[head] not in blocks)):
+            levels[head] = b
+    return [levels[head] for head in sorted(levels, reverse=True)][:NEXT_CUTS]
+
+
 def format_table(result):
     """The Pareto table as text lines."""
-    lines = [f"{'n':>4} {'grid':>5} {'shared':>10} {'persistent':>11} {'total':>10} {'MAC +%':>8} {'flash':>10}"]
+    lines = [f"{'stages (n grid)':<24} {'shared':>10} {'persistent':>11} {'total':>10} {'MAC +%':>8} {'flash':>10}"]
     for c in result.pareto:
         mark = "  <- chosen" if c is result.chosen else ""
-        lines.append(f"{c.n:>4} {c.grid}x{c.grid:<3} {c.shared:>10,} {c.persistent:>11,} {c.total:>10,} "
+        lines.append(f"{c.label[2:]:<24} {c.shared:>10,} {c.persistent:>11,} {c.total:>10,} "
                      f"{100 * c.mac_overhead:>7.1f}% {c.flash:>10,}{mark}")
     return lines

@@ -431,9 +431,72 @@ def split_patch_stage(model, n, grid, name="model.tflite"):
             window=Window(x=x0, y=y0, w=x1 - x0, h=y1 - y0),
             output=Box(x=tile[2], y=tile[0], c=0, w=tile[3] - tile[2], h=tile[1] - tile[0], channels=stage.shape[3]),
         ))
-    tail_model = derived_model(model, tail_graph(graph, n, stage))
+    tail_model = partially_executed(derived_model(model, tail_graph(graph, n, stage)))
     models.append(BundleModel.from_model("tail", "tail", tail_model.to_bytes(), tail_model))
     return assemble_bundle("patch_stage", model, data, name, image, stage, models, patches)
+
+
+def partially_executed(tail):
+    """``tail`` with its pooled convolutions run a slice of channels at a time (Pex,
+    ``converters.passes.split_pooled_convolutions``) when that lowers its peak live bytes: once
+    the patch stages are gone, a wide last convolution feeding a global pool can be the peak."""
+    from converters.passes import peak_live_bytes, split_pooled_convolutions
+
+    split = copy.deepcopy(tail)
+    if any(r.split for r in split_pooled_convolutions(split)) and peak_live_bytes(split.main) < peak_live_bytes(
+            tail.main):
+        return split
+    return tail
+
+
+def stage_description(stage):
+    """The plan's description of a stage buffer; ``tensor`` names the source model's tensor it holds."""
+    return {"shape": list(hwc(stage.shape)), "dtype": "int8", **quant_dict(stage), "tensor": stage.name}
+
+
+def split_stages(model, stages, name="model.tflite"):
+    """Multi-stage patch inference: a chain of patch stages, each splitting the tail of the one before.
+
+    stages: [(n_0, grid_0), (n_1, grid_1), ...] with 0 < n_0 < n_1 < ...: op counts of ``model``
+    (stage k runs ops n_{k-1}..n_k, patch by patch over its own grid, reading windows of stage
+    k - 1's buffer), grids as for ``split_patch_stage``. One entry is ``split_patch_stage``.
+    Each split is exact, so the chain is. Patch models of stage k > 0 are named ``stage{k}_...``.
+    Raises TinyVisionError (nothing built) for a stage list that cannot be split.
+    """
+    model, data = as_model(model, name)
+    check_model(model, name)
+    stages = [(int(n), grid) for n, grid in stages]
+    if not stages:
+        raise TinyVisionError(f"{name}: no stages to split")
+    ends = [n for n, _ in stages]
+    if any(a >= b for a, b in zip(ends, ends[1:])):
+        raise TinyVisionError(f"{name}: stage ends {ends} must increase")
+    models, patches, descriptions = [], [], []
+    rest, done = model, 0
+    for k, (n, grid) in enumerate(stages):
+        where = name if k == 0 else f"{name} after op {done}"
+        part = split_patch_stage(rest, n - done, grid, where)
+        first = len(models)
+        for m in part.models[:part.tail]:
+            if k:
+                m.name = f"stage{k}_{m.name}"
+            models.append(m)
+        patches += [dataclasses.replace(p, model=first + p.model, stage=k) for p in part.patches]
+        descriptions.append(part.stages[0])
+        rest, done = Model.from_bytes(part.models[part.tail].data, "tail"), n
+    models.append(BundleModel.from_model("tail", "tail", rest.to_bytes(), rest))
+    graph = model.main
+    bundle = Bundle(
+        kind="patch_stage",
+        source={"file": name, "sha256": hashlib.sha256(data).hexdigest()},
+        image={"shape": list(hwc(graph.inputs[0].shape)), "dtype": "int8", **quant_dict(graph.inputs[0])},
+        stages=descriptions,
+        models=models,
+        patches=patches,
+        tail=len(models) - 1,
+    )
+    bundle.stats = bundle_stats(bundle, model, data)
+    return bundle
 
 
 def assemble_bundle(kind, model, data, name, image, stage, models, patches):
@@ -442,7 +505,7 @@ def assemble_bundle(kind, model, data, name, image, stage, models, patches):
         kind=kind,
         source={"file": name, "sha256": hashlib.sha256(data).hexdigest()},
         image={"shape": list(hwc(image.shape)), "dtype": "int8", **quant_dict(image)},
-        stage={"shape": list(hwc(stage.shape)), "dtype": "int8", **quant_dict(stage), "tensor": stage.name},
+        stages=[stage_description(stage)],
         models=models,
         patches=patches,
         tail=len(models) - 1,

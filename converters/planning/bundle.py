@@ -3,24 +3,24 @@
 Layout, lowest address first::
 
     [ shared non-persistent region: every model's head, one model at a time ]
-        with the stage buffer inside it: patch models plan around it, the tail's input sits on it
+        with the stage buffers inside it: patch models plan around them, the tail's input sits on the last
     interpreters "resident":      [ persistent 0 ][ persistent 1 ] ...   (all interpreters alive)
     interpreters "one_at_a_time": [ persistent slot = max section ]     (each model's interpreter
         is created just before it runs, in the same slot: the persistent sections overlap)
 
-In "one_at_a_time" mode an interpreter is created while the stage buffer holds
+In "one_at_a_time" mode an interpreter is created while stage buffers hold
 the outputs of earlier patches, and TFLM's AllocateTensors puts its temporary
-allocations at the bottom of the non-persistent buffer: the stage is kept above
+allocations at the bottom of the non-persistent buffer: the stages are kept above
 ``temp_reserve`` bytes (``allocation_temp_bytes`` of the largest model).
 
-The patch models run one after another and fill the stage buffer; the tail runs
-last and reads the stage as its input without a copy. So each patch model is
-planned with the stage as a ``reserved`` range, and the tail with its input
-``pinned`` at the stage offset. The stage offset is chosen among: above every
-patch model's own plan (top), at 0 (bottom), and where the tail's unconstrained
-plan puts its input; the one with the smallest shared region wins (ties in that
-order: with the stage on top, TFLM's online scratch placement, first-fit from
-the bottom, cannot reach it in a patch model).
+The patch models run one after another, stage by stage: a stage-k patch reads its
+window from stage k - 1's buffer (the image for stage 0) and fills its box of stage
+k's buffer; the tail runs last and reads the last stage as its input without a copy.
+So each stage-k patch model is planned with the buffers of stages k - 1 and k as
+``reserved`` ranges, and the tail with its input ``pinned`` at the last stage's
+offset. The stage offsets are chosen among a few layouts (``_stage_offset_candidates``:
+stacked above every patch model's own plan, at the bottom, the last one where the
+tail's unconstrained plan puts its input); the smallest shared region wins.
 """
 import dataclasses
 
@@ -73,16 +73,19 @@ def allocation_temp_bytes(graph):
 
 
 def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DEFAULT_EFFORT,
-                  interpreters="resident"):
+                  interpreters="resident", patch_stages=None):
     """Lay out one arena for all models of a bundle and plan each model's head inside it.
 
     models: [(name, role, Graph)] in plan order; role "patch" or "tail" (at most one tail,
-        whose single input is the stage buffer).
+        whose single input is the last stage buffer).
     persistent_bytes: TFLM's tail (persistent) bytes per model, a list in model order or {name: bytes}.
-    stage_bytes: bytes of the stage buffer (the tail input's exact size).
+    stage_bytes: bytes of each stage buffer, in stage order (an int for one stage); the last is
+        the tail input's exact size.
     scratch: {name: {op index: [bytes, ...]}} kernel scratch requests of the target, per model.
     interpreters: "resident" (one persistent section per model, side by side) or "one_at_a_time"
-        (all sections in one slot; the stage is kept above the models' AllocateTensors temporaries).
+        (all sections in one slot; the stages are kept above the models' AllocateTensors temporaries).
+    patch_stages: {name: stage index} of the patch models (default: all stage 0). A stage-k patch
+        model plans around the buffers of stage k - 1 (its source) and stage k (its destination).
     Returns a ``BundleLayout``; raises TinyVisionError if the inputs are inconsistent.
     """
     if not models:
@@ -100,57 +103,98 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
         raise TinyVisionError(f"a bundle has one tail model, got {len(tails)}")
     if interpreters not in INTERPRETER_MODES:
         raise TinyVisionError(f"interpreters must be one of {', '.join(INTERPRETER_MODES)}, not {interpreters!r}")
-    if stage_bytes <= 0:
-        raise TinyVisionError(f"stage buffer size must be positive, got {stage_bytes}")
-    stage_span = align_up(stage_bytes)
+    stage_bytes = [int(stage_bytes)] if np.ndim(stage_bytes) == 0 else [int(b) for b in stage_bytes]
+    if not stage_bytes or min(stage_bytes) <= 0:
+        raise TinyVisionError(f"stage buffer sizes must be positive, got {stage_bytes}")
+    spans = [align_up(b) for b in stage_bytes]
+    patch_stages = patch_stages or {}
+    stage_of = {name: int(patch_stages.get(name, 0)) for name, role, _ in models if role == "patch"}
+    if any(not 0 <= k < len(spans) for k in stage_of.values()):
+        raise TinyVisionError(f"patch model stages {stage_of} are not all among the {len(spans)} stages")
     tail_input = None
     if tails:
         name, _, graph = models[tails[0]]
         if len(graph.inputs) != 1:
             raise TinyVisionError(f"tail model {name!r} must have one input (the stage), has {len(graph.inputs)}")
         tail_input = graph.inputs[0]
-        if tail_input.nbytes != stage_bytes:
+        if tail_input.nbytes != stage_bytes[-1]:
             raise TinyVisionError(
-                f"tail model {name!r} input is {tail_input.nbytes} bytes but the stage buffer is {stage_bytes}"
+                f"tail model {name!r} input is {tail_input.nbytes} bytes but the last stage buffer is "
+                f"{stage_bytes[-1]}"
             )
         if tail_input not in {lt.tensor for lt in tensor_lifetimes(graph)}:
             raise TinyVisionError(f"tail model {name!r}: TFLM does not plan its input in the arena")
 
-    def plan_all(stage_offset):
+    def plan_all(offsets):
         plans = []
         for name, role, graph in models:
             if role == "tail":
-                plans.append(plan_graph(graph, pinned={tail_input: stage_offset}, scratch=scratch.get(name),
+                plans.append(plan_graph(graph, pinned={tail_input: offsets[-1]}, scratch=scratch.get(name),
                                         effort=effort, name=name))
             else:
-                plans.append(plan_graph(graph, reserved=[(stage_offset, stage_offset + stage_span)],
-                                        scratch=scratch.get(name), effort=effort, name=name))
+                k = stage_of[name]
+                reserved = [(offsets[j], offsets[j] + spans[j]) for j in (k - 1, k) if j >= 0]
+                plans.append(plan_graph(graph, reserved=reserved, scratch=scratch.get(name), effort=effort,
+                                        name=name))
         return plans
 
     reserve = temp_reserve([graph for _, _, graph in models], interpreters)
     free = [plan_graph(graph, scratch=scratch.get(name), effort=effort, name=name) for name, _, graph in models]
-    candidates = [align_up(max([p.size for (_, role, _), p in zip(models, free) if role == "patch"] + [0])), 0]
-    if tails:
-        candidates.append(free[tails[0]].offsets[tail_input])
-    candidates = [max(c, reserve) for c in candidates]
+    top = align_up(max([p.size for (_, role, _), p in zip(models, free) if role == "patch"] + [0]))
+    first = align_up(max([p.size for (name, role, _), p in zip(models, free)
+                          if role == "patch" and stage_of[name] == 0] + [0]))
+    pinned = free[tails[0]].offsets[tail_input] if tails else None
     best, failure = None, None
-    for stage_offset in dict.fromkeys(candidates):
+    for offsets in _stage_offset_candidates(spans, [top, 0], first, pinned, reserve):
         try:
-            plans = plan_all(stage_offset)
+            plans = plan_all(offsets)
         except TinyVisionError as e:
             failure = e
             continue
-        shared = align_up(max([p.footprint for p in plans] + [stage_offset + stage_span]))
+        shared = align_up(max([p.footprint for p in plans] + [o + a for o, a in zip(offsets, spans)]))
         if best is None or shared < best[0]:
-            best = (shared, stage_offset, plans)
+            best = (shared, offsets, plans)
     if best is None:
         raise TinyVisionError(f"no arena layout for the bundle: {failure}")
-    shared, stage_offset, plans = best
+    shared, offsets, plans = best
     for (name, _, _), plan in zip(models, plans):
         plan.region = shared
         check_plan(plan, name=name)
 
-    return BundleLayout(arena_section(shared, stage_offset, stage_bytes, persistent, interpreters, reserve), plans)
+    return BundleLayout(arena_section(shared, offsets, stage_bytes, persistent, interpreters, reserve), plans)
+
+
+def _stage_offset_candidates(spans, bases, first, pinned, reserve):
+    """Stage offset vectors worth planning, best-first on ties: the stage buffers stacked (in stage
+    order and reversed) from each base offset; stage 0 above its own patch models (``first``: their
+    largest plan) with every later stage just below the one before (stage k's patches may use the
+    memory of stage k + 1, not yet written); and the last stage where the tail's own plan puts its
+    input with the others stacked above or below it. One stage: above every patch model's plan (top),
+    at the bottom, at the tail's input (with the stage on top, TFLM's online scratch placement,
+    first-fit from the bottom, cannot reach it in a patch model)."""
+    def stacked(base, order):
+        offsets, at = [0] * len(spans), max(base, reserve)
+        for k in order:
+            offsets[k], at = at, at + spans[k]
+        return tuple(offsets)
+
+    last = len(spans) - 1
+    candidates = []
+    for base in bases:
+        candidates += [stacked(base, range(len(spans))), stacked(base, reversed(range(len(spans))))]
+    descending = [max(first, reserve)]
+    for span in spans[1:]:
+        descending.append(descending[-1] - span)
+    if descending[-1] >= reserve:
+        candidates.append(tuple(descending))
+    if pinned is not None:
+        at = max(pinned, reserve)
+        above = stacked(at + spans[last], reversed(range(last)))
+        candidates.append(above[:last] + (at,))
+        below = at - sum(spans[:last])
+        if last and below >= reserve:
+            candidates.append(stacked(below, range(len(spans))))
+    return list(dict.fromkeys(candidates))
 
 
 def temp_reserve(graphs, interpreters):
@@ -159,9 +203,9 @@ def temp_reserve(graphs, interpreters):
     return max(allocation_temp_bytes(g) for g in graphs) if interpreters == "one_at_a_time" else 0
 
 
-def arena_section(shared, stage_offset, stage_bytes, persistent, interpreters, reserve):
+def arena_section(shared, stage_offsets, stage_bytes, persistent, interpreters, reserve):
     """The checked ``plan["arena"]`` dict: the shared region at 0, the persistent sections above it
-    (side by side for "resident", all in one slot for "one_at_a_time"), the stage inside it."""
+    (side by side for "resident", all in one slot for "one_at_a_time"), the stage buffers inside it."""
     sections, offset = [], shared
     for i, size in enumerate(persistent):
         sections.append({"model": i, "offset": offset, "size": size})
@@ -173,7 +217,7 @@ def arena_section(shared, stage_offset, stage_bytes, persistent, interpreters, r
         "size": offset,
         "interpreters": interpreters,
         "shared": {"offset": 0, "size": shared},
-        "stage": {"offset": stage_offset, "size": stage_bytes},
+        "stages": [{"offset": int(o), "size": int(b)} for o, b in zip(stage_offsets, stage_bytes)],
         "persistent": sections,
     }
     if interpreters == "one_at_a_time":
@@ -189,20 +233,27 @@ def persistent_span(arena):
 
 def check_arena(arena, model_count):
     """Raise TinyVisionError unless the arena section is consistent (alignment, containment, disjointness)."""
-    shared, stage = arena["shared"], arena["stage"]
+    shared, stages = arena["shared"], arena["stages"]
     mode = arena.get("interpreters", "resident")
     if mode not in INTERPRETER_MODES:
         raise TinyVisionError(f"arena: unknown interpreters mode {mode!r}")
-    if min(shared["offset"], shared["size"], stage["size"]) < 0:
+    if not stages:
+        raise TinyVisionError("arena: no stage sections")
+    if min([shared["offset"], shared["size"]] + [s["size"] for s in stages]) < 0:
         raise TinyVisionError("arena: negative offset or size")
-    if shared["offset"] % ALIGNMENT or stage["offset"] % ALIGNMENT:
-        raise TinyVisionError("arena: shared region and stage must start on 16-byte boundaries")
+    if shared["offset"] % ALIGNMENT or any(s["offset"] % ALIGNMENT for s in stages):
+        raise TinyVisionError("arena: shared region and stages must start on 16-byte boundaries")
     shared_end = shared["offset"] + shared["size"]
-    if not (shared["offset"] <= stage["offset"] and stage["offset"] + stage["size"] <= shared_end):
-        raise TinyVisionError("arena: the stage buffer is not inside the shared region")
-    if mode == "one_at_a_time" and stage["offset"] < shared["offset"] + arena.get("temp_reserve", 0):
-        raise TinyVisionError("arena: the stage buffer overlaps the bottom bytes TFLM's AllocateTensors "
-                              "uses as temporary memory (temp_reserve)")
+    for k, stage in enumerate(stages):
+        if not (shared["offset"] <= stage["offset"] and stage["offset"] + stage["size"] <= shared_end):
+            raise TinyVisionError(f"arena: the stage {k} buffer is not inside the shared region")
+        if mode == "one_at_a_time" and stage["offset"] < shared["offset"] + arena.get("temp_reserve", 0):
+            raise TinyVisionError(f"arena: the stage {k} buffer overlaps the bottom bytes TFLM's AllocateTensors "
+                                  "uses as temporary memory (temp_reserve)")
+    for k, (a, b) in enumerate(zip(stages, stages[1:])):
+        if a["offset"] < b["offset"] + b["size"] and b["offset"] < a["offset"] + a["size"]:
+            raise TinyVisionError(f"arena: the buffers of stages {k} and {k + 1} overlap (both are alive while "
+                                  f"stage {k + 1} runs)")
     if sorted(s["model"] for s in arena["persistent"]) != list(range(model_count)):
         raise TinyVisionError("arena: there must be one persistent section per model")
     ranges = []

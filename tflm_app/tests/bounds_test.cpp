@@ -67,44 +67,70 @@ class Guarded {
 };
 
 // ---------------------------------------------------------------------------
-// A valid plan: a 20x20x3 image split into two 12-row windows (one shared
-// patch model, output 4x8x4 each) filling an 8x8x4 stage; a 10-class tail.
+// A valid one-stage plan: a 20x20x3 image split into two 12-row windows (one
+// shared patch model, output 4x8x4 each) filling an 8x8x4 stage at arena
+// offset 1024; a 10-class tail. The arrays have room for TwoStages.
 struct PlanFixture {
-  ModelInfo models[2];
-  PatchInfo patches[2];
-  PersistentSection persistent[2];
+  ModelInfo models[4];
+  PatchInfo patches[4];
+  StageInfo stages[3];
+  PersistentSection persistent[3];
   Plan plan;
 
   PlanFixture() {
     models[0] = {"patch", nullptr, 0, ModelRole::kPatch, {3, {12, 20, 3, 0}}, {3, {4, 8, 4, 0}}, 900, 1000};
     models[1] = {"tail", nullptr, 0, ModelRole::kTail, {3, {8, 8, 4, 0}}, {3, {1, 1, 10, 0}}, 900, 1000};
-    patches[0] = {0, {0, 0, 20, 12}, {0, 0, 0, 8, 4, 4}};
-    patches[1] = {0, {0, 8, 20, 12}, {0, 4, 0, 8, 4, 4}};
+    patches[0] = {0, 0, {0, 0, 20, 12}, {0, 0, 0, 8, 4, 4}};
+    patches[1] = {0, 0, {0, 8, 20, 12}, {0, 4, 0, 8, 4, 4}};
+    stages[0] = {{8, 8, 4}, {0.02f, -100}, {1024, 256}};
     persistent[0] = {0, {2048, 1024}};
     persistent[1] = {1, {3072, 1024}};
     plan.image = {20, 20, 3};
     plan.image_quant = {0.0078125f, -1};
-    plan.stage = {8, 8, 4};
-    plan.stage_quant = {0.02f, -100};
+    plan.stages = stages;
+    plan.num_stages = 1;
     plan.models = models;
     plan.num_models = 2;
     plan.patches = patches;
     plan.num_patches = 2;
     plan.tail_model = 1;
-    plan.arena = {4096, {0, 2048}, {1024, 256}, persistent, 2, true, InterpreterMode::kResident, 0};
+    plan.arena = {4096, {0, 2048}, persistent, 2, true, InterpreterMode::kResident, 0};
   }
   PlanFixture(const PlanFixture&) = delete;
 };
 
-// The same models in one_at_a_time mode: both persistent sections start at
-// the end of shared (1024 and 512 bytes, so the arena is shared + 1024), and
-// AllocateTensors may write the bottom 512 bytes of shared, below the stage.
+// The same models in one_at_a_time mode: every persistent section starts at
+// the end of shared (1024 or 512 bytes, so the arena is shared + 1024), and
+// AllocateTensors may write the bottom 512 bytes of shared, below the stages.
 static void OneAtATime(PlanFixture& f) {
   f.persistent[0].section = {2048, 1024};
   f.persistent[1].section = {2048, 512};
+  f.persistent[2].section = {2048, 512};
   f.plan.arena.size = 3072;
   f.plan.arena.interpreters = InterpreterMode::kOneAtATime;
   f.plan.arena.temp_reserve = 512;
+}
+
+// A second stage on top of the first: model 2 runs on two 5x8 windows of the
+// 8x8x4 stage-0 buffer (rows 0-4 and 3-7) and fills the two row halves of a
+// 4x4x6 stage-1 buffer at arena offset 1280, which the tail reads.
+static void TwoStages(PlanFixture& f) {
+  f.models[1].input = {3, {4, 4, 6, 0}};
+  f.models[2] = {"patch_s1", nullptr, 0, ModelRole::kPatch, {3, {5, 8, 4, 0}}, {3, {2, 4, 6, 0}}, 900, 1000};
+  f.patches[2] = {2, 1, {0, 0, 8, 5}, {0, 0, 0, 4, 2, 6}};
+  f.patches[3] = {2, 1, {0, 3, 8, 5}, {0, 2, 0, 4, 2, 6}};
+  f.stages[1] = {{4, 4, 6}, {0.05f, 3}, {1280, 96}};
+  f.persistent[2] = {2, {4096, 1024}};
+  f.plan.num_stages = 2;
+  f.plan.num_models = 3;
+  f.plan.num_patches = 4;
+  f.plan.arena.num_persistent = 3;
+  f.plan.arena.size = 5120;
+}
+
+static void TwoStagesOneAtATime(PlanFixture& f) {
+  TwoStages(f);
+  OneAtATime(f);
 }
 
 struct PlanCase {
@@ -151,6 +177,13 @@ static void TestValidatePlan() {
       {"image channels differ from the model input", [](PlanFixture& f) { f.plan.image.c = 1; },
        Status::kWindowShapeMismatch, 0},
       {"box past the stage bottom", [](PlanFixture& f) { f.patches[1].output.y = 5; }, Status::kBoxOutsideStage, 1},
+      {"boxes overlap and leave a row", [](PlanFixture& f) { f.patches[1].output.y = 3; },
+       Status::kStageNotCovered, 0},
+      {"boxes leave a channel", [](PlanFixture& f) {
+         f.stages[0].shape.c = 5;
+         f.models[1].input.d[2] = 5;
+         f.stages[0].section.size = 320;
+       }, Status::kStageNotCovered, 0},
       {"box channels past the stage", [](PlanFixture& f) { f.patches[0].output.c = 1; }, Status::kBoxOutsideStage, 0},
       {"box y wraps 32 bits", [](PlanFixture& f) { f.patches[0].output.y = 0xFFFFFFFFu; },
        Status::kBoxOutsideStage, 0},
@@ -158,6 +191,12 @@ static void TestValidatePlan() {
        Status::kBoxShapeMismatch, 0},
       {"tail input is not the stage", [](PlanFixture& f) { f.models[1].input.d[0] = 7; },
        Status::kStageShapeMismatch, 1},
+      {"patch stage out of range", [](PlanFixture& f) { f.patches[1].stage = 1; }, Status::kBadStageIndex, 1},
+      {"patch model unused", [](PlanFixture& f) {
+         f.models[2] = f.models[0];
+         f.plan.num_models = 3;
+         f.persistent[2] = {2, {4096, 1024}};
+       }, Status::kBadModelStage, 2},
       {"patch runs the tail model", [](PlanFixture& f) { f.patches[1].model = 1; }, Status::kWrongModelRole, 1},
       {"two tails", [](PlanFixture& f) { f.models[0].role = ModelRole::kTail; }, Status::kWrongModelRole, 0},
       {"patch model index out of range", [](PlanFixture& f) { f.patches[0].model = 5; }, Status::kBadModelIndex, 0},
@@ -173,11 +212,11 @@ static void TestValidatePlan() {
       {"empty persistent section", [](PlanFixture& f) { f.persistent[1].section.size = 0; },
        Status::kSectionOutsideArena, 1},
       {"shared past the arena", [](PlanFixture& f) { f.plan.arena.size = 2000; }, Status::kSectionOutsideArena, -1},
-      {"stage outside shared", [](PlanFixture& f) { f.plan.arena.stage.offset = 1920; },
-       Status::kStageOutsideShared, -1},
-      {"stage section smaller than the stage", [](PlanFixture& f) { f.plan.arena.stage.size = 255; },
-       Status::kStageTooSmall, -1},
-      {"stage misaligned", [](PlanFixture& f) { f.plan.arena.stage.offset = 1032; }, Status::kMisaligned, -1},
+      {"stage outside shared", [](PlanFixture& f) { f.stages[0].section.offset = 1920; },
+       Status::kStageOutsideShared, 0},
+      {"stage section smaller than the stage", [](PlanFixture& f) { f.stages[0].section.size = 255; },
+       Status::kStageTooSmall, 0},
+      {"stage misaligned", [](PlanFixture& f) { f.stages[0].section.offset = 1032; }, Status::kMisaligned, 0},
       {"persistent misaligned", [](PlanFixture& f) { f.persistent[0].section.offset = 2056; },
        Status::kMisaligned, 0},
       {"a model without a section", [](PlanFixture& f) { f.plan.arena.num_persistent = 1; },
@@ -188,13 +227,16 @@ static void TestValidatePlan() {
       {"no models", [](PlanFixture& f) { f.plan.num_models = 0; }, Status::kBadPlan, -1},
       {"too many models", [](PlanFixture& f) { f.plan.num_models = kMaxModels + 1; }, Status::kBadPlan, -1},
       {"null patch list", [](PlanFixture& f) { f.plan.patches = nullptr; }, Status::kNullArgument, -1},
+      {"no stages", [](PlanFixture& f) { f.plan.num_stages = 0; }, Status::kBadPlan, -1},
+      {"null stage list", [](PlanFixture& f) { f.plan.stages = nullptr; }, Status::kNullArgument, -1},
       {"zero image height", [](PlanFixture& f) { f.plan.image.h = 0; }, Status::kBadShape, -1},
-      {"stage volume past 32 bits", [](PlanFixture& f) { f.plan.stage = {65536, 65536, 4}; }, Status::kBadShape, -1},
+      {"stage volume past 32 bits", [](PlanFixture& f) { f.stages[0].shape = {65536, 65536, 4}; },
+       Status::kBadShape, 0},
       {"model rank 0", [](PlanFixture& f) { f.models[0].input.rank = 0; }, Status::kBadShape, 0},
       {"model rank 5", [](PlanFixture& f) { f.models[1].output.rank = 5; }, Status::kBadShape, 1},
       {"zero scale", [](PlanFixture& f) { f.plan.image_quant.scale = 0.0f; }, Status::kBadQuantization, -1},
-      {"negative scale", [](PlanFixture& f) { f.plan.stage_quant.scale = -1.0f; }, Status::kBadQuantization, -1},
-      {"NaN scale", [](PlanFixture& f) { f.plan.stage_quant.scale = NAN; }, Status::kBadQuantization, -1},
+      {"negative scale", [](PlanFixture& f) { f.stages[0].quant.scale = -1.0f; }, Status::kBadQuantization, 0},
+      {"NaN scale", [](PlanFixture& f) { f.stages[0].quant.scale = NAN; }, Status::kBadQuantization, 0},
       {"infinite scale", [](PlanFixture& f) { f.plan.image_quant.scale = INFINITY; }, Status::kBadQuantization, -1},
       {"zero point past int8", [](PlanFixture& f) { f.plan.image_quant.zero_point = 128; },
        Status::kBadQuantization, -1},
@@ -219,14 +261,14 @@ static void TestValidateOneAtATimePlan() {
       {"no temp_reserve", [](PlanFixture& f) { f.plan.arena.temp_reserve = 0; }, Status::kOk, -1},
       {"stage right at temp_reserve", [](PlanFixture& f) { f.plan.arena.temp_reserve = 1024; }, Status::kOk, -1},
       {"stage below temp_reserve", [](PlanFixture& f) { f.plan.arena.temp_reserve = 1040; },
-       Status::kStageInTempReserve, -1},
+       Status::kStageInTempReserve, 0},
       {"temp_reserve past the arena", [](PlanFixture& f) { f.plan.arena.temp_reserve = 0xFFFFFFF0u; },
-       Status::kStageInTempReserve, -1},
+       Status::kStageInTempReserve, 0},
       {"temp_reserve counted from shared.offset", [](PlanFixture& f) {
          f.plan.arena.shared = {512, 1536};
-         f.plan.arena.stage.offset = 1008;  // above temp_reserve from 0, below it from shared.offset
+         f.stages[0].section.offset = 1008;  // above temp_reserve from 0, below it from shared.offset
          f.plan.arena.temp_reserve = 512;
-       }, Status::kStageInTempReserve, -1},
+       }, Status::kStageInTempReserve, 0},
       {"temp_reserve misaligned", [](PlanFixture& f) { f.plan.arena.temp_reserve = 520; }, Status::kMisaligned, -1},
       {"section below shared", [](PlanFixture& f) {
          f.plan.arena.shared = {512, 1536};
@@ -237,10 +279,160 @@ static void TestValidateOneAtATimePlan() {
       {"section past the arena", [](PlanFixture& f) { f.persistent[0].section.size = 1040; },
        Status::kSectionOutsideArena, 0},
       {"a model with two sections", [](PlanFixture& f) { f.persistent[1].model = 0; }, Status::kMissingSection, 1},
-      {"stage outside shared", [](PlanFixture& f) { f.plan.arena.stage.offset = 1920; },
-       Status::kStageOutsideShared, -1},
+      {"stage outside shared", [](PlanFixture& f) { f.stages[0].section.offset = 1920; },
+       Status::kStageOutsideShared, 0},
   };
   CheckPlanCases(cases, sizeof(cases) / sizeof(cases[0]), OneAtATime);
+}
+
+static void TestValidateTwoStagePlan() {
+  const PlanCase cases[] = {
+      {"two stages", [](PlanFixture&) {}, Status::kOk, -1},
+      {"window outside the previous stage", [](PlanFixture& f) { f.patches[3].window.y = 4; },
+       Status::kWindowOutsideStage, 3},
+      {"window inside the image but outside the previous stage", [](PlanFixture& f) { f.patches[2].window.x = 12; },
+       Status::kWindowOutsideStage, 2},
+      {"window with the image's channels, not the previous stage's",
+       [](PlanFixture& f) { f.models[2].input.d[2] = 3; }, Status::kWindowShapeMismatch, 2},
+      {"box outside its stage", [](PlanFixture& f) { f.patches[2].output.y = 3; }, Status::kBoxOutsideStage, 2},
+      {"box inside stage 0 but outside its own stage", [](PlanFixture& f) {
+         f.models[2].output = {3, {2, 4, 4, 0}};
+         f.patches[2].output = {0, 0, 0, 4, 2, 4};
+         f.patches[3].output = {4, 0, 0, 4, 2, 4};
+       }, Status::kBoxOutsideStage, 3},
+      {"boxes of stage 1 overlap", [](PlanFixture& f) { f.patches[3].output.y = 1; }, Status::kStageNotCovered, 1},
+      {"boxes of stage 0 leave a row", [](PlanFixture& f) {
+         f.stages[0].shape.h = 9;
+         f.stages[0].section.size = 288;
+       }, Status::kStageNotCovered, 0},
+      {"patch stages out of order", [](PlanFixture& f) {
+         const PatchInfo p = f.patches[1];
+         f.patches[1] = f.patches[2];
+         f.patches[2] = p;
+       }, Status::kStagesOutOfOrder, 2},
+      {"patch stage out of range", [](PlanFixture& f) { f.patches[3].stage = 2; }, Status::kBadStageIndex, 3},
+      {"last stage without patches", [](PlanFixture& f) { f.plan.num_patches = 2; }, Status::kEmptyStage, 1},
+      {"middle stage without patches", [](PlanFixture& f) {
+         f.stages[2] = f.stages[1];
+         f.plan.num_stages = 3;
+         f.patches[2].stage = f.patches[3].stage = 2;
+       }, Status::kEmptyStage, 1},
+      {"first stage without patches", [](PlanFixture& f) {
+         f.patches[0].stage = f.patches[1].stage = 1;
+         f.patches[2].stage = f.patches[3].stage = 1;
+       }, Status::kEmptyStage, 0},
+      {"a model in two stages", [](PlanFixture& f) { f.patches[3].model = 0; }, Status::kBadModelStage, 0},
+      {"tail input is stage 0, not the last stage", [](PlanFixture& f) { f.models[1].input = {3, {8, 8, 4, 0}}; },
+       Status::kStageShapeMismatch, 1},
+      {"stage 1 zero width", [](PlanFixture& f) { f.stages[1].shape.w = 0; }, Status::kBadShape, 1},
+      {"stage 1 zero point past int8", [](PlanFixture& f) { f.stages[1].quant.zero_point = -129; },
+       Status::kBadQuantization, 1},
+      {"consecutive stages overlap", [](PlanFixture& f) { f.stages[1].section.offset = 1264; },
+       Status::kStagesOverlap, 1},
+      {"consecutive stages at one offset", [](PlanFixture& f) { f.stages[1].section.offset = 1024; },
+       Status::kStagesOverlap, 1},
+      {"stage 1 below stage 0, touching", [](PlanFixture& f) { f.stages[1].section.offset = 928; }, Status::kOk, -1},
+      {"stage 1 misaligned", [](PlanFixture& f) { f.stages[1].section.offset = 1288; }, Status::kMisaligned, 1},
+      {"stage 1 outside shared", [](PlanFixture& f) { f.stages[1].section.offset = 2000; },
+       Status::kStageOutsideShared, 1},
+      {"stage 1 section smaller than its shape", [](PlanFixture& f) { f.stages[1].section.size = 95; },
+       Status::kStageTooSmall, 1},
+  };
+  CheckPlanCases(cases, sizeof(cases) / sizeof(cases[0]), TwoStages);
+
+  const PlanCase one_at_a_time[] = {
+      {"two stages", [](PlanFixture&) {}, Status::kOk, -1},
+      {"stage 1 below temp_reserve", [](PlanFixture& f) {
+         f.stages[0].section.offset = 1536;
+         f.stages[1].section.offset = 1024;
+         f.plan.arena.temp_reserve = 1040;
+       }, Status::kStageInTempReserve, 1},
+      {"both stages right at and above temp_reserve", [](PlanFixture& f) {
+         f.stages[0].section.offset = 1536;
+         f.stages[1].section.offset = 1040;
+         f.plan.arena.temp_reserve = 1040;
+       }, Status::kOk, -1},
+      {"consecutive stages overlap", [](PlanFixture& f) { f.stages[1].section.offset = 1264; },
+       Status::kStagesOverlap, 1},
+  };
+  CheckPlanCases(one_at_a_time, sizeof(one_at_a_time) / sizeof(one_at_a_time[0]), TwoStagesOneAtATime);
+}
+
+// Three stages: stage 2 may reuse stage 0's memory (only stage 1 is alive
+// with it), never stage 1's.
+static void TestThreeStagesReuse() {
+  PlanFixture f;
+  TwoStages(f);
+  f.stages[2] = {{4, 4, 6}, {0.05f, 3}, {1024, 96}};  // over stage 0's buffer
+  f.models[3] = {"patch_s2", nullptr, 0, ModelRole::kPatch, {3, {4, 4, 6, 0}}, {3, {4, 4, 6, 0}}, 900, 1000};
+  const PatchInfo patches[5] = {f.patches[0], f.patches[1], f.patches[2], f.patches[3],
+                                {3, 2, {0, 0, 4, 4}, {0, 0, 0, 4, 4, 6}}};
+  const PersistentSection persistent[4] = {f.persistent[0], f.persistent[1], f.persistent[2], {3, {5120, 1024}}};
+  f.plan.patches = patches;
+  f.plan.num_patches = 5;
+  f.plan.num_stages = 3;
+  f.plan.num_models = 4;
+  f.plan.arena.persistent = persistent;
+  f.plan.arena.num_persistent = 4;
+  f.plan.arena.size = 6144;
+  int32_t where = 99;
+  CHECK_STATUS(ValidatePlan(f.plan, &where), Status::kOk);
+  CHECK(where == -1);
+  CHECK(ModelStage(f.plan, 0) == 0 && ModelStage(f.plan, 2) == 1 && ModelStage(f.plan, 3) == 2);
+  CHECK(ModelStage(f.plan, 1) == -1);  // the tail
+  CHECK(SourceShape(f.plan, 0).c == 3 && SourceShape(f.plan, 2).c == 6 && SourceShape(f.plan, 2).h == 4);
+  CHECK(SourceQuant(f.plan, 0).zero_point == -1 && SourceQuant(f.plan, 1).zero_point == -100);
+  f.stages[2].section.offset = 1280;  // over stage 1's buffer
+  CHECK_STATUS(ValidatePlan(f.plan, &where), Status::kStagesOverlap);
+  CHECK(where == 2);
+}
+
+// Stage 1's windows come from stage 0's buffer inside the arena: the source
+// StageSource makes reads exactly those bytes, and nothing outside the arena.
+static void TestStageSource() {
+  PlanFixture f;
+  TwoStages(f);
+  const Plan& plan = f.plan;
+  Guarded image(20 * 20 * 3, 0x44);
+  ArrayImage image_array = {image.data(), image.size(), plan.image};
+  ImageSource image_source;
+  CHECK_STATUS(MakeArrayImageSource(&image_array, &image_source), Status::kOk);
+  Guarded arena(plan.arena.size, 0x55);
+  const Section& s0 = plan.stages[0].section;
+  for (uint32_t i = 0; i < s0.size; ++i) arena.data()[s0.offset + i] = int8_t(i * 13 + 7);
+
+  ArrayImage view;
+  ImageSource source;
+  CHECK_STATUS(StageSource(plan, 0, image_source, arena.data(), arena.size(), &view, &source), Status::kOk);
+  CHECK(source.ctx == image_source.ctx && source.read_row == image_source.read_row);
+  CHECK_STATUS(StageSource(plan, 1, image_source, arena.data(), arena.size(), &view, &source), Status::kOk);
+  CHECK(source.shape.h == 8 && source.shape.w == 8 && source.shape.c == 4);
+  const PatchInfo& p = f.patches[3];  // rows 3..7 of stage 0
+  Guarded window(5 * 8 * 4, 0x66);
+  CHECK_STATUS(CopyWindow(source, p.window, window.data(), window.size()), Status::kOk);
+  bool same = true;
+  const int8_t* rows_3_to_7 = arena.data() + s0.offset + 3 * 8 * 4;
+  for (uint32_t i = 0; i < window.size(); ++i) same = same && window.data()[i] == rows_3_to_7[i];
+  CHECK(same);
+  CHECK(window.GuardsIntact());
+  // A model input planned over the buffer it reads is refused, and nothing is copied.
+  int8_t* over = arena.data() + s0.offset + 16;
+  CHECK_STATUS(CopyWindow(source, p.window, over, window.size()), Status::kSourceFailed);
+  bool untouched = true;
+  for (uint32_t i = 0; i < s0.size; ++i) untouched = untouched && arena.data()[s0.offset + i] == int8_t(i * 13 + 7);
+  CHECK(untouched);
+
+  ImageSource wrong = image_source;
+  wrong.shape.w = 19;
+  CHECK_STATUS(StageSource(plan, 0, wrong, arena.data(), arena.size(), &view, &source), Status::kImageSizeMismatch);
+  CHECK_STATUS(StageSource(plan, 2, image_source, arena.data(), arena.size(), &view, &source),
+               Status::kBadStageIndex);
+  CHECK_STATUS(StageSource(plan, 1, image_source, arena.data(), s0.offset + s0.size - 1, &view, &source),
+               Status::kBufferTooSmall);
+  CHECK_STATUS(StageSource(plan, 1, image_source, nullptr, arena.size(), &view, &source), Status::kNullArgument);
+  CHECK_STATUS(StageSource(plan, 1, image_source, arena.data(), arena.size(), nullptr, &source),
+               Status::kNullArgument);
+  CHECK(arena.GuardsIntact() && image.GuardsIntact());
 }
 
 // ---------------------------------------------------------------------------
@@ -457,6 +649,9 @@ static void TestStatusStrings() {
 int main() {
   TestValidatePlan();
   TestValidateOneAtATimePlan();
+  TestValidateTwoStagePlan();
+  TestThreeStagesReuse();
+  TestStageSource();
   TestCopyWindow();
   TestPlaceOutput();
   TestQuantization();

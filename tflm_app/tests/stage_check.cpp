@@ -5,13 +5,19 @@
 //   stage_check DIR
 //
 // reads DIR/image.bin (the int8 H x W x C image) and DIR/tile_<i>.bin (patch
-// i's model output, written by Python), and writes
+// i's model output, written by Python) and runs the plan's patches in order,
+// as the device does, in an arena of plan.arena.size bytes: each stage's
+// windows come from StageSource (the image for stage 0, else the stage k - 1
+// buffer this program assembled in the arena), and each tile is placed into
+// its stage's section of the arena. Writes
 //   DIR/window_<i>.bin  what CopyWindow put in patch i's model input
-//   DIR/stage.bin       the stage buffer after every PlaceOutput (Hs x Ws x Cs)
+//   DIR/stage_<k>.bin   stage k's buffer (Hs x Ws x Cs) once its last patch is placed
 //   DIR/model_<m>.bin   model m's flatbuffer as the plan points at it
 //   DIR/test_image.bin  kTinyVisionTestImage
-//   DIR/arena.txt       "<interpreters> <temp_reserve> <interpreter slots> <arena size> <section offsets>"
-// Every destination has guard bytes around it; any failure exits non-zero.
+//   DIR/arena.txt       "<interpreters> <temp_reserve> <interpreter slots> <arena size> <section offsets>",
+//                       then one line per stage: "<h> <w> <c> <scale> <zero point> <offset> <size>"
+// The arena and every window have guard bytes around them, and no arena byte
+// outside the stages' h * w * c bytes may change; any failure exits non-zero.
 #include <stdio.h>
 #include <string.h>
 
@@ -28,7 +34,7 @@ namespace {
 
 constexpr size_t kGuard = 64;
 constexpr int8_t kGuardByte = int8_t(0xE7);
-constexpr int8_t kUnplaced = int8_t(0x77);  // stage bytes no patch wrote keep this
+constexpr int8_t kUnplaced = int8_t(0x77);  // arena bytes no patch wrote keep this
 
 bool ReadFile(const std::string& path, std::vector<int8_t>* out) {
   FILE* f = fopen(path.c_str(), "rb");
@@ -61,6 +67,8 @@ bool GuardsIntact(const std::vector<int8_t>& v) {
   return true;
 }
 
+size_t Bytes(const Shape3& s) { return size_t(s.h) * s.w * s.c; }
+
 int Fail(const char* what, Status s, int index) {
   fprintf(stderr, "stage_check: %s: %s (index %d)\n", what, StatusString(s), index);
   return 1;
@@ -82,13 +90,21 @@ int main(int argc, char** argv) {
   std::vector<int8_t> image;
   if (!ReadFile(dir + "/image.bin", &image)) return Fail("cannot read image.bin", Status::kNullArgument, -1);
   ArrayImage array = {image.data(), image.size(), plan.image};
-  ImageSource source;
-  s = MakeArrayImageSource(&array, &source);
+  ImageSource image_source;
+  s = MakeArrayImageSource(&array, &image_source);
   if (s != Status::kOk) return Fail("MakeArrayImageSource", s, -1);
 
-  std::vector<int8_t> stage = Guarded(plan.arena.stage.size, kUnplaced);
+  std::vector<int8_t> arena_bytes = Guarded(plan.arena.size, kUnplaced);
+  int8_t* arena = arena_bytes.data() + kGuard;
+  ArrayImage view;
+  ImageSource source;
   for (uint16_t i = 0; i < plan.num_patches; ++i) {
     const PatchInfo& p = plan.patches[i];
+    const StageInfo& stage = plan.stages[p.stage];
+    if (i == 0 || p.stage != plan.patches[i - 1].stage) {
+      s = StageSource(plan, p.stage, image_source, arena, plan.arena.size, &view, &source);
+      if (s != Status::kOk) return Fail("StageSource", s, i);
+    }
     const Dims& in = plan.models[p.model].input;
     const size_t in_bytes = size_t(in.d[0]) * in.d[1] * in.d[2];
     std::vector<int8_t> window = Guarded(in_bytes, 0);
@@ -99,27 +115,43 @@ int main(int argc, char** argv) {
 
     std::vector<int8_t> tile;
     if (!ReadFile(dir + "/tile_" + std::to_string(i) + ".bin", &tile)) return Fail("no tile", Status::kOk, i);
-    s = PlaceOutput(tile.data(), tile.size(), p.output, plan.stage, stage.data() + kGuard, plan.arena.stage.size);
+    s = PlaceOutput(tile.data(), tile.size(), p.output, stage.shape, arena + stage.section.offset, stage.section.size);
     if (s != Status::kOk) return Fail("PlaceOutput", s, i);
-    if (!GuardsIntact(stage)) return Fail("PlaceOutput wrote outside the stage", Status::kOk, i);
+    if (!GuardsIntact(arena_bytes)) return Fail("PlaceOutput wrote outside the arena", Status::kOk, i);
+    // The stage's last patch: its buffer is what the next stage (or the tail) reads.
+    if (i + 1 == plan.num_patches || plan.patches[i + 1].stage != p.stage) {
+      const std::string name = dir + "/stage_" + std::to_string(p.stage) + ".bin";
+      if (!WriteFile(name, arena + stage.section.offset, Bytes(stage.shape))) return 3;
+    }
   }
-  const size_t stage_bytes = size_t(plan.stage.h) * plan.stage.w * plan.stage.c;
-  if (!WriteFile(dir + "/stage.bin", stage.data() + kGuard, stage_bytes)) return 3;
-  for (size_t i = stage_bytes; i < plan.arena.stage.size; ++i) {  // padding of the stage section
-    if (stage[kGuard + i] != kUnplaced) return Fail("a patch wrote past the stage shape", Status::kOk, -1);
+  for (uint32_t b = 0; b < plan.arena.size; ++b) {
+    bool in_stage = false;
+    for (uint16_t k = 0; k < plan.num_stages; ++k) {
+      const StageInfo& stage = plan.stages[k];
+      in_stage = in_stage || (b >= stage.section.offset && b - stage.section.offset < Bytes(stage.shape));
+    }
+    if (!in_stage && arena[b] != kUnplaced) return Fail("a patch wrote outside the stage buffers", Status::kOk, -1);
   }
   for (uint16_t m = 0; m < plan.num_models; ++m) {
     const ModelInfo& model = plan.models[m];
     if (!WriteFile(dir + "/model_" + std::to_string(m) + ".bin", model.data, model.data_size)) return 3;
   }
   if (!WriteFile(dir + "/test_image.bin", kTinyVisionTestImage, kTinyVisionTestImageSize)) return 3;
-  std::string arena = std::to_string(unsigned(plan.arena.interpreters)) + " " +
-                      std::to_string(plan.arena.temp_reserve) + " " + std::to_string(kTinyVisionNumInterpreterSlots) +
-                      " " + std::to_string(kTinyVisionArenaSize);
+  std::string arena_txt = std::to_string(unsigned(plan.arena.interpreters)) + " " +
+                          std::to_string(plan.arena.temp_reserve) + " " +
+                          std::to_string(kTinyVisionNumInterpreterSlots) + " " + std::to_string(kTinyVisionArenaSize);
   for (uint16_t i = 0; i < plan.arena.num_persistent; ++i) {
-    arena += " " + std::to_string(plan.arena.persistent[i].section.offset);
+    arena_txt += " " + std::to_string(plan.arena.persistent[i].section.offset);
   }
-  if (!WriteFile(dir + "/arena.txt", arena.data(), arena.size())) return 3;
-  printf("stage_check: %u patches placed, %zu stage bytes\n", unsigned(plan.num_patches), stage_bytes);
+  for (uint16_t k = 0; k < plan.num_stages; ++k) {
+    const StageInfo& stage = plan.stages[k];
+    char line[160];
+    snprintf(line, sizeof(line), "\n%u %u %u %.9g %d %u %u", unsigned(stage.shape.h), unsigned(stage.shape.w),
+             unsigned(stage.shape.c), double(stage.quant.scale), int(stage.quant.zero_point),
+             unsigned(stage.section.offset), unsigned(stage.section.size));
+    arena_txt += line;
+  }
+  if (!WriteFile(dir + "/arena.txt", arena_txt.data(), arena_txt.size())) return 3;
+  printf("stage_check: %u patches placed in %u stages\n", unsigned(plan.num_patches), unsigned(plan.num_stages));
   return 0;
 }

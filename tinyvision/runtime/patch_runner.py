@@ -1,9 +1,10 @@
 """Run a patch bundle (docs/bundle-format.md) on real TFLM interpreters, the way the device does.
 
-For every image: for each patch in plan order, copy its window of the image into
-the patch model's input, invoke, copy the output into its box of the stage
-buffer (NHWC int8, ``channels`` values at channel offset ``c``); then invoke the
-tail on the stage buffer. The whole job (all interpreters, all images) runs in
+For every image: for each patch in plan order (stage by stage), copy its window of
+its source (the image for stage 0, else the previous stage's buffer) into the patch
+model's input, invoke, copy the output into its box of its stage's buffer (NHWC int8,
+``channels`` values at channel offset ``c``); then invoke the tail on the last stage
+buffer. The whole job (all interpreters, all images) runs in
 ONE subprocess (``tinyvision.runtime.isolated``): TFLM may abort on a bad model.
 
 On the host every model gets its own interpreter and arena; the device shares
@@ -40,12 +41,12 @@ def _as_images(images, shape):
 class BundleRun:
     """Results of a bundle on TFLM for N images.
 
-    outputs: (N, *tail output without batch); stages: (N, Hs, Ws, Cs) assembled stage buffers;
+    outputs: (N, *tail output without batch); stages: per stage, the (N, Hs, Ws, Cs) assembled buffers;
     unsplit: the unsplit model's outputs on TFLM (same shape as outputs), when it was run.
     """
 
     outputs: np.ndarray
-    stages: np.ndarray
+    stages: list
     unsplit: np.ndarray = None
 
 
@@ -58,7 +59,7 @@ class PatchRunner:
     def run(self, images, return_stage=False, timeout=None):
         """Outputs for int8 images ``(H, W, C)`` or ``(N, H, W, C)``: an array ``(N, *tail output shape)``.
 
-        return_stage: return ``(outputs, stage buffers (N, Hs, Ws, Cs))`` instead.
+        return_stage: return ``(outputs, [per stage: buffers (N, Hs, Ws, Cs)])`` instead.
         """
         result = self.run_detailed(images, timeout=timeout)
         return (result.outputs, result.stages) if return_stage else result.outputs
@@ -77,7 +78,7 @@ class PatchRunner:
 class Verification:
     """A bundle on TFLM checked against its source model; truthy when the split is exact.
 
-    ok: the assembled stage buffers equal the source's stage tensor on tf.lite.Interpreter
+    ok: the assembled stage buffers equal the source's stage tensors on tf.lite.Interpreter
         (reference kernels): every patch is exact, and the tail is the source's own ops on them;
     matches_reference: the outputs equal tf.lite.Interpreter's too. They can differ only where
         TFLM's kernels differ from TFLite's in the tail (e.g. FULLY_CONNECTED rounding), which
@@ -118,7 +119,7 @@ def verify_bundle(bundle, original_model_bytes, n_inputs=4, seed=0, timeout=None
 
 def compare_runs(run, reference_outputs, reference_stages):
     """A ``Verification`` from a ``BundleRun`` (with ``unsplit``) and tf.lite.Interpreter's outputs and stages."""
-    stage_bad, _ = _differences(run.stages, reference_stages)
+    stage_bad = sum(_differences(got, want)[0] for got, want in zip(run.stages, reference_stages))
     bad, max_diff = _differences(run.outputs, reference_outputs)
     unsplit_bad, _ = _differences(run.outputs, run.unsplit)
     whole_bad, _ = _differences(run.unsplit, reference_outputs)
@@ -137,11 +138,12 @@ def compare_runs(run, reference_outputs, reference_stages):
     return Verification(stage_bad == 0, bad == 0, detail, n, stage_bad, bad, unsplit_bad, max_diff)
 
 
-def reference_run(original_model_bytes, images, stage_tensor_name):
-    """(outputs, stage tensors) of the source model on tf.lite.Interpreter (BUILTIN_REF), in this process.
+def reference_run(original_model_bytes, images, stage_tensor_names):
+    """(outputs, [per stage: tensors (N, ...)]) of the source model on tf.lite.Interpreter (BUILTIN_REF),
+    in this process.
 
-    Imports TensorFlow. images: (N, H, W, C) int8; stage_tensor_name: the source tensor the bundle's
-    stage buffer holds (``plan["stage"]["tensor"]``).
+    Imports TensorFlow. images: (N, H, W, C) int8; stage_tensor_names: the source tensors the bundle's
+    stage buffers hold (``plan["stages"][k]["tensor"]``).
     """
     import tinyvision  # noqa: F401  (Keras environment before TensorFlow)
     import tensorflow as tf
@@ -152,17 +154,21 @@ def reference_run(original_model_bytes, images, stage_tensor_name):
         experimental_preserve_all_tensors=True,
     )
     interpreter.allocate_tensors()
-    found = [d["index"] for d in interpreter.get_tensor_details() if d["name"] == stage_tensor_name]
-    if len(found) != 1:
-        raise TinyVisionError(f"the source model has {len(found)} tensors named {stage_tensor_name!r}, expected one")
+    indices = []
+    for name in stage_tensor_names:
+        found = [d["index"] for d in interpreter.get_tensor_details() if d["name"] == name]
+        if len(found) != 1:
+            raise TinyVisionError(f"the source model has {len(found)} tensors named {name!r}, expected one")
+        indices += found
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-    outputs, stages = [], []
+    outputs, stages = [], [[] for _ in indices]
     for image in images:
         interpreter.set_tensor(inp["index"], image[None])
         interpreter.invoke()
         outputs.append(np.array(interpreter.get_tensor(out["index"])[0]))
-        stages.append(np.array(interpreter.get_tensor(found[0])))
-    return np.stack(outputs), np.stack(stages)
+        for values, index in zip(stages, indices):
+            values.append(np.array(interpreter.get_tensor(index)))
+    return np.stack(outputs), [np.stack(values) for values in stages]
 
 
 def measure_models(model_data, timeout=None):
@@ -195,24 +201,26 @@ def run_bundle_job(model_data, plan, images, original=None):
                     for data, entry in zip(model_data, plan["models"])]
     shapes = [_input_shape(it) for it in interpreters]
     tail = plan["tail"]["model"]
-    outputs, stages = [], []
+    outputs, stages = [], [[] for _ in plan["stages"]]
     for image in images:
-        stage = np.zeros(plan["stage"]["shape"], dtype=np.int8)
+        buffers = [np.zeros(s["shape"], dtype=np.int8) for s in plan["stages"]]
         for p in plan["patches"]:
             w, o, k = p["window"], p["output"], p["model"]
-            window = image[w["y"]:w["y"] + w["h"], w["x"]:w["x"] + w["w"], :]
+            source = image if p["stage"] == 0 else buffers[p["stage"] - 1]
+            window = source[w["y"]:w["y"] + w["h"], w["x"]:w["x"] + w["w"], :]
             (out,) = tflm.invoke(interpreters[k], [np.ascontiguousarray(window).reshape(shapes[k])], files[k])
-            stage[o["y"]:o["y"] + o["h"], o["x"]:o["x"] + o["w"], o["c"]:o["c"] + o["channels"]] = (
+            buffers[p["stage"]][o["y"]:o["y"] + o["h"], o["x"]:o["x"] + o["w"], o["c"]:o["c"] + o["channels"]] = (
                 out.reshape(o["h"], o["w"], o["channels"]))
-        (result,) = tflm.invoke(interpreters[tail], [stage.reshape(shapes[tail])], files[tail])
+        (result,) = tflm.invoke(interpreters[tail], [buffers[-1].reshape(shapes[tail])], files[tail])
         outputs.append(result[0])
-        stages.append(stage)
+        for values, buffer in zip(stages, buffers):
+            values.append(buffer)
     unsplit = None
     if original is not None:
         name = plan["source"]["file"]
         whole = tflm.open_interpreter(original, None, name)
         unsplit = np.stack([tflm.invoke(whole, [image[None]], name)[0][0] for image in images])
-    return BundleRun(np.stack(outputs), np.stack(stages), unsplit)
+    return BundleRun(np.stack(outputs), [np.stack(values) for values in stages], unsplit)
 
 
 def measure_models_job(model_data):
@@ -231,5 +239,5 @@ def _differences(got, want):
 
 def verify_job(model_data, plan, original, images):
     run = run_bundle_job(model_data, plan, images, original)
-    outputs, stages = reference_run(original, images, plan["stage"]["tensor"])
-    return compare_runs(run, outputs, stages.reshape(run.stages.shape))
+    outputs, stages = reference_run(original, images, [s["tensor"] for s in plan["stages"]])
+    return compare_runs(run, outputs, [want.reshape(got.shape) for got, want in zip(run.stages, stages)])
