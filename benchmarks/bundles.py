@@ -72,7 +72,7 @@ class Row:
     stock_total: int
     flash_unsplit: int
     convert_seconds: float
-    split: str = None  # "n=12 grid 3x3", "tunnels"
+    split: str = None  # "n=12 3x3", "n=6 4x4 -> 13 2x2", "tunnels"
     shared: int = None
     persistent: int = None
     total: int = None
@@ -216,7 +216,7 @@ def benchmark(names, budget_for, work_dir):
         row = Row(name, mode, parse_bytes(budget_text) if mode == "auto" else None, report.head_bytes,
                   report.tail_bytes, report.total_bytes, len(datas[name]), round(seconds, 1),
                   search_table=search_table(stdout))
-        chosen = re.search(r"^chosen: (n=\d+ grid \S+)", stdout, re.M)
+        chosen = re.search(r"^chosen: (n=.+)$", stdout, re.M)
         row.split = chosen.group(1) if chosen else ("tunnels" if mode == "tunnels" else None)
         if code != 0:
             row.error = _error_line(stderr)

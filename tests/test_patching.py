@@ -3,6 +3,7 @@
 Every bit-exactness check runs the bundle on TFLM (``PatchRunner``, one subprocess)
 and the unsplit model on tf.lite.Interpreter with the reference kernels.
 """
+import copy
 import json
 import os
 
@@ -14,7 +15,9 @@ from hypothesis import strategies as st
 from conftest import int8_tflite
 from converters.ir import Model
 from converters.patching import (grid_tiles, max_stage_ops, read_bundle, split_patch_stage, split_points,
-                                 split_tunnels, stage_tensor, write_bundle)
+                                 split_stages, split_tunnels, stage_tensor, validate, write_bundle)
+from converters.patching.bundle import finalize
+from converters.patching.search import search
 from tinyvision.errors import TinyVisionError
 from tinyvision.runtime.patch_runner import PatchRunner, compare_runs, reference_run, verify_bundle
 
@@ -112,6 +115,50 @@ def test_interior_patches_share_one_model(mobilenet):
     # weights duplicated in variants count: every model file is flash
     baseline = bundle.stats["baseline"]
     assert bundle.stats["flash_bytes"] > baseline["flash_bytes"] and bundle.stats["macs"] > baseline["macs"]
+
+
+def test_chained_stages_are_bit_exact(mobilenet):
+    # stage 0: stem and blocks 0-1 over the image (16x16x8); stage 1: block 2 over stage 0 (16x16x8);
+    # stage 2: blocks 3-5 over stage 1 (8x8x16); the tail runs the rest
+    cuts = [_op_index(mobilenet, name) + 1 for name in ("block_1_project/", "block_2_add", "block_5_add")]
+    bundle = split_stages(mobilenet, [(cuts[0], 3), (cuts[1], 2), (cuts[2], (2, 1))])
+    assert [s["shape"] for s in bundle.stages] == [[16, 16, 8], [16, 16, 8], [8, 8, 16]]
+    assert [p.stage for p in bundle.patches] == [0] * 9 + [1] * 4 + [2] * 2
+    for p in bundle.patches:  # later stages read windows of the stage before, never the image
+        source = bundle.source_of(p.stage)["shape"]
+        assert p.window.y + p.window.h <= source[0] and p.window.x + p.window.w <= source[1]
+    assert all(bundle.models[p.model].name.startswith(f"stage{p.stage}_") for p in bundle.patches if p.stage)
+    single = split_patch_stage(mobilenet, cuts[0], 3)
+    assert bundle.stats["macs"] > single.stats["macs"] > bundle.stats["baseline"]["macs"]
+    result = assert_bit_exact(finalize(bundle), mobilenet, n_inputs=2)
+    assert result.stage_mismatches == 0
+    validate(bundle)
+    with pytest.raises(TinyVisionError, match="must increase"):
+        split_stages(mobilenet, [(cuts[1], 2), (cuts[0], 2)])
+
+
+def test_chain_arena_keeps_live_stages_apart(mobilenet):
+    cuts = [_op_index(mobilenet, name) + 1 for name in ("block_1_project/", "block_2_add")]
+    bundle = finalize(split_stages(mobilenet, [(cuts[0], 2), (cuts[1], 2)]))
+    (a, b) = [(s["offset"], s["offset"] + s["size"]) for s in bundle.arena["stages"]]
+    assert a[1] <= b[0] or b[1] <= a[0]
+    bad = copy.deepcopy(bundle)
+    bad.patches[-1].stage = 0  # a stage-1 patch moved before stage 1: out of order
+    with pytest.raises(TinyVisionError, match="runs after a patch of stage 1|serves stages"):
+        validate(bad)
+
+
+def test_search_chains_stages_when_the_tail_sets_the_peak(mobilenet):
+    result = search(mobilenet, 256 * 1024, 0.5)
+    single = min(c.shared for c in result.candidates if len(c.stages) == 1)
+    chained = [c for c in result.pareto if len(c.stages) > 1]
+    assert chained and min(c.shared for c in chained) < single
+    for c in result.pareto:
+        assert c.persistent > 0 and c.total == c.shared + c.persistent
+    smallest = min(chained, key=lambda c: c.shared)
+    bundle = finalize(split_stages(mobilenet, smallest.stages))
+    assert bundle.arena["shared"]["size"] <= smallest.shared + 4096  # the layout is near the estimate
+    assert verify_bundle(bundle, mobilenet, n_inputs=1).ok
 
 
 def test_verify_bundle_reports_bit_exactness(mobilenet):
@@ -214,6 +261,11 @@ def test_random_cnns_are_bit_exact(size, channels, specs, grid, seed):
     rows, cols = (grid, grid) if isinstance(grid, int) else grid
     bundle = split_patch_stage(model_bytes, n, (min(rows, stage[1]), min(cols, stage[2])))
     assert_bit_exact(bundle, model_bytes, n_inputs=2, seed=seed)
+    earlier = [cut for cut in split_points(model_bytes) if cut < n]
+    if earlier:  # the same stage as a second one, over a 2x2 split of an earlier cut
+        first = stage_tensor(model_bytes, earlier[-1]).shape
+        chain = [(earlier[-1], (min(2, first[1]), min(2, first[2]))), (n, (min(rows, stage[1]), min(cols, stage[2])))]
+        assert_bit_exact(split_stages(model_bytes, chain), model_bytes, n_inputs=2, seed=seed)
 
 
 def test_uneven_tiles_and_dilation_are_bit_exact():

@@ -80,6 +80,8 @@ class BundleModel:
     macs: int = 0
     nonpersistent_bytes: int = None  # TFLM head
     persistent_bytes: int = None  # TFLM tail
+    # the parsed form of ``data`` when the bundle was just built (saves re-parsing it); never written
+    parsed: object = dataclasses.field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_model(cls, name, role, data, model):
@@ -87,7 +89,15 @@ class BundleModel:
 
         g = model.main
         return cls(name, role, bytes(data), hwc(g.inputs[0].shape), hwc(g.outputs[0].shape),
-                   macs=int(model_cost(model).macs))
+                   macs=int(model_cost(model).macs), parsed=model)
+
+    def graph(self):
+        """The model's main ``converters.ir`` graph."""
+        from converters.ir import Model
+
+        if self.parsed is None:
+            self.parsed = Model.from_bytes(self.data, self.file)
+        return self.parsed.main
 
     @property
     def file(self):
@@ -368,7 +378,7 @@ def _plan_offline(bundle, interpreters):
     planned = [write_offline_plan(model, plan, m.file).to_bytes()
                for m, model, plan in zip(bundle.models, models, layout.plans)]
     for m, data in zip(bundle.models, planned):  # only once every model has its plan
-        m.data = data
+        m.data, m.parsed = data, None
     arena = dict(layout.arena)
     arena["offline_plans"] = True
     return arena

@@ -21,7 +21,7 @@ import dataclasses
 import math
 
 from converters.patching.bundle import ALIGN, DEFAULT_INTERPRETERS
-from converters.patching.stage import as_model, split_patch_stage, split_points, split_stages
+from converters.patching.stage import as_model, split_patch_stage, split_points
 from tinyvision.errors import TinyVisionError
 
 GRIDS = (2, 3, 4, 5, 6)
@@ -90,21 +90,26 @@ def candidate_points(model, limit=MAX_POINTS):
 
 @dataclasses.dataclass
 class _Piece:
-    """A stage from cut a to cut b over grid p: its patches' largest head, buffer span, MACs and flash."""
+    """A stage from cut a to cut b over grid p (or the tail after a cut): its models' largest head, its
+    buffer span, MACs, flash, largest AllocateTensors temporaries (``converters.planning.temp_reserve``)
+    and model files (measured on TFLM for the Pareto set only)."""
 
     head: int
     span: int
     macs: int
     flash: int
+    temp: int
+    datas: tuple
 
 
 class _Pieces:
     """Builds and caches stage pieces and tails of one model (cut 0 is the image)."""
 
-    def __init__(self, model, name):
+    def __init__(self, model, name, interpreters):
         from tinyvision.analysis.cost import model_cost
 
         self.name = name
+        self.interpreters = interpreters
         self.baseline_macs = model_cost(model).macs
         self.tails = {0: model}
         self.tail_costs = {}
@@ -119,20 +124,27 @@ class _Pieces:
             except TinyVisionError:
                 self.pieces[key] = None
                 return None
-            heads = _heads(bundle)
+            heads, temps = _heads(bundle), _temps(bundle, self.interpreters)
+            patch = [i for i, m in enumerate(bundle.models) if m.role == "patch"]
             self.pieces[key] = _Piece(
-                max(h for h, m in zip(heads, bundle.models) if m.role == "patch"),
+                max(heads[i] for i in patch),
                 _align(math.prod(bundle.last_stage["shape"])),
                 sum(bundle.models[q.model].macs for q in bundle.patches),
-                sum(len(m.data) for m in bundle.models if m.role == "patch"),
+                sum(len(bundle.models[i].data) for i in patch),
+                max(temps[i] for i in patch),
+                tuple(bundle.models[i].data for i in patch),
             )
             tail = bundle.models[bundle.tail]
             if b not in self.tail_costs:
-                from converters.ir import Model
-
-                self.tails[b] = Model.from_bytes(tail.data, tail.file)
-                self.tail_costs[b] = (heads[bundle.tail], tail.macs, len(tail.data))
+                self.tails[b] = tail.parsed
+                self.tail_costs[b] = _Piece(heads[bundle.tail], 0, tail.macs, len(tail.data), temps[bundle.tail],
+                                            (tail.data,))
         return self.pieces[key]
+
+    def parts(self, stages):
+        """The pieces of a chain and its tail."""
+        cuts = [0] + [n for n, _ in stages]
+        return [self.pieces[(a, b, p)] for a, (b, p) in zip(cuts, stages)] + [self.tail_costs[cuts[-1]]]
 
     def span(self, cut):
         """Bytes the stage buffer at ``cut`` takes in the arena (0 for the image: it is not in it)."""
@@ -148,14 +160,18 @@ class _Pieces:
         return peak, macs
 
     def chain(self, stages):
-        """The ``Candidate`` of a chain whose pieces have all been built."""
+        """The ``Candidate`` of a chain whose pieces have all been built. With interpreters created
+        one at a time, the stage buffers alive together lie above the largest model's temporaries."""
         cuts = [0] + [n for n, _ in stages]
+        pieces = [self.pieces[(a, b, p)] for a, (b, p) in zip(cuts, stages)]
         peak, macs = self.prefix(stages)
-        head, tail_macs, flash = self.tail_costs[cuts[-1]]
-        flash += sum(self.pieces[(a, b, p)].flash for a, (b, p) in zip(cuts, stages))
-        macs += tail_macs
+        tail = self.tail_costs[cuts[-1]]
+        reserve = max([tail.temp] + [q.temp for q in pieces])
+        peak = max([peak, tail.head] + [reserve + self.span(a) + q.span for a, q in zip(cuts, pieces)])
+        flash = tail.flash + sum(q.flash for q in pieces)
+        macs += tail.macs
         overhead = round(macs / self.baseline_macs - 1, 6) if self.baseline_macs else 0.0
-        return Candidate(tuple(stages), max(peak, head), overhead, flash)
+        return Candidate(tuple(stages), peak, overhead, flash)
 
 
 def _prefix_front(pieces, chains):
@@ -167,30 +183,16 @@ def _prefix_front(pieces, chains):
     return front
 
 
+def _temps(bundle, interpreters):
+    from converters.planning import temp_reserve
+
+    return [temp_reserve([m.graph()], interpreters) for m in bundle.models]
+
+
 def _heads(bundle):
-    from converters.ir import Model
     from converters.planning import plan_graph
 
-    return [_align(plan_graph(Model.from_bytes(m.data, m.file).main).size) for m in bundle.models]
-
-
-def estimate(model, stages, name="model.tflite"):
-    """A ``Candidate`` for a chain [(n, p), ...] (no TFLM) and its bundle from ``split_stages``."""
-    bundle = split_stages(model, stages, name)
-    heads = _heads(bundle)
-    shared = shared_estimate(bundle, heads)
-    return Candidate(tuple((int(n), p) for n, p in stages), shared, float(bundle.stats["mac_overhead"]),
-                     int(bundle.stats["flash_bytes"])), bundle
-
-
-def shared_estimate(bundle, heads):
-    """The shared region with the stage buffers beside the heads (``heads``: one planned head per model):
-    a stage-k patch needs its head plus the buffers of stages k - 1 and k, the tail its own head."""
-    spans = [_align(math.prod(s["shape"])) for s in bundle.stages]
-    need = [heads[bundle.tail]]
-    for p in bundle.patches:
-        need.append(heads[p.model] + spans[p.stage] + (spans[p.stage - 1] if p.stage else 0))
-    return max(need)
+    return [_align(plan_graph(m.graph()).size) for m in bundle.models]
 
 
 def pareto(candidates):
@@ -216,7 +218,7 @@ def search(model, budget, max_mac_overhead, name="model.tflite", grids=GRIDS, lo
     if not points:
         raise TinyVisionError(f"{name} has no patch stage to split")
     blocks = set(block_boundaries(model, split_points(model)))
-    pieces = _Pieces(model, name)
+    pieces = _Pieces(model, name, interpreters)
     prefixes = {}  # cut -> non-dominated chains ending there, in (peak of their pieces, MACs of their pieces)
     for n in points:
         for p in grids:
@@ -232,7 +234,7 @@ def search(model, budget, max_mac_overhead, name="model.tflite", grids=GRIDS, lo
         grown = {}
         for a in sorted(prefixes):
             chains = [c for c in _prefix_front(pieces, prefixes[a]) if len(c) == depth
-                      and pieces.prefix(c)[0] < pieces.tail_costs[a][0]]  # the tail sets their peak
+                      and pieces.prefix(c)[0] < pieces.tail_costs[a].head]  # the tail sets their peak
             if not chains:
                 continue
             for b in _next_cuts(pieces, points, blocks, a):
@@ -241,7 +243,7 @@ def search(model, budget, max_mac_overhead, name="model.tflite", grids=GRIDS, lo
                     if piece is None:
                         continue
                     grown.setdefault(b, []).extend(c + ((b, p),) for c in chains)
-                    if pieces.span(a) + piece.head + piece.span <= pieces.tail_costs[b][0]:
+                    if pieces.span(a) + piece.head + piece.span <= pieces.tail_costs[b].head:
                         break  # the tail sets the peak: finer grids only add MACs
         if not grown:
             break
@@ -249,16 +251,14 @@ def search(model, budget, max_mac_overhead, name="model.tflite", grids=GRIDS, lo
             prefixes.setdefault(b, []).extend(chains)
             candidates += [pieces.chain(c) for c in chains]
     front = pareto(candidates)
-    datas, owners = [], []
-    for i, c in enumerate(front):
-        for m in split_stages(model, c.stages, name).models:
-            datas.append(m.data)
-            owners.append(i)
-    reports = measure_models(datas)
-    sections = [[] for _ in front]
-    for i, report in zip(owners, reports):
-        sections[i].append(_align(report.tail_bytes))
-    for c, sizes in zip(front, sections):
+    parts = {id(part): part for c in front for part in pieces.parts(c.stages)}
+    datas = [(key, data) for key, part in parts.items() for data in part.datas]
+    reports = measure_models([data for _, data in datas])
+    sections = {key: [] for key in parts}
+    for (key, _), report in zip(datas, reports):
+        sections[key].append(_align(report.tail_bytes))
+    for c in front:
+        sizes = [size for part in pieces.parts(c.stages) for size in sections[id(part)]]
         c.persistent = sum(sizes) if interpreters == "resident" else max(sizes)
     fits = [c for c in front if c.total <= budget and c.mac_overhead <= max_mac_overhead]
     chosen = min(fits, key=lambda c: (c.mac_overhead, c.total)) if fits else None
@@ -269,11 +269,11 @@ def search(model, budget, max_mac_overhead, name="model.tflite", grids=GRIDS, lo
 def _next_cuts(pieces, points, blocks, a):
     """Up to NEXT_CUTS cuts after ``a`` with ever smaller tails: per tail size, its first block
     boundary (a bottleneck's projection rather than its expansion), else its first cut."""
-    levels, bound = {}, pieces.tail_costs[a][0]
+    levels, bound = {}, pieces.tail_costs[a].head
     for b in points:
         if b <= a or (b not in pieces.tail_costs and pieces.piece(a, b, 2) is None):
             continue
-        head = pieces.tail_costs[b][0]
+        head = pieces.tail_costs[b].head
         if head < bound and (head not in levels or (b in blocks and levels[head] not in blocks)):
             levels[head] = b
     return [levels[head] for head in sorted(levels, reverse=True)][:NEXT_CUTS]

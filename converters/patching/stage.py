@@ -483,7 +483,7 @@ def split_stages(model, stages, name="model.tflite"):
             models.append(m)
         patches += [dataclasses.replace(p, model=first + p.model, stage=k) for p in part.patches]
         descriptions.append(part.stages[0])
-        rest, done = Model.from_bytes(part.models[part.tail].data, "tail"), n
+        rest, done = part.models[part.tail].parsed, n
     models.append(BundleModel.from_model("tail", "tail", rest.to_bytes(), rest))
     graph = model.main
     bundle = Bundle(
