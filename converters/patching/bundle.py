@@ -349,6 +349,7 @@ def finalize(bundle, offline_plans=True, interpreters=DEFAULT_INTERPRETERS):
         except TinyVisionError as e:
             reason = str(e)
         else:
+            bundle.stats["flash_bytes"] = sum(len(m.data) for m in bundle.models)  # with the plans' metadata
             _measure(bundle)  # heads (and persistent data) of the planned models
             persistent = [s["size"] for s in sorted(bundle.arena["persistent"], key=lambda s: s["model"])]
             if persistent != [m.persistent_bytes for m in bundle.models]:

@@ -103,7 +103,7 @@ class _Piece:
 
 
 class _Pieces:
-    """Builds and caches stage pieces and tails of one model (cut 0 is the image)."""
+    """Builds and caches the stage pieces of one model and the tail after each cut (cut 0 is the image)."""
 
     def __init__(self, model, name, interpreters):
         from tinyvision.analysis.cost import model_cost
@@ -112,7 +112,7 @@ class _Pieces:
         self.interpreters = interpreters
         self.baseline_macs = model_cost(model).macs
         self.tails = {0: model}
-        self.tail_costs = {}
+        self.tail_pieces = {}
         self.pieces = {}
 
     def piece(self, a, b, p):
@@ -135,16 +135,16 @@ class _Pieces:
                 tuple(bundle.models[i].data for i in patch),
             )
             tail = bundle.models[bundle.tail]
-            if b not in self.tail_costs:
+            if b not in self.tail_pieces:
                 self.tails[b] = tail.parsed
-                self.tail_costs[b] = _Piece(heads[bundle.tail], 0, tail.macs, len(tail.data), temps[bundle.tail],
+                self.tail_pieces[b] = _Piece(heads[bundle.tail], 0, tail.macs, len(tail.data), temps[bundle.tail],
                                             (tail.data,))
         return self.pieces[key]
 
     def parts(self, stages):
         """The pieces of a chain and its tail."""
         cuts = [0] + [n for n, _ in stages]
-        return [self.pieces[(a, b, p)] for a, (b, p) in zip(cuts, stages)] + [self.tail_costs[cuts[-1]]]
+        return [self.pieces[(a, b, p)] for a, (b, p) in zip(cuts, stages)] + [self.tail_pieces[cuts[-1]]]
 
     def span(self, cut):
         """Bytes the stage buffer at ``cut`` takes in the arena (0 for the image: it is not in it)."""
@@ -165,7 +165,7 @@ class _Pieces:
         cuts = [0] + [n for n, _ in stages]
         pieces = [self.pieces[(a, b, p)] for a, (b, p) in zip(cuts, stages)]
         peak, macs = self.prefix(stages)
-        tail = self.tail_costs[cuts[-1]]
+        tail = self.tail_pieces[cuts[-1]]
         reserve = max([tail.temp] + [q.temp for q in pieces])
         peak = max([peak, tail.head] + [reserve + self.span(a) + q.span for a, q in zip(cuts, pieces)])
         flash = tail.flash + sum(q.flash for q in pieces)
@@ -234,7 +234,7 @@ def search(model, budget, max_mac_overhead, name="model.tflite", grids=GRIDS, lo
         grown = {}
         for a in sorted(prefixes):
             chains = [c for c in _prefix_front(pieces, prefixes[a]) if len(c) == depth
-                      and pieces.prefix(c)[0] < pieces.tail_costs[a].head]  # the tail sets their peak
+                      and pieces.prefix(c)[0] < pieces.tail_pieces[a].head]  # the tail sets their peak
             if not chains:
                 continue
             for b in _next_cuts(pieces, points, blocks, a):
@@ -243,7 +243,7 @@ def search(model, budget, max_mac_overhead, name="model.tflite", grids=GRIDS, lo
                     if piece is None:
                         continue
                     grown.setdefault(b, []).extend(c + ((b, p),) for c in chains)
-                    if pieces.span(a) + piece.head + piece.span <= pieces.tail_costs[b].head:
+                    if pieces.span(a) + piece.head + piece.span <= pieces.tail_pieces[b].head:
                         break  # the tail sets the peak: finer grids only add MACs
         if not grown:
             break
@@ -269,11 +269,11 @@ def search(model, budget, max_mac_overhead, name="model.tflite", grids=GRIDS, lo
 def _next_cuts(pieces, points, blocks, a):
     """Up to NEXT_CUTS cuts after ``a`` with ever smaller tails: per tail size, its first block
     boundary (a bottleneck's projection rather than its expansion), else its first cut."""
-    levels, bound = {}, pieces.tail_costs[a].head
+    levels, bound = {}, pieces.tail_pieces[a].head
     for b in points:
-        if b <= a or (b not in pieces.tail_costs and pieces.piece(a, b, 2) is None):
+        if b <= a or (b not in pieces.tail_pieces and pieces.piece(a, b, 2) is None):
             continue
-        head = pieces.tail_costs[b].head
+        head = pieces.tail_pieces[b].head
         if head < bound and (head not in levels or (b in blocks and levels[head] not in blocks)):
             levels[head] = b
     return [levels[head] for head in sorted(levels, reverse=True)][:NEXT_CUTS]

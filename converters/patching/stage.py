@@ -474,7 +474,7 @@ def split_stages(model, stages, name="model.tflite"):
     models, patches, descriptions = [], [], []
     rest, done = model, 0
     for k, (n, grid) in enumerate(stages):
-        where = name if k == 0 else f"{name} after op {done}"
+        where = name if k == 0 else f"{name} (its tail from op {done})"
         part = split_patch_stage(rest, n - done, grid, where)
         first = len(models)
         for m in part.models[:part.tail]:
