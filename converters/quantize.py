@@ -70,13 +70,7 @@ def to_int8_tflite(keras_model, representative_data, labels=None, normalization=
         for sample in samples:
             yield [sample[None]]
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    converter._experimental_disable_per_channel_quantization_for_dense_layers = not per_channel_dense
+    converter = int8_converter(keras_model, representative, per_channel_dense)
     try:
         with warnings.catch_warnings():
             # QAT models carry their own ranges; the converter warns that the input has none.
@@ -86,6 +80,22 @@ def to_int8_tflite(keras_model, representative_data, labels=None, normalization=
         raise TinyVisionError(f"int8 conversion of {keras_model.name!r} failed: {_first_error_line(e)}") from None
     tflm.require_int8(tflite, keras_model.name)
     return attach_metadata(tflite, name or keras_model.name, description, labels, normalization)
+
+
+def int8_converter(keras_model, representative, per_channel_dense=False):
+    """A ``tf.lite.TFLiteConverter`` for full-int8 (int8 input and output, builtin int8 ops only).
+
+    representative: a callable yielding ``[float sample with batch 1]`` lists (calibration).
+    per_channel_dense: keep TF's default per-channel FULLY_CONNECTED weights (else per-tensor).
+    """
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    converter._experimental_disable_per_channel_quantization_for_dense_layers = not per_channel_dense
+    return converter
 
 
 def representative_samples(data, shape, max_samples=DEFAULT_CALIBRATION_SAMPLES, normalization=NORMALIZATION):

@@ -19,7 +19,7 @@ def int8_tflite(keras_model, samples=8, seed=0, per_channel_dense=False):
 
     per_channel_dense: TF's default per-channel FULLY_CONNECTED weights (else per-tensor).
     """
-    import tensorflow as tf
+    from converters.quantize import int8_converter
 
     shape = keras_model.input_shape[1:]
     rng = np.random.default_rng(seed)
@@ -28,14 +28,29 @@ def int8_tflite(keras_model, samples=8, seed=0, per_channel_dense=False):
         for _ in range(samples):
             yield [rng.uniform(-1, 1, (1, *shape)).astype(np.float32)]
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    converter._experimental_disable_per_channel_quantization_for_dense_layers = not per_channel_dense
-    return converter.convert()
+    return int8_converter(keras_model, representative, per_channel_dense).convert()
+
+
+def reference_outputs(model_bytes, x):
+    """Outputs of ``model_bytes`` on tf.lite.Interpreter (default kernels) for the input array ``x``."""
+    import tensorflow as tf
+
+    it = tf.lite.Interpreter(model_content=model_bytes)
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], x)
+    it.invoke()
+    return [it.get_tensor(d["index"]) for d in it.get_output_details()]
+
+
+def randomize(model, seed=0):
+    """Random weights, BN statistics included (variances positive), so activations keep their size."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        if "variance" in w.name:
+            w.assign(rng.uniform(0.5, 1.5, w.shape).astype("float32"))
+        else:
+            w.assign(rng.normal(0, 0.5, w.shape).astype("float32"))
+    return model
 
 
 @pytest.fixture(scope="session")

@@ -1,18 +1,9 @@
 import numpy as np
 import pytest
 
+from conftest import reference_outputs
 from converters.ir import Model, Op, Tensor
 from tinyvision.errors import TinyVisionError
-
-
-def reference_outputs(model_bytes, x):
-    import tensorflow as tf
-
-    it = tf.lite.Interpreter(model_content=model_bytes)
-    it.allocate_tensors()
-    it.set_tensor(it.get_input_details()[0]["index"], x)
-    it.invoke()
-    return [it.get_tensor(d["index"]) for d in it.get_output_details()]
 
 
 def test_round_trip_is_bit_exact(small_cnn_tflite):

@@ -6,6 +6,7 @@ import tinyvision  # noqa: F401
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
+from conftest import randomize
 from models import seed003
 from tinyvision.errors import TinyVisionError
 from tinyvision.layers import (InputSegmentation, InvertedResidual, PatchTunnel,
@@ -22,16 +23,6 @@ SMALL_STAGES = ((1, 8, 1, 1, 3, 1), (6, 16, 1, 2, 3, 2), (6, 16, 1, 1, 3, 3))
 
 def small_seed003(**overrides):
     return seed003("vww", **{"resolution": 64, "stages": SMALL_STAGES, **overrides})
-
-
-def randomize(model):
-    """Random weights, BN statistics included (variances positive), so BN is not an identity."""
-    for w in model.weights:
-        if "variance" in w.name:
-            w.assign(rng.uniform(0.5, 1.5, w.shape).astype("float32"))
-        else:
-            w.assign(rng.normal(0, 0.5, w.shape).astype("float32"))
-    return model
 
 
 def images(n, size, channels=3):

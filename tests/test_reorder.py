@@ -7,22 +7,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import int8_tflite
+from conftest import int8_tflite, reference_outputs
 from converters.ir import Graph, Model, Op, Tensor
 from converters.passes import live_bytes_per_op, peak_live_bytes, reorder_graph, reorder_tflite
 from tinyvision.errors import TinyVisionError
 
 GROUPS = 4
-
-
-def reference_outputs(model_bytes, x):
-    import tensorflow as tf
-
-    it = tf.lite.Interpreter(model_content=model_bytes)
-    it.allocate_tensors()
-    it.set_tensor(it.get_input_details()[0]["index"], x)
-    it.invoke()
-    return [it.get_tensor(d["index"]) for d in it.get_output_details()]
 
 
 @pytest.fixture(scope="module")

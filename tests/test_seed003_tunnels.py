@@ -11,6 +11,7 @@ import tinyvision  # noqa: F401
 import tensorflow as tf
 
 import models
+from conftest import randomize
 from converters.ir import Graph, Model
 from converters.patching import split_tunnels
 from converters.patching.stage import derived_model
@@ -26,17 +27,6 @@ layers = tf.keras.layers
 # TFLM's kMaxInputNum (tflite-micro tensorflow/lite/micro/kernels/concatenation.cc)
 TFLM_CONCAT_INPUTS = 10
 SMALL_STAGES = ((1, 8, 1, 1, 3, 1), (6, 16, 1, 2, 3, 2))
-
-
-def randomize(model, seed=0):
-    """Random weights, BN statistics included (variances positive), so activations keep their size."""
-    rng = np.random.default_rng(seed)
-    for w in model.weights:
-        if "variance" in w.name:
-            w.assign(rng.uniform(0.5, 1.5, w.shape).astype("float32"))
-        else:
-            w.assign(rng.normal(0, 0.5, w.shape).astype("float32"))
-    return model
 
 
 def small_imagenet():

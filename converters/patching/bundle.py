@@ -126,6 +126,11 @@ class Bundle:
         return self.image if stage == 0 else self.stages[stage - 1]
 
     @property
+    def stage_bytes(self):
+        """Bytes of each stage buffer, in stage order."""
+        return [int(np.prod(s["shape"])) for s in self.stages]
+
+    @property
     def measured(self):
         return all(m.nonpersistent_bytes is not None and m.persistent_bytes is not None for m in self.models)
 
@@ -280,8 +285,7 @@ def _validate_arena(bundle, fail):
         fail(str(e))
     if len(sections) != len(bundle.stages):
         fail(f"the arena has {len(sections)} stage sections for {len(bundle.stages)} stages")
-    for k, (section, stage) in enumerate(zip(sections, bundle.stages)):
-        size = int(np.prod(stage["shape"]))
+    for k, (section, size) in enumerate(zip(sections, bundle.stage_bytes)):
         if section["size"] < size:
             fail(f"the arena's section for stage {k} ({section['size']} B) is smaller than its buffer ({size} B)")
 
@@ -305,7 +309,7 @@ def unplanned_arena(bundle, interpreters=DEFAULT_INTERPRETERS):
 
     patch_head = max(_align(m.nonpersistent_bytes) for m in bundle.models if m.role == "patch")
     reserve = temp_reserve([Model.from_bytes(m.data, m.file).main for m in bundle.models], interpreters)
-    sizes = [int(np.prod(s["shape"])) for s in bundle.stages]
+    sizes = bundle.stage_bytes
     offsets, at = [], max(patch_head, reserve)
     for size in sizes:
         offsets.append(at)
@@ -371,7 +375,7 @@ def _plan_offline(bundle, interpreters):
     layout = layout_bundle(
         [(m.name, m.role, model.main) for m, model in zip(bundle.models, models)],
         [m.persistent_bytes for m in bundle.models],
-        [int(np.prod(s["shape"])) for s in bundle.stages],
+        bundle.stage_bytes,
         scratch={m.name: reference_scratch(model.main, m.name) for m, model in zip(bundle.models, models)},
         interpreters=interpreters,
         patch_stages={bundle.models[p.model].name: p.stage for p in bundle.patches},

@@ -163,9 +163,8 @@ class _Pieces:
         """The ``Candidate`` of a chain whose pieces have all been built. With interpreters created
         one at a time, the stage buffers alive together lie above the largest model's temporaries."""
         cuts = [0] + [n for n, _ in stages]
-        pieces = [self.pieces[(a, b, p)] for a, (b, p) in zip(cuts, stages)]
+        *pieces, tail = self.parts(stages)
         peak, macs = self.prefix(stages)
-        tail = self.tail_pieces[cuts[-1]]
         reserve = max([tail.temp] + [q.temp for q in pieces])
         peak = max([peak, tail.head] + [reserve + self.span(a) + q.span for a, q in zip(cuts, pieces)])
         flash = tail.flash + sum(q.flash for q in pieces)

@@ -433,7 +433,7 @@ def split_patch_stage(model, n, grid, name="model.tflite"):
         ))
     tail_model = partially_executed(derived_model(model, tail_graph(graph, n, stage)))
     models.append(BundleModel.from_model("tail", "tail", tail_model.to_bytes(), tail_model))
-    return assemble_bundle("patch_stage", model, data, name, image, stage, models, patches)
+    return assemble_bundle("patch_stage", model, data, name, image, [stage_description(stage)], models, patches)
 
 
 def partially_executed(tail):
@@ -482,30 +482,21 @@ def split_stages(model, stages, name="model.tflite"):
                 m.name = f"stage{k}_{m.name}"
             models.append(m)
         patches += [dataclasses.replace(p, model=first + p.model, stage=k) for p in part.patches]
-        descriptions.append(part.stages[0])
-        rest, done = part.models[part.tail].parsed, n
-    models.append(BundleModel.from_model("tail", "tail", rest.to_bytes(), rest))
-    graph = model.main
-    bundle = Bundle(
-        kind="patch_stage",
-        source={"file": name, "sha256": hashlib.sha256(data).hexdigest()},
-        image={"shape": list(hwc(graph.inputs[0].shape)), "dtype": "int8", **quant_dict(graph.inputs[0])},
-        stages=descriptions,
-        models=models,
-        patches=patches,
-        tail=len(models) - 1,
-    )
-    bundle.stats = bundle_stats(bundle, model, data)
-    return bundle
+        descriptions += part.stages
+        tail = part.models[part.tail]
+        rest, done = tail.parsed, n
+    return assemble_bundle("patch_stage", model, data, name, model.main.inputs[0], descriptions, models + [tail],
+                           patches)
 
 
-def assemble_bundle(kind, model, data, name, image, stage, models, patches):
-    """A ``Bundle`` whose last model is the tail, with its source, image/stage descriptions and stats."""
+def assemble_bundle(kind, model, data, name, image, stages, models, patches):
+    """A ``Bundle`` whose last model is the tail, with its source, image and stage descriptions
+    (``stage_description``, in stage order) and stats."""
     bundle = Bundle(
         kind=kind,
         source={"file": name, "sha256": hashlib.sha256(data).hexdigest()},
         image={"shape": list(hwc(image.shape)), "dtype": "int8", **quant_dict(image)},
-        stages=[stage_description(stage)],
+        stages=stages,
         models=models,
         patches=patches,
         tail=len(models) - 1,

@@ -22,7 +22,7 @@ import numpy as np
 
 from converters.ir import Graph
 from converters.patching.bundle import Box, BundleModel, Patch, Window, hwc, quant_dict
-from converters.patching.stage import as_model, assemble_bundle, check_model, derived_model
+from converters.patching.stage import as_model, assemble_bundle, check_model, derived_model, stage_description
 from tinyvision.errors import TinyVisionError
 
 _SLICES = ("STRIDED_SLICE", "SLICE")
@@ -137,7 +137,7 @@ def split_tunnels(model, name="model.tflite"):
     head = derived_model(model, Graph(ops=head_ops, inputs=[stage], outputs=list(graph.outputs),
                                       tensors=list(graph.tensors), name=graph.name))
     models.append(BundleModel.from_model("head", "tail", head.to_bytes(), head))
-    return assemble_bundle("tunnels", model, data, name, image, stage, models, patches)
+    return assemble_bundle("tunnels", model, data, name, image, [stage_description(stage)], models, patches)
 
 
 def _merge_tree(root, stage, origin, graph, name):
