@@ -4,6 +4,7 @@ Outputs go to a temporary file in the destination folder and are renamed into
 place, so a failure never leaves a half-written file; inputs are only read.
 """
 import os
+import shutil
 import tempfile
 
 from tinyvision.errors import TinyVisionError
@@ -29,6 +30,24 @@ def atomic_write_bytes(path, data):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise TinyVisionError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def replace_folder(tmp, target):
+    """Rename the finished folder ``tmp`` to ``target`` (beside it), replacing a previous folder there;
+    the previous one is put back if the rename fails (OSError propagates)."""
+    old = None
+    try:
+        if os.path.exists(target):
+            old = tempfile.mkdtemp(dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}.old-")
+            os.replace(target, os.path.join(old, "previous"))
+        os.replace(tmp, target)
+    except OSError:
+        if old is not None and not os.path.exists(target):
+            os.replace(os.path.join(old, "previous"), target)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_text(path, text):

@@ -39,6 +39,7 @@ import numpy as np
 from converters.export.boards import get_board
 from tinyvision.data.normalization import NORMALIZATION_MEAN, NORMALIZATION_STD
 from tinyvision.errors import TinyVisionError
+from tinyvision.fileio import replace_folder
 
 TFLM_APP_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tflm_app")
 SKETCH_TEMPLATE = "tinyvision_sketch.ino"
@@ -158,7 +159,7 @@ def export_arduino(bundle_dir, out_dir, board="nano33ble", test_image=None, sket
         if verbose:
             print(report.summary())
         _check_fit(report, profile)
-        _replace_dir(tmp, target)
+        replace_folder(tmp, target)
     except OSError as e:
         raise TinyVisionError(f"cannot write {target}: {e.strerror or e}") from None
     finally:
@@ -634,21 +635,3 @@ def _sketch_name(bundle_dir, sketch_name):
 def _is_sketch(path, name):
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, f"{name}.ino")) and os.path.isfile(
         os.path.join(path, "plan_data.h"))
-
-
-def _replace_dir(tmp, target):
-    """Rename ``tmp`` to ``target``, replacing a previous sketch there; the old one is restored on failure."""
-    parent = os.path.dirname(target)
-    old = None
-    try:
-        if os.path.exists(target):
-            old = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(target)}.old-")
-            os.replace(target, os.path.join(old, "sketch"))
-        os.replace(tmp, target)
-    except OSError:
-        if old is not None and not os.path.exists(target):
-            os.replace(os.path.join(old, "sketch"), target)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)

@@ -17,6 +17,7 @@ import tempfile
 import numpy as np
 
 from tinyvision.errors import TinyVisionError
+from tinyvision.fileio import replace_folder
 
 FORMAT = "tinyvision.bundle/2"
 KINDS = ("patch_stage", "tunnels")
@@ -411,7 +412,6 @@ def write_bundle(bundle, folder):
         tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(folder)}.tmp-")
     except OSError as e:
         raise TinyVisionError(f"cannot write {folder}: {e.strerror or e}") from None
-    old = None
     try:
         for m in bundle.models:
             with open(os.path.join(tmp, m.file), "wb") as f:
@@ -420,18 +420,11 @@ def write_bundle(bundle, folder):
             json.dump(bundle.plan(), f, indent=2)
             f.write("\n")
         os.chmod(tmp, 0o755)
-        if os.path.exists(folder):
-            old = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(folder)}.old-")
-            os.replace(folder, os.path.join(old, "bundle"))
-        os.replace(tmp, folder)
+        replace_folder(tmp, folder)
     except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not os.path.exists(folder):
-            os.replace(os.path.join(old, "bundle"), folder)  # put the previous bundle back
         raise TinyVisionError(f"cannot write {folder}: {e.strerror or e}") from None
     finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
