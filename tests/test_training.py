@@ -88,6 +88,24 @@ def test_zoo_model_qat_and_int8():
     assert 0.0 <= evaluate_int8(data, images, labels) <= 1.0
 
 
+def test_short_runs_settle_batchnorm_statistics():
+    """A 6-step run with the zoo's momentum 0.999 would leave the moving variance ~99% at its initial 1
+    (the conv outputs' variance is ~0.05); the trainer lowers the momentum so it tracks the real one."""
+    images, labels = synthetic_arrays(48, 16, seed=0)
+    model = small_cnn(16)
+    for layer in model.layers:
+        if isinstance(layer, L.BatchNormalization):
+            layer.momentum = 0.999
+    result = train(model, (images, labels), epochs=2, qat=False, batch_size=16, learning_rate=0.0, verbose=0,
+                   seed=0)
+    first_bn = next(layer for layer in result.model.layers if isinstance(layer, L.BatchNormalization))
+    assert first_bn.momentum == pytest.approx(0.01 ** (1 / 6))
+    conv_outputs = tf.keras.Model(result.model.inputs, first_bn.input)(images).numpy()
+    variance = conv_outputs.reshape(-1, conv_outputs.shape[-1]).var(axis=0)
+    # An EMA of 16-image batch variances plus 1% of the initial 1: within a factor e (untreated: ~e^3).
+    assert np.abs(np.log(first_bn.moving_variance.numpy() / variance)).max() < 1.0
+
+
 def test_softmax_output_is_detected():
     images, labels = synthetic_arrays(16, 16, seed=0)
     result = train(small_cnn(16, softmax=True), (images, labels), epochs=1, qat=False, verbose=0)

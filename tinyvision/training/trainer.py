@@ -17,6 +17,13 @@ from tinyvision.errors import TinyVisionError
 from tinyvision.layers import flatten
 from tinyvision.training.strategies import make_strategy
 
+# BatchNormalization layers keep moving statistics with momentum 0.999 (keras.applications'
+# value, made for ImageNet-length runs). After a few hundred steps those still mostly hold
+# their initial mean 0 / variance 1, and the trained model predicts a single class at
+# inference. Float training lowers the momentum so that the initial values weigh at most
+# this much in the statistics by the end of the run.
+BN_INITIAL_WEIGHT = 0.01
+
 
 @dataclasses.dataclass
 class TrainResult:
@@ -85,6 +92,7 @@ def train(model, train_ds, val_ds=None, epochs=5, qat=True, qat_epochs=None, str
         _compile(float_model, learning_rate, epochs * steps if steps else None, from_logits)
     float_history, float_accuracy = {}, None
     if epochs:
+        _fit_batchnorm_momentum(float_model, epochs * steps if steps else None, verbose)
         _say(verbose, f"float training: {epochs} epoch(s) on {strategy.num_replicas_in_sync} replica(s)")
         float_history = float_model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose,
                                         callbacks=callbacks).history
@@ -144,6 +152,20 @@ def _build_in_scope(model, strategy):
     clone = tf.keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
     return clone
+
+
+def _fit_batchnorm_momentum(model, steps, verbose):
+    """Cap every BatchNormalization momentum at BN_INITIAL_WEIGHT ** (1 / steps) (steps None: unknown, keep)."""
+    if not steps:
+        return
+    cap = BN_INITIAL_WEIGHT ** (1.0 / steps)
+    lowered = [layer for layer in model.submodules
+               if isinstance(layer, tf.keras.layers.BatchNormalization) and layer.momentum > cap]
+    for layer in lowered:
+        layer.momentum = cap
+    if lowered:
+        _say(verbose, f"BatchNorm momentum {cap:.4f} in {len(lowered)} layer(s), so the moving statistics "
+                      f"settle within {steps} steps")
 
 
 def _outputs_logits(model):
