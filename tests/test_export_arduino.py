@@ -91,6 +91,9 @@ def test_writes_a_complete_sketch(bundle_dir, tmp_path, capsys):
     assert report.flash["models"] >= sum(len(m.data) for m in bundle.models)
     assert report.flash_bytes == sum(report.flash.values()) <= report.flash_available
     assert report.camera_ram_bytes > report.ram_bytes + 160 * 120 * 2
+    with open(os.path.join(sketch, "build_config.h")) as f:
+        config = f.read()
+    assert "#define TINYVISION_USE_CAMERA 0" in config and "#define TINYVISION_CAMERA_BUILD_FITS 1" in config
     printed = capsys.readouterr().out
     assert f"RAM   {report.ram_bytes:,} of" in printed and f"flash {report.flash_bytes:,} of" in printed
     assert leftovers(tmp_path) == []
@@ -231,6 +234,46 @@ def test_refuses_a_bundle_over_the_board_ram(bundle_dir, tmp_path):
     with pytest.raises(TinyVisionError, match=r"does not fit nano33ble: static RAM .* > 229,376 B"):
         export_arduino(big, out, verbose=False)
     assert os.listdir(out) == []  # nothing written, no temporary folder left
+
+
+def compiles(header_dir, *defines):
+    """Whether a file including build_config.h compiles with g++ (its #error is the point)."""
+    import subprocess
+
+    source = os.path.join(header_dir, "uses_config.cpp")
+    with open(source, "w") as f:
+        f.write('#include "build_config.h"\nint main() { return TINYVISION_USE_CAMERA; }\n')
+    result = subprocess.run(["g++", "-fsyntax-only", *defines, "-I", header_dir, source], capture_output=True,
+                            text=True)
+    return result.returncode == 0, result.stderr
+
+
+def test_camera_build_over_the_board_ram(bundle_dir, tmp_path):
+    """A board where the test image build fits and the camera build (+ a 38 KB frame) does not: the default
+    export works and its build_config.h stops a camera build at compile time; --camera is refused."""
+    from converters.export.arduino import export_arduino
+    from converters.export.boards import BOARDS
+
+    nano = BOARDS["nano33ble"]
+    needed = export_arduino(bundle_dir, tmp_path / "probe", verbose=False).ram_bytes
+    tight = dataclasses.replace(nano, ram_bytes=nano.reserved_ram_bytes + needed + 1024)
+    report = export_arduino(bundle_dir, tmp_path / "flash_image", board=tight, verbose=False)
+    assert not report.camera and not report.camera_fits
+    assert report.ram_bytes <= report.ram_available < report.camera_ram_bytes
+    assert compiles(report.sketch_dir) == (True, "")
+    ok, errors = compiles(report.sketch_dir, "-DTINYVISION_USE_CAMERA=1")
+    assert not ok and f"the camera build needs {report.camera_ram_bytes} B of static RAM" in errors
+
+    out = tmp_path / "camera"
+    with pytest.raises(TinyVisionError, match=r"does not fit nano33ble: the camera build's static RAM"):
+        export_arduino(bundle_dir, out, board=tight, camera=True, verbose=False)
+    assert os.listdir(out) == []
+
+    camera = export_arduino(bundle_dir, tmp_path / "camera_ok", camera=True, verbose=False)
+    assert camera.camera and camera.camera_fits
+    with open(os.path.join(camera.sketch_dir, "build_config.h")) as f:
+        assert "#define TINYVISION_USE_CAMERA 1" in f.read()
+    assert compiles(camera.sketch_dir) == (True, "")
 
 
 def test_refuses_a_bundle_over_the_board_flash(bundle_dir, tmp_path):

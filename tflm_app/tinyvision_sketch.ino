@@ -8,8 +8,9 @@
 // older Arduino_TensorFlowLite instead.
 //
 // By default it classifies the test image stored in flash, once a second.
-// Set TINYVISION_USE_CAMERA to 1 below to classify OV7675 frames instead
-// (Arduino_OV767X library, Nano 33 BLE Sense tinyML kit): QQVGA RGB565,
+// With TINYVISION_USE_CAMERA 1 (build_config.h; `tinyvision export --camera`
+// sets it) it classifies OV7675 frames instead (Arduino_OV767X library,
+// Nano 33 BLE Sense tinyML kit): QQVGA RGB565,
 // centre-cropped to the model's aspect ratio and resized while each patch
 // window is copied, so the only image buffer is the camera frame.
 //
@@ -23,9 +24,7 @@
 // where <i> is the patch, model, persistent section or stage the cause is
 // about (tinyvision::ValidatePlan, PatchRunner::error_index).
 
-#ifndef TINYVISION_USE_CAMERA
-#define TINYVISION_USE_CAMERA 0
-#endif
+#include "build_config.h"
 
 #ifdef TINYVISION_ARDUINO_TENSORFLOWLITE
 #include <TensorFlowLite.h>

@@ -14,6 +14,7 @@ flags.DEFINE_integer("arena_size", None, "arena-size constant to write (default:
 flags.DEFINE_string("name", None, "C identifier prefix (default: from the file name)")
 flags.DEFINE_bool("arduino", False, "write a complete Arduino sketch for a bundle")
 flags.DEFINE_string("board", "nano33ble", "board profile for --arduino")
+flags.DEFINE_bool("camera", False, "--arduino: build the sketch for OV7675 camera frames instead of the test image")
 FLAGS = flags.FLAGS
 
 
@@ -27,10 +28,12 @@ def run():
 
     if not FLAGS.model or not FLAGS.output:
         raise TinyVisionError("--model and --output are required")
+    if FLAGS.camera and not FLAGS.arduino:
+        raise TinyVisionError("--camera is a sketch option: use it with --arduino")
     if FLAGS.arduino:
         from converters.export.arduino import export_arduino
 
-        export_arduino(FLAGS.model, FLAGS.output, board=FLAGS.board)
+        export_arduino(FLAGS.model, FLAGS.output, board=FLAGS.board, camera=FLAGS.camera)
         return
     if os.path.isdir(FLAGS.model):
         raise TinyVisionError(f"{FLAGS.model} is a folder: export a bundle with --arduino")

@@ -11,12 +11,16 @@
                                              "one_at_a_time", one per model for "resident")
     model_ops.h                              the MicroMutableOpResolver with exactly the models' operators
     test_image.{h,cpp}                       an int8 test image (built-in dataset, or the one given)
+    build_config.h                           TINYVISION_USE_CAMERA, and an #error for a camera build
+                                             that does not fit the board's RAM
 
 The board's limits are data (``converters.export.boards``). Static RAM (arena +
 interpreter objects + op resolver + runtime globals) and flash (model arrays,
 test image, plan tables, runtime code, TFLM + Arduino core) are computed and
-printed; a bundle that does not fit is refused with a TinyVisionError and
-nothing is written. Runtime code, plan tables and test image are measured with
+printed; a bundle whose chosen build (test image in flash, or camera) does not
+fit is refused with a TinyVisionError and nothing is written. The other build's
+RAM is printed too, and build_config.h stops a camera build that would not fit
+at compile time with a clear #error. Runtime code, plan tables and test image are measured with
 ``arm-none-eabi-g++`` + ``arm-none-eabi-size`` when the toolchain is on PATH,
 else estimated. The sketch folder is built in a temporary folder next to the
 destination and renamed into place.
@@ -43,6 +47,7 @@ from tinyvision.fileio import replace_folder
 
 TFLM_APP_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tflm_app")
 SKETCH_TEMPLATE = "tinyvision_sketch.ino"
+BUILD_CONFIG = "build_config.h"
 RUNTIME_FILES = ("tinyvision_runtime.h", "tinyvision_runtime.cpp", "patch_runner_tflm.h", "patch_runner_tflm.cpp")
 PLAIN_SOURCES = ("tinyvision_runtime.cpp", "plan_data.cpp", "test_image.cpp")  # no TFLM: measurable anywhere
 ARM_CXXFLAGS = ("-Os", "-std=c++17", "-fno-exceptions", "-fno-rtti", "-ffunction-sections", "-fdata-sections")
@@ -92,7 +97,8 @@ class ExportReport:
     sketch_dir: str
     board: str
     interpreters: str  # the bundle's arena.interpreters: "resident" or "one_at_a_time"
-    ram_bytes: int  # static RAM of the default (flash test image) build
+    camera: bool  # the build chosen at export: camera frames (True) or the test image in flash
+    ram_bytes: int  # static RAM of the flash test image build
     ram_available: int  # board RAM minus the reserve for stack and core
     camera_ram_bytes: int  # the same with TINYVISION_USE_CAMERA
     flash_bytes: int
@@ -101,21 +107,28 @@ class ExportReport:
     flash: dict  # breakdown
     arm_size: dict  # {"text", "data", "bss"} of the plain sources, or None without the toolchain
 
+    @property
+    def camera_fits(self):
+        return self.camera_ram_bytes <= self.ram_available
+
     def summary(self):
         ram = ", ".join(f"{k} {v:,}" for k, v in self.ram.items())
         flash = ", ".join(f"{k} {v:,}" for k, v in self.flash.items())
         measured = (f"arm-none-eabi-size of {' + '.join(PLAIN_SOURCES)}: text {self.arm_size['text']:,}, "
                     f"data {self.arm_size['data']:,}, bss {self.arm_size['bss']:,}"
                     if self.arm_size else "no arm-none-eabi toolchain: runtime size estimated")
-        return (f"sketch {self.sketch_dir} ({self.board}, interpreters {self.interpreters})\n"
-                f"  RAM   {self.ram_bytes:,} of {self.ram_available:,} B available: {ram}; "
-                f"camera build {self.camera_ram_bytes:,} B\n"
+        camera = f"camera build {self.camera_ram_bytes:,} B"
+        if not self.camera_fits:
+            camera += " (does not fit: build_config.h stops it compiling)"
+        return (f"sketch {self.sketch_dir} ({self.board}, interpreters {self.interpreters}, "
+                f"{'camera' if self.camera else 'test image in flash'})\n"
+                f"  RAM   {self.ram_bytes:,} of {self.ram_available:,} B available: {ram}; {camera}\n"
                 f"  flash {self.flash_bytes:,} of {self.flash_available:,} B: {flash}\n"
                 f"  {measured}")
 
 
 def export_arduino(bundle_dir, out_dir, board="nano33ble", test_image=None, sketch_name=None, class_names=None,
-                   verbose=True):
+                   camera=False, verbose=True):
     """Write ``<out_dir>/<sketch_name>/`` for the bundle at ``bundle_dir``; returns an ``ExportReport``.
 
     board: a name from ``converters.export.boards.BOARDS`` or a ``BoardProfile``.
@@ -125,6 +138,7 @@ def export_arduino(bundle_dir, out_dir, board="nano33ble", test_image=None, sket
     sketch_name: folder and .ino name; default "tinyvision_<bundle folder name>".
     class_names: one name per model output, printed by the sketch; default the built-in dataset's
         names when the test image comes from it and the class count matches, else none.
+    camera: make the camera build (TINYVISION_USE_CAMERA 1) the sketch's default; its RAM must fit.
     verbose: print the memory summary.
     Raises TinyVisionError for an invalid bundle, an unknown board, an operator the Arduino TFLM
     library cannot register, or a bundle that does not fit the board.
@@ -155,7 +169,9 @@ def export_arduino(bundle_dir, out_dir, board="nano33ble", test_image=None, sket
             with open(os.path.join(tmp, file_name), "w", encoding="utf-8") as f:
                 f.write(text)
         os.chmod(tmp, 0o755)
-        report = _memory_report(bundle, profile, tmp, target, image, files)
+        report = _memory_report(bundle, profile, tmp, target, image, files, camera)
+        with open(os.path.join(tmp, BUILD_CONFIG), "w", encoding="utf-8") as f:
+            f.write(render_build_config(report))
         if verbose:
             print(report.summary())
         _check_fit(report, profile)
@@ -512,7 +528,7 @@ def _model_data_header(headers):
 # ---------------------------------------------------------------- memory
 
 
-def _memory_report(bundle, profile, folder, target, image, files):
+def _memory_report(bundle, profile, folder, target, image, files, camera):
     num_models = len(bundle.models)
     num_ops = len(model_operators(bundle))
     ram = {
@@ -537,16 +553,46 @@ def _memory_report(bundle, profile, folder, target, image, files):
     flash["TFLM + Arduino core (estimate)"] = profile.code_flash_bytes
     ram_total = sum(ram.values())
     return ExportReport(
-        sketch_dir=target, board=profile.name, interpreters=interpreter_mode(bundle), ram_bytes=ram_total,
+        sketch_dir=target, board=profile.name, interpreters=interpreter_mode(bundle), camera=camera,
+        ram_bytes=ram_total,
         ram_available=profile.ram_available, camera_ram_bytes=ram_total + CAMERA_EXTRA_BYTES,
         flash_bytes=sum(flash.values()), flash_available=profile.flash_bytes, ram=ram, flash=flash, arm_size=arm,
     )
 
 
+def render_build_config(report):
+    """build_config.h: the sketch's image source, and a compile-time stop for a camera build over the board's RAM."""
+    fits = int(report.camera_fits)
+    return "\n".join([
+        "// Generated by tinyvision (converters.export.arduino). Do not edit, except TINYVISION_USE_CAMERA.",
+        "#ifndef TINYVISION_BUILD_CONFIG_H_",
+        "#define TINYVISION_BUILD_CONFIG_H_",
+        "",
+        "// 1: classify OV7675 camera frames (Nano 33 BLE Sense tinyML kit); 0: the test image in flash.",
+        "#ifndef TINYVISION_USE_CAMERA",
+        f"#define TINYVISION_USE_CAMERA {int(report.camera)}",
+        "#endif",
+        "",
+        f"// Static RAM on {report.board}: test image build {report.ram_bytes:,} B, camera build "
+        f"{report.camera_ram_bytes:,} B; the board leaves {report.ram_available:,} B beside the stack and core.",
+        f"#define TINYVISION_CAMERA_BUILD_FITS {fits}",
+        "#if TINYVISION_USE_CAMERA && !TINYVISION_CAMERA_BUILD_FITS",
+        f'#error "tinyvision: the camera build needs {report.camera_ram_bytes} B of static RAM, more than the '
+        f'{report.ram_available} B {report.board} leaves beside the stack and core: convert the bundle with a '
+        f'smaller --budget"',
+        "#endif",
+        "",
+        "#endif  // TINYVISION_BUILD_CONFIG_H_",
+        "",
+    ])
+
+
 def _check_fit(report, profile):
-    if report.ram_bytes > report.ram_available:
+    ram = report.camera_ram_bytes if report.camera else report.ram_bytes
+    if ram > report.ram_available:
+        build = "the camera build's " if report.camera else ""
         raise TinyVisionError(
-            f"the bundle does not fit {profile.name}: static RAM {report.ram_bytes:,} B (arena "
+            f"the bundle does not fit {profile.name}: {build}static RAM {ram:,} B (arena "
             f"{report.ram['arena']:,} B) > {report.ram_available:,} B ({profile.ram_bytes:,} B RAM minus "
             f"{profile.reserved_ram_bytes:,} B kept for the stack and the Arduino core)")
     if report.flash_bytes > report.flash_available:
