@@ -50,6 +50,8 @@ def test_grid_convert_then_analyze(small_mobilenet):
                 "bit_exact", "baseline"):
         assert key in result, key
     assert result["bit_exact"] is True
+    # convert reorders and plans the model before the split; the plan still names the user's file
+    assert result["source"] == str(path) and result["source_sha256_match"] is True
     assert result["image_bytes"] == 64 * 64 * 3
     assert result["interpreters"] == "one_at_a_time" and result["tail_bytes"] == max(
         m["persistent_bytes"] for m in result["models"])

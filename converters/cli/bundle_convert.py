@@ -1,4 +1,5 @@
 """``tinyvision convert --patches=...``: write a patch bundle (docs/bundle-format.md) from an int8 .tflite."""
+import hashlib
 import math
 import os
 import re
@@ -30,8 +31,12 @@ def _chain(text):
     return stages
 
 
-def convert_to_bundle(model_bytes, FLAGS):
-    """Split ``model_bytes`` per FLAGS (.patches, .split, .budget, .max_mac_overhead, .verify) into FLAGS.output."""
+def convert_to_bundle(model_bytes, FLAGS, source_bytes=None):
+    """Split ``model_bytes`` per FLAGS (.patches, .split, .budget, .max_mac_overhead, .verify) into FLAGS.output.
+
+    source_bytes: the user's file ``model_bytes`` was optimized from (reordered and planned: the same
+    outputs, other bytes); the plan's source hash names it, so ``analyze`` recognizes the file.
+    """
     from converters.cli.units import parse_bytes
     from converters.ir import Model
     from converters.patching import split_patch_stage, split_stages, split_tunnels, write_bundle
@@ -68,6 +73,8 @@ def convert_to_bundle(model_bytes, FLAGS):
         if FLAGS.split is None:
             raise TinyVisionError(f"--patches={FLAGS.patches} needs --split=N (operators run per patch)")
         bundle = split_patch_stage(model, FLAGS.split, grid, name)
+    if source_bytes is not None:
+        bundle.source["sha256"] = hashlib.sha256(source_bytes).hexdigest()
     finalize(bundle, interpreters=FLAGS.interpreters)
     if mode == "auto" and bundle.arena["size"] > parse_bytes(FLAGS.budget):
         raise TinyVisionError(f"the chosen split needs {bundle.arena['size']:,} B on TFLM, over the "

@@ -42,15 +42,16 @@ def run():
     if not FLAGS.model or not FLAGS.output:
         raise TinyVisionError("--model and --output are required")
     start = time.time()
+    source_bytes = None  # the user's .tflite, which the bundle's plan names as its source
     if FLAGS.model.endswith((".keras", ".h5")):
         model_bytes = _quantize_keras(FLAGS.model)
     else:
-        model_bytes = read_tflite_bytes(FLAGS.model)
+        model_bytes = source_bytes = read_tflite_bytes(FLAGS.model)
     model_bytes = _optimize(model_bytes, os.path.basename(FLAGS.model))
     if FLAGS.patches:
         from converters.cli.bundle_convert import convert_to_bundle
 
-        convert_to_bundle(model_bytes, FLAGS)
+        convert_to_bundle(model_bytes, FLAGS, source_bytes)
     else:
         atomic_write_bytes(FLAGS.output, model_bytes)
         print(f"wrote {FLAGS.output} ({len(model_bytes):,} B) in {time.time() - start:.1f} s")
