@@ -5,7 +5,9 @@ space around the new order (the 4-group bottleneck: 221,184 B instead of 184,320
 so an offline plan written as ``OfflineMemoryAllocation`` metadata pins every
 activation where our planner put it. Both rewrites are checked: the reordered model
 bit-exact on tf.lite.Interpreter, the planned one bit-exact on TFLM with TFLM's head
-equal to the plan.
+equal to the plan's. The plan leaves room for the kernel scratch of both the host's
+reference kernels and the board's CMSIS-NN kernels (``deployment_scratch``), which
+each place only their own: the head on the host is TFLM's, the board's is modelled.
 """
 import dataclasses
 from typing import Optional
@@ -14,7 +16,8 @@ import numpy as np
 
 from converters.ir import Model
 from converters.passes import reorder_model
-from converters.planning import plan_graph, write_offline_plan
+from converters.planning import (cmsis_nn_scratch, deployment_scratch, plan_graph, reference_scratch,
+                                 target_scratch, write_offline_plan)
 from converters.planning.verify import compare_on_tflm
 from tinyvision.errors import TinyVisionError
 from tinyvision.runtime import tflm
@@ -22,17 +25,20 @@ from tinyvision.runtime import tflm
 
 @dataclasses.dataclass(frozen=True)
 class OptimizeReport:
-    """Bytes: analytic peak live memory before/after reordering; TFLM greedy head vs planned head."""
+    """Bytes: analytic peak live memory before/after reordering; TFLM greedy head (host and board scratch)
+    vs the planned head on the host (TFLM-verified) and on the board (CMSIS-NN scratch, modelled)."""
 
     peak_before: int
     peak_after: int
     greedy_head: int
     planned_head: Optional = None
+    board_head: Optional = None
 
     def lines(self):
         out = [f"operator order: peak live memory {self.peak_before:,} -> {self.peak_after:,} B"]
         if self.planned_head is not None:
-            out.append(f"offline arena plan: head {self.planned_head:,} B (TFLM's own planner: {self.greedy_head:,} B)")
+            out.append(f"offline arena plan: head {self.planned_head:,} B on the host, {self.board_head:,} B with "
+                       f"the board's CMSIS-NN scratch (TFLM's own planner: {self.greedy_head:,} B)")
         return out
 
 
@@ -54,19 +60,23 @@ def optimize_tflite(model_bytes, name="model", reorder=True, plan=True, verify=T
     if verify:
         _check_equal(tflm.run_reference(model_bytes, inputs), tflm.run_reference(reordered, inputs),
                      f"{name}: the reordered model differs from the original")
-    memory_plan = plan_graph(model.main, name=name) if plan and len(model.subgraphs) == 1 else None
+    memory_plan = None
+    if plan and len(model.subgraphs) == 1:
+        memory_plan = plan_graph(model.main, scratch=deployment_scratch(model.main, name), name=name)
     if memory_plan is None or memory_plan.size >= memory_plan.tflm_greedy_size:
         greedy = memory_plan.tflm_greedy_size if memory_plan else None
         return _with_metadata_of(model_bytes, reordered), OptimizeReport(peak_before, peak_after, greedy)
+    _, host_head = target_scratch(memory_plan, reference_scratch(model.main, name), "host", name)
+    _, board_head = target_scratch(memory_plan, cmsis_nn_scratch(model.main, name), "board", name)
     write_offline_plan(model, memory_plan, name=name)
     planned = model.to_bytes()
     if verify:
         check = compare_on_tflm(planned, reordered, inputs, name=name)
-        if check.planned_head != memory_plan.size or not check.bit_exact:
+        if check.planned_head != host_head or not check.bit_exact:
             raise TinyVisionError(f"{name}: TFLM did not reproduce the offline plan "
-                                  f"(head {check.planned_head} vs {memory_plan.size}); nothing written")
+                                  f"(head {check.planned_head} vs {host_head}); nothing written")
     return _with_metadata_of(model_bytes, planned), OptimizeReport(
-        peak_before, peak_after, memory_plan.tflm_greedy_size, memory_plan.size)
+        peak_before, peak_after, memory_plan.tflm_greedy_size, host_head, board_head)
 
 
 def _with_metadata_of(original, rewritten):

@@ -223,3 +223,40 @@ def test_memory_plot_is_written(tmp_path, branchy_int8):
     path = plot_memory(profile, tmp_path / "memory.png", budget_bytes=profile.head_bytes // 2, title="branchy")
     data = (tmp_path / "memory.png").read_bytes()
     assert str(path).endswith("memory.png") and data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_board_arena_adds_the_cmsis_nn_scratch(tmp_path):
+    """One 5x5 depthwise convolution on 8x8x64: the host's reference kernel requests no scratch, the board's
+    CMSIS-NN kernel (arm_depthwise_conv_wrapper_s8_get_buffer_size) an int16 im2col of 64 x 5 x 5, which
+    cannot share bytes with the live input and output. analyze and export size the board's arena with it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import tensorflow as tf
+
+    from tinyvision.analysis.report import analyze_tflite, board_arena
+
+    tf.keras.utils.set_random_seed(0)
+    x = tf.keras.Input((8, 8, 64))
+    data = int8_tflite(tf.keras.Model(x, tf.keras.layers.DepthwiseConv2D(5, padding="same")(x)), samples=2)
+    assert [op.opcode for op in Model.from_bytes(data).main.ops] == ["DEPTHWISE_CONV_2D"]
+    result, _ = analyze_tflite(data, "dw5x5", verify=False)
+    activations = 2 * 8 * 8 * 64
+    im2col = 64 * 5 * 5 * 2
+    assert result["head_bytes"] == result["analytic_head_bytes"] == activations
+    assert result["board_head_bytes"] == activations + im2col
+    assert result["board_arena_bytes"] == result["min_arena_bytes"] + im2col
+    assert board_arena(data, "dw5x5") == (result["board_arena_bytes"], result["min_arena_bytes"])
+
+    model = tmp_path / "dw5x5.tflite"
+    model.write_bytes(data)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-m", "converters.cli.main", "export", f"--model={model}",
+                           f"--output={tmp_path / 'c'}"], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=root))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"arena size constant: {result['board_arena_bytes']:,} B" in done.stdout
+    assert f"+ {im2col:,} B of the board's CMSIS-NN scratch" in done.stdout
+    assert json.dumps(result)  # JSON-ready

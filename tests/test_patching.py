@@ -148,6 +148,32 @@ def test_chain_arena_keeps_live_stages_apart(mobilenet):
         validate(bad)
 
 
+@pytest.mark.parametrize("interpreters", ["resident", "one_at_a_time"])
+def test_board_scratch_stays_out_of_the_stages(mobilenet, interpreters):
+    """TFLM places kernel scratch itself, first-fit around the planned tensors, blind to the stage buffers,
+    and the board's CMSIS-NN kernels request buffers the host's reference kernels do not (the stem's
+    im2col). Seen on a Cortex-M4 build of Chirale's TFLM when bundles were planned for the host's scratch
+    only: that buffer written over the first bytes of stage 0. Every patch model's board placement
+    (its offline offsets, the board's scratch placed like TFLM) keeps out of the stages it works with."""
+    from tinyvision.analysis import memory_profile
+
+    cuts = [_op_index(mobilenet, name) + 1 for name in ("block_1_project/", "block_2_add", "block_5_add")]
+    bundle = finalize(split_stages(mobilenet, [(cuts[0], 2), (cuts[1], 2), (cuts[2], 2)]),
+                      interpreters=interpreters)
+    base = bundle.arena["shared"]["offset"]
+    stages = [(s["offset"] - base, s["offset"] - base + s["size"]) for s in bundle.arena["stages"]]
+    checked = 0
+    for p in bundle.patches:
+        m = bundle.models[p.model]
+        for b in memory_profile(m.data, m.name, kernels="cmsis_nn").buffers:
+            for k in (p.stage - 1, p.stage):
+                if k >= 0:
+                    start, end = stages[k]
+                    assert b.offset + b.size <= start or b.offset >= end, (m.name, b.name, b.offset, stages[k])
+            checked += b.kind == "scratch"
+    assert checked > 0  # the board's scratch was there to check
+
+
 def test_search_chains_stages_when_the_tail_sets_the_peak(mobilenet):
     result = search(mobilenet, 256 * 1024, 0.5)
     single = min(c.shared for c in result.candidates if len(c.stages) == 1)

@@ -1,7 +1,7 @@
 """Export a .tflite as C arrays (model_data.cc/.h) for TFLM, or a bundle as an Arduino sketch.
 
-The arena-size constant is TFLM's own measurement of the model (smallest arena that runs)
-unless --arena_size is given.
+The arena-size constant is TFLM's own measurement of the model (smallest arena that runs on
+the host), plus the head the board's CMSIS-NN kernel scratch adds, unless --arena_size is given.
 
   tinyvision export --model=out/model.tflite --output=out/c
   tinyvision export --model=out/bundle --arduino --output=out/sketch
@@ -24,7 +24,7 @@ def run():
     from converters.export.c_array import export_c_array
     from tinyvision.errors import TinyVisionError
     from tinyvision.fileio import ensure_output_dir, read_tflite_bytes
-    from tinyvision.runtime import tflm
+    from tinyvision.analysis.report import board_arena
 
     if not FLAGS.model or not FLAGS.output:
         raise TinyVisionError("--model and --output are required")
@@ -39,8 +39,12 @@ def run():
         raise TinyVisionError(f"{FLAGS.model} is a folder: export a bundle with --arduino")
     model_bytes = read_tflite_bytes(FLAGS.model)
     ensure_output_dir(FLAGS.output)
-    arena = FLAGS.arena_size or tflm.min_arena_bytes(model_bytes, name=os.path.basename(FLAGS.model))
+    if FLAGS.arena_size:
+        arena, note = FLAGS.arena_size, "given"
+    else:
+        arena, host = board_arena(model_bytes, name=os.path.basename(FLAGS.model))
+        note = f"TFLM's smallest on the host {host:,} B + {arena - host:,} B of the board's CMSIS-NN scratch"
     paths = export_c_array(FLAGS.model, FLAGS.output, arena, name=FLAGS.name)
     for path in paths:
         print(f"wrote {path}")
-    print(f"arena size constant: {arena:,} B")
+    print(f"arena size constant: {arena:,} B ({note})")

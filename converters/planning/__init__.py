@@ -2,7 +2,7 @@
 
 Typical use, as the last step before export::
 
-    plan = plan_graph(model.main, scratch=reference_scratch(model.main))
+    plan = plan_graph(model.main, scratch=deployment_scratch(model.main))  # host and board kernels
     write_offline_plan(model, plan)      # checks the plan, stores OfflineMemoryAllocation
     data = model.to_bytes()
 """
@@ -26,8 +26,8 @@ from converters.planning.metadata import (
     write_offline_plan,
 )
 from converters.planning.packing import Block, Packing, first_conflict, lower_bound, pack
-from converters.planning.planner import MemoryPlan, Scratch, plan_graph
-from converters.planning.scratch import reference_scratch
+from converters.planning.planner import MemoryPlan, Scratch, plan_graph, target_scratch
+from converters.planning.scratch import cmsis_nn_scratch, deployment_scratch, reference_scratch
 from converters.planning.verify import TflmComparison, compare_on_tflm
 
 __all__ = [
@@ -47,8 +47,10 @@ __all__ = [
     "arena_section",
     "check_arena",
     "check_plan",
+    "cmsis_nn_scratch",
     "compare_on_tflm",
     "decode_offline_offsets",
+    "deployment_scratch",
     "encode_offline_offsets",
     "first_conflict",
     "in_place_candidates",
@@ -60,6 +62,7 @@ __all__ = [
     "read_offline_plan",
     "reference_scratch",
     "temp_reserve",
+    "target_scratch",
     "tensor_lifetimes",
     "write_offline_plan",
 ]

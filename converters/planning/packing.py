@@ -7,6 +7,8 @@ keeping ``pin``ned blocks at their offsets. ``online`` blocks stand for kernel
 scratch buffers, which TFLM places itself at run time around the offline
 offsets: the heuristics leave room for them, then their real offsets come from
 ``greedy.plan`` (TFLM's algorithm), and that is what a candidate is judged on.
+A block may hold several buffers (``parts``: tensors sharing memory in place);
+TFLM sees those one by one, so online placement and its checks use the parts.
 
 Search (``pack``): the lower bound is the largest sum of live bytes over
 scopes (reserved bytes counted as always live); candidates are
@@ -35,13 +37,22 @@ DEFAULT_EFFORT = 200
 
 @dataclasses.dataclass(frozen=True)
 class Block:
-    """A buffer to place: bytes (a multiple of the alignment), inclusive scopes, optional fixed offset."""
+    """A buffer to place: bytes (a multiple of the alignment), inclusive scopes, optional fixed offset.
+
+    parts: ((offset in the block, bytes, first, last), ...) of the buffers TFLM sees inside the
+        block when it holds several; empty: the block is one buffer.
+    """
 
     size: int
     first: int
     last: int
     pin: Optional[int] = None
     online: bool = False
+    parts: tuple = ()
+
+    def buffers(self):
+        """(offset in the block, bytes, first, last) of each buffer TFLM sees."""
+        return self.parts or ((0, self.size, self.first, self.last),)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,7 +191,10 @@ class _Search:
     def consider(self, offsets, strategy, order=None, fit=None):
         """Validate a full placement (after TFLM re-places online blocks); keep it if it is the best so far."""
         offsets = self._tflm_online(list(offsets))
-        error = first_conflict(self.blocks, offsets, self.reserved, self.region)
+        offline = [i for i, b in enumerate(self.blocks) if not b.online]
+        error = (first_conflict([self.blocks[i] for i in offline], [offsets[i] for i in offline], self.reserved,
+                                self.region)
+                 or self._online_conflict(offsets))
         if error is not None:
             self.last_error = f"{strategy}: {error}"
             return None
@@ -191,17 +205,40 @@ class _Search:
             self.best_order, self.best_fit = order, fit
         return key
 
+    def _offline_buffers(self, offsets):
+        """Block((bytes, first, last)) and offset of every buffer TFLM sees in the offline blocks."""
+        return [(Block(size, first, last), offsets[i] + at)
+                for i, b in enumerate(self.blocks) if not b.online
+                for at, size, first, last in b.buffers()]
+
     def _tflm_online(self, offsets):
         if not self.online:
             return offsets
-        requests = [
-            greedy.Request(b.size, b.first, b.last, None if b.online else offsets[i])
-            for i, b in enumerate(self.blocks)
-        ]
+        fixed = self._offline_buffers(offsets)
+        requests = ([greedy.Request(b.size, b.first, b.last, off) for b, off in fixed]
+                    + [greedy.Request(self.blocks[i].size, self.blocks[i].first, self.blocks[i].last)
+                       for i in self.online])
         placed, _ = greedy.plan(requests)
-        for i in self.online:
-            offsets[i] = placed[i]
+        for k, i in enumerate(self.online):
+            offsets[i] = placed[len(fixed) + k]
         return offsets
+
+    def _online_conflict(self, offsets):
+        """The first violation by an online block (reserved bytes, region, or bytes of a buffer TFLM sees
+        alive at the same time), or None. In-place parts may share bytes with each other, not with these."""
+        if not self.online:
+            return None
+        others = self._offline_buffers(offsets)
+        for i in self.online:
+            block, off = self.blocks[i], offsets[i]
+            error = first_conflict([block], [off], self.reserved, self.region)
+            if error is not None:
+                return error.replace("block 0", f"block {i}")
+            for other, at in others:
+                if overlaps_in_time(block, other) and off < at + other.size and at < off + block.size:
+                    return f"online block {i} [{off}, {off + block.size}) overlaps a buffer alive at the same time"
+            others.append((block, off))
+        return None
 
     def place(self, order, fit):
         """Greedy placement of the unpinned blocks in ``order`` around pins and reserved ranges."""

@@ -138,6 +138,8 @@ def plan_graph(graph: Graph, reserved=(), pinned=None, region=None, in_place=Tru
                 first=min(life[t].first for t in members),
                 last=max(life[t].last for t in members),
                 pin=next(iter(pins), None),
+                parts=tuple((at, life[t].size, life[t].first, life[t].last) for t, at in members.items())
+                if len(members) > 1 else (),
             ))
         blocks += [Block(align_up(size), op + 1, op + 1, online=True) for op, _, size in requests]
         try:
@@ -177,6 +179,32 @@ def plan_graph(graph: Graph, reserved=(), pinned=None, region=None, in_place=Tru
     )
     check_plan(plan, name=name)
     return plan
+
+
+def target_scratch(plan, scratch, target="target", name=None):
+    """TFLM's placement of another kernel set's scratch requests around ``plan``'s tensors.
+
+    A plan made for ``deployment_scratch`` runs on targets that each request only their own
+    buffers (``reference_scratch`` on the host, ``cmsis_nn_scratch`` on the board): TFLM puts every
+    planned tensor at its offline offset and places those requests online (``greedy.plan``).
+    Returns (list of Scratch, head TFLM reports on that target); TinyVisionError naming ``target``
+    when a buffer lands in a reserved range or beyond the plan's region.
+    """
+    name = name or plan.graph.name or "graph"
+    requests = _scratch_requests(plan.graph, scratch or {}, name)
+    tensors = [greedy.Request(lt.size, lt.first, lt.last, plan.offsets[lt.tensor]) for lt in plan.lifetimes]
+    offsets, head = greedy.plan(tensors + [greedy.Request(align_up(size), op + 1, op + 1) for op, _, size in requests])
+    placed = [Scratch(op, index, align_up(size), offset)
+              for (op, index, size), offset in zip(requests, offsets[len(tensors):])]
+    for s in placed:
+        end = s.offset + s.size
+        clash = [f"the reserved range [{a}, {b})" for a, b in plan.reserved if s.offset < b and a < end]
+        if plan.region is not None and end > plan.region:
+            clash.append(f"the end of the {plan.region}-byte region")
+        if clash:
+            raise TinyVisionError(f"{name}: on the {target}, scratch buffer {s.index} of op {s.op_index} "
+                                  f"[{s.offset}, {end}) crosses {clash[0]}")
+    return placed, head
 
 
 def _scratch_requests(graph, scratch, name):

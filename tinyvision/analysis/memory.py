@@ -14,12 +14,13 @@ module predicts the head from the .tflite alone, following tflite-micro:
 * ``memory_planner/greedy_memory_planner.cc``: replicated by
   ``converters.planning.greedy``; the head is the highest end offset.
 
-Kernel scratch buffers (``RequestScratchBufferInArena``) are those of TFLM's
-reference kernels (``converters.planning.scratch.op_scratch``): among the int8
-ops a vision model uses, only MEAN / SUM, REDUCE_MAX / REDUCE_MIN and
-TRANSPOSE_CONV request any. The optimized CMSIS-NN kernels of an Arduino build
-request more (e.g. im2col buffers for CONV_2D), which this model does not
-include: there the head can be larger than predicted here.
+Kernel scratch buffers (``RequestScratchBufferInArena``) depend on the kernels
+(``converters.planning.scratch.op_scratch``): by default those of TFLM's reference
+kernels, which the host runs (among the int8 ops a vision model uses, only MEAN /
+SUM, REDUCE_MAX / REDUCE_MIN and TRANSPOSE_CONV request any); ``kernels="cmsis_nn"``
+gives the head on the Nano 33 BLE, whose Arduino TFLM libraries run CMSIS-NN
+kernels that request more (im2col buffers for CONV_2D and DEPTHWISE_CONV_2D, sums
+for AVERAGE_POOL_2D).
 """
 import dataclasses
 from typing import Optional
@@ -101,10 +102,13 @@ def as_model(model, name="model"):
     raise TypeError(f"expected .tflite bytes or a converters.ir.Model, got {type(model).__name__}")
 
 
-def memory_profile(model, name="model"):
-    """Plan the arena of ``model`` (.tflite bytes or ``converters.ir.Model``) like TFLM; return a MemoryProfile."""
+def memory_profile(model, name="model", kernels="reference"):
+    """Plan the arena of ``model`` (.tflite bytes or ``converters.ir.Model``) like TFLM; return a MemoryProfile.
+
+    kernels: whose scratch requests: "reference" (host TFLM) or "cmsis_nn" (the Nano 33 BLE).
+    """
     model = as_model(model, name)
-    buffers, op_scopes = plan_buffers(model, name)
+    buffers, op_scopes = plan_buffers(model, name, kernels)
     variable_bytes = sum(
         align_up(t.nbytes) for g in model.subgraphs for t in g.used_tensors() if t.is_variable and t.nbytes
     )
@@ -132,8 +136,8 @@ def memory_profile(model, name="model"):
     )
 
 
-def plan_buffers(model, name="model"):
-    """TFLM's arena buffers for ``model`` with lifetimes and greedy offsets.
+def plan_buffers(model, name="model", kernels="reference"):
+    """TFLM's arena buffers for ``model`` with lifetimes and greedy offsets (scratch of ``kernels``).
 
     Returns (buffers, op_scopes): ``op_scopes[i]`` is the (first, last) scope range of
     main-graph op i (a control-flow op spans the scopes of the subgraphs it runs).
@@ -148,7 +152,7 @@ def plan_buffers(model, name="model"):
             buffers.append(Buffer(lt.tensor.name, "tensor", si, None, lt.tensor.nbytes, lt.size, lt.first, lt.last, -1))
             fixed.append(offline[first_index[si] + lt.index] if offline else ONLINE)
     requests = [(si, oi, op, nbytes) for si, graph in enumerate(model.subgraphs) for oi, op in enumerate(graph.ops)
-                for nbytes in op_scratch(op)]
+                for nbytes in op_scratch(op, kernels)]
     for k, (si, oi, op, nbytes) in enumerate(requests):
         where = f"#{oi}" if si == 0 else f"#{oi} (subgraph {si})"
         buffers.append(Buffer(f"{op.opcode} {where} scratch {k}", "scratch", si, oi, nbytes, align_up(nbytes),

@@ -12,7 +12,8 @@ def analyze_tflite(model_bytes, name="model", verify=True, search_min_arena=True
     """Measure ``model_bytes`` on TFLM (subprocess) and analytically; return a JSON-ready dict.
 
     Keys: head_bytes, tail_bytes, total_bytes (TFLM's print_allocations), min_arena_bytes (smallest
-    arena TFLM runs with), analytic_head_bytes (replica of TFLM's greedy planner), peak_live_bytes
+    arena TFLM runs with), analytic_head_bytes (replica of TFLM's greedy planner), board_head_bytes
+    and board_arena_bytes (the same with the board's CMSIS-NN scratch: ``board_arena``), peak_live_bytes
     (lower bound over operators), macs, params, flash_bytes, bit_exact (TFLM vs tf.lite.Interpreter
     on random int8 input), per_channel_dense (warnings), ops (per-operator rows).
     """
@@ -22,14 +23,18 @@ def analyze_tflite(model_bytes, name="model", verify=True, search_min_arena=True
     tflm.require_int8(model, name)
     report = tflm.measure(model_bytes, name=name)
     profile = memory_profile(model, name)
+    board_head = memory_profile(model, name, kernels="cmsis_nn").head_bytes
     cost = model_cost(model, name)
+    min_arena = tflm.min_arena_bytes(model_bytes, name=name) if search_min_arena else None
     result = {
         "model": name,
         "head_bytes": report.head_bytes,
         "tail_bytes": report.tail_bytes,
         "total_bytes": report.total_bytes,
-        "min_arena_bytes": tflm.min_arena_bytes(model_bytes, name=name) if search_min_arena else None,
+        "min_arena_bytes": min_arena,
         "analytic_head_bytes": profile.head_bytes,
+        "board_head_bytes": board_head,
+        "board_arena_bytes": None if min_arena is None else min_arena + max(0, board_head - profile.head_bytes),
         "peak_live_bytes": profile.peak_bytes,
         "macs": cost.macs,
         "params": cost.params,
@@ -46,6 +51,21 @@ def analyze_tflite(model_bytes, name="model", verify=True, search_min_arena=True
     return result, profile
 
 
+def board_arena(model_bytes, name="model", min_arena=None):
+    """(arena bytes for the Nano 33 BLE, TFLM's smallest arena on the host) for ``model_bytes``.
+
+    The host TFLM runs reference kernels; the board's CMSIS-NN kernels request more scratch
+    (``memory_profile(kernels="cmsis_nn")``, checked against the Arduino libraries on a
+    Cortex-M4). The board arena is the host's measured minimum plus the head that scratch adds;
+    the host's persistent tail, with 64-bit pointers, is larger than the 32-bit board's.
+    """
+    model = Model.from_bytes(model_bytes, name=name)
+    if min_arena is None:
+        min_arena = tflm.min_arena_bytes(model_bytes, name=name)
+    extra = memory_profile(model, name, kernels="cmsis_nn").head_bytes - memory_profile(model, name).head_bytes
+    return min_arena + max(0, extra), min_arena
+
+
 def format_table(result):
     """Human-readable text of ``analyze_tflite``'s dict."""
     lines = [f"{'#':>4} {'op':<20} {'live B':>10} {'MACs':>12}  output"]
@@ -56,7 +76,8 @@ def format_table(result):
                  f"lower bound {result['peak_live_bytes']:,}), tail {result['tail_bytes']:,} B, "
                  f"total {result['total_bytes']:,} B")
     if result["min_arena_bytes"] is not None:
-        lines.append(f"smallest arena_size that runs: {result['min_arena_bytes']:,} B")
+        lines.append(f"smallest arena_size that runs: {result['min_arena_bytes']:,} B; on the Nano 33 BLE "
+                     f"(CMSIS-NN scratch, head {result['board_head_bytes']:,} B): {result['board_arena_bytes']:,} B")
     lines.append(f"MACs {result['macs']:,}, params {result['params']:,}, flash {result['flash_bytes']:,} B")
     if result["bit_exact"] is not None:
         lines.append(f"TFLM vs tf.lite.Interpreter: {'bit-exact' if result['bit_exact'] else 'DIFFERENT'}")
