@@ -17,6 +17,7 @@ def test_grouped_block_reaches_group_by_group_peak_on_tflm(grouped_block_tflite)
     stock = tflm.measure(grouped_block_tflite).head_bytes
     planned = tflm.measure(optimized).head_bytes
     assert planned == report.planned_head and planned < stock
+    assert report.planned_head <= report.board_head and report.board_head < report.board_greedy_head
     x = np.random.default_rng(3).integers(-128, 128, (1, 48, 48, 16), dtype=np.int8)
     np.testing.assert_array_equal(tflm.run(optimized, [x])[0], tflm.run_reference(grouped_block_tflite, [x])[0])
 
