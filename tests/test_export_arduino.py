@@ -233,7 +233,11 @@ def test_refuses_a_bundle_over_the_board_ram(bundle_dir, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(TinyVisionError, match=r"does not fit nano33ble: static RAM .* > 229,376 B"):
         export_arduino(big, out, verbose=False)
-    assert os.listdir(out) == []  # nothing written, no temporary folder left
+    assert not out.exists()  # nothing written: no sketch, no temporary folder, not even the output folder
+    out.mkdir()
+    with pytest.raises(TinyVisionError, match=r"does not fit nano33ble"):
+        export_arduino(big, out, verbose=False)
+    assert os.listdir(out) == []  # an existing output folder stays, empty
 
 
 def compiles(header_dir, *defines):
@@ -267,7 +271,7 @@ def test_camera_build_over_the_board_ram(bundle_dir, tmp_path):
     out = tmp_path / "camera"
     with pytest.raises(TinyVisionError, match=r"does not fit nano33ble: the camera build's static RAM"):
         export_arduino(bundle_dir, out, board=tight, camera=True, verbose=False)
-    assert os.listdir(out) == []
+    assert not out.exists()
 
     camera = export_arduino(bundle_dir, tmp_path / "camera_ok", camera=True, verbose=False)
     assert camera.camera and camera.camera_fits

@@ -159,11 +159,13 @@ def export_arduino(bundle_dir, out_dir, board="nano33ble", test_image=None, sket
     target = os.path.join(out_dir, name)
     if os.path.exists(target) and not _is_sketch(target, name):
         raise TinyVisionError(f"{target} exists and is not a tinyvision sketch: refusing to replace it")
+    created = not os.path.exists(out_dir)
     try:
         os.makedirs(out_dir, exist_ok=True)
         tmp = tempfile.mkdtemp(dir=out_dir, prefix=f".{name}.tmp-")
     except OSError as e:
         raise TinyVisionError(f"cannot write {target}: {e.strerror or e}") from None
+    written = False
     try:
         for file_name, text in files.items():
             with open(os.path.join(tmp, file_name), "w", encoding="utf-8") as f:
@@ -176,10 +178,13 @@ def export_arduino(bundle_dir, out_dir, board="nano33ble", test_image=None, sket
             print(report.summary())
         _check_fit(report, profile)
         replace_folder(tmp, target)
+        written = True
     except OSError as e:
         raise TinyVisionError(f"cannot write {target}: {e.strerror or e}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if created and not written and not os.listdir(out_dir):
+            os.rmdir(out_dir)  # a refused export leaves no trace
     return report
 
 
