@@ -16,7 +16,7 @@ import numpy as np
 
 from converters.ir import Model
 from converters.passes import reorder_model
-from converters.planning import (cmsis_nn_scratch, deployment_scratch, plan_graph, reference_scratch,
+from converters.planning import (METADATA_NAME, cmsis_nn_scratch, deployment_scratch, plan_graph, reference_scratch,
                                  target_scratch, write_offline_plan)
 from converters.planning.verify import compare_on_tflm
 from tinyvision.analysis.memory import memory_profile
@@ -54,6 +54,8 @@ def optimize_tflite(model_bytes, name="model", reorder=True, plan=True, verify=T
     offline plans per subgraph) and only when it beats TFLM's own planner.
     """
     model = Model.from_bytes(model_bytes, name=name)
+    # An input's own offline plan is stale once operators move (TFLM would trust it): plan again below.
+    model.metadata.pop(METADATA_NAME, None)
     results = reorder_model(model) if reorder else []
     peak_before = results[0].peak_before if results else None
     peak_after = results[0].peak_after if results else None

@@ -3,7 +3,7 @@ import numpy as np
 
 from converters.ir import Model
 from converters.optimize import optimize_tflite
-from converters.planning import read_offline_plan
+from converters.planning import METADATA_NAME, read_offline_plan
 from converters.quantize import attach_metadata, read_metadata
 from tinyvision.runtime import tflm
 from test_reorder import grouped_block_tflite  # noqa: F401  (fixture)
@@ -28,3 +28,14 @@ def test_metadata_and_labels_survive(small_cnn_tflite):
     meta = read_metadata(optimized)
     assert meta["labels"] == list("abcde")
     assert meta["normalization"] == read_metadata(labelled)["normalization"]
+
+
+def test_an_already_planned_model_is_planned_again(grouped_block_tflite):
+    """Converting a converted model: its own offline plan is dropped, not carried into the reordered bytes,
+    and TFLM's own planner is measured without it."""
+    once, first = optimize_tflite(grouped_block_tflite, "block")
+    twice, second = optimize_tflite(once, "block")
+    assert second.greedy_head == first.greedy_head and second.planned_head == first.planned_head
+    assert Model.from_bytes(twice).metadata[METADATA_NAME] == Model.from_bytes(once).metadata[METADATA_NAME]
+    _, unplanned = optimize_tflite(once, "block", plan=False)
+    assert unplanned.planned_head is None
