@@ -16,8 +16,7 @@ import numpy as np
 
 from converters.ir import Model
 from converters.passes import reorder_model
-from converters.planning import (METADATA_NAME, cmsis_nn_scratch, deployment_scratch, plan_graph, reference_scratch,
-                                 target_scratch, write_offline_plan)
+from converters.planning import METADATA_NAME, deployment_heads, deployment_scratch, plan_graph, write_offline_plan
 from converters.planning.verify import compare_on_tflm
 from tinyvision.analysis.memory import memory_profile
 from tinyvision.errors import TinyVisionError
@@ -72,8 +71,7 @@ def optimize_tflite(model_bytes, name="model", reorder=True, plan=True, verify=T
         return _with_metadata_of(model_bytes, reordered), OptimizeReport(peak_before, peak_after)
     greedy_head = memory_profile(model, name).head_bytes
     board_greedy_head = memory_profile(model, name, kernels="cmsis_nn").head_bytes
-    _, host_head = target_scratch(memory_plan, reference_scratch(model.main, name), "host", name)
-    _, board_head = target_scratch(memory_plan, cmsis_nn_scratch(model.main, name), "board", name)
+    host_head, board_head = deployment_heads(memory_plan, name)
     write_offline_plan(model, memory_plan, name=name)
     planned = model.to_bytes()
     if verify:

@@ -66,15 +66,20 @@ def ensure_output_dir(path):
     return path
 
 
-def read_tflite_bytes(path):
-    """Read a .tflite file, checking it exists and carries the TFLite flatbuffer identifier."""
+def read_bytes(path, what=None):
+    """The bytes of file ``path``; TinyVisionError "cannot read [what ]path: cause" otherwise."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            return f.read()
     except OSError as e:
-        raise TinyVisionError(f"cannot read {path}: {e.strerror or e}") from None
-    check_tflite_bytes(data, path)
+        raise TinyVisionError(f"cannot read {what + ' ' if what else ''}{path}: {e.strerror or e}") from None
+
+
+def read_tflite_bytes(path):
+    """Read a .tflite file, checking it exists and carries the TFLite flatbuffer identifier."""
+    data = read_bytes(path)
+    check_tflite_bytes(data, os.fspath(path))
     return data
 
 

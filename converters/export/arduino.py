@@ -43,7 +43,7 @@ import numpy as np
 from converters.export.boards import get_board
 from tinyvision.data.normalization import NORMALIZATION_MEAN, NORMALIZATION_STD
 from tinyvision.errors import TinyVisionError
-from tinyvision.fileio import replace_folder
+from tinyvision.fileio import read_bytes, replace_folder
 
 TFLM_APP_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tflm_app")
 SKETCH_TEMPLATE = "tinyvision_sketch.ino"
@@ -279,11 +279,7 @@ def prepare_test_image(bundle, test_image=None):
 
 def _decode_image_file(path):
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            encoded = f.read()
-    except OSError as e:
-        raise TinyVisionError(f"cannot read test image {path}: {e.strerror or e}") from None
+    encoded = read_bytes(path, "test image")
     import tinyvision  # noqa: F401  (Keras environment before TensorFlow)
     import tensorflow as tf
 

@@ -368,8 +368,7 @@ def finalize(bundle, offline_plans=True, interpreters=DEFAULT_INTERPRETERS):
 def _plan_offline(bundle, interpreters):
     """Arena section from ``converters.planning.layout_bundle``; rewrites every model's bytes with its plan."""
     from converters.ir import Model
-    from converters.planning import (cmsis_nn_scratch, deployment_scratch, layout_bundle, reference_scratch,
-                                     target_scratch, write_offline_plan)
+    from converters.planning import deployment_heads, deployment_scratch, layout_bundle, write_offline_plan
 
     models = [Model.from_bytes(m.data, m.file) for m in bundle.models]
     for model in models:
@@ -382,10 +381,8 @@ def _plan_offline(bundle, interpreters):
         interpreters=interpreters,
         patch_stages={bundle.models[p.model].name: p.stage for p in bundle.patches},
     )
-    # The host's reference kernels and the board's CMSIS-NN ones each place only their own scratch.
-    for m, model, plan in zip(bundle.models, models, layout.plans):
-        target_scratch(plan, reference_scratch(model.main, m.name), "host", m.name)
-        target_scratch(plan, cmsis_nn_scratch(model.main, m.name), "board", m.name)
+    for m, plan in zip(bundle.models, layout.plans):
+        deployment_heads(plan, m.name)  # raises if the host's or the board's scratch would touch a stage
     planned = [write_offline_plan(model, plan, m.file).to_bytes()
                for m, model, plan in zip(bundle.models, models, layout.plans)]
     for m, data in zip(bundle.models, planned):  # only once every model has its plan

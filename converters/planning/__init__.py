@@ -26,7 +26,7 @@ from converters.planning.metadata import (
     write_offline_plan,
 )
 from converters.planning.packing import Block, Packing, first_conflict, lower_bound, pack
-from converters.planning.planner import MemoryPlan, Scratch, plan_graph, target_scratch
+from converters.planning.planner import MemoryPlan, Scratch, deployment_heads, plan_graph, target_scratch
 from converters.planning.scratch import cmsis_nn_scratch, deployment_scratch, reference_scratch
 from converters.planning.verify import TflmComparison, compare_on_tflm
 
@@ -50,6 +50,7 @@ __all__ = [
     "cmsis_nn_scratch",
     "compare_on_tflm",
     "decode_offline_offsets",
+    "deployment_heads",
     "deployment_scratch",
     "encode_offline_offsets",
     "first_conflict",

@@ -28,6 +28,7 @@ from converters.planning import greedy
 from converters.planning.check import check_plan
 from converters.planning.lifetimes import ALIGNMENT, align_up, in_place_candidates, tensor_lifetimes
 from converters.planning.packing import DEFAULT_EFFORT, Block, pack
+from converters.planning.scratch import cmsis_nn_scratch, reference_scratch
 from tinyvision.errors import TinyVisionError
 
 
@@ -205,6 +206,16 @@ def target_scratch(plan, scratch, target="target", name=None):
             raise TinyVisionError(f"{name}: on the {target}, scratch buffer {s.index} of op {s.op_index} "
                                   f"[{s.offset}, {end}) crosses {clash[0]}")
     return placed, head
+
+
+def deployment_heads(plan, name=None):
+    """(host head, board head) of a plan made for ``deployment_scratch``: each target's own scratch
+    (``reference_scratch``, ``cmsis_nn_scratch``) placed by ``target_scratch``, which raises when one
+    lands in a reserved range or beyond the plan's region."""
+    name = name or plan.graph.name or "graph"
+    _, host = target_scratch(plan, reference_scratch(plan.graph, name), "host", name)
+    _, board = target_scratch(plan, cmsis_nn_scratch(plan.graph, name), "board", name)
+    return host, board
 
 
 def _scratch_requests(graph, scratch, name):

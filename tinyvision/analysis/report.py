@@ -13,7 +13,7 @@ def analyze_tflite(model_bytes, name="model", verify=True, search_min_arena=True
 
     Keys: head_bytes, tail_bytes, total_bytes (TFLM's print_allocations), min_arena_bytes (smallest
     arena TFLM runs with), analytic_head_bytes (replica of TFLM's greedy planner), board_head_bytes
-    and board_arena_bytes (the same with the board's CMSIS-NN scratch: ``board_arena``), peak_live_bytes
+    and board_arena_bytes (the same with the board's CMSIS-NN scratch: ``board_arena_bytes``), peak_live_bytes
     (lower bound over operators), macs, params, flash_bytes, bit_exact (TFLM vs tf.lite.Interpreter
     on random int8 input), per_channel_dense (warnings), ops (per-operator rows).
     """
@@ -34,7 +34,8 @@ def analyze_tflite(model_bytes, name="model", verify=True, search_min_arena=True
         "min_arena_bytes": min_arena,
         "analytic_head_bytes": profile.head_bytes,
         "board_head_bytes": board_head,
-        "board_arena_bytes": None if min_arena is None else min_arena + max(0, board_head - profile.head_bytes),
+        "board_arena_bytes": None if min_arena is None else board_arena_bytes(min_arena, profile.head_bytes,
+                                                                               board_head),
         "peak_live_bytes": profile.peak_bytes,
         "macs": cost.macs,
         "params": cost.params,
@@ -51,19 +52,20 @@ def analyze_tflite(model_bytes, name="model", verify=True, search_min_arena=True
     return result, profile
 
 
-def board_arena(model_bytes, name="model", min_arena=None):
-    """(arena bytes for the Nano 33 BLE, TFLM's smallest arena on the host) for ``model_bytes``.
+def board_arena_bytes(min_arena, host_head, board_head):
+    """Arena bytes for the Nano 33 BLE: TFLM's smallest arena on the host plus the head the board's
+    CMSIS-NN kernel scratch adds (``memory_profile(kernels="cmsis_nn")``, checked against the Arduino
+    libraries on a Cortex-M4). The host's persistent tail, with 64-bit pointers, is larger than the
+    32-bit board's, so the host's tail covers the board's."""
+    return min_arena + max(0, board_head - host_head)
 
-    The host TFLM runs reference kernels; the board's CMSIS-NN kernels request more scratch
-    (``memory_profile(kernels="cmsis_nn")``, checked against the Arduino libraries on a
-    Cortex-M4). The board arena is the host's measured minimum plus the head that scratch adds;
-    the host's persistent tail, with 64-bit pointers, is larger than the 32-bit board's.
-    """
+
+def board_arena(model_bytes, name="model"):
+    """(``board_arena_bytes``, TFLM's smallest arena on the host) for ``model_bytes``."""
     model = Model.from_bytes(model_bytes, name=name)
-    if min_arena is None:
-        min_arena = tflm.min_arena_bytes(model_bytes, name=name)
-    extra = memory_profile(model, name, kernels="cmsis_nn").head_bytes - memory_profile(model, name).head_bytes
-    return min_arena + max(0, extra), min_arena
+    min_arena = tflm.min_arena_bytes(model_bytes, name=name)
+    board_head = memory_profile(model, name, kernels="cmsis_nn").head_bytes
+    return board_arena_bytes(min_arena, memory_profile(model, name).head_bytes, board_head), min_arena
 
 
 def format_table(result):

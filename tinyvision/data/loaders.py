@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from tinyvision.data.normalization import normalize_tf
 from tinyvision.errors import TinyVisionError
+from tinyvision.fileio import read_bytes
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 IMAGE_KEY = "image/encoded"
@@ -64,7 +65,7 @@ def image_folder_dataset(path, resolution, batch_size=32, shuffle=False, seed=0,
             raise TinyVisionError(f"class folder {folder} has no {'/'.join(IMAGE_EXTENSIONS)} images")
         files += [os.path.join(folder, f) for f in images]
         labels += [label] * len(images)
-    _check_decodable(_read(files[0]), files[0])
+    _check_decodable(read_bytes(files[0]), files[0])
 
     ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(labels, tf.int32)))
     if shuffle:
@@ -123,14 +124,6 @@ def _finish(ds, batch_size):
 def _check_resolution(resolution):
     if not isinstance(resolution, int) or resolution < 1:
         raise TinyVisionError(f"resolution must be a positive integer, got {resolution!r}")
-
-
-def _read(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise TinyVisionError(f"cannot read {path}: {e.strerror or e}") from None
 
 
 def _check_decodable(encoded, where):
