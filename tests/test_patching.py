@@ -1,7 +1,6 @@
 """Patch-based inference: stage split, tunnel split, bundle I/O and the host PatchRunner on real TFLM.
 
-Every bit-exactness check runs the bundle on TFLM (``PatchRunner``, one subprocess)
-and the unsplit model on tf.lite.Interpreter with the reference kernels.
+Every bit-exactness check runs the bundle and the unsplit model on TFLM (``verify_bundle``, one subprocess).
 """
 import copy
 import json
@@ -19,7 +18,7 @@ from converters.patching import (grid_tiles, max_stage_ops, read_bundle, split_p
 from converters.patching.bundle import finalize
 from converters.patching.search import search
 from tinyvision.errors import TinyVisionError
-from tinyvision.runtime.patch_runner import PatchRunner, compare_runs, reference_run, verify_bundle
+from tinyvision.runtime.patch_runner import PatchRunner, verify_bundle
 
 
 def _keras():
@@ -29,20 +28,10 @@ def _keras():
 
 
 def assert_bit_exact(bundle, model_bytes, n_inputs=3, seed=0):
-    """The bundle (a Bundle or a folder) on TFLM against the unsplit model.
-
-    Its stage buffer must equal the source's stage tensor on tf.lite.Interpreter (reference kernels),
-    and its outputs tf.lite.Interpreter's, or else the unsplit model's on TFLM: the tail runs the
-    source's own ops, where TFLM's kernels can differ from TFLite's (FULLY_CONNECTED rounding).
-    """
-    runner = PatchRunner(bundle)
-    shape = tuple(runner.bundle.image["shape"])
-    images = np.random.default_rng(seed).integers(-128, 128, size=(n_inputs, *shape), dtype=np.int8)
-    run = runner.run_detailed(images, model_bytes)
-    outputs, stages = reference_run(model_bytes, images, [s["tensor"] for s in runner.bundle.stages])
-    result = compare_runs(run, outputs, [want.reshape(got.shape) for got, want in zip(run.stages, stages)])
+    """The bundle (a Bundle or a folder) on TFLM: its stage buffers and outputs equal the source model's
+    on TFLM (``verify_bundle``)."""
+    result = verify_bundle(bundle, model_bytes, n_inputs=n_inputs, seed=seed)
     assert result.ok, result.detail
-    assert result.matches_reference or result.unsplit_mismatches == 0, result.detail
     return result
 
 
@@ -189,10 +178,18 @@ def test_search_chains_stages_when_the_tail_sets_the_peak(mobilenet):
 
 def test_verify_bundle_reports_bit_exactness(mobilenet):
     n = _op_index(mobilenet, "block_1_project/") + 1  # stage 16x16x8
-    result = verify_bundle(split_patch_stage(mobilenet, n, 2), mobilenet, n_inputs=2)
-    assert result.ok and result.matches_reference, result.detail
-    assert result.stage_mismatches == result.output_mismatches == result.unsplit_mismatches == 0
-    assert "bit-exact on 2 random inputs" in result.detail
+    bundle = split_patch_stage(mobilenet, n, 2)
+    result = verify_bundle(bundle, mobilenet, n_inputs=2)
+    assert result.ok, result.detail
+    assert result.stage_mismatches == result.output_mismatches == 0
+    assert "bit-exact with the source model on TFLM on 2 random inputs" in result.detail
+    patch = bundle.models[bundle.patches[0].model]
+    model = Model.from_bytes(patch.data)
+    bias = next(op.inputs[2] for op in model.main.ops if op.opcode == "CONV_2D")
+    bias.data = bias.data + 1000  # a wrong patch model must be caught in the stage buffer
+    patch.data, patch.parsed = model.to_bytes(), None
+    wrong = verify_bundle(bundle, mobilenet, n_inputs=1)
+    assert not wrong.ok and wrong.stage_mismatches > 0 and "NOT exact" in wrong.detail
 
 
 def test_unsupported_op_and_bad_cut_are_named(mobilenet):

@@ -96,7 +96,6 @@ def analyze_bundle(folder, verify=True):
 
         check = verify_bundle(bundle, source_bytes)
         result["bit_exact"] = bool(check.ok)
-        result["matches_reference"] = bool(check.matches_reference)
         result["verify_detail"] = check.detail
     result["baseline"] = _baseline(source_bytes, stats)
     text = format_report(result)

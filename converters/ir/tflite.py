@@ -127,7 +127,7 @@ def _import_tensor(t, buffers, name):
         quant = Quantization(
             scale=np.asarray(q.scale, dtype=np.float32),
             zero_point=np.asarray(q.zeroPoint if q.zeroPoint is not None else [0] * len(q.scale), dtype=np.int64),
-            axis=int(q.quantizedDimension),
+            axis=_quantized_axis(int(q.quantizedDimension), shape, len(q.scale)),
         )
     signature = tuple(int(d) for d in t.shapeSignature) if t.shapeSignature is not None else None
     return Tensor(
@@ -139,6 +139,18 @@ def _import_tensor(t, buffers, name):
         shape_signature=signature,
         is_variable=bool(t.isVariable),
     )
+
+
+def _quantized_axis(axis, shape, scales):
+    """The quantized dimension, normalised where TFLM accepts a value tf.lite.Interpreter refuses.
+
+    TFLM's person-detection model gives its rank-1 depthwise biases ``quantized_dimension`` 3 (the
+    filter's channel axis); TFLM never reads it for a bias, tf.lite.Interpreter rejects it. On a
+    rank-1 tensor the only axis the scales can run along is 0, so that is the same quantization.
+    """
+    if len(shape) == 1 and axis != 0 and scales in (1, shape[0]):
+        return 0
+    return axis
 
 
 class _AlignedBufferT(schema.BufferT):

@@ -33,6 +33,7 @@ from converters.ir import Graph, Model, Op, Tensor
 from converters.patching import geometry as geo
 from converters.patching.bundle import Box, Bundle, BundleModel, Patch, Window, hwc, quant_dict
 from converters.patching.dilated import stage_view
+from converters.patching.edges import SourceEdges, int8_core
 from tinyvision.errors import TinyVisionError
 
 # Metadata that stays true for a derived model (offline memory plans do not).
@@ -48,6 +49,18 @@ def as_model(model, name="model"):
         return model, model.to_bytes()
     data = bytes(model)
     return Model.from_bytes(data, name), data
+
+
+def core_of(model, name="model"):
+    """(model, its bytes, its int8 NHWC core, ``SourceEdges``) for .tflite bytes or a ``Model``.
+
+    The public functions below count ops of ``model`` itself (the indices ``analyze`` prints);
+    they split the core, whose op ``i`` is the model's op ``i + edges.lead_ops``.
+    """
+    model, data = as_model(model, name)
+    core, edges = int8_core(model)
+    check_model(core, name)
+    return model, data, core, edges
 
 
 def check_model(model, name="model"):
@@ -126,34 +139,40 @@ def _allowed(graph, ends):
 
 def split_points(model, name="model"):
     """Every allowed stage length ``n`` (ascending): the first n ops are supported and end at one stage tensor."""
-    model, _ = as_model(model, name)
-    graph = check_model(model, name)
-    _, ends, _ = _supported_prefix(graph)
-    return _allowed(graph, ends)
+    _, _, core, edges = core_of(model, name)
+    _, ends, _ = _supported_prefix(core.main)
+    return [n + edges.lead_ops for n in _allowed(core.main, ends)]
 
 
 def max_stage_ops(model, name="model"):
     """The largest allowed stage length ``n``; TinyVisionError when the model allows none."""
-    model, _ = as_model(model, name)
-    points = split_points(model, name)
+    _, _, core, edges = core_of(model, name)
+    points = split_points(core, name)
     if not points:
-        _, _, problem = _supported_prefix(model.main)
-        why = f"op {problem[0]} ({problem[1]}): {problem[2]}" if problem else "no prefix ends at one tensor"
+        _, _, problem = _supported_prefix(core.main)
+        why = f"op {problem[0] + edges.lead_ops} ({problem[1]}): {problem[2]}" if problem else \
+            "no prefix ends at one tensor"
         raise TinyVisionError(f"{name} has no patch stage: {why}")
-    return points[-1]
+    return points[-1] + edges.lead_ops
 
 
-def _stage(graph, n, name):
-    """(stage ops, stage tensor) of the first ``n`` ops; TinyVisionError naming the op or cut when n is not allowed."""
+def _stage(graph, n, name, lead=0):
+    """(stage ops, stage tensor) of the first ``n`` ops; TinyVisionError naming the op or cut when n is not allowed.
+
+    lead: ops the source model has before ``graph`` (its input edges): messages count the source's ops.
+    """
     if not 1 <= n < len(graph.ops):
-        raise TinyVisionError(
-            f"stage length n={n} is out of range: {name} has {len(graph.ops)} ops (1 <= n < {len(graph.ops)})")
+        if n < 1 and lead:
+            raise TinyVisionError(f"cannot split {name} after {n + lead} ops: its first {lead} op(s) convert the "
+                                  f"input (done while the image is read), a stage must run past op {lead - 1}")
+        raise TinyVisionError(f"stage length n={n + lead} is out of range: {name} has {len(graph.ops) + lead} ops "
+                              f"(the stage must end between op {lead} and the tail)")
     ops, ends, problem = _supported_prefix(graph)
     if problem is not None and problem[0] < n:
         index, opcode, reason = problem
-        why = f"op {index} ({opcode}) cannot be in the patch stage: {reason}"
+        why = f"op {index + lead} ({opcode}) cannot be in the patch stage: {reason}"
     elif n not in ends:
-        why = f"op {n - 1} is inside a dilated convolution (SPACE_TO_BATCH_ND .. BATCH_TO_SPACE_ND)"
+        why = f"op {n - 1 + lead} is inside a dilated convolution (SPACE_TO_BATCH_ND .. BATCH_TO_SPACE_ND)"
     else:
         why = _cut_problem(graph, n)
     if why is not None:
@@ -161,16 +180,16 @@ def _stage(graph, n, name):
         hint = "; this model allows no patch stage"
         if allowed:
             end = graph.ops[allowed[-1] - 1].outputs[0]
-            hint = f"; the largest allowed stage is n={allowed[-1]} (ends at {end.name!r} {end.shape})"
-        raise TinyVisionError(f"cannot split {name} after {n} ops: {why}{hint}")
+            hint = f"; the largest allowed stage is n={allowed[-1] + lead} (ends at {end.name!r} {end.shape})"
+        raise TinyVisionError(f"cannot split {name} after {n + lead} ops: {why}{hint}")
     (stage,), _ = _cut_tensors(graph, n)
     return ops[:ends.index(n) + 1], stage
 
 
 def stage_tensor(model, n, name="model"):
     """The stage tensor after the first ``n`` ops; TinyVisionError naming the op or cut when n is not allowed."""
-    model, _ = as_model(model, name)
-    return _stage(check_model(model, name), n, name)[1]
+    _, _, core, edges = core_of(model, name)
+    return _stage(core.main, n - edges.lead_ops, name, edges.lead_ops)[1]
 
 
 # ---------------------------------------------------------------- tiles
@@ -404,10 +423,13 @@ def split_patch_stage(model, n, grid, name="model.tflite"):
     patches of the same geometry share one model. Memory figures and the arena layout
     are filled in by ``converters.patching.bundle.finalize`` (``write_bundle`` calls it).
     Raises TinyVisionError (nothing built) for a model or ``n`` that cannot be split.
+    A model with input or output edges (``converters.patching.edges``) is split on its int8 core:
+    ``n`` still counts the model's own ops.
     """
-    model, data = as_model(model, name)
-    graph = check_model(model, name)
-    ops, stage = _stage(graph, n, name)
+    model, data, core, edges = core_of(model, name)
+    graph = core.main
+    n -= edges.lead_ops
+    ops, stage = _stage(graph, n, name, edges.lead_ops)
     tiles, rows, cols = grid_tiles(stage.shape, grid)
     image = graph.inputs[0]
 
@@ -433,7 +455,8 @@ def split_patch_stage(model, n, grid, name="model.tflite"):
         ))
     tail_model = partially_executed(derived_model(model, tail_graph(graph, n, stage)))
     models.append(BundleModel.from_model("tail", "tail", tail_model.to_bytes(), tail_model))
-    return assemble_bundle("patch_stage", model, data, name, image, [stage_description(stage)], models, patches)
+    return assemble_bundle("patch_stage", model, data, name, image, [stage_description(stage)], models, patches,
+                           edges)
 
 
 def partially_executed(tail):
@@ -463,8 +486,7 @@ def split_stages(model, stages, name="model.tflite"):
     Each split is exact, so the chain is. Patch models of stage k > 0 are named ``stage{k}_...``.
     Raises TinyVisionError (nothing built) for a stage list that cannot be split.
     """
-    model, data = as_model(model, name)
-    check_model(model, name)
+    model, data, core, edges = core_of(model, name)
     stages = [(int(n), grid) for n, grid in stages]
     if not stages:
         raise TinyVisionError(f"{name}: no stages to split")
@@ -485,16 +507,16 @@ def split_stages(model, stages, name="model.tflite"):
         descriptions += part.stages
         tail = part.models[part.tail]
         rest, done = tail.parsed, n
-    return assemble_bundle("patch_stage", model, data, name, model.main.inputs[0], descriptions, models + [tail],
-                           patches)
+    return assemble_bundle("patch_stage", model, data, name, core.main.inputs[0], descriptions, models + [tail],
+                           patches, edges)
 
 
-def assemble_bundle(kind, model, data, name, image, stages, models, patches):
-    """A ``Bundle`` whose last model is the tail, with its source, image and stage descriptions
-    (``stage_description``, in stage order) and stats."""
+def assemble_bundle(kind, model, data, name, image, stages, models, patches, edges=SourceEdges()):
+    """A ``Bundle`` whose last model is the tail, with its source (and the source's ``edges``), image and
+    stage descriptions (``stage_description``, in stage order) and stats."""
     bundle = Bundle(
         kind=kind,
-        source={"file": name, "sha256": hashlib.sha256(data).hexdigest()},
+        source={"file": name, "sha256": hashlib.sha256(data).hexdigest(), **edges.plan()},
         image={"shape": list(hwc(image.shape)), "dtype": "int8", **quant_dict(image)},
         stages=stages,
         models=models,

@@ -14,13 +14,14 @@ def analyze_tflite(model_bytes, name="model", verify=True, search_min_arena=True
     Keys: head_bytes, tail_bytes, total_bytes (TFLM's print_allocations), min_arena_bytes (smallest
     arena TFLM runs with), analytic_head_bytes (replica of TFLM's greedy planner), board_head_bytes
     and board_arena_bytes (the same with the board's CMSIS-NN scratch: ``board_arena_bytes``), peak_live_bytes
-    (lower bound over operators), macs, params, flash_bytes, bit_exact (TFLM vs tf.lite.Interpreter
-    on random int8 input), per_channel_dense (warnings), ops (per-operator rows).
+    (lower bound over operators), macs, params, flash_bytes, reference ("TFLM": what rewrites are checked
+    against), tflite_interpreter (``tflite_agreement`` on random input, a fact about the model), per_channel_dense (warnings), ops (per-operator rows).
     """
+    from converters.patching.edges import int8_core
     from converters.quantize import per_channel_fully_connected
 
     model = Model.from_bytes(model_bytes, name=name)
-    tflm.require_int8(model, name)
+    tflm.require_int8(int8_core(model)[0], name)  # a float input QUANTIZE / output DEQUANTIZE is fine
     report = tflm.measure(model_bytes, name=name)
     profile = memory_profile(model, name)
     board_head = memory_profile(model, name, kernels="cmsis_nn").head_bytes
@@ -41,7 +42,8 @@ def analyze_tflite(model_bytes, name="model", verify=True, search_min_arena=True
         "params": cost.params,
         "flash_bytes": len(model_bytes),
         "weight_bytes": cost.weight_bytes,
-        "bit_exact": bool(tflm.compare(model_bytes, name=name)) if verify else None,
+        "reference": "TFLM",
+        "tflite_interpreter": tflite_agreement(model_bytes, name) if verify else None,
         "per_channel_dense": [str(w) for w in per_channel_fully_connected(model_bytes)],
         "ops": [
             {"index": m.index, "opcode": m.opcode, "output": m.output, "live_bytes": m.live_bytes,
@@ -50,6 +52,14 @@ def analyze_tflite(model_bytes, name="model", verify=True, search_min_arena=True
         ],
     }
     return result, profile
+
+
+def tflite_agreement(model_bytes, name="model"):
+    """Whether tf.lite.Interpreter agrees with TFLM on the model: {"verdict": "agrees" | "differs" |
+    "refuses", "detail": one line}. A fact about the model: TFLM, which runs it on the board, is the
+    reference every tinyvision rewrite is checked against."""
+    check = tflm.compare(model_bytes, name=name)
+    return {"verdict": check.verdict, "detail": check.detail}
 
 
 def board_arena_bytes(min_arena, host_head, board_head):
@@ -81,8 +91,11 @@ def format_table(result):
         lines.append(f"smallest arena_size that runs: {result['min_arena_bytes']:,} B; on the Nano 33 BLE "
                      f"(CMSIS-NN scratch, head {result['board_head_bytes']:,} B): {result['board_arena_bytes']:,} B")
     lines.append(f"MACs {result['macs']:,}, params {result['params']:,}, flash {result['flash_bytes']:,} B")
-    if result["bit_exact"] is not None:
-        lines.append(f"TFLM vs tf.lite.Interpreter: {'bit-exact' if result['bit_exact'] else 'DIFFERENT'}")
+    tflite = result["tflite_interpreter"]
+    if tflite is not None:
+        lines.append(f"reference: {result['reference']}; tf.lite.Interpreter {tflite['verdict']} "
+                     f"({tflite['detail']})" if tflite["verdict"] != "agrees" else
+                     f"reference: {result['reference']}; tf.lite.Interpreter agrees bit for bit")
     for warning in result["per_channel_dense"]:
         lines.append(f"warning: {warning}")
     return "\n".join(lines)

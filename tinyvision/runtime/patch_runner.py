@@ -41,13 +41,11 @@ def _as_images(images, shape):
 class BundleRun:
     """Results of a bundle on TFLM for N images.
 
-    outputs: (N, *tail output without batch); stages: per stage, the (N, Hs, Ws, Cs) assembled buffers;
-    unsplit: the unsplit model's outputs on TFLM (same shape as outputs), when it was run.
+    outputs: (N, *tail output without batch); stages: per stage, the (N, Hs, Ws, Cs) assembled buffers.
     """
 
     outputs: np.ndarray
     stages: list
-    unsplit: np.ndarray = None
 
 
 class PatchRunner:
@@ -64,111 +62,96 @@ class PatchRunner:
         result = self.run_detailed(images, timeout=timeout)
         return (result.outputs, result.stages) if return_stage else result.outputs
 
-    def run_detailed(self, images, original_model_bytes=None, timeout=None):
-        """A ``BundleRun``; with ``original_model_bytes`` the unsplit model also runs on TFLM (same subprocess)."""
+    def run_source(self, inputs, timeout=None):
+        """The source model's outputs for a batch of its own inputs ``(N, *input shape[1:])``: a float or
+        NCHW input becomes the bundle's image, and the tail's int8 output the source's output, the way
+        the source's QUANTIZE / TRANSPOSE / DEQUANTIZE would (``converters.patching.edges``)."""
+        from converters.patching.edges import SourceEdges
+
+        edges = SourceEdges.from_plan(self.bundle.plan())
+        return edges.outputs(self.run(edges.images(inputs), timeout=timeout))
+
+    def run_detailed(self, images, timeout=None):
+        """A ``BundleRun`` of int8 images."""
         x = _as_images(images, self.bundle.image["shape"])
-        original = None if original_model_bytes is None else bytes(original_model_bytes)
         return isolated.call(
-            f"{_HERE}:run_bundle_job", [m.data for m in self.bundle.models], self.bundle.plan(), x, original,
+            f"{_HERE}:run_bundle_job", [m.data for m in self.bundle.models], self.bundle.plan(), x,
             timeout=timeout, who="TFLM", task=f"running a {len(self.bundle.patches)}-patch bundle",
         )
 
 
 @dataclasses.dataclass(frozen=True)
 class Verification:
-    """A bundle on TFLM checked against its source model; truthy when the split is exact.
+    """A bundle on TFLM checked against its source model running on TFLM (the reference: the target
+    runs TFLM, and tf.lite.Interpreter refuses or disagrees with some models TFLM runs); truthy when
+    the split is exact.
 
-    ok: the assembled stage buffers equal the source's stage tensors on tf.lite.Interpreter
-        (reference kernels): every patch is exact, and the tail is the source's own ops on them;
-    matches_reference: the outputs equal tf.lite.Interpreter's too. They can differ only where
-        TFLM's kernels differ from TFLite's in the tail (e.g. FULLY_CONNECTED rounding), which
-        the unsplit model on TFLM shows as well (``unsplit_mismatches`` compares with it; it also
-        differs where TFLM's own kernels differ inside the stage, e.g. SPACE_TO_BATCH_ND padding).
-    Counts are values over all images.
+    ok: the assembled stage buffers equal the source's stage tensors and the outputs the source's
+    outputs (for the source's own inputs: float or NCHW inputs go through the bundle's edges).
+    Counts are values over all inputs.
     """
 
     ok: bool
-    matches_reference: bool
     detail: str
     n_inputs: int
     stage_mismatches: int
-    output_mismatches: int  # vs tf.lite.Interpreter
-    unsplit_mismatches: int  # vs the unsplit model on TFLM
-    max_abs_diff: int  # vs tf.lite.Interpreter
+    output_mismatches: int
+    max_abs_diff: float
 
     def __bool__(self):
         return self.ok
 
 
 def verify_bundle(bundle, original_model_bytes, n_inputs=4, seed=0, timeout=None):
-    """Run ``n_inputs`` uniform random int8 images through the bundle (TFLM) and the original model.
+    """Run ``n_inputs`` random inputs of the source model (``random_source_inputs``) through the bundle
+    and through the source on TFLM, in one subprocess; returns a ``Verification``.
 
-    References: the original on tf.lite.Interpreter with the reference kernels (the ones TFLM
-    ports; its stage tensor and outputs) and the original on TFLM (outputs). One subprocess
-    for everything (it imports TensorFlow: a few seconds). Returns a ``Verification``.
+    The source's stage tensors come from a copy of it that also outputs them (``with_outputs``);
+    the job checks that the copy's outputs equal the source's.
     """
+    from converters.ir import Model
+    from converters.patching.edges import random_source_inputs
+
     bundle = _as_bundle(bundle)
-    rng = np.random.default_rng(seed)
-    shape = tuple(bundle.image["shape"])
-    images = rng.integers(-128, 128, size=(n_inputs, *shape), dtype=np.int8)
+    original = Model.from_bytes(bytes(original_model_bytes), bundle.source.get("file", "source model"))
+    inputs = random_source_inputs(original, n_inputs, seed)
+    reference = with_outputs(original, [s["tensor"] for s in bundle.stages])
     return isolated.call(
-        f"{_HERE}:verify_job", [m.data for m in bundle.models], bundle.plan(), bytes(original_model_bytes), images,
-        timeout=timeout, who="TFLM", task="verifying a patch bundle against its source model",
+        f"{_HERE}:verify_job", [m.data for m in bundle.models], bundle.plan(), bytes(original_model_bytes),
+        reference, inputs, timeout=timeout, who="TFLM", task="verifying a patch bundle against its source model",
     )
 
 
-def compare_runs(run, reference_outputs, reference_stages):
-    """A ``Verification`` from a ``BundleRun`` (with ``unsplit``) and tf.lite.Interpreter's outputs and stages."""
-    stage_bad = sum(_differences(got, want)[0] for got, want in zip(run.stages, reference_stages))
-    bad, max_diff = _differences(run.outputs, reference_outputs)
-    unsplit_bad, _ = _differences(run.outputs, run.unsplit)
-    whole_bad, _ = _differences(run.unsplit, reference_outputs)
-    n = len(run.outputs)
-    unsplit = (f"the unsplit model on TFLM matches it" if whole_bad == 0
-               else f"the unsplit model on TFLM differs from it in {whole_bad} values")
-    if stage_bad == 0 and bad == 0:
-        detail = f"bit-exact on {n} random inputs (stage buffer and outputs; {unsplit})"
-    elif stage_bad == 0:
-        detail = (f"exact split on {n} random inputs: stage buffer bit-exact, but TFLM's tail kernels give {bad} "
-                  f"output values that differ from tf.lite.Interpreter (max |diff| {max_diff}); {unsplit}, "
-                  f"the bundle in {unsplit_bad}")
-    else:
-        detail = (f"NOT exact on {n} random inputs: {stage_bad} stage-buffer values and {bad} output values differ "
-                  f"from tf.lite.Interpreter; {unsplit}")
-    return Verification(stage_bad == 0, bad == 0, detail, n, stage_bad, bad, unsplit_bad, max_diff)
+def with_outputs(model, tensor_names):
+    """.tflite bytes of ``model`` (a ``converters.ir.Model``, not changed) that also outputs the named tensors
+    after its own outputs. Its offline plan is dropped: it would let TFLM reuse their memory."""
+    from converters.planning import METADATA_NAME
 
-
-def reference_run(original_model_bytes, images, stage_tensor_names):
-    """(outputs, [per stage: tensors (N, ...)]) of the source model on tf.lite.Interpreter (BUILTIN_REF),
-    in this process.
-
-    Imports TensorFlow. images: (N, H, W, C) int8; stage_tensor_names: the source tensors the bundle's
-    stage buffers hold (``plan["stages"][k]["tensor"]``).
-    """
-    import tinyvision  # noqa: F401  (Keras environment before TensorFlow)
-    import tensorflow as tf
-
-    interpreter = tf.lite.Interpreter(
-        model_content=bytes(original_model_bytes),
-        experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF,
-        experimental_preserve_all_tensors=True,
-    )
-    interpreter.allocate_tensors()
-    indices = []
-    for name in stage_tensor_names:
-        found = [d["index"] for d in interpreter.get_tensor_details() if d["name"] == name]
+    copy = model.copy()
+    graph = copy.main
+    by_name = {}
+    for t in graph.used_tensors():
+        by_name.setdefault(t.name, []).append(t)
+    for name in tensor_names:
+        found = by_name.get(name, [])
         if len(found) != 1:
             raise TinyVisionError(f"the source model has {len(found)} tensors named {name!r}, expected one")
-        indices += found
-    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-    outputs, stages = [], [[] for _ in indices]
-    for image in images:
-        interpreter.set_tensor(inp["index"], image[None])
-        interpreter.invoke()
-        outputs.append(np.array(interpreter.get_tensor(out["index"])[0]))
-        for values, index in zip(stages, indices):
-            values.append(np.array(interpreter.get_tensor(index)))
-    return np.stack(outputs), [np.stack(values) for values in stages]
+        graph.outputs.append(found[0])
+    copy.metadata.pop(METADATA_NAME, None)
+    return copy.to_bytes()
+
+
+def compare_runs(outputs, stages, reference_outputs, reference_stages):
+    """A ``Verification`` of a bundle's outputs and stage buffers against the source's on TFLM."""
+    stage_bad = sum(_differences(got, want.reshape(got.shape))[0] for got, want in zip(stages, reference_stages))
+    bad, max_diff = _differences(outputs, reference_outputs)
+    n = len(outputs)
+    if stage_bad == 0 and bad == 0:
+        detail = f"bit-exact with the source model on TFLM on {n} random inputs (stage buffers and outputs)"
+    else:
+        detail = (f"NOT exact on {n} random inputs: {stage_bad} stage-buffer values and {bad} output values "
+                  f"differ from the source model on TFLM (max |diff| {max_diff:g})")
+    return Verification(stage_bad == 0 and bad == 0, detail, n, stage_bad, bad, max_diff)
 
 
 def measure_models(model_data, timeout=None):
@@ -192,8 +175,8 @@ def _input_shape(interpreter):
     return tuple(int(d) for d in interpreter.get_input_details(0)["shape"])
 
 
-def run_bundle_job(model_data, plan, images, original=None):
-    """``BundleRun`` of the bundle (and the unsplit ``original``) on TFLM interpreters."""
+def run_bundle_job(model_data, plan, images):
+    """``BundleRun`` of the bundle on TFLM interpreters."""
     from tinyvision.runtime import tflm
 
     files = [m["file"] for m in plan["models"]]
@@ -215,12 +198,26 @@ def run_bundle_job(model_data, plan, images, original=None):
         outputs.append(result[0])
         for values, buffer in zip(stages, buffers):
             values.append(buffer)
-    unsplit = None
-    if original is not None:
-        name = plan["source"]["file"]
-        whole = tflm.open_interpreter(original, None, name)
-        unsplit = np.stack([tflm.invoke(whole, [image[None]], name)[0][0] for image in images])
-    return BundleRun(np.stack(outputs), [np.stack(values) for values in stages], unsplit)
+    return BundleRun(np.stack(outputs), [np.stack(values) for values in stages])
+
+
+def reference_job(original, reference, inputs, stage_count):
+    """The source's outputs and stage tensors on TFLM, from ``reference`` (the source with its stage
+    tensors as extra outputs), after checking that its outputs are the source's own."""
+    from tinyvision.runtime import tflm
+
+    source, copy = tflm.open_interpreter(original, None, "the source model"), tflm.open_interpreter(
+        reference, None, "the source model with its stage tensors as outputs")
+    outputs, stages = [], [[] for _ in range(stage_count)]
+    for x in inputs:
+        (want,) = tflm.invoke(source, [x[None]], "the source model")
+        got = tflm.invoke(copy, [x[None]], "the source model with its stage tensors as outputs")
+        if not np.array_equal(got[0], want):
+            raise TinyVisionError("internal error: outputting the stage tensors changed the source model's outputs")
+        outputs.append(want[0])
+        for values, tensor in zip(stages, got[1:]):
+            values.append(tensor[0] if tensor.shape[:1] == (1,) else tensor)
+    return np.stack(outputs), [np.stack(values) for values in stages]
 
 
 def measure_models_job(model_data):
@@ -233,11 +230,14 @@ def _differences(got, want):
     """(values that differ, max |diff|); a shape mismatch counts every value."""
     if got.shape != want.shape:
         return max(got.size, want.size), -1
-    diff = np.abs(got.astype(np.int64) - want.astype(np.int64))
-    return int(np.count_nonzero(diff)), int(diff.max()) if diff.size else 0
+    diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    return int(np.count_nonzero(diff)), float(diff.max()) if diff.size else 0.0
 
 
-def verify_job(model_data, plan, original, images):
-    run = run_bundle_job(model_data, plan, images, original)
-    outputs, stages = reference_run(original, images, [s["tensor"] for s in plan["stages"]])
-    return compare_runs(run, outputs, [want.reshape(got.shape) for got, want in zip(run.stages, stages)])
+def verify_job(model_data, plan, original, reference, inputs):
+    from converters.patching.edges import SourceEdges
+
+    edges = SourceEdges.from_plan(plan)
+    run = run_bundle_job(model_data, plan, edges.images(inputs))
+    outputs, stages = reference_job(original, reference, inputs, len(plan["stages"]))
+    return compare_runs(edges.outputs(run.outputs), run.stages, outputs, stages)

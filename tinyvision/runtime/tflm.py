@@ -18,6 +18,7 @@ should declare ``alignas(16) uint8_t arena[N]`` or add 15 bytes.
 """
 import dataclasses
 import re
+import warnings
 
 import numpy as np
 
@@ -46,18 +47,30 @@ class ArenaReport:
 
 @dataclasses.dataclass(frozen=True)
 class Comparison:
-    """TFLM outputs vs tf.lite.Interpreter (reference kernels) on the same int8 input.
+    """TFLM outputs vs tf.lite.Interpreter (reference kernels) on the same input: a fact about the model
+    (TFLM is the reference; tf.lite.Interpreter is stricter and its kernels round some ops differently).
 
-    Truthy when bit-exact. ``max_abs_diff`` and ``mismatches`` are over all outputs.
+    Truthy when bit-exact. ``max_abs_diff`` and ``mismatches`` are over all outputs; ``refused``: the
+    tf.lite.Interpreter cannot load the model (``detail`` says why, in one line).
     """
 
     equal: bool
-    max_abs_diff: int
+    max_abs_diff: float
     mismatches: int
     detail: str
+    refused: bool = False
 
     def __bool__(self):
         return self.equal
+
+    @property
+    def verdict(self):
+        """"agrees", "differs" or "refuses"."""
+        return "refuses" if self.refused else "agrees" if self.equal else "differs"
+
+
+class TfliteRefusal(TinyVisionError):
+    """tf.lite.Interpreter cannot load a model (TFLM may still run it)."""
 
 
 # ---------------------------------------------------------------- public API (parent side)
@@ -105,13 +118,14 @@ def run_reference(model_bytes, inputs, name="model", timeout=None):
 
 
 def compare(model_bytes, inputs=None, seed=0, samples=1, name="model", timeout=None):
-    """Bit-exact check of TFLM against tf.lite.Interpreter (BUILTIN_REF) on int8 inputs.
+    """Bit-exact check of TFLM against tf.lite.Interpreter (BUILTIN_REF).
 
     inputs: one array per model input (one inference); None = ``samples`` inferences on
-    uniform random int8 inputs drawn with ``seed``.
-    Raises TinyVisionError unless the model is fully int8 (``require_int8``). The child imports
+    random inputs drawn with ``seed`` (uniform int8; a float input around its QUANTIZE's grid).
+    Raises TinyVisionError unless the model is int8 apart from a float input QUANTIZE and output
+    DEQUANTIZE (``require_int8`` of ``converters.patching.edges.int8_core``). The child imports
     TensorFlow for the reference (~5 s), after that check.
-    Returns a ``Comparison`` (truthy when equal).
+    Returns a ``Comparison`` (truthy when equal; ``refused`` when tf.lite.Interpreter cannot load it).
     """
     _check(model_bytes, name)
     arrays = None if inputs is None else _as_arrays(inputs)
@@ -278,7 +292,8 @@ def _reference_runs(model_bytes, batches, name):
     import tinyvision  # noqa: F401  (Keras environment before TensorFlow)
     import tensorflow as tf
 
-    with captured_c_output() as text:
+    with captured_c_output(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its deprecation notice (LiteRT) is not about the model
         try:
             interpreter = tf.lite.Interpreter(
                 model_content=bytes(model_bytes),
@@ -289,7 +304,7 @@ def _reference_runs(model_bytes, batches, name):
         except (RuntimeError, ValueError) as e:
             error = e
     if error is not None:
-        raise TinyVisionError(f"tf.lite.Interpreter cannot load {name}: {_tflm_message(text.text, error)}")
+        raise TfliteRefusal(f"tf.lite.Interpreter cannot load {name}: {_first_message(error)}")
     details = interpreter.get_input_details()
     results = []
     for inputs in batches:
@@ -308,16 +323,25 @@ def _reference_runs(model_bytes, batches, name):
 
 
 def compare_job(model_bytes, inputs, seed, samples, name):
-    require_int8(model_bytes, name)
+    from converters.ir import Model
+    from converters.patching.edges import int8_core, random_source_inputs
+
+    model = Model.from_bytes(model_bytes, name)
+    require_int8(int8_core(model)[0], name)
     interpreter = open_interpreter(model_bytes, None, name)
-    if inputs is None:
+    if inputs is None and len(model.main.inputs) == 1:
+        batches = [[x[None]] for x in random_source_inputs(model, samples, seed)]
+    elif inputs is None:
         rng = np.random.default_rng(seed)
         shapes = [x.shape for x in zero_inputs(interpreter)]
         batches = [[rng.integers(-128, 128, size=s, dtype=np.int8) for s in shapes] for _ in range(samples)]
     else:
         batches = [inputs]
     max_diff, mismatches, notes = 0, 0, []
-    references = _reference_runs(model_bytes, batches, name)
+    try:
+        references = _reference_runs(model_bytes, batches, name)
+    except TfliteRefusal as refusal:
+        return Comparison(False, 0, 0, str(refusal), refused=True)
     for k, (batch, want) in enumerate(zip(batches, references)):
         got = invoke(interpreter, batch, name)
         if len(got) != len(want):
@@ -328,11 +352,11 @@ def compare_job(model_bytes, inputs, seed, samples, name):
                 notes.append(f"sample {k} output {i}: TFLM {a.dtype.name}{a.shape} vs TFLite {b.dtype.name}{b.shape}")
                 mismatches += max(a.size, b.size)
                 continue
-            diff = np.abs(a.astype(np.int64) - b.astype(np.int64))
+            diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
             wrong = int(np.count_nonzero(diff))
             if wrong:
-                notes.append(f"sample {k} output {i}: {wrong}/{a.size} values differ (max |diff| {int(diff.max())})")
-                max_diff = max(max_diff, int(diff.max()))
+                notes.append(f"sample {k} output {i}: {wrong}/{a.size} values differ (max |diff| {diff.max():g})")
+                max_diff = max(max_diff, float(diff.max()))
             mismatches += wrong
     equal = mismatches == 0
     return Comparison(equal, max_diff, mismatches, "bit-exact" if equal else "; ".join(notes))
@@ -448,6 +472,17 @@ def _search_min_arena(model_bytes, name):
         else:
             failing = middle
     return working
+
+
+def _first_message(error):
+    """tf.lite.Interpreter's reason as one line: it joins one message per bad tensor without separators
+    (person_detect: 14 of them), so keep the first and count the rest."""
+    text = " ".join(str(error).split())
+    head = text[:40]
+    again = text.find(head, 1) if len(text) >= 80 else -1
+    if again > 0:
+        return f"{text[:again].strip()} (and {text.count(head) - 1} more like it)"
+    return text
 
 
 def _tflm_message(output, error):
