@@ -20,6 +20,9 @@ flags.DEFINE_integer("calibration_samples", 200, "representative samples for int
 flags.DEFINE_bool("reorder", True, "rewrite the operator order to minimize peak live memory")
 flags.DEFINE_bool("plan", True, "write an offline arena plan (OfflineMemoryAllocation) when it beats TFLM's")
 flags.DEFINE_bool("per_channel_dense", False, "keep per-channel FULLY_CONNECTED weights (wrong on CMSIS-NN)")
+flags.DEFINE_bool("per_tensor_dense", False, "with a .tflite: requantize its per-channel FULLY_CONNECTED weights "
+                  "per-tensor, as the Arduino TFLM's CMSIS-NN kernel needs. CHANGES THE MODEL'S OUTPUTS (explicit "
+                  "only; the change on random inputs is printed)")
 flags.DEFINE_bool("verify", True, "check rewritten models bit-exact (tf.lite.Interpreter, and TFLM for bundles)")
 flags.DEFINE_string("patches", None, "per-patch bundle: 'auto', a grid 'PxP' or 'RxC' (with --split), a chain of "
                     "patch stages 'N:GRID,N:GRID,...' (stage k runs up to op N over its grid), or 'tunnels'")
@@ -47,6 +50,8 @@ def run():
         model_bytes = _quantize_keras(FLAGS.model)
     else:
         model_bytes = source_bytes = read_tflite_bytes(FLAGS.model)
+        if FLAGS.per_tensor_dense:
+            model_bytes = source_bytes = _per_tensor_dense(model_bytes, os.path.basename(FLAGS.model))
     model_bytes = _optimize(model_bytes, os.path.basename(FLAGS.model))
     if FLAGS.patches:
         from converters.cli.bundle_convert import convert_to_bundle
@@ -68,6 +73,33 @@ def _quantize_keras(path):
         labels = None
     return to_int8_tflite(model, calibration, labels=labels, per_channel_dense=FLAGS.per_channel_dense,
                           max_samples=FLAGS.calibration_samples)
+
+
+def _per_tensor_dense(model_bytes, name):
+    """The model with per-tensor dense weights; prints what changed and how far the outputs moved on TFLM."""
+    from converters.ir import Model
+    from converters.passes.per_tensor_dense import per_tensor_dense
+    from converters.patching.edges import random_source_inputs
+    from converters.planning.verify import compare_on_tflm
+
+    model = Model.from_bytes(model_bytes, name)
+    rewritten = per_tensor_dense(model)
+    if not rewritten:
+        print("per-tensor dense: no per-channel FULLY_CONNECTED weights, nothing to rewrite")
+        return model_bytes
+    data = model.to_bytes()
+    changed, total, worst = 0, 0, 0.0
+    for x in random_source_inputs(model, 4, seed=0):
+        check = compare_on_tflm(data, model_bytes, [x[None]], name=name)
+        for new, old in zip(check.planned_outputs, check.unplanned_outputs):
+            diff = abs(new.astype(float) - old.astype(float))
+            changed, total, worst = changed + int((diff > 0).sum()), total + diff.size, max(worst, float(diff.max()))
+    for r in rewritten:
+        print(f"per-tensor dense: FULLY_CONNECTED op {r.op_index} ({r.weights!r}, {r.channels} channels) "
+              f"requantized with its largest scale (weights moved up to {r.max_weight_error:.2f} step)")
+    print(f"per-tensor dense CHANGES the outputs: {changed:,} of {total:,} output values differ from the "
+          f"original on TFLM on 4 random inputs (max |diff| {worst:g})")
+    return data
 
 
 def _optimize(model_bytes, name):

@@ -149,6 +149,7 @@ def export_arduino(bundle_dir, out_dir, board="nano33ble", test_image=None, sket
     bundle = read_bundle(bundle_dir)
     if not bundle.arena:
         raise TinyVisionError(f"{bundle_dir}: the bundle has no arena layout (plan.json 'arena')")
+    _refuse_per_channel_dense(bundle, bundle_dir)
     name = _sketch_name(bundle_dir, sketch_name)
     image, label, default_names = prepare_test_image(bundle, test_image)
     num_classes = int(np.prod(bundle.models[bundle.tail].output_shape))
@@ -186,6 +187,20 @@ def export_arduino(bundle_dir, out_dir, board="nano33ble", test_image=None, sket
         if created and not written and not os.listdir(out_dir):
             os.rmdir(out_dir)  # a refused export leaves no trace
     return report
+
+
+def _refuse_per_channel_dense(bundle, bundle_dir):
+    """The Arduino TFLM runs FULLY_CONNECTED on CMSIS-NN, which reads one weight scale: a per-channel
+    dense layer would give wrong scores on the board, so it is refused with the fix."""
+    from converters.quantize import per_channel_fully_connected
+
+    for m in bundle.models:
+        found = per_channel_fully_connected(m.data)
+        if found:
+            raise TinyVisionError(
+                f"{bundle_dir}: {m.file} has per-channel FULLY_CONNECTED weights ({found[0].weights!r}), which the "
+                f"Arduino TFLM's CMSIS-NN kernel runs with one scale (wrong scores): convert the source again "
+                f"with --per_tensor_dense (it requantizes them per-tensor and reports the change)")
 
 
 # ---------------------------------------------------------------- test image (numpy mirror of the device path)

@@ -1,0 +1,134 @@
+"""The int8 models users bring (../shared/models, written by others): analyze, convert and an explicit
+patch chain on every one, each checked bit-exact against TFLM running the original model.
+
+Skipped when ../shared/models is absent (a user's checkout). The 224 px PyTorch MobileNetV2 is
+large (300 M MACs): it gets one verified inference per check.
+"""
+import os
+
+import numpy as np
+import pytest
+
+from converters.ir import Model
+from tinyvision.errors import TinyVisionError
+
+MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.pardir, "shared", "models")
+PYTORCH = "mobilenet_v2_quantized_1x3x224x224"
+
+pytestmark = pytest.mark.skipif(not os.path.isdir(MODELS), reason="../shared/models is absent")
+
+# name: (stock head, tail, what tf.lite.Interpreter does with it, an explicit chain, its SRAM ceiling
+# (shared region + persistent, TFLM-measured) or None)
+CASES = {
+    "person_detect": (55_296, 29_968, "refuses", [(8, 3)], 46_000),
+    "vww_96_int8": (73_728, 29_952, "agrees", [(8, 3)], 45_984),
+    "kws_ref_model": (16_000, 8_272, "agrees", None, None),
+    "tinyengine_vww": (161_472, 63_504, "agrees", [(9, 3)], 111_424),
+    PYTORCH: (2_451_840, 155_328, "differs", [(29, 4), (33, 2), (66, 2)], None),
+}
+
+
+def load(name):
+    with open(os.path.join(MODELS, f"{name}.tflite"), "rb") as f:
+        return f.read()
+
+
+def test_rank1_bias_quantized_dimension_is_normalised_on_import():
+    """person_detect's 14 depthwise biases say quantized_dimension 3 (TFLM ignores it): axis 0 in the IR,
+    every scale and value kept, and tf.lite.Interpreter loads the re-exported model."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    data = load("person_detect")
+    raw = runtime.convert_bytearray_to_object(bytearray(data)).subgraphs[0].tensors
+    odd = [t for t in raw if t.quantization is not None and t.quantization.quantizedDimension == 3
+           and len(t.shape) == 1]
+    assert len(odd) == 14
+    model = Model.from_bytes(data)
+    by_name = {t.name: t for t in model.main.tensors}
+    for t in odd:
+        ours = by_name[t.name.decode()]
+        assert ours.quantization.axis == 0
+        np.testing.assert_array_equal(ours.quantization.scale, np.asarray(t.quantization.scale, np.float32))
+    from tinyvision.runtime import tflm
+
+    assert tflm.compare(model.to_bytes(), seed=1).verdict == "agrees"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_analyze_names_the_reference_and_what_tflite_does(name):
+    from tinyvision.analysis.report import analyze_tflite
+
+    head, tail, tflite, _, _ = CASES[name]
+    result, _ = analyze_tflite(load(name), f"{name}.tflite", search_min_arena=False)
+    assert (result["head_bytes"], result["tail_bytes"]) == (head, tail)
+    assert result["reference"] == "TFLM"
+    verdict = result["tflite_interpreter"]
+    assert verdict["verdict"] == tflite, verdict
+    assert "\n" not in verdict["detail"] and "migration" not in verdict["detail"]
+    if tflite == "refuses":
+        assert "quantized_dimension" in verdict["detail"] and "13 more" in verdict["detail"]
+
+
+def test_source_edges_of_exported_models():
+    """The float-I/O MCUNet model and the NCHW PyTorch export are split on their int8 NHWC core."""
+    from converters.patching.edges import int8_core
+
+    core, edges = int8_core(Model.from_bytes(load("tinyengine_vww")))
+    assert (edges.lead_ops, edges.input_dtype, edges.layout) == (1, "float32", "NHWC")
+    assert edges.output_quant is not None and core.main.inputs[0].shape == (1, 80, 80, 3)
+    assert {np.dtype(t.dtype).name for t in core.main.inputs + core.main.outputs} == {"int8"}
+    core, edges = int8_core(Model.from_bytes(load(PYTORCH)))
+    assert (edges.lead_ops, edges.input_dtype, edges.layout, edges.output_quant) == (1, "int8", "NCHW", None)
+    assert core.main.inputs[0].shape == (1, 224, 224, 3) and core.main.ops[0].opcode == "PAD"
+
+
+def test_quantize_edge_rounds_like_tflm():
+    """The host's window quantization equals TFLM's QUANTIZE on values between, on and half-way between
+    grid points, and beyond the int8 range."""
+    from converters.patching.edges import int8_core, quantize_like_tflm, random_source_inputs
+    from tinyvision.runtime import tflm
+
+    model = Model.from_bytes(load("tinyengine_vww"))
+    _, edges = int8_core(model)
+    first = model.copy()
+    graph = first.main
+    graph.ops, graph.outputs = graph.ops[:1], [graph.ops[0].outputs[0]]
+    graph.prune_tensors()
+    scale, zero_point = edges.image_quant
+    x = random_source_inputs(model, 1, seed=5)
+    half = ((np.arange(x.size) % 400 - 200) + 0.5).reshape(x.shape).astype(np.float32) * np.float32(scale)
+    for inputs in (x, half, x * 3):
+        (got,) = tflm.run(first.to_bytes(), [inputs.astype(np.float32)])
+        np.testing.assert_array_equal(got, quantize_like_tflm(inputs, scale, zero_point))
+
+
+def test_a_stage_cannot_end_inside_the_input_edges():
+    from converters.patching import split_stages
+
+    with pytest.raises(TinyVisionError, match=r"first 1 op\(s\) convert the input"):
+        split_stages(load(PYTORCH), [(1, 2)], "mbv2.tflite")
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_convert_and_an_explicit_chain_are_bit_exact_on_tflm(name):
+    """convert (order + offline plan, checked on TFLM) and a chain of patch stages over the optimized model,
+    verified against TFLM running the ORIGINAL model (float or NCHW inputs through the bundle's edges)."""
+    from converters.optimize import optimize_tflite
+    from converters.patching import split_stages
+    from converters.patching.bundle import finalize
+    from tinyvision.runtime import tflm
+    from tinyvision.runtime.patch_runner import verify_bundle
+
+    head, _, _, chain, ceiling = CASES[name]
+    original = load(name)
+    optimized, _ = optimize_tflite(original, name)
+    assert tflm.measure(optimized).head_bytes <= head
+    if chain is None:
+        return
+    bundle = finalize(split_stages(optimized, chain, f"{name}.tflite"))
+    check = verify_bundle(bundle, original, n_inputs=1 if name == PYTORCH else 2)
+    assert check.ok, check.detail
+    arena = bundle.arena
+    assert arena["shared"]["size"] < head
+    if ceiling is not None:
+        assert arena["size"] <= ceiling
