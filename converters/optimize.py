@@ -16,6 +16,7 @@ import numpy as np
 
 from converters.ir import Model
 from converters.passes import reorder_model
+from converters.passes.fold_pad import fold_pads
 from converters.planning import METADATA_NAME, deployment_heads, deployment_scratch, plan_graph, write_offline_plan
 from converters.planning.verify import compare_on_tflm
 from tinyvision.analysis.memory import memory_profile
@@ -34,9 +35,11 @@ class OptimizeReport:
     planned_head: Optional = None
     board_greedy_head: Optional = None
     board_head: Optional = None
+    folded_pads: int = 0  # explicit zero-point PADs folded into SAME convolutions (``fold_pads``)
 
     def lines(self):
-        out = [f"operator order: peak live memory {self.peak_before:,} -> {self.peak_after:,} B"]
+        out = [f"explicit PADs folded into SAME convolutions: {self.folded_pads}"] if self.folded_pads else []
+        out.append(f"operator order: peak live memory {self.peak_before:,} -> {self.peak_after:,} B")
         if self.planned_head is not None:
             out.append(f"offline arena plan: head {self.planned_head:,} B (TFLM's own planner: {self.greedy_head:,} B); "
                        f"on the board, with CMSIS-NN scratch: {self.board_head:,} B ({self.board_greedy_head:,} B)")
@@ -54,6 +57,7 @@ def optimize_tflite(model_bytes, name="model", reorder=True, plan=True, verify=T
     model = Model.from_bytes(model_bytes, name=name)
     # An input's own offline plan is stale once operators move (TFLM would trust it): plan again below.
     model.metadata.pop(METADATA_NAME, None)
+    folded = sum(fold_pads(graph) for graph in model.subgraphs)
     results = reorder_model(model) if reorder else []
     peak_before = results[0].peak_before if results else None
     peak_after = results[0].peak_after if results else None
@@ -61,13 +65,14 @@ def optimize_tflite(model_bytes, name="model", reorder=True, plan=True, verify=T
     reordered = model.to_bytes()
     inputs = _random_inputs(model)
     if verify and not compare_on_tflm(reordered, model_bytes, inputs, name=name).bit_exact:
-        raise TinyVisionError(f"internal error: {name}: the reordered model differs from the original on TFLM; "
-                              "nothing written")
+        raise TinyVisionError(f"internal error: {name}: the rewritten model (PADs folded, reordered) differs "
+                              "from the original on TFLM; nothing written")
     memory_plan = None
     if plan and len(model.subgraphs) == 1:
         memory_plan = plan_graph(model.main, scratch=deployment_scratch(model.main, name), name=name)
     if memory_plan is None or memory_plan.size >= memory_plan.tflm_greedy_size:
-        return _with_metadata_of(model_bytes, reordered), OptimizeReport(peak_before, peak_after)
+        return _with_metadata_of(model_bytes, reordered), OptimizeReport(
+            peak_before, peak_after, folded_pads=folded)
     greedy_head = memory_profile(model, name).head_bytes
     board_greedy_head = memory_profile(model, name, kernels="cmsis_nn").head_bytes
     host_head, board_head = deployment_heads(memory_plan, name)
@@ -79,7 +84,7 @@ def optimize_tflite(model_bytes, name="model", reorder=True, plan=True, verify=T
             raise TinyVisionError(f"{name}: TFLM did not reproduce the offline plan "
                                   f"(head {check.planned_head} vs {host_head}); nothing written")
     return _with_metadata_of(model_bytes, planned), OptimizeReport(
-        peak_before, peak_after, greedy_head, host_head, board_greedy_head, board_head)
+        peak_before, peak_after, greedy_head, host_head, board_greedy_head, board_head, folded)
 
 
 def _with_metadata_of(original, rewritten):

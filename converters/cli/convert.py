@@ -25,7 +25,8 @@ flags.DEFINE_bool("per_tensor_dense", False, "with a .tflite: requantize its per
                   "only; the change on random inputs is printed)")
 flags.DEFINE_bool("verify", True, "check rewritten models bit-exact (tf.lite.Interpreter, and TFLM for bundles)")
 flags.DEFINE_string("patches", None, "per-patch bundle: 'auto', a grid 'PxP' or 'RxC' (with --split), a chain of "
-                    "patch stages 'N:GRID,N:GRID,...' (stage k runs up to op N over its grid), or 'tunnels'")
+                    "patch stages 'N:GRID,N:GRID,...' (stage k runs up to op N over its grid; N counts the ops of the "
+                    "converted model: `convert` it, then `analyze` it for the indices), or 'tunnels'")
 flags.DEFINE_integer("split", None, "with a grid: number of leading operators run per patch")
 flags.DEFINE_string("budget", "256KiB", "with --patches=auto: SRAM budget (shared region + persistent sections)")
 flags.DEFINE_enum("interpreters", "one_at_a_time", ["one_at_a_time", "resident"],

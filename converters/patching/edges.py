@@ -12,8 +12,8 @@ window (4x the bytes) never enters the arena. On the host, ``SourceEdges`` turns
 model's own inputs into that image (TFLM's QUANTIZE rounding, the transpose) and the tail's
 int8 output back into the source's output (TFLM's DEQUANTIZE arithmetic), bit for bit.
 
-Op counts (``n`` of a stage) stay those of the source model, so the op indices ``analyze``
-prints are the ones a ``--patches`` chain names: ``lead_ops`` converts.
+Op counts (``n`` of a stage) stay those of the model being split, edges included, so the op
+indices ``analyze`` prints for it are the ones a ``--patches`` chain names: ``lead_ops`` converts.
 """
 import dataclasses
 
