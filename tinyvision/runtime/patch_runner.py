@@ -22,7 +22,7 @@ _HERE = "tinyvision.runtime.patch_runner"
 
 
 def _as_bundle(bundle):
-    from converters.patching.bundle import Bundle, read_bundle
+    from tinyvision.bundle import Bundle, read_bundle
 
     return bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
 
@@ -171,12 +171,6 @@ def reference_run(original_model_bytes, images, stage_tensor_names):
     return np.stack(outputs), [np.stack(values) for values in stages]
 
 
-def measure_models(model_data, timeout=None):
-    """TFLM's ``ArenaReport`` (head = non-persistent, tail = persistent bytes) of each model, in one subprocess."""
-    return isolated.call(f"{_HERE}:measure_models_job", [bytes(d) for d in model_data], timeout=timeout,
-                         who="TFLM", task=f"measuring {len(model_data)} models")
-
-
 # ---------------------------------------------------------------- jobs (run in the child)
 
 
@@ -221,12 +215,6 @@ def run_bundle_job(model_data, plan, images, original=None):
         whole = tflm.open_interpreter(original, None, name)
         unsplit = np.stack([tflm.invoke(whole, [image[None]], name)[0][0] for image in images])
     return BundleRun(np.stack(outputs), [np.stack(values) for values in stages], unsplit)
-
-
-def measure_models_job(model_data):
-    from tinyvision.runtime import tflm
-
-    return [tflm.measure_job(data, None, f"model {i}") for i, data in enumerate(model_data)]
 
 
 def _differences(got, want):
