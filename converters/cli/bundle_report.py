@@ -2,7 +2,6 @@
 import hashlib
 import os
 
-from tinyvision.errors import TinyVisionError
 from tinyvision.fileio import read_bytes
 from tinyvision.runtime.patch_runner import verify_bundle
 
@@ -62,9 +61,7 @@ def analyze_bundle(folder, verify=True):
 
     bundle = read_bundle(folder)
     plan = bundle.plan()
-    arena = bundle.arena or {}
-    if "shared" not in arena:
-        raise TinyVisionError(f"{folder}: the bundle has no arena layout")
+    arena = bundle.arena
     H, W, C = bundle.image["shape"]
     stats = bundle.stats or {}
     source_path = _source_path(folder, plan)

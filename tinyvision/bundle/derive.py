@@ -86,8 +86,10 @@ def _check_costs(bundle, fail):
     runs = [p.model for p in bundle.patches] + [bundle.tail]
     derived = {"macs": sum(bundle.models[i].macs for i in runs), "flash_bytes": sum(len(m.data) for m in bundle.models)}
     baseline = (bundle.stats.get("baseline") or {}).get("macs")
-    if baseline:
-        derived["mac_overhead"] = round(derived["macs"] / baseline - 1, 6)
+    if baseline is not None:
+        derived["mac_overhead"] = round(derived["macs"] / baseline - 1, 6) if baseline else 0.0
+    elif "mac_overhead" in bundle.stats:
+        fail("stats.mac_overhead is given without the stats.baseline.macs it is relative to")
     for field, value in derived.items():
         if field in bundle.stats and bundle.stats[field] != value:
             fail(f"stats.{field} is {bundle.stats[field]}, but the model files give {value}")

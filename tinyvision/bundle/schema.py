@@ -126,7 +126,7 @@ PLAN = Obj({
     "models": List(Obj({
         "name": Str(), "file": Str(), "role": Str(ROLES), "input_shape": Shape(), "output_shape": Shape(),
         "nonpersistent_bytes": Int(), "persistent_bytes": Int(), "macs": Int(0, 1 << 50),
-    }, optional=("nonpersistent_bytes", "persistent_bytes", "macs")), 1),
+    }, optional=("macs",)), 1),
     "patches": List(Obj({
         "model": Int(0, MAX_ITEMS), "stage": Int(0, MAX_ITEMS),
         "window": Obj({"x": Int(0, MAX_DIMENSION), "y": Int(0, MAX_DIMENSION),
@@ -143,7 +143,7 @@ PLAN = Obj({
     "stats": Obj({"macs": Int(0, 1 << 50), "mac_overhead": Float(), "flash_bytes": Int(),
                   "baseline": Obj({"macs": Int(0, 1 << 50), "flash_bytes": Int()}, optional=("macs", "flash_bytes"))},
                  optional=("macs", "mac_overhead", "flash_bytes", "baseline")),
-}, optional=("arena", "stats"))
+}, optional=("stats",))
 
 
 def check_plan_fields(plan):
