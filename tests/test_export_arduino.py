@@ -223,20 +223,22 @@ def test_given_test_images(bundle_dir, tmp_path):
 
 
 def test_refuses_a_bundle_over_the_board_ram(bundle_dir, tmp_path):
+    """A board with 1 KB less RAM than the bundle needs. (A plan.json that claims a larger arena than its
+    models need is a tampered plan: ``read_bundle`` re-derives arena.size and refuses it.)"""
     from converters.export.arduino import export_arduino
+    from converters.export.boards import BOARDS
 
-    big = tmp_path / "big_bundle"
-    shutil.copytree(bundle_dir, big)
-    plan = json.loads((big / "plan.json").read_text())
-    plan["arena"]["size"] += 240 * 1024  # free space after the last section: still a valid plan
-    (big / "plan.json").write_text(json.dumps(plan))
+    nano = BOARDS["nano33ble"]
+    needed = export_arduino(bundle_dir, tmp_path / "probe", verbose=False).ram_bytes
+    small = dataclasses.replace(nano, ram_bytes=nano.reserved_ram_bytes + needed - 1024)
+    available = f"{small.ram_available:,}"
     out = tmp_path / "out"
-    with pytest.raises(TinyVisionError, match=r"does not fit nano33ble: static RAM .* > 229,376 B"):
-        export_arduino(big, out, verbose=False)
+    with pytest.raises(TinyVisionError, match=rf"does not fit nano33ble: static RAM .* > {available} B"):
+        export_arduino(bundle_dir, out, board=small, verbose=False)
     assert not out.exists()  # nothing written: no sketch, no temporary folder, not even the output folder
     out.mkdir()
     with pytest.raises(TinyVisionError, match=r"does not fit nano33ble"):
-        export_arduino(big, out, verbose=False)
+        export_arduino(bundle_dir, out, board=small, verbose=False)
     assert os.listdir(out) == []  # an existing output folder stays, empty
 
 

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -67,3 +69,58 @@ def test_rewritten_op_order_exports(small_cnn_tflite):
 def test_corrupt_input_is_a_clear_error(data):
     with pytest.raises(TinyVisionError):
         Model.from_bytes(data)
+
+
+def _edited(model_bytes, change):
+    """``model_bytes`` with ``change(ModelT)`` applied through TensorFlow's object API."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    fb = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
+    change(fb)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(fb))
+
+
+def _conv(fb):
+    return fb.subgraphs[0].operators[0]  # the small CNN's first op: CONV_2D
+
+
+def _set_buffer(fb, data):
+    fb.buffers[fb.subgraphs[0].tensors[_conv(fb).inputs[1]].buffer].data = data
+
+
+MALFORMED = [
+    (lambda fb: setattr(_conv(fb), "opcodeIndex", 99), r"operator 0 uses operator code 99, but there are \d+"),
+    (lambda fb: _conv(fb).inputs.__setitem__(0, 9999), r"operator 0 \(CONV_2D\) input is tensor 9999, but there are"),
+    (lambda fb: setattr(fb.signatureDefs[0], "subgraphIndex", 3), r"signature .* names subgraph 3, but there are 1"),
+    (lambda fb: setattr(fb.signatureDefs[0].inputs[0], "tensorIndex", 9999),
+     r"signature .* maps .* to tensor 9999, but there are"),
+    (lambda fb: setattr(_conv(fb).builtinOptions, "strideW", 0), r"operator 0 \(CONV_2D\) has strideW 0"),
+    (lambda fb: setattr(_conv(fb), "builtinOptions", None), r"operator 0 \(CONV_2D\) needs Conv2DOptions, has none"),
+    (lambda fb: _set_buffer(fb, np.zeros(10, np.uint8)), r"needs 216 B of data, its buffer \d+ holds 10 B"),
+    (lambda fb: setattr(fb.subgraphs[0].tensors[_conv(fb).inputs[1]], "buffer", 9999),
+     r"points at buffer 9999, but there are"),
+    (lambda fb: setattr(fb.subgraphs[0].tensors[fb.subgraphs[0].inputs[0]], "shape",
+                        np.asarray([1, 40000, 40000, 8], np.int32)),
+     r"of shape \[1, 40000, 40000, 8\] takes 12,800,000,000 B, more than the"),
+    (lambda fb: setattr(fb.subgraphs[0], "outputs", np.zeros(0, np.int32)), r"the graph has no outputs"),
+    (lambda fb: _conv(fb).inputs.__setitem__(0, _conv(fb).outputs[0]),
+     r"operator 0 \(CONV_2D\) reads tensor .*, which no earlier operator writes \(it writes it itself\)"),
+    (lambda fb: _conv(fb).inputs.__setitem__(0, fb.subgraphs[0].operators[1].outputs[0]),
+     r"operator 0 \(CONV_2D\) reads tensor .*, which no earlier operator writes: the graph has a cycle"),
+]
+
+
+@pytest.mark.parametrize("change, message", MALFORMED)
+def test_malformed_models_are_refused_with_a_named_cause(small_cnn_tflite, change, message):
+    with pytest.raises(TinyVisionError, match=message):
+        Model.from_bytes(_edited(small_cnn_tflite, change), "m.tflite")
+
+
+def test_real_world_models_pass_the_import_checks():
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "models")
+    if not os.path.isdir(folder):
+        pytest.skip("../shared/models is not here")
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".tflite"):
+            with open(os.path.join(folder, name), "rb") as f:
+                Model.from_bytes(f.read(), name)

@@ -2,7 +2,8 @@
 import hashlib
 import os
 
-from tinyvision.errors import TinyVisionError
+from tinyvision.fileio import read_bytes
+from tinyvision.runtime.patch_runner import verify_bundle
 
 
 def _source_path(folder, plan):
@@ -40,6 +41,12 @@ def _baseline(source_bytes, stats):
     return result
 
 
+def check_against_source(folder, bundle):
+    """The bundle's ``Verification`` against its source .tflite on TFLM, or None when the source is not found."""
+    path = _source_path(folder, bundle.plan())
+    return None if path is None else verify_bundle(bundle, read_bytes(path))
+
+
 def analyze_bundle(folder, verify=True):
     """(result dict, text, plot(path)) for the bundle in ``folder``.
 
@@ -49,21 +56,18 @@ def analyze_bundle(folder, verify=True):
     (bundle vs source on TFLM; None when the source .tflite is not found or verify is off), models (per model),
     baseline (the same keys for the unsplit source on stock TFLM; None values when the source is missing).
     """
-    from converters.patching import read_bundle
+    from tinyvision.bundle import read_bundle
     from converters.planning import persistent_span
 
     bundle = read_bundle(folder)
     plan = bundle.plan()
-    arena = bundle.arena or {}
-    if "shared" not in arena:
-        raise TinyVisionError(f"{folder}: the bundle has no arena layout")
+    arena = bundle.arena
     H, W, C = bundle.image["shape"]
     stats = bundle.stats or {}
     source_path = _source_path(folder, plan)
     source_bytes = None
     if source_path:
-        with open(source_path, "rb") as f:
-            source_bytes = f.read()
+        source_bytes = read_bytes(source_path)
     runs = [0] * len(bundle.models)
     for p in bundle.patches:
         runs[p.model] += 1
@@ -92,8 +96,6 @@ def analyze_bundle(folder, verify=True):
                    for i, m in enumerate(bundle.models)],
     }
     if verify and source_bytes is not None:
-        from tinyvision.runtime.patch_runner import verify_bundle
-
         check = verify_bundle(bundle, source_bytes)
         result["bit_exact"] = bool(check.ok)
         result["verify_detail"] = check.detail

@@ -15,6 +15,7 @@ flags.DEFINE_string("name", None, "C identifier prefix (default: from the file n
 flags.DEFINE_bool("arduino", False, "write a complete Arduino sketch for a bundle")
 flags.DEFINE_string("board", "nano33ble", "board profile for --arduino")
 flags.DEFINE_bool("camera", False, "--arduino: build the sketch for OV7675 camera frames instead of the test image")
+flags.DEFINE_bool("verify", True, "--arduino: refuse a bundle that is not bit-exact with its source .tflite on TFLM")
 FLAGS = flags.FLAGS
 
 
@@ -22,6 +23,7 @@ def run():
     import os
 
     from converters.export.c_array import export_c_array
+    from converters.ir import Model
     from tinyvision.errors import TinyVisionError
     from tinyvision.fileio import ensure_output_dir, read_tflite_bytes
     from tinyvision.analysis.report import board_arena
@@ -33,18 +35,43 @@ def run():
     if FLAGS.arduino:
         from converters.export.arduino import export_arduino
 
+        if FLAGS.verify:
+            _check_bit_exact(FLAGS.model)
         export_arduino(FLAGS.model, FLAGS.output, board=FLAGS.board, camera=FLAGS.camera)
         return
     if os.path.isdir(FLAGS.model):
         raise TinyVisionError(f"{FLAGS.model} is a folder: export a bundle with --arduino")
     model_bytes = read_tflite_bytes(FLAGS.model)
-    ensure_output_dir(FLAGS.output)
+    name = os.path.basename(FLAGS.model)
+    Model.from_bytes(model_bytes, name)  # the checks analyze and convert make, before anything is created
     if FLAGS.arena_size:
         arena, note = FLAGS.arena_size, "given"
     else:
-        arena, host = board_arena(model_bytes, name=os.path.basename(FLAGS.model))
+        arena, host = board_arena(model_bytes, name=name)
         note = f"TFLM's smallest on the host {host:,} B + {arena - host:,} B of the board's CMSIS-NN scratch"
-    paths = export_c_array(FLAGS.model, FLAGS.output, arena, name=FLAGS.name)
+    created = not os.path.exists(FLAGS.output)
+    ensure_output_dir(FLAGS.output)
+    try:
+        paths = export_c_array(FLAGS.model, FLAGS.output, arena, name=FLAGS.name)
+    except TinyVisionError:
+        if created and not os.listdir(FLAGS.output):
+            os.rmdir(FLAGS.output)  # a refused export leaves no trace
+        raise
     for path in paths:
         print(f"wrote {path}")
     print(f"arena size constant: {arena:,} B ({note})")
+
+
+def _check_bit_exact(folder):
+    """Refuse a bundle whose stage buffers differ from its source model's on TFLM (``analyze``'s bit_exact)."""
+    from converters.cli.bundle_report import check_against_source
+    from tinyvision.bundle import read_bundle
+    from tinyvision.errors import TinyVisionError
+
+    check = check_against_source(folder, read_bundle(folder))
+    if check is None:
+        raise TinyVisionError(f"{folder}: its source .tflite is not next to the bundle, so it cannot be checked "
+                              "bit-exact (put it there, or give --noverify)")
+    if not check.ok:
+        raise TinyVisionError(f"{folder} is not bit-exact with its source, nothing written: {check.detail}")
+    print(f"verified: {check.detail}")

@@ -143,7 +143,7 @@ def export_arduino(bundle_dir, out_dir, board="nano33ble", test_image=None, sket
     Raises TinyVisionError for an invalid bundle, an unknown board, an operator the Arduino TFLM
     library cannot register, or a bundle that does not fit the board.
     """
-    from converters.patching import read_bundle
+    from tinyvision.bundle import read_bundle
 
     profile = get_board(board)
     bundle = read_bundle(bundle_dir)

@@ -9,6 +9,7 @@ from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
 from converters.ir.graph import Graph, Model, Op, Quantization, SignatureDef, Tensor
+from converters.ir.validate import check_flatbuffer, check_graph
 from tinyvision.errors import TinyVisionError
 from tinyvision.fileio import check_tflite_bytes
 
@@ -52,13 +53,14 @@ def import_model(data, name="model"):
         fb = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
     except Exception as e:  # the generated parser raises anything on corrupt input
         raise TinyVisionError(f"{name} is not a valid TFLite model: {type(e).__name__}: {e}") from None
-    if not fb.subgraphs:
-        raise TinyVisionError(f"{name} has no subgraph")
     if any(getattr(b, "offset", 0) > 1 for b in fb.buffers or []):
         raise TinyVisionError(f"{name} keeps buffers outside the flatbuffer (>2 GB layout), which TFLM cannot load")
+    check_flatbuffer(fb, name, _opcode_name, _DTYPES)
     buffers = [_buffer_bytes(b) for b in fb.buffers or []]
     opcodes = fb.operatorCodes or []
     subgraphs = [_import_subgraph(sg, buffers, opcodes, name) for sg in fb.subgraphs]
+    for graph in subgraphs:
+        check_graph(graph, name)
     metadata = {_str(m.name): buffers[m.buffer] for m in fb.metadata or []}
     signatures = []
     for sig in fb.signatureDefs or []:
@@ -87,7 +89,7 @@ def _buffer_bytes(buffer):
 
 
 def _import_subgraph(sg, buffers, opcodes, name):
-    tensors = [_import_tensor(t, buffers, name) for t in sg.tensors or []]
+    tensors = [_import_tensor(t, buffers) for t in sg.tensors or []]
 
     def pick(indices):
         return [tensors[i] if i >= 0 else None for i in (indices if indices is not None else [])]
@@ -95,11 +97,10 @@ def _import_subgraph(sg, buffers, opcodes, name):
     ops = []
     for fb_op in sg.operators or []:
         code = opcodes[fb_op.opcodeIndex]
-        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
         custom = _str(code.customCode) or None
         ops.append(
             Op(
-                opcode=custom if builtin == schema.BuiltinOperator.CUSTOM else OPCODE_NAMES.get(builtin, str(builtin)),
+                opcode=_opcode_name(code),
                 inputs=pick(fb_op.inputs),
                 outputs=pick(fb_op.outputs),
                 options=fb_op.builtinOptions,
@@ -112,12 +113,18 @@ def _import_subgraph(sg, buffers, opcodes, name):
     return Graph(ops=ops, inputs=pick(sg.inputs), outputs=pick(sg.outputs), tensors=tensors, name=_str(sg.name))
 
 
-def _import_tensor(t, buffers, name):
-    if t.type not in _DTYPES:
-        raise TinyVisionError(f"{name}: tensor {_str(t.name)!r} has an unsupported type ({t.type})")
+def _opcode_name(code):
+    """The IR's opcode string of an ``OperatorCodeT``: the builtin's name, or the custom code."""
+    builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+    if builtin == schema.BuiltinOperator.CUSTOM:
+        return _str(code.customCode) or None
+    return OPCODE_NAMES.get(builtin, str(builtin))
+
+
+def _import_tensor(t, buffers):
     dtype = np.dtype(_DTYPES[t.type])
     shape = tuple(int(d) for d in (t.shape if t.shape is not None else []))
-    raw = buffers[t.buffer] if 0 < t.buffer < len(buffers) else b""
+    raw = buffers[t.buffer] if t.buffer else b""
     data = None
     if raw:
         data = np.frombuffer(raw, dtype=dtype).reshape(shape)

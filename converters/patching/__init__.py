@@ -4,10 +4,10 @@
 - ``split_stages(model, [(n0, grid0), (n1, grid1)])``: a chain of patch stages (each splits the last tail).
 - ``split_points(model)`` / ``max_stage_ops(model)`` / ``stage_tensor(model, n)``: where a stage may end.
 - ``split_tunnels(model)``: per-tunnel models + a head for InputSegmentation/PatchTunnel models.
-- ``write_bundle`` / ``read_bundle`` / ``validate``: the bundle folder (docs/bundle-format.md).
-The host runner is ``tinyvision.runtime.patch_runner``.
+- ``write_bundle`` / ``read_bundle`` / ``validate``: the bundle folder (docs/bundle-format.md; the format
+  is ``tinyvision.bundle``). The host runner is ``tinyvision.runtime.patch_runner``.
 """
-from converters.patching.bundle import Box, Bundle, BundleModel, Patch, Window, read_bundle, validate, write_bundle
+from converters.patching.bundle import write_bundle
 from converters.patching.stage import (
     grid_tiles,
     max_stage_ops,
@@ -17,6 +17,7 @@ from converters.patching.stage import (
     stage_tensor,
 )
 from converters.patching.tunnels import split_tunnels
+from tinyvision.bundle import Box, Bundle, BundleModel, Patch, Window, read_bundle, validate
 
 __all__ = ["Box", "Bundle", "BundleModel", "Patch", "Window", "grid_tiles", "max_stage_ops", "read_bundle",
            "split_patch_stage", "split_points", "split_stages", "split_tunnels", "stage_tensor", "validate", "write_bundle"]

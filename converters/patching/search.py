@@ -210,7 +210,7 @@ def search(model, budget, max_mac_overhead, name="model.tflite", grids=GRIDS, lo
     interpreters: the bundle's arena mode: persistent is the sum of the models' sections ("resident")
     or the largest of them ("one_at_a_time"). max_stages: 1 is MCUNetV2's single patch stage.
     """
-    from tinyvision.runtime.patch_runner import measure_models
+    from tinyvision.runtime.tflm import measure_many
 
     model, _ = as_model(model, name)
     points = candidate_points(model)
@@ -252,7 +252,7 @@ def search(model, budget, max_mac_overhead, name="model.tflite", grids=GRIDS, lo
     front = pareto(candidates)
     parts = {id(part): part for c in front for part in pieces.parts(c.stages)}
     datas = [(key, data) for key, part in parts.items() for data in part.datas]
-    reports = measure_models([data for _, data in datas])
+    reports = measure_many([data for _, data in datas])
     sections = {key: [] for key in parts}
     for (key, _), report in zip(datas, reports):
         sections[key].append(_align(report.tail_bytes))

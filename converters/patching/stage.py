@@ -31,7 +31,7 @@ from tensorflow.lite.python import schema_py_generated as schema
 
 from converters.ir import Graph, Model, Op, Tensor
 from converters.patching import geometry as geo
-from converters.patching.bundle import Box, Bundle, BundleModel, Patch, Window, hwc, quant_dict
+from tinyvision.bundle import Box, Bundle, BundleModel, Patch, Window, hwc, quant_dict
 from converters.patching.dilated import stage_view
 from converters.patching.edges import SourceEdges, int8_core
 from tinyvision.errors import TinyVisionError

@@ -21,7 +21,7 @@ The ops and tensors are the model's own, so the result is exact by construction
 import numpy as np
 
 from converters.ir import Graph
-from converters.patching.bundle import Box, BundleModel, Patch, Window, hwc, quant_dict
+from tinyvision.bundle import Box, BundleModel, Patch, Window, hwc, quant_dict
 from converters.patching.stage import as_model, assemble_bundle, check_model, derived_model, stage_description
 from tinyvision.errors import TinyVisionError
 

@@ -22,7 +22,7 @@ _HERE = "tinyvision.runtime.patch_runner"
 
 
 def _as_bundle(bundle):
-    from converters.patching.bundle import Bundle, read_bundle
+    from tinyvision.bundle import Bundle, read_bundle
 
     return bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
 
@@ -154,12 +154,6 @@ def compare_runs(outputs, stages, reference_outputs, reference_stages):
     return Verification(stage_bad == 0 and bad == 0, detail, n, stage_bad, bad, max_diff)
 
 
-def measure_models(model_data, timeout=None):
-    """TFLM's ``ArenaReport`` (head = non-persistent, tail = persistent bytes) of each model, in one subprocess."""
-    return isolated.call(f"{_HERE}:measure_models_job", [bytes(d) for d in model_data], timeout=timeout,
-                         who="TFLM", task=f"measuring {len(model_data)} models")
-
-
 # ---------------------------------------------------------------- jobs (run in the child)
 
 
@@ -218,12 +212,6 @@ def reference_job(original, reference, inputs, stage_count):
         for values, tensor in zip(stages, got[1:]):
             values.append(tensor[0] if tensor.shape[:1] == (1,) else tensor)
     return np.stack(outputs), [np.stack(values) for values in stages]
-
-
-def measure_models_job(model_data):
-    from tinyvision.runtime import tflm
-
-    return [tflm.measure_job(data, None, f"model {i}") for i, data in enumerate(model_data)]
 
 
 def _differences(got, want):

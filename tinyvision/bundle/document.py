@@ -1,0 +1,295 @@
+"""The patch bundle in memory (docs/bundle-format.md): ``Bundle`` and its parts, and the plan's own consistency.
+
+A ``Bundle`` holds the model bytes and the plan; ``plan()`` is the JSON of ``plan.json``
+and ``Bundle.from_plan`` builds one from a plan whose fields ``tinyvision.bundle.schema``
+has checked. ``validate`` checks the plan against itself and its models' graphs
+(shapes, dtypes, quantization, windows and boxes, the arena's geometry);
+``tinyvision.bundle.derive`` then compares every figure the model files determine.
+
+Shapes in the plan are HWC without the batch dimension; a rank-2 model tensor
+``(1, C)`` (a pooled tunnel output, a head's input) is ``[1, 1, C]``.
+"""
+import dataclasses
+
+import numpy as np
+
+from tinyvision.bundle.schema import FORMAT, KINDS
+from tinyvision.errors import TinyVisionError
+
+ALIGN = 16
+
+
+def hwc(shape):
+    """``(1, H, W, C)`` -> (H, W, C); ``(1, C)`` -> (1, 1, C)."""
+    shape = tuple(int(d) for d in shape)
+    if len(shape) not in (2, 4) or shape[0] != 1:
+        raise TinyVisionError(f"tensor shape {shape} is neither (1, H, W, C) nor (1, C)")
+    return shape[1:] if len(shape) == 4 else (1, 1, shape[1])
+
+
+def quant_dict(tensor):
+    q = tensor.quantization
+    if q is None or q.per_channel:
+        raise TinyVisionError(f"tensor {tensor.name!r} has no per-tensor quantization")
+    return {"scale": float(q.scale.reshape(-1)[0]), "zero_point": int(q.zero_point.reshape(-1)[0])}
+
+
+@dataclasses.dataclass
+class Window:
+    """Region of a patch's source (the image, or the previous stage's buffer) copied into a model input (pixels)."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+
+
+@dataclasses.dataclass
+class Box:
+    """Region of the stage buffer a model output fills: ``h x w`` pixels, ``channels`` from channel ``c``."""
+
+    x: int
+    y: int
+    c: int
+    w: int
+    h: int
+    channels: int
+
+
+@dataclasses.dataclass
+class Patch:
+    model: int
+    window: Window
+    output: Box
+    stage: int = 0  # the stage whose buffer ``output`` is in; stage k > 0 reads ``window`` from stage k - 1
+
+
+@dataclasses.dataclass
+class BundleModel:
+    name: str
+    role: str  # "patch" or "tail"
+    data: bytes
+    input_shape: tuple  # HWC
+    output_shape: tuple  # HWC
+    macs: int = 0
+    nonpersistent_bytes: int = None  # TFLM head
+    persistent_bytes: int = None  # TFLM tail
+    # the parsed form of ``data`` when the bundle was just built (saves re-parsing it); never written
+    parsed: object = dataclasses.field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_model(cls, name, role, data, model):
+        from tinyvision.analysis.cost import model_cost
+
+        g = model.main
+        return cls(name, role, bytes(data), hwc(g.inputs[0].shape), hwc(g.outputs[0].shape),
+                   macs=int(model_cost(model).macs), parsed=model)
+
+    def model(self):
+        """The parsed ``converters.ir.Model`` of ``data`` (parsed once; reset ``parsed`` when ``data`` changes)."""
+        from converters.ir import Model
+
+        if self.parsed is None:
+            self.parsed = Model.from_bytes(self.data, self.file)
+        return self.parsed
+
+    def graph(self):
+        """The model's main ``converters.ir`` graph."""
+        return self.model().main
+
+    @property
+    def file(self):
+        return f"{self.name}.tflite"
+
+
+@dataclasses.dataclass
+class Bundle:
+    kind: str
+    source: dict
+    image: dict  # shape (HWC), dtype, scale, zero_point
+    stages: list  # the same for each stage buffer, in execution order; the tail reads the last
+    models: list
+    patches: list
+    tail: int
+    arena: dict = None
+    stats: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def last_stage(self):
+        """The stage buffer the tail reads."""
+        return self.stages[-1]
+
+    def source_of(self, stage):
+        """What the patches of ``stage`` read their windows from: the image or the previous stage's buffer."""
+        return self.image if stage == 0 else self.stages[stage - 1]
+
+    @property
+    def stage_bytes(self):
+        """Bytes of each stage buffer, in stage order."""
+        return [int(np.prod(s["shape"])) for s in self.stages]
+
+    @property
+    def measured(self):
+        return all(m.nonpersistent_bytes is not None and m.persistent_bytes is not None for m in self.models)
+
+    def plan(self):
+        """The ``plan.json`` document."""
+        return {
+            "format": FORMAT,
+            "kind": self.kind,
+            "source": self.source,
+            "image": self.image,
+            "stages": self.stages,
+            "models": [
+                {"name": m.name, "file": m.file, "role": m.role, "input_shape": list(m.input_shape),
+                 "output_shape": list(m.output_shape), "nonpersistent_bytes": m.nonpersistent_bytes,
+                 "persistent_bytes": m.persistent_bytes, "macs": m.macs}
+                for m in self.models
+            ],
+            "patches": [{"model": p.model, "stage": p.stage, "window": dataclasses.asdict(p.window),
+                         "output": dataclasses.asdict(p.output)} for p in self.patches],
+            "tail": {"model": self.tail},
+            "arena": self.arena,
+            "stats": self.stats,
+        }
+
+    @classmethod
+    def from_plan(cls, plan, model_bytes):
+        """A Bundle from a plan that passed ``schema.check_plan_fields`` and its model files' bytes (plan order)."""
+        models = [
+            BundleModel(m["name"], m["role"], data, tuple(m["input_shape"]), tuple(m["output_shape"]),
+                        m.get("macs", 0), m.get("nonpersistent_bytes"), m.get("persistent_bytes"))
+            for m, data in zip(plan["models"], model_bytes)
+        ]
+        patches = [Patch(p["model"], Window(**p["window"]), Box(**p["output"]), p["stage"]) for p in plan["patches"]]
+        return cls(plan["kind"], plan["source"], plan["image"], list(plan["stages"]), models, patches,
+                   plan["tail"]["model"], plan.get("arena"), plan.get("stats") or {})
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _inside(x, y, w, h, width, height):
+    return w > 0 and h > 0 and 0 <= x and 0 <= y and x + w <= width and y + h <= height
+
+
+def _quant_of(tensor):
+    q = tensor.quantization
+    if q is None:
+        return None
+    return float(q.scale.reshape(-1)[0]), int(q.zero_point.reshape(-1)[0])
+
+
+def _buffer(spec):
+    """(shape HWC, (scale, zero point)) of an image or stage buffer description."""
+    return tuple(int(d) for d in spec["shape"]), (float(spec["scale"]), int(spec["zero_point"]))
+
+
+def validate(bundle, where="bundle"):
+    """Check the plan against itself and against its models; TinyVisionError naming the first problem."""
+
+    def fail(message):
+        raise TinyVisionError(f"{where}: {message}")
+
+    if bundle.kind not in KINDS:
+        fail(f"unknown kind {bundle.kind!r} (expected one of {KINDS})")
+    if not bundle.stages:
+        fail("no stages")
+    sources = [_buffer(bundle.source_of(k)) for k in range(len(bundle.stages))]
+    stages = [_buffer(s) for s in bundle.stages]
+    names = [m.name for m in bundle.models]
+    if len(set(names)) != len(names):
+        fail(f"duplicate model names {names}")
+    if not 0 <= bundle.tail < len(bundle.models) or bundle.models[bundle.tail].role != "tail":
+        fail(f"tail model index {bundle.tail} is not a model with role 'tail'")
+    stage_of = {}
+    for k, p in enumerate(bundle.patches):
+        if not 0 <= p.stage < len(bundle.stages):
+            fail(f"patch {k} fills stage {p.stage}, but there are {len(bundle.stages)} stages")
+        if k and p.stage < bundle.patches[k - 1].stage:
+            fail(f"patch {k} (stage {p.stage}) runs after a patch of stage {bundle.patches[k - 1].stage}")
+        if not 0 <= p.model < len(bundle.models) or bundle.models[p.model].role != "patch":
+            fail(f"patch {k} runs model {p.model}, which is not a patch model")
+        if stage_of.setdefault(p.model, p.stage) != p.stage:
+            fail(f"model {bundle.models[p.model].name!r} serves stages {stage_of[p.model]} and {p.stage}")
+    for i, m in enumerate(bundle.models):
+        if m.role not in ("patch", "tail"):
+            fail(f"model {m.name!r} has unknown role {m.role!r}")
+        if m.role == "tail" and i != bundle.tail:
+            fail(f"model {m.name!r} has role 'tail' but the tail is model {bundle.tail}")
+        graph = m.graph()
+        if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+            fail(f"{m.file} must have one input and one output")
+        x, y = graph.inputs[0], graph.outputs[0]
+        if np.dtype(x.dtype) != np.int8 or np.dtype(y.dtype) != np.int8:
+            fail(f"{m.file} must take and produce int8")
+        if hwc(x.shape) != tuple(m.input_shape) or hwc(y.shape) != tuple(m.output_shape):
+            fail(f"{m.file} is {hwc(x.shape)} -> {hwc(y.shape)}, the plan says {tuple(m.input_shape)} -> "
+                 f"{tuple(m.output_shape)}")
+        if m.role == "patch":
+            if i not in stage_of:
+                fail(f"patch model {m.file} is not used by any patch")
+            k = stage_of[i]
+            source = "the image" if k == 0 else f"stage {k - 1}"
+            if _quant_of(x) != sources[k][1]:
+                fail(f"{m.file} input quantization {_quant_of(x)} is not that of {source} {sources[k][1]}")
+            if _quant_of(y) != stages[k][1]:
+                fail(f"{m.file} output quantization {_quant_of(y)} is not stage {k}'s {stages[k][1]}")
+        else:
+            if tuple(m.input_shape) != stages[-1][0]:
+                fail(f"tail {m.file} reads {tuple(m.input_shape)}, the last stage buffer is {stages[-1][0]}")
+            if _quant_of(x) != stages[-1][1]:
+                fail(f"tail {m.file} input quantization {_quant_of(x)} is not the last stage's {stages[-1][1]}")
+    for k, p in enumerate(bundle.patches):
+        m = bundle.models[p.model]
+        (H, W, C), (Hs, Ws, Cs) = sources[p.stage][0], stages[p.stage][0]
+        source = "image" if p.stage == 0 else f"stage {p.stage - 1} buffer"
+        w, o = p.window, p.output
+        if not _inside(w.x, w.y, w.w, w.h, W, H):
+            fail(f"patch {k} window {dataclasses.asdict(w)} is not inside the {H}x{W} {source}")
+        if (w.h, w.w, C) != tuple(m.input_shape):
+            fail(f"patch {k} window {w.h}x{w.w}x{C} does not match {m.file} input {tuple(m.input_shape)}")
+        if not _inside(o.x, o.y, o.w, o.h, Ws, Hs) or o.c < 0 or o.channels < 1 or o.c + o.channels > Cs:
+            fail(f"patch {k} output box {dataclasses.asdict(o)} is not inside the stage {p.stage} buffer "
+                 f"{(Hs, Ws, Cs)}")
+        if (o.h, o.w, o.channels) != tuple(m.output_shape):
+            fail(f"patch {k} output box {o.h}x{o.w}x{o.channels} does not match {m.file} output "
+                 f"{tuple(m.output_shape)}")
+    for k, (shape, _) in enumerate(stages):
+        _check_cover(k, shape, [p.output for p in bundle.patches if p.stage == k], fail)
+    if bundle.arena is not None:
+        _validate_arena(bundle, fail)
+
+
+def _check_cover(stage, shape, boxes, fail):
+    """Boxes (each inside the buffer) cover the stage buffer exactly once: pairwise disjoint, volumes add up.
+    Counted without allocating the buffer, whose size the plan only claims."""
+    for i, a in enumerate(boxes):
+        for b in boxes[:i]:
+            if _boxes_overlap(a, b):
+                fail(f"the patch outputs {dataclasses.asdict(b)} and {dataclasses.asdict(a)} of stage {stage} "
+                     "overlap")
+    covered, size = sum(o.h * o.w * o.channels for o in boxes), int(np.prod(shape))
+    if covered != size:
+        fail(f"the patch outputs of stage {stage} cover {covered:,} of its {size:,} values")
+
+
+def _boxes_overlap(a, b):
+    return (a.y < b.y + b.h and b.y < a.y + a.h and a.x < b.x + b.w and b.x < a.x + a.w
+            and a.c < b.c + b.channels and b.c < a.c + a.channels)
+
+
+def _validate_arena(bundle, fail):
+    from converters.planning import check_arena
+
+    a = bundle.arena
+    try:
+        check_arena(a, len(bundle.models))
+    except TinyVisionError as e:
+        fail(str(e))
+    sections = a["stages"]
+    if len(sections) != len(bundle.stages):
+        fail(f"the arena has {len(sections)} stage sections for {len(bundle.stages)} stages")
+    for k, (section, size) in enumerate(zip(sections, bundle.stage_bytes)):
+        if section["size"] < size:
+            fail(f"the arena's section for stage {k} ({section['size']} B) is smaller than its buffer ({size} B)")
