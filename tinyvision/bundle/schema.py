@@ -120,7 +120,14 @@ _SECTION = Obj({"offset": Int(), "size": Int()})
 PLAN = Obj({
     "format": Str((FORMAT,)),
     "kind": Str(KINDS),
-    "source": Obj({"file": Str(), "sha256": Str()}, optional=("sha256",)),
+    "source": Obj({
+        "file": Str(), "sha256": Str(),
+        # what the source model does at its edges instead of the bundle (converters/patching/edges.py)
+        "input": Obj({"shape": List(Int(1, MAX_DIMENSION), 1, 4), "dtype": Str(("int8", "float32")),
+                      "layout": Str(("NHWC", "NCHW"))}),
+        "output": Obj({"dtype": Str(("float32",)), "scale": Float(0, exclusive_low=True),
+                       "zero_point": Int(-128, 127)}),
+    }, optional=("sha256", "input", "output")),
     "image": Obj(_QUANTIZED),
     "stages": List(Obj({**_QUANTIZED, "tensor": Str()}, optional=("tensor",)), 1),
     "models": List(Obj({
