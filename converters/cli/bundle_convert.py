@@ -41,6 +41,7 @@ def convert_to_bundle(model_bytes, FLAGS, source_bytes=None):
     from converters.ir import Model
     from converters.patching import split_patch_stage, split_stages, split_tunnels, write_bundle
     from converters.patching.bundle import finalize
+    from converters.quantize import read_labels
 
     start = time.time()
     name = os.path.basename(FLAGS.model) if getattr(FLAGS, "model", None) else "model.tflite"
@@ -73,6 +74,7 @@ def convert_to_bundle(model_bytes, FLAGS, source_bytes=None):
         if FLAGS.split is None:
             raise TinyVisionError(f"--patches={FLAGS.patches} needs --split=N (operators run per patch)")
         bundle = split_patch_stage(model, FLAGS.split, grid, name)
+    bundle.labels = read_labels(model_bytes)
     if source_bytes is not None:
         bundle.source["sha256"] = hashlib.sha256(source_bytes).hexdigest()
     finalize(bundle, interpreters=FLAGS.interpreters)

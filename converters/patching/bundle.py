@@ -116,6 +116,7 @@ class Bundle:
     tail: int
     arena: dict = None
     stats: dict = dataclasses.field(default_factory=dict)
+    labels: list = dataclasses.field(default_factory=list)  # class names of the tail's outputs, when known
 
     @property
     def last_stage(self):
@@ -154,6 +155,7 @@ class Bundle:
             "tail": {"model": self.tail},
             "arena": self.arena,
             "stats": self.stats,
+            **({"labels": list(self.labels)} if self.labels else {}),
         }
 
     @classmethod
@@ -168,7 +170,8 @@ class Bundle:
             patches = [Patch(int(p["model"]), Window(**p["window"]), Box(**p["output"]), int(p["stage"]))
                        for p in plan["patches"]]
             return cls(plan["kind"], plan["source"], plan["image"], list(plan["stages"]), models, patches,
-                       int(plan["tail"]["model"]), plan.get("arena"), plan.get("stats", {}))
+                       int(plan["tail"]["model"]), plan.get("arena"), plan.get("stats", {}),
+                       [str(label) for label in plan.get("labels", [])])
         except (KeyError, TypeError, ValueError, IndexError) as e:
             raise TinyVisionError(f"malformed bundle plan: {type(e).__name__}: {e}") from None
 
