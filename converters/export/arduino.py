@@ -45,7 +45,10 @@ from tinyvision.data.normalization import NORMALIZATION_MEAN, NORMALIZATION_STD
 from tinyvision.errors import TinyVisionError
 from tinyvision.fileio import read_bytes, replace_folder
 
-TFLM_APP_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tflm_app")
+# The device sources: tflm_app/ of a checkout (and of an editable install), or the same files installed
+# with the package as converters/export/tflm_app (setup.py maps them there for wheels).
+_HERE = os.path.dirname(os.path.abspath(__file__))
+TFLM_APP_DIRS = (os.path.join(os.path.dirname(os.path.dirname(_HERE)), "tflm_app"), os.path.join(_HERE, "tflm_app"))
 SKETCH_TEMPLATE = "tinyvision_sketch.ino"
 BUILD_CONFIG = "build_config.h"
 RUNTIME_FILES = ("tinyvision_runtime.h", "tinyvision_runtime.cpp", "patch_runner_tflm.h", "patch_runner_tflm.cpp")
@@ -661,8 +664,17 @@ def _c_string(text):
     return '"' + "".join(out) + '"'
 
 
+def tflm_app_dir():
+    """The folder holding the device runtime sources (checkout first, then the installed package's copy)."""
+    for folder in TFLM_APP_DIRS:
+        if os.path.isfile(os.path.join(folder, SKETCH_TEMPLATE)):
+            return folder
+    raise TinyVisionError(f"the device runtime sources are missing (looked in {', '.join(TFLM_APP_DIRS)}): "
+                          "reinstall tinyvision")
+
+
 def _read_app(file_name):
-    path = os.path.join(TFLM_APP_DIR, file_name)
+    path = os.path.join(tflm_app_dir(), file_name)
     try:
         with open(path, encoding="utf-8") as f:
             return f.read()
