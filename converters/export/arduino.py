@@ -41,6 +41,7 @@ import tempfile
 import numpy as np
 
 from converters.export.boards import get_board
+from converters.export.c_array import c_string
 from tinyvision.data.normalization import NORMALIZATION_MEAN, NORMALIZATION_STD
 from tinyvision.errors import TinyVisionError
 from tinyvision.fileio import read_bytes, replace_folder
@@ -131,7 +132,7 @@ class ExportReport:
 
 
 def export_arduino(bundle_dir, out_dir, board="nano33ble", test_image=None, sketch_name=None, class_names=None,
-                   camera=False, verbose=True):
+                   camera=False, verbose=True, test_label=None):
     """Write ``<out_dir>/<sketch_name>/`` for the bundle at ``bundle_dir``; returns an ``ExportReport``.
 
     board: a name from ``converters.export.boards.BOARDS`` or a ``BoardProfile``.
@@ -139,8 +140,12 @@ def export_arduino(bundle_dir, out_dir, board="nano33ble", test_image=None, sket
         image file, uint8 pixels (h, w, 3) or (h, w) of any size (centre-cropped and resized like the
         camera path), or int8 (H, W, C) already quantized with the bundle's image quantization.
     sketch_name: folder and .ino name; default "tinyvision_<bundle folder name>".
-    class_names: one name per model output, printed by the sketch; default the built-in dataset's
-        names when the test image comes from it and the class count matches, else none.
+    class_names: one name per model output, printed by the sketch; default the bundle's labels (its
+        source model's metadata), else the built-in dataset's names when the test image comes from it
+        and the class count matches, else none.
+    test_label: the test image's class (an index or a class name) printed as the expected label;
+        default: the built-in image's own label, or for an image file in a folder named after a
+        class (a folder: dataset's layout), that class; else unknown (-1).
     camera: make the camera build (TINYVISION_USE_CAMERA 1) the sketch's default; its RAM must fit.
     verbose: print the memory summary.
     Raises TinyVisionError for an invalid bundle, an unknown board, an operator the Arduino TFLM
@@ -155,7 +160,10 @@ def export_arduino(bundle_dir, out_dir, board="nano33ble", test_image=None, sket
     name = _sketch_name(bundle_dir, sketch_name)
     image, label, default_names = prepare_test_image(bundle, test_image)
     num_classes = int(np.prod(bundle.models[bundle.tail].output_shape))
-    names = _class_names(class_names, default_names, num_classes)
+    if bundle.labels and default_names is not None and list(default_names) != list(bundle.labels):
+        label = -1  # a built-in sample says nothing about the classes of the user's model
+    names = _class_names(class_names, bundle.labels or default_names, num_classes)
+    label = _test_label(test_label, label, test_image, names, num_classes)
     files = render_sketch(bundle, name, image, label, names)
 
     out_dir = os.path.abspath(os.fspath(out_dir))
@@ -301,6 +309,25 @@ def _class_names(given, default, num_classes):
     return given
 
 
+def _test_label(given, default, test_image, names, num_classes):
+    """The expected class index of the test image (-1 unknown); see ``export_arduino``'s test_label."""
+    if given is None:
+        if isinstance(test_image, (str, os.PathLike)):
+            folder = os.path.basename(os.path.dirname(os.path.abspath(os.fspath(test_image))))
+            return names.index(folder) if folder in names else -1
+        return default
+    if isinstance(given, str) and given in names:
+        return names.index(given)
+    try:
+        index = int(given)
+    except (TypeError, ValueError):
+        raise TinyVisionError(f"test label {given!r} is not a class name ({', '.join(names) or 'the model has none'})"
+                              " nor an index") from None
+    if not 0 <= index < num_classes:
+        raise TinyVisionError(f"test label {index} is not a class index of a {num_classes}-class model")
+    return index
+
+
 # ---------------------------------------------------------------- rendering
 
 
@@ -365,7 +392,7 @@ def render_plan_data(bundle, model_symbols, class_names=()):
     models = []
     for m, symbol in zip(bundle.models, model_symbols):
         role = "kTail" if m.role == "tail" else "kPatch"
-        models.append(f"    {{{_c_string(m.name)}, {symbol}, {len(m.data)}u, tinyvision::ModelRole::{role}, "
+        models.append(f"    {{{c_string(m.name)}, {symbol}, {len(m.data)}u, tinyvision::ModelRole::{role}, "
                       f"{_c_dims(m.input_shape)}, {_c_dims(m.output_shape)}, {int(m.nonpersistent_bytes or 0)}u, "
                       f"{int(m.persistent_bytes or 0)}u}},")
     patches = []
@@ -382,7 +409,7 @@ def render_plan_data(bundle, model_symbols, class_names=()):
                       f"{{{int(section['offset'])}u, {int(section['size'])}u}}}},")
     sections = [f"    {{{s['model']}, {{{int(s['offset'])}u, {int(s['size'])}u}}}},"
                 for s in sorted(arena["persistent"], key=lambda s: s["model"])]
-    names = [f"    {_c_string(n)}," for n in class_names] or ["    nullptr,  // no class names"]
+    names = [f"    {c_string(n)}," for n in class_names] or ["    nullptr,  // no class names"]
     shared = arena["shared"]
     in_place = "true" if arena.get("offline_plans", True) else "false"
     source = "\n".join([
@@ -650,18 +677,6 @@ def _c_dims(shape):
     if not 1 <= len(dims) <= 4:
         raise TinyVisionError(f"tensor shape {tuple(dims)} has rank {len(dims)}; the runtime takes rank 1 to 4")
     return "{" + f"{len(dims)}, {{{', '.join(f'{d}u' for d in dims)}}}" + "}"
-
-
-def _c_string(text):
-    """A C string literal; anything but printable ASCII as an octal escape (never swallows what follows)."""
-    out = []
-    for byte in str(text).encode("utf-8"):
-        ch = chr(byte)
-        if ch in '"\\?' or not 32 <= byte < 127:
-            out.append(f"\\{byte:03o}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
 
 
 def tflm_app_dir():

@@ -63,8 +63,22 @@ def image_folder_dataset(path, resolution, batch_size=32, shuffle=False, seed=0,
     ``split_seed`` and the last ``int(validation_split * N)`` files are the validation subset, so
     the split is the same on every call and the two subsets never share a file.
     """
-    path = os.fspath(path)
     _check_resolution(resolution)
+    files, labels, names = folder_files(path, validation_split, subset, split_seed)
+    _check_decodable(read_bytes(files[0]), files[0])
+
+    ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(labels, tf.int32)))
+    if shuffle:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(lambda f, y: (decode_and_resize(tf.io.read_file(f), resolution, center_crop), y),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return _finish(ds, batch_size), names
+
+
+def folder_files(path, validation_split=None, subset=None, split_seed=1337):
+    """(image files, their labels, class names) of a folder with one sub-folder per class, in sorted order
+    (of the ``subset``: see :func:`image_folder_dataset`)."""
+    path = os.fspath(path)
     if not os.path.exists(path):
         raise TinyVisionError(f"image folder {path} does not exist")
     if not os.path.isdir(path):
@@ -82,14 +96,7 @@ def image_folder_dataset(path, resolution, batch_size=32, shuffle=False, seed=0,
         files += [os.path.join(folder, f) for f in images]
         labels += [label] * len(images)
     files, labels = split_files(files, labels, validation_split, subset, split_seed, path)
-    _check_decodable(read_bytes(files[0]), files[0])
-
-    ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(labels, tf.int32)))
-    if shuffle:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(lambda f, y: (decode_and_resize(tf.io.read_file(f), resolution, center_crop), y),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return _finish(ds, batch_size), names
+    return files, labels, names
 
 
 def split_files(files, labels, validation_split, subset, seed, where):
