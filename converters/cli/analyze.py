@@ -8,7 +8,7 @@ arena that runs, MACs and flash, and whether TFLM matches tf.lite.Interpreter bi
 """
 from absl import flags
 
-flags.DEFINE_string("model", None, ".tflite file or bundle folder to analyze")
+flags.DEFINE_string("model", None, "(required) .tflite file or bundle folder to analyze")
 flags.DEFINE_bool("json", False, "print one JSON object instead of the table")
 flags.DEFINE_string("plot", None, "write a PNG of live memory per operator")
 flags.DEFINE_string("report", None, "write the JSON report to this file too")

@@ -3,6 +3,7 @@ import contextlib
 import os
 import tempfile
 import time
+import warnings
 
 from tinyvision.errors import TinyVisionError
 
@@ -114,7 +115,10 @@ def save_keras(model, path):
     except OSError as e:
         raise TinyVisionError(f"cannot write {path}: {e.strerror or e}") from None
     try:
-        model.save(tmp)
+        with warnings.catch_warnings():
+            # tf_keras calls HDF5 "legacy"; tfmot's QAT models reload only from it (see above).
+            warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
+            model.save(tmp)
         os.replace(tmp, path)
     except OSError as e:
         raise TinyVisionError(f"cannot write {path}: {e.strerror or e}") from None

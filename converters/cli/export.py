@@ -12,8 +12,8 @@ Its test image is --test_image, else the first held-out image of --dataset, else
 """
 from absl import flags
 
-flags.DEFINE_string("model", None, ".tflite file, or a bundle folder with --arduino")
-flags.DEFINE_string("output", None, "output folder")
+flags.DEFINE_string("model", None, "(required) .tflite file, or a bundle folder with --arduino")
+flags.DEFINE_string("output", None, "(required) output folder")
 flags.DEFINE_integer("arena_size", None, "arena-size constant to write (default: measured on TFLM)")
 flags.DEFINE_string("name", None, "C identifier prefix (default: from the file name)")
 flags.DEFINE_bool("arduino", False, "write a complete Arduino sketch for a bundle")

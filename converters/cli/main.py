@@ -17,7 +17,7 @@ COMMANDS = {
     "predict": "class names and scores of image files from a .tflite, a bundle or a Keras model",
 }
 
-USAGE = "usage: tinyvision COMMAND [--flags]   (tinyvision COMMAND --help for its flags)\n\ncommands:\n" + "\n".join(
+USAGE = "usage: tinyvision COMMAND [--flags]   (tinyvision COMMAND --help for its flags; --version)\n\ncommands:\n" + "\n".join(
     f"  {name:<9} {summary}" for name, summary in COMMANDS.items()
 )
 
@@ -27,6 +27,11 @@ def main(argv=None):
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
         print(USAGE)
         return 0 if len(argv) >= 2 else 2
+    if argv[1] in ("--version", "version"):
+        from tinyvision import __version__
+
+        print(f"tinyvision {__version__}")
+        return 0
     command = argv[1]
     if command not in COMMANDS:
         print(f"tinyvision: unknown command {command!r}\n{USAGE}", file=sys.stderr)

@@ -9,8 +9,8 @@ from absl import flags
 
 from converters.cli.common import DATASET_HELP, VALIDATION_SPLIT_HELP
 
-flags.DEFINE_string("model", None, ".keras model to train")
-flags.DEFINE_string("output", None, "where to save the trained model (.h5 for QAT models, which tfmot cannot reload from .keras)")
+flags.DEFINE_string("model", None, "(required) .keras model to train")
+flags.DEFINE_string("output", None, "(required) where to save the trained model (.h5 for QAT models, which tfmot cannot reload from .keras)")
 flags.DEFINE_string("dataset", "builtin", DATASET_HELP)
 flags.DEFINE_string("val_dataset", None, "validation data (default: the built-in data's val split, a folder's "
                     "validation subset, or none for tfrecord:)")

@@ -145,10 +145,11 @@ def reference_run(original_model_bytes, images, stage_tensor_names):
     Imports TensorFlow. images: (N, H, W, C) int8; stage_tensor_names: the source tensors the bundle's
     stage buffers hold (``plan["stages"][k]["tensor"]``).
     """
-    import tinyvision  # noqa: F401  (Keras environment before TensorFlow)
     import tensorflow as tf
 
-    interpreter = tf.lite.Interpreter(
+    from tinyvision.native_log import lite_interpreter
+
+    interpreter = lite_interpreter(
         model_content=bytes(original_model_bytes),
         experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF,
         experimental_preserve_all_tensors=True,

@@ -275,12 +275,13 @@ def reference_job(model_bytes, inputs, name):
 
 def _reference_runs(model_bytes, batches, name):
     """tf.lite.Interpreter (BUILTIN_REF kernels) outputs for each input batch, with one interpreter."""
-    import tinyvision  # noqa: F401  (Keras environment before TensorFlow)
     import tensorflow as tf
+
+    from tinyvision.native_log import lite_interpreter
 
     with captured_c_output() as text:
         try:
-            interpreter = tf.lite.Interpreter(
+            interpreter = lite_interpreter(
                 model_content=bytes(model_bytes),
                 experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF,
             )
