@@ -56,6 +56,9 @@ def test_bundle_labels_reach_the_sketch(labelled, tmp_path):
     fox = photos / "fox" / "1.png"
     report = export_arduino(folder, tmp_path / "b", test_image=str(fox), verbose=False)
     assert "kTinyVisionTestLabel = 3;" in _sketch_file(report, "test_image.h")  # from the class folder's name
+    readme = _sketch_file(report, "README.md")  # the sketch folder explains itself
+    assert "is class 3 (fox)" in readme and "0 bear, 1 cat, 2 dog, 3 fox, 4 owl" in readme
+    assert "TINYVISION_USE_CAMERA" in readme and "--board=NAME" in readme
     report = export_arduino(folder, tmp_path / "c", test_image=str(fox), test_label="owl", verbose=False)
     assert "kTinyVisionTestLabel = 4;" in _sketch_file(report, "test_image.h")
     for bad in ("zebra", "9"):

@@ -11,6 +11,8 @@
                                              "one_at_a_time", one per model for "resident")
     model_ops.h                              the MicroMutableOpResolver with exactly the models' operators
     test_image.{h,cpp}                       an int8 test image (built-in dataset, or the one given)
+    README.md                                what the sketch prints, how to switch the image source and
+                                             the board
     build_config.h                           TINYVISION_USE_CAMERA, and an #error for a camera build
                                              that does not fit the board's RAM
 
@@ -352,7 +354,59 @@ def render_sketch(bundle, sketch_name, image, label, class_names):
     files["plan_data.h"], files["plan_data.cpp"] = render_plan_data(bundle, symbols, class_names)
     files["model_ops.h"] = render_model_ops(bundle)
     files["test_image.h"], files["test_image.cpp"] = render_test_image(image, label)
+    files["README.md"] = render_readme(bundle, sketch_name, label, class_names)
     return files
+
+
+def render_readme(bundle, sketch_name, label, class_names):
+    """The sketch folder's README.md: what it runs and prints, and the two switches a user turns."""
+    H, W, C = (int(d) for d in bundle.image["shape"])
+    classes = ", ".join(f"{i} {n}" for i, n in enumerate(class_names)) or "indices only (the model has no labels)"
+    expected = (f"{label} ({class_names[label]})" if 0 <= label < len(class_names) else
+                str(label) if label >= 0 else "-1 (unknown)")
+    return f"""# {sketch_name}
+
+Written by `tinyvision export --arduino`: a {len(bundle.patches)}-patch bundle ({len(bundle.stages)} patch
+stage(s), {len(bundle.models)} model(s), {bundle.arena.get("interpreters", "resident")} interpreters) classifying
+{H}x{W}x{C} int8 images with TensorFlow Lite Micro in one {bundle.arena["size"]:,} B tensor arena.
+
+## Build and upload (Arduino Nano 33 BLE)
+
+```sh
+arduino-cli core install arduino:mbed_nano
+arduino-cli lib install Chirale_TensorFlowLite            # and Arduino_OV767X for the camera build
+arduino-cli compile --fqbn arduino:mbed_nano:nano33ble {sketch_name}
+arduino-cli upload  --fqbn arduino:mbed_nano:nano33ble -p /dev/ttyACM0 {sketch_name}
+arduino-cli monitor -p /dev/ttyACM0
+```
+
+## What it prints
+
+Once a second, one line per inference on Serial (USB):
+
+```
+class=<index> (<name>) score=<dequantized score> label=<expected class> (<name>) latency_ms=<all>
+  patches_ms=<patch stages> tail_ms=<tail> create_ms=<interpreter creation> arena_used=<bytes>/<arena size>
+```
+
+and `tinyvision error: <cause> (index <i>)` when the plan or TFLM fails. Classes: {classes}.
+The test image in flash (`test_image.cpp`) is class {expected}; `label=` is printed for it only.
+
+## Switch the image source
+
+`build_config.h` sets `TINYVISION_USE_CAMERA`: 0 classifies the test image in flash, 1 classifies OV7675
+camera frames (Nano 33 BLE Sense tinyML kit, Arduino_OV767X library), centre-cropped and resized on the board.
+A camera build that does not fit the board's RAM stops with a compile-time `#error`. To put another image in
+flash, export again with `--test_image=FILE` (and `--test_label=NAME`), or `--camera` for the camera build.
+
+## Change the board
+
+The memory checks of the export (RAM, flash) come from a board profile: export again with
+`tinyvision export --arduino --board=NAME` (profiles: `converters/export/boards.py`). The sketch itself uses
+only the Arduino core, Serial and TFLM; `#define TINYVISION_ARDUINO_TENSORFLOWLITE` at the top of
+`{sketch_name}.ino` builds it against the older Arduino_TensorFlowLite library instead of Chirale_TensorFlowLite.
+Compile with that board's FQBN (`arduino-cli board listall`).
+"""
 
 
 def render_plan_data(bundle, model_symbols, class_names=()):
