@@ -5,8 +5,11 @@ setup(
     version="0.1.0",
     description="Design memory-efficient CNNs in Keras and deploy them with TFLM on microcontrollers",
     python_requires=">=3.10",
-    packages=find_packages(include=["tinyvision*", "models*", "converters*"]),
-    package_data={"": ["*.txt", "*.json"], "tflm_app": ["*"]},
+    # tflm_app/ (the device runtime and sketch template the Arduino export copies) is installed as
+    # converters/export/tflm_app, where converters.export.arduino finds it outside a checkout.
+    packages=find_packages(include=["tinyvision*", "models*", "converters*"]) + ["converters.export.tflm_app"],
+    package_dir={"converters.export.tflm_app": "tflm_app"},
+    package_data={"": ["*.txt", "*.json"], "converters.export.tflm_app": ["*.h", "*.cpp", "*.ino", "*.md"]},
     install_requires=[
         "tensorflow==2.21.*",
         "tf_keras==2.21.*",

@@ -32,6 +32,7 @@ from converters.ir import Model
 from tinyvision.data.normalization import NORMALIZATION
 from tinyvision.errors import TinyVisionError
 from tinyvision.fileio import check_tflite_bytes
+from tinyvision.native_log import CONVERTER_NOISE, filtered_stderr, lite_interpreter
 from tinyvision.runtime import tflm
 
 DEFAULT_CALIBRATION_SAMPLES = 200
@@ -72,7 +73,7 @@ def to_int8_tflite(keras_model, representative_data, labels=None, normalization=
 
     converter = int8_converter(keras_model, representative, per_channel_dense)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), filtered_stderr(CONVERTER_NOISE):
             # QAT models carry their own ranges; the converter warns that the input has none.
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
             tflite = converter.convert()
@@ -143,7 +144,7 @@ def evaluate_int8(tflite_bytes, images, labels):
     images: float32 [N, H, W, C] normalized as for the Keras model; they are quantized
     with the model's input scale/zero point, as the device would. labels: int [N].
     """
-    interpreter = tf.lite.Interpreter(model_content=bytes(tflite_bytes))
+    interpreter = lite_interpreter(model_content=bytes(tflite_bytes))
     interpreter.allocate_tensors()
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
     scale, zero_point = inp["quantization"]

@@ -1,5 +1,12 @@
-"""Named models for ``tinyvision build --model NAME``: ZOO[name] is a builder partial."""
+"""Named models for ``tinyvision build --model NAME``: ZOO[name] is a builder partial.
+
+``zoo_figures.json`` (next to this file) holds every entry's input shape, classes, params, MACs and
+int8 flash, so that ``tinyvision build --list`` prints them without TensorFlow; ``python -m models
+--write-figures`` rebuilds the models and rewrites it (tests/test_cli_startup.py checks it against them).
+"""
 import functools
+import json
+import os
 
 from tinyvision.errors import TinyVisionError
 from models.mobilenet_v2 import mobilenet_v2, mobilenet_v2_rd
@@ -23,3 +30,25 @@ def build(name, **overrides):
         return ZOO[name](**overrides)
     except TypeError as e:
         raise TinyVisionError(f"{name}: {e}") from None
+
+
+FIGURES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zoo_figures.json")
+
+
+def zoo_figures(name):
+    """{"input", "classes", "params", "macs", "flash_bytes"} of zoo entry ``name`` with its default arguments."""
+    from models.describe import describe
+
+    model = build(name)
+    d = describe(model)
+    return {"input": [int(v) for v in model.input_shape[1:]], "classes": int(model.output_shape[-1]),
+            "params": d["params"], "macs": d["macs"], "flash_bytes": d["flash_bytes"]}
+
+
+
+def write_zoo_figures():
+    """Rebuild every zoo entry and rewrite FIGURES_FILE with its figures."""
+    lines = [f"  {json.dumps(name)}: {json.dumps(zoo_figures(name))}" for name in ZOO]
+    with open(FIGURES_FILE, "w", encoding="utf-8") as f:
+        f.write("{\n" + ",\n".join(lines) + "\n}\n")
+    return FIGURES_FILE

@@ -7,6 +7,6 @@ SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq libusb-1.0-0 g++ gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib >/dev/null
 python3 -m pip install -q --upgrade pip
-python3 -m pip install -q -e ".[test]"   # editable: the Arduino exporter reads tflm_app/ from the checkout
+python3 -m pip install -q -e ".[test]"   # editable: changes to the checkout take effect without reinstalling
 # tflite-support 0.4.4 pins protobuf<4, which breaks TensorFlow: take it without its dependencies.
 python3 -m pip install -q --no-deps "tflite-support==0.4.4"

@@ -224,3 +224,23 @@ def test_tfrecord_check_all_records(tmp_path):
     tfrecord_dataset(path, 8)  # only the first record is checked by default
     with pytest.raises(TinyVisionError, match="record 1: not a decodable"):
         tfrecord_dataset(path, 8, check_all_records=True)
+
+
+def test_image_folder_validation_split(tmp_path):
+    """Deterministic, disjoint subsets of the sizes image_dataset_from_directory gives; bad splits refused."""
+    for name, count in {"a": 7, "b": 6}.items():
+        (tmp_path / name).mkdir()
+        for i in range(count):  # distinct pixels per file: each sample is recognisable
+            _write_image(tmp_path / name / f"{i}.png", (10 * i, 100 if name == "a" else 200, 0), (8, 8), "png")
+    seen = {}
+    for subset in ("training", "validation"):
+        ds, names = image_folder_dataset(tmp_path, 8, batch_size=None, validation_split=0.3, subset=subset)
+        again, _ = image_folder_dataset(tmp_path, 8, batch_size=None, validation_split=0.3, subset=subset)
+        seen[subset] = [(x.numpy().tobytes(), int(y)) for x, y in ds]
+        assert seen[subset] == [(x.numpy().tobytes(), int(y)) for x, y in again]
+    assert len(seen["validation"]) == int(0.3 * 13) and len(seen["training"]) == 13 - int(0.3 * 13)
+    assert not set(seen["training"]) & set(seen["validation"])
+    with pytest.raises(TinyVisionError, match="between 0 and 1"):
+        image_folder_dataset(tmp_path, 8, validation_split=1.5, subset="training")
+    with pytest.raises(TinyVisionError, match="subset must be one of"):
+        image_folder_dataset(tmp_path, 8, validation_split=0.2)

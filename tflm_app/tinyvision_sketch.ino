@@ -15,7 +15,7 @@
 // window is copied, so the only image buffer is the camera frame.
 //
 // Serial output, one line per inference:
-//   class=<index> (<name>) score=<dequantized> label=<test image label> latency_ms=<all>
+//   class=<index> (<name>) score=<dequantized> label=<test image label> (<name>) latency_ms=<all>
 //   patches_ms=<all patch stages> tail_ms=<tail> create_ms=<interpreter creation, part of both>
 //   arena_used=<bytes touched>/<arena size>
 // (create_ms is 0 unless the plan's arena.interpreters is "one_at_a_time").
@@ -89,6 +89,16 @@ static void PrintMs(const char* name, uint32_t us) {
   Serial.print(us / 1000.0f, 1);
 }
 
+// "<index> (<name>)", the name from the model's labels when the export knew them.
+static void PrintClass(int32_t index) {
+  Serial.print(index);
+  if (index >= 0 && uint32_t(index) < kTinyVisionNumClassNames) {
+    Serial.print(" (");
+    Serial.print(kTinyVisionClassNames[index]);
+    Serial.print(")");
+  }
+}
+
 void setup() {
   tflite::InitializeTarget();  // starts Serial and waits up to 4 s for the monitor
   if (!TinyVisionAddOps(g_resolver)) {
@@ -138,17 +148,12 @@ void loop() {
   const int32_t best = tinyvision::Argmax(result.scores, result.num_scores);
   const tinyvision::ArenaUsage arena = g_runner.MeasureArena();
   Serial.print("class=");
-  Serial.print(best);
-  if (best >= 0 && uint32_t(best) < kTinyVisionNumClassNames) {
-    Serial.print(" (");
-    Serial.print(kTinyVisionClassNames[best]);
-    Serial.print(")");
-  }
+  PrintClass(best);
   Serial.print(" score=");
   Serial.print(tinyvision::Dequantize(result.scores[best], result.score_quant), 3);
 #if !TINYVISION_USE_CAMERA
-  Serial.print(" label=");
-  Serial.print(kTinyVisionTestLabel);
+  Serial.print(" label=");  // the expected class of the test image (-1: unknown)
+  PrintClass(kTinyVisionTestLabel);
 #endif
   PrintMs(" latency_ms=", result.total_us);
   PrintMs(" patches_ms=", result.patch_us);

@@ -8,11 +8,11 @@ arena that runs, MACs and flash, and whether TFLM matches tf.lite.Interpreter bi
 """
 from absl import flags
 
-flags.DEFINE_string("model", None, ".tflite file or bundle folder to analyze")
+flags.DEFINE_string("model", None, "(required) .tflite file or bundle folder to analyze")
 flags.DEFINE_bool("json", False, "print one JSON object instead of the table")
-flags.DEFINE_string("plot", None, "write a PNG of live memory per operator")
+flags.DEFINE_string("plot", None, "write a PNG of arena memory per operator (a bundle: per stage, and its arena map)")
 flags.DEFINE_string("report", None, "write the JSON report to this file too")
-flags.DEFINE_string("budget", None, "SRAM budget drawn on the plot, e.g. 256KiB")
+flags.DEFINE_string("budget", None, "SRAM budget drawn on the plot against the whole arena, e.g. 256KiB")
 flags.DEFINE_bool("verify", True, "compare TFLM with tf.lite.Interpreter on random int8 input")
 FLAGS = flags.FLAGS
 
@@ -39,13 +39,14 @@ def run():
                                          verify=FLAGS.verify)
         text = format_table(result)
 
-        def profile_plot(path):
+        def profile_plot(path, budget_bytes):
             from tinyvision.analysis import plot_memory
 
-            plot_memory(profile, path, budget_bytes=budget, title=os.path.basename(FLAGS.model))
+            plot_memory(profile, path, budget_bytes=budget_bytes, title=os.path.basename(FLAGS.model),
+                        persistent_bytes=result["tail_bytes"])
 
     if FLAGS.plot:
-        profile_plot(FLAGS.plot)
+        profile_plot(FLAGS.plot, budget)
     if FLAGS.report:
         atomic_write_text(FLAGS.report, json.dumps(result, indent=2) + "\n")
     if FLAGS.json:

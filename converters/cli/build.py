@@ -5,28 +5,31 @@
 """
 from absl import flags
 
-flags.DEFINE_string("model", None, "zoo model name (see --list)")
-flags.DEFINE_string("output", None, "where to save the .keras model")
-flags.DEFINE_integer("resolution", None, "input resolution override")
-flags.DEFINE_float("alpha", None, "width multiplier override (MobileNetV2 models)")
-flags.DEFINE_integer("classes", None, "number of classes override")
-flags.DEFINE_bool("list", False, "print the zoo with params, MACs and flash, and exit")
+flags.DEFINE_string("model", None, "(required) zoo model name (see --list)")
+flags.DEFINE_string("output", None, "(required) where to save the .keras model")
+flags.DEFINE_integer("resolution", None, "input resolution (default: the zoo entry's, shown by --list)")
+flags.DEFINE_float("alpha", None, "width multiplier of MobileNetV2 models (default: the zoo entry's, e.g. 0.35 for "
+                   "mobilenet_v2_0.35_96)")
+flags.DEFINE_integer("classes", None, "number of classes (default: the zoo entry's, shown by --list)")
+flags.DEFINE_bool("list", False, "print the zoo with input, classes, params, MACs and flash, and exit")
 FLAGS = flags.FLAGS
 
 
+def needs_tensorflow():
+    return not FLAGS.list
+
+
 def run():
-    import models
-    from converters.cli.common import save_keras
     from tinyvision.errors import TinyVisionError
 
     if FLAGS.list:
-        print(f"{'model':<28}{'params':>12}{'MACs':>16}{'flash B':>12}")
-        for name in models.ZOO:
-            d = models.describe(models.build(name))
-            print(f"{name:<28}{d['params']:>12,}{d['macs']:>16,}{d['flash_bytes']:>12,}")
+        print_zoo()
         return
     if not FLAGS.model or not FLAGS.output:
         raise TinyVisionError("--model and --output are required (or --list)")
+    import models
+    from converters.cli.common import save_keras
+
     overrides = {k: getattr(FLAGS, k) for k in ("resolution", "alpha", "classes") if getattr(FLAGS, k) is not None}
     model = models.build(FLAGS.model, **overrides)
     d = models.describe(model)
@@ -34,3 +37,18 @@ def run():
           f"{d['flash_bytes']:,} B int8 weights")
     save_keras(model, FLAGS.output)
     print(f"wrote {FLAGS.output}")
+
+
+def print_zoo():
+    """The zoo table from models/zoo_figures.json (read as a file: importing ``models`` loads TensorFlow)."""
+    import importlib.util
+    import json
+    import os
+
+    folder = importlib.util.find_spec("models").submodule_search_locations[0]
+    with open(os.path.join(folder, "zoo_figures.json"), encoding="utf-8") as f:
+        figures = json.load(f)
+    print(f"{'model':<26}{'input':>13}{'classes':>9}{'params':>12}{'MACs':>14}{'flash B':>12}")
+    for name, d in figures.items():
+        print(f"{name:<26}{'x'.join(map(str, d['input'])):>13}{d['classes']:>9}{d['params']:>12,}{d['macs']:>14,}"
+              f"{d['flash_bytes']:>12,}")

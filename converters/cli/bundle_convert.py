@@ -37,10 +37,12 @@ def convert_to_bundle(model_bytes, FLAGS, source_bytes=None):
     source_bytes: the user's file ``model_bytes`` was optimized from (reordered and planned: the same
     outputs, other bytes); the plan's source hash names it, so ``analyze`` recognizes the file.
     """
+    from converters.cli.common import progress
     from converters.cli.units import parse_bytes
     from converters.ir import Model
     from converters.patching import split_patch_stage, split_stages, split_tunnels, write_bundle
     from converters.patching.bundle import finalize
+    from converters.quantize import read_labels
 
     start = time.time()
     name = os.path.basename(FLAGS.model) if getattr(FLAGS, "model", None) else "model.tflite"
@@ -73,16 +75,19 @@ def convert_to_bundle(model_bytes, FLAGS, source_bytes=None):
         if FLAGS.split is None:
             raise TinyVisionError(f"--patches={FLAGS.patches} needs --split=N (operators run per patch)")
         bundle = split_patch_stage(model, FLAGS.split, grid, name)
+    bundle.labels = read_labels(model_bytes)
     if source_bytes is not None:
         bundle.source["sha256"] = hashlib.sha256(source_bytes).hexdigest()
-    finalize(bundle, interpreters=FLAGS.interpreters)
+    with progress(f"measuring {len(bundle.models)} models on TFLM and planning the shared arena"):
+        finalize(bundle, interpreters=FLAGS.interpreters)
     if mode == "auto" and bundle.arena["size"] > parse_bytes(FLAGS.budget):
         raise TinyVisionError(f"the chosen split needs {bundle.arena['size']:,} B on TFLM, over the "
                               f"{parse_bytes(FLAGS.budget):,} B budget (the estimate was too low)")
     if FLAGS.verify:
         from tinyvision.runtime.patch_runner import verify_bundle
 
-        check = verify_bundle(bundle, model_bytes)
+        with progress("checking the bundle bit-exact against the model on TFLM"):
+            check = verify_bundle(bundle, model_bytes)
         if not check.ok:
             raise TinyVisionError(f"the bundle is not exact, nothing written: {check.detail}")
         print(f"verified: {check.detail}")

@@ -48,7 +48,7 @@ def check_against_source(folder, bundle):
 
 
 def analyze_bundle(folder, verify=True):
-    """(result dict, text, plot(path)) for the bundle in ``folder``.
+    """(result dict, text, plot(path, budget_bytes=None)) for the bundle in ``folder``.
 
     result: head_bytes (shared non-persistent region), tail_bytes (the arena's persistent part: all sections
     side by side, or the one slot they share with one interpreter at a time), interpreters, total_bytes
@@ -102,8 +102,10 @@ def analyze_bundle(folder, verify=True):
     result["baseline"] = _baseline(source_bytes, stats)
     text = format_report(result)
 
-    def plot(path):
-        _plot(result, path, os.path.basename(os.path.abspath(folder)))
+    def plot(path, budget_bytes=None):
+        from tinyvision.analysis.plot import plot_bundle_memory
+
+        plot_bundle_memory(bundle, path, budget_bytes, os.path.basename(os.path.abspath(folder)))
 
     return result, text, plot
 
@@ -139,34 +141,3 @@ def format_report(result):
     else:
         lines.append(f"bit-exact: {'yes' if result['bit_exact'] else 'NO'} ({result['verify_detail']})")
     return "\n".join(lines)
-
-
-def _plot(result, path, title):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from tinyvision.fileio import atomic_write_bytes
-    import io
-
-    models = result["models"]
-    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(models) + 2), 4))
-    heads = [m["head_bytes"] or 0 for m in models]
-    colors = ["tab:blue" if m["role"] == "patch" else "tab:orange" for m in models]
-    ax.bar(range(len(models)), [h / 1024 for h in heads], color=colors)
-    ax.axhline(result["head_bytes"] / 1024, color="tab:red", linestyle="--",
-               label=f"shared region {result['head_bytes'] / 1024:.1f} KiB")
-    if result["baseline"]["head_bytes"]:
-        ax.axhline(result["baseline"]["head_bytes"] / 1024, color="gray", linestyle=":",
-                   label=f"unsplit head {result['baseline']['head_bytes'] / 1024:.1f} KiB")
-    ax.set_xticks(range(len(models)))
-    ax.set_xticklabels([m["name"] for m in models], rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel("TFLM head (KiB)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())

@@ -1,6 +1,9 @@
-"""Helpers the sub-commands share: dataset specs and Keras model files."""
+"""Helpers the sub-commands share: dataset specs, Keras model files, progress lines."""
+import contextlib
 import os
 import tempfile
+import time
+import warnings
 
 from tinyvision.errors import TinyVisionError
 
@@ -10,8 +13,17 @@ DATASET_HELP = (
 )
 
 
-def dataset(spec, resolution, split="train", samples=2000, seed=0, batch_size=32, shuffle=False):
-    """A (tf.data.Dataset of (images, labels), class names) pair for a --dataset spec."""
+VALIDATION_SPLIT_HELP = ("folder: datasets: the fraction of images held out for validation (the same files on "
+                         "every run, as image_dataset_from_directory splits); 0 uses every image for both")
+
+
+def dataset(spec, resolution, split="train", samples=2000, seed=0, batch_size=32, shuffle=False,
+            validation_split=0.0):
+    """A (tf.data.Dataset of (images, labels), class names) pair for a --dataset spec.
+
+    split: "train", "val" or "test". Built-in data renders that split; a folder: dataset with a
+    ``validation_split`` gives its training subset for "train" and its validation subset otherwise.
+    """
     from tinyvision import data
 
     if spec in ("builtin", "builtin_vww"):
@@ -21,10 +33,46 @@ def dataset(spec, resolution, split="train", samples=2000, seed=0, batch_size=32
         return ds, list(data.class_names(variant))
     kind, _, path = spec.partition(":")
     if kind == "folder" and path:
-        return data.image_folder_dataset(path, resolution, batch_size=batch_size, shuffle=shuffle, seed=seed)
+        subset = ("training" if split == "train" else "validation") if validation_split else None
+        return data.image_folder_dataset(path, resolution, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                                         validation_split=validation_split or None, subset=subset)
     if kind == "tfrecord" and path:
         return data.tfrecord_dataset(path, resolution, batch_size=batch_size, shuffle=shuffle, seed=seed), None
     raise TinyVisionError(f"unknown --dataset {spec!r}: expected {DATASET_HELP}")
+
+
+def dataset_arrays(spec, input_shape, split, samples, seed=0, validation_split=0.0):
+    """(float32 images [N, H, W, C], int labels [N], class names or None): at most ``samples`` of a --dataset."""
+    import numpy as np
+
+    height, width, channels = input_shape
+    if height != width or channels != 3:
+        raise TinyVisionError(f"datasets give square RGB images; the model takes {input_shape}")
+    ds, names = dataset(spec, height, split, samples, seed, validation_split=validation_split)
+    images, labels, count = [], [], 0
+    for x, y in ds:
+        images.append(x.numpy())
+        labels.append(y.numpy())
+        count += len(y)
+        if count >= samples:
+            break
+    if not count:
+        raise TinyVisionError(f"{spec} gave no images")
+    return np.concatenate(images)[:samples], np.concatenate(labels)[:samples].astype(np.int64), names
+
+
+@contextlib.contextmanager
+def progress(what):
+    """Print ``what...`` before a step and its duration after it, so a long step is never silent."""
+    print(f"{what} ...", flush=True)
+    start = time.time()
+    yield
+    print(f"  done in {time.time() - start:.1f} s", flush=True)
+
+
+def has_validation_data(spec, validation_split):
+    """Whether ``dataset(spec, ..., split="val")`` gives held-out data (built-in splits, a split folder)."""
+    return spec.startswith("builtin") or (spec.startswith("folder:") and bool(validation_split))
 
 
 def image_resolution(model):
@@ -67,7 +115,10 @@ def save_keras(model, path):
     except OSError as e:
         raise TinyVisionError(f"cannot write {path}: {e.strerror or e}") from None
     try:
-        model.save(tmp)
+        with warnings.catch_warnings():
+            # tf_keras calls HDF5 "legacy"; tfmot's QAT models reload only from it (see above).
+            warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
+            model.save(tmp)
         os.replace(tmp, path)
     except OSError as e:
         raise TinyVisionError(f"cannot write {path}: {e.strerror or e}") from None

@@ -1,21 +1,23 @@
 """Convert a .keras model to a full-int8 .tflite, or rewrite an existing int8 .tflite.
 
-Keras models are quantized (QAT models as trained; float ones calibrated on --dataset)
+Keras models are quantized (QAT models as trained; float ones calibrated on --dataset, which is
+required for them: the images the model will see, normally the ones it was trained on)
 with int8 input/output, per-channel convolutions and per-tensor dense layers, and get
 tflite-support metadata. Every model then goes through the memory-optimal operator
 order pass (--noreorder to skip) and gets an offline arena plan (--noplan to skip), each checked
 bit-exact against the model before it (tf.lite.Interpreter for the order, TFLM for the plan).
 
-  tinyvision convert --model=out/model_qat.keras --dataset=builtin_vww --output=out/model.tflite
+  tinyvision convert --model=out/model_qat.h5 --dataset=builtin_vww --output=out/model.tflite
   tinyvision convert --model=theirs.tflite --output=theirs_reordered.tflite
 """
 from absl import flags
 
 from converters.cli.common import DATASET_HELP
 
-flags.DEFINE_string("model", None, ".keras / .h5 or .tflite input (never modified)")
-flags.DEFINE_string("output", None, "output .tflite file (or bundle folder with --patches)")
-flags.DEFINE_string("dataset", "builtin", "calibration data: " + DATASET_HELP)
+flags.DEFINE_string("model", None, "(required) .keras / .h5 or .tflite input (never modified)")
+flags.DEFINE_string("output", None, "(required) output .tflite file (or bundle folder with --patches)")
+flags.DEFINE_string("dataset", None, "(required for a Keras model) calibration data, whose class names become the "
+                    "model's labels: " + DATASET_HELP)
 flags.DEFINE_integer("calibration_samples", 200, "representative samples for int8 calibration")
 flags.DEFINE_bool("reorder", True, "rewrite the operator order to minimize peak live memory")
 flags.DEFINE_bool("plan", True, "write an offline arena plan (OfflineMemoryAllocation) when it beats TFLM's")
@@ -64,16 +66,25 @@ def run():
 
 
 def _quantize_keras(path):
-    from converters.cli.common import dataset, image_resolution, load_keras
+    from converters.cli.common import dataset, image_resolution, load_keras, progress
     from converters.quantize import to_int8_tflite
+    from tinyvision.errors import TinyVisionError
 
+    if not FLAGS.dataset:
+        raise TinyVisionError("--dataset is required to convert a Keras model: int8 calibration needs the images "
+                              "the model will see (normally its training data; builtin or builtin_vww for the "
+                              "built-in data)")
     model = load_keras(path)
     calibration, labels = dataset(FLAGS.dataset, image_resolution(model), "train", FLAGS.calibration_samples)
     classes = model.output_shape[-1]
     if labels is not None and len(labels) != classes:
-        labels = None
-    return to_int8_tflite(model, calibration, labels=labels, per_channel_dense=FLAGS.per_channel_dense,
-                          max_samples=FLAGS.calibration_samples)
+        raise TinyVisionError(f"--dataset={FLAGS.dataset} has {len(labels)} classes but {path} has {classes} "
+                              "outputs: calibrate on the data the model was trained on")
+    print(f"calibrating on up to {FLAGS.calibration_samples} images of {FLAGS.dataset}" +
+          (f" (labels: {', '.join(labels)})" if labels else " (no class names: the model gets no labels)"))
+    with progress("quantizing to int8 (TFLite converter)"):
+        return to_int8_tflite(model, calibration, labels=labels, per_channel_dense=FLAGS.per_channel_dense,
+                              max_samples=FLAGS.calibration_samples)
 
 
 def _per_tensor_dense(model_bytes, name):
@@ -104,10 +115,12 @@ def _per_tensor_dense(model_bytes, name):
 
 
 def _optimize(model_bytes, name):
+    from converters.cli.common import progress
     from converters.optimize import optimize_tflite
 
-    optimized, report = optimize_tflite(model_bytes, name, reorder=FLAGS.reorder, plan=FLAGS.plan,
-                                        verify=FLAGS.verify)
+    with progress("operator order and offline arena plan, checked on tf.lite and TFLM"):
+        optimized, report = optimize_tflite(model_bytes, name, reorder=FLAGS.reorder, plan=FLAGS.plan,
+                                            verify=FLAGS.verify)
     for line in report.lines():
         print(line)
     return optimized

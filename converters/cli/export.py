@@ -5,17 +5,27 @@ the host), plus the head the board's CMSIS-NN kernel scratch adds, unless --aren
 
   tinyvision export --model=out/model.tflite --output=out/c
   tinyvision export --model=out/bundle --arduino --output=out/sketch
+  tinyvision export --model=out/bundle --arduino --test_image=photos/cat/01.jpg --output=out/sketch
+
+The sketch prints class names: the model's metadata labels (from the dataset it was converted with).
+Its test image is --test_image, else the first held-out image of --dataset, else a built-in sample.
 """
 from absl import flags
 
-flags.DEFINE_string("model", None, ".tflite file, or a bundle folder with --arduino")
-flags.DEFINE_string("output", None, "output folder")
+flags.DEFINE_string("model", None, "(required) .tflite file, or a bundle folder with --arduino")
+flags.DEFINE_string("output", None, "(required) output folder")
 flags.DEFINE_integer("arena_size", None, "arena-size constant to write (default: measured on TFLM)")
 flags.DEFINE_string("name", None, "C identifier prefix (default: from the file name)")
 flags.DEFINE_bool("arduino", False, "write a complete Arduino sketch for a bundle")
 flags.DEFINE_string("board", "nano33ble", "board profile for --arduino")
 flags.DEFINE_bool("camera", False, "--arduino: build the sketch for OV7675 camera frames instead of the test image")
 flags.DEFINE_bool("verify", True, "--arduino: refuse a bundle that is not bit-exact with its source .tflite on TFLM")
+flags.DEFINE_string("test_image", None, "--arduino: JPEG/PNG stored in flash as the sketch's test image")
+flags.DEFINE_string("test_label", None, "--arduino: the test image's class (name or index); default: its folder's "
+                    "name when that is a class, or the dataset's label")
+flags.DEFINE_string("dataset", None, "--arduino: take the test image from this dataset (the one the model was "
+                    "trained on): a folder:PATH's first held-out image, or a built-in sample")
+flags.DEFINE_float("validation_split", 0.2, "--arduino with a folder: --dataset: the held-out fraction (as train)")
 FLAGS = flags.FLAGS
 
 
@@ -37,8 +47,12 @@ def run():
 
         if FLAGS.verify:
             _check_bit_exact(FLAGS.model)
-        export_arduino(FLAGS.model, FLAGS.output, board=FLAGS.board, camera=FLAGS.camera)
+        test_image = FLAGS.test_image or _dataset_test_image(FLAGS.dataset, FLAGS.validation_split)
+        export_arduino(FLAGS.model, FLAGS.output, board=FLAGS.board, camera=FLAGS.camera, test_image=test_image,
+                       test_label=FLAGS.test_label)
         return
+    if FLAGS.test_image or FLAGS.test_label or FLAGS.dataset:
+        raise TinyVisionError("--test_image, --test_label and --dataset are sketch options: use them with --arduino")
     if os.path.isdir(FLAGS.model):
         raise TinyVisionError(f"{FLAGS.model} is a folder: export a bundle with --arduino")
     model_bytes = read_tflite_bytes(FLAGS.model)
@@ -75,3 +89,20 @@ def _check_bit_exact(folder):
     if not check.ok:
         raise TinyVisionError(f"{folder} is not bit-exact with its source, nothing written: {check.detail}")
     print(f"verified: {check.detail}")
+
+
+def _dataset_test_image(spec, validation_split):
+    """An image file of a folder: dataset (its first held-out image), or None for the built-in sample."""
+    from tinyvision.errors import TinyVisionError
+
+    if spec is None or spec.startswith("builtin"):
+        return None
+    kind, _, path = spec.partition(":")
+    if kind != "folder" or not path:
+        raise TinyVisionError(f"--dataset={spec}: a test image can be taken from a folder: or built-in dataset; "
+                              "give --test_image=FILE instead")
+    from tinyvision.data.loaders import folder_files
+
+    subset = "validation" if validation_split else None
+    files, _, _ = folder_files(path, validation_split or None, subset)
+    return files[0]

@@ -13,10 +13,12 @@ COMMANDS = {
     "convert": "convert a .keras model to int8 .tflite, or rewrite a .tflite (operator order, per-patch bundle)",
     "analyze": "measure a .tflite or a bundle on TFLM: arena, live-memory profile, plot",
     "export": "write C arrays of a .tflite, or an Arduino sketch of a bundle",
+    "evaluate": "accuracy of float, int8 (TFLM) and bundle forms of a model on labelled data, per class",
+    "predict": "class names and scores of image files from a .tflite, a bundle or a Keras model",
 }
 
-USAGE = "usage: tinyvision COMMAND [--flags]   (tinyvision COMMAND --help for its flags)\n\ncommands:\n" + "\n".join(
-    f"  {name:<8} {summary}" for name, summary in COMMANDS.items()
+USAGE = "usage: tinyvision COMMAND [--flags]   (tinyvision COMMAND --help for its flags; --version)\n\ncommands:\n" + "\n".join(
+    f"  {name:<9} {summary}" for name, summary in COMMANDS.items()
 )
 
 
@@ -25,6 +27,11 @@ def main(argv=None):
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
         print(USAGE)
         return 0 if len(argv) >= 2 else 2
+    if argv[1] in ("--version", "version"):
+        from tinyvision import __version__
+
+        print(f"tinyvision {__version__}")
+        return 0
     command = argv[1]
     if command not in COMMANDS:
         print(f"tinyvision: unknown command {command!r}\n{USAGE}", file=sys.stderr)

@@ -1,8 +1,9 @@
 """Flag parsing, help and error handling shared by every sub-command.
 
-A command's ``run(argv)`` raises TinyVisionError for anything the user can fix;
+A command's ``run()`` raises TinyVisionError for anything the user can fix;
 this turns it (and any unexpected failure) into one line on stderr and a
-non-zero exit, never a traceback.
+non-zero exit, never a traceback. TensorFlow is imported before ``run()`` unless the
+module's ``needs_tensorflow()`` says the parsed flags do without it.
 """
 import sys
 
@@ -27,9 +28,10 @@ def run_command(module, argv):
         print(f"{argv[0]}: unexpected arguments {' '.join(rest[1:])} (see --help)", file=sys.stderr)
         return 2
     try:
-        from tinyvision.native_log import import_tensorflow
+        if getattr(module, "needs_tensorflow", lambda: True)():
+            from tinyvision.native_log import import_tensorflow
 
-        import_tensorflow()  # every command uses it; importing it here keeps its start-up lines quiet
+            import_tensorflow()  # importing it here, once, keeps its start-up lines quiet
         module.run()
     except TinyVisionError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -11,6 +11,8 @@
                                              "one_at_a_time", one per model for "resident")
     model_ops.h                              the MicroMutableOpResolver with exactly the models' operators
     test_image.{h,cpp}                       an int8 test image (built-in dataset, or the one given)
+    README.md                                what the sketch prints, how to switch the image source and
+                                             the board
     build_config.h                           TINYVISION_USE_CAMERA, and an #error for a camera build
                                              that does not fit the board's RAM
 
@@ -41,11 +43,15 @@ import tempfile
 import numpy as np
 
 from converters.export.boards import get_board
+from converters.export.c_array import c_string
 from tinyvision.data.normalization import NORMALIZATION_MEAN, NORMALIZATION_STD
 from tinyvision.errors import TinyVisionError
 from tinyvision.fileio import read_bytes, replace_folder
 
-TFLM_APP_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tflm_app")
+# The device sources: tflm_app/ of a checkout (and of an editable install), or the same files installed
+# with the package as converters/export/tflm_app (setup.py maps them there for wheels).
+_HERE = os.path.dirname(os.path.abspath(__file__))
+TFLM_APP_DIRS = (os.path.join(os.path.dirname(os.path.dirname(_HERE)), "tflm_app"), os.path.join(_HERE, "tflm_app"))
 SKETCH_TEMPLATE = "tinyvision_sketch.ino"
 BUILD_CONFIG = "build_config.h"
 RUNTIME_FILES = ("tinyvision_runtime.h", "tinyvision_runtime.cpp", "patch_runner_tflm.h", "patch_runner_tflm.cpp")
@@ -128,7 +134,7 @@ class ExportReport:
 
 
 def export_arduino(bundle_dir, out_dir, board="nano33ble", test_image=None, sketch_name=None, class_names=None,
-                   camera=False, verbose=True):
+                   camera=False, verbose=True, test_label=None):
     """Write ``<out_dir>/<sketch_name>/`` for the bundle at ``bundle_dir``; returns an ``ExportReport``.
 
     board: a name from ``converters.export.boards.BOARDS`` or a ``BoardProfile``.
@@ -136,8 +142,12 @@ def export_arduino(bundle_dir, out_dir, board="nano33ble", test_image=None, sket
         image file, uint8 pixels (h, w, 3) or (h, w) of any size (centre-cropped and resized like the
         camera path), or int8 (H, W, C) already quantized with the bundle's image quantization.
     sketch_name: folder and .ino name; default "tinyvision_<bundle folder name>".
-    class_names: one name per model output, printed by the sketch; default the built-in dataset's
-        names when the test image comes from it and the class count matches, else none.
+    class_names: one name per model output, printed by the sketch; default the bundle's labels (its
+        source model's metadata), else the built-in dataset's names when the test image comes from it
+        and the class count matches, else none.
+    test_label: the test image's class (an index or a class name) printed as the expected label;
+        default: the built-in image's own label, or for an image file in a folder named after a
+        class (a folder: dataset's layout), that class; else unknown (-1).
     camera: make the camera build (TINYVISION_USE_CAMERA 1) the sketch's default; its RAM must fit.
     verbose: print the memory summary.
     Raises TinyVisionError for an invalid bundle, an unknown board, an operator the Arduino TFLM
@@ -153,7 +163,10 @@ def export_arduino(bundle_dir, out_dir, board="nano33ble", test_image=None, sket
     name = _sketch_name(bundle_dir, sketch_name)
     image, label, default_names = prepare_test_image(bundle, test_image)
     num_classes = int(np.prod(bundle.models[bundle.tail].output_shape))
-    names = _class_names(class_names, default_names, num_classes)
+    if bundle.labels and default_names is not None and list(default_names) != list(bundle.labels):
+        label = -1  # a built-in sample says nothing about the classes of the user's model
+    names = _class_names(class_names, bundle.labels or default_names, num_classes)
+    label = _test_label(test_label, label, test_image, names, num_classes)
     files = render_sketch(bundle, name, image, label, names)
 
     out_dir = os.path.abspath(os.fspath(out_dir))
@@ -313,6 +326,25 @@ def _class_names(given, default, num_classes):
     return given
 
 
+def _test_label(given, default, test_image, names, num_classes):
+    """The expected class index of the test image (-1 unknown); see ``export_arduino``'s test_label."""
+    if given is None:
+        if isinstance(test_image, (str, os.PathLike)):
+            folder = os.path.basename(os.path.dirname(os.path.abspath(os.fspath(test_image))))
+            return names.index(folder) if folder in names else -1
+        return default
+    if isinstance(given, str) and given in names:
+        return names.index(given)
+    try:
+        index = int(given)
+    except (TypeError, ValueError):
+        raise TinyVisionError(f"test label {given!r} is not a class name ({', '.join(names) or 'the model has none'})"
+                              " nor an index") from None
+    if not 0 <= index < num_classes:
+        raise TinyVisionError(f"test label {index} is not a class index of a {num_classes}-class model")
+    return index
+
+
 # ---------------------------------------------------------------- rendering
 
 
@@ -337,7 +369,59 @@ def render_sketch(bundle, sketch_name, image, label, class_names):
     files["plan_data.h"], files["plan_data.cpp"] = render_plan_data(bundle, symbols, class_names)
     files["model_ops.h"] = render_model_ops(bundle)
     files["test_image.h"], files["test_image.cpp"] = render_test_image(image, label)
+    files["README.md"] = render_readme(bundle, sketch_name, label, class_names)
     return files
+
+
+def render_readme(bundle, sketch_name, label, class_names):
+    """The sketch folder's README.md: what it runs and prints, and the two switches a user turns."""
+    H, W, C = (int(d) for d in bundle.image["shape"])
+    classes = ", ".join(f"{i} {n}" for i, n in enumerate(class_names)) or "indices only (the model has no labels)"
+    expected = (f"{label} ({class_names[label]})" if 0 <= label < len(class_names) else
+                str(label) if label >= 0 else "-1 (unknown)")
+    return f"""# {sketch_name}
+
+Written by `tinyvision export --arduino`: a {len(bundle.patches)}-patch bundle ({len(bundle.stages)} patch
+stage(s), {len(bundle.models)} model(s), {bundle.arena.get("interpreters", "resident")} interpreters) classifying
+{H}x{W}x{C} int8 images with TensorFlow Lite Micro in one {bundle.arena["size"]:,} B tensor arena.
+
+## Build and upload (Arduino Nano 33 BLE)
+
+```sh
+arduino-cli core install arduino:mbed_nano
+arduino-cli lib install Chirale_TensorFlowLite            # and Arduino_OV767X for the camera build
+arduino-cli compile --fqbn arduino:mbed_nano:nano33ble {sketch_name}
+arduino-cli upload  --fqbn arduino:mbed_nano:nano33ble -p /dev/ttyACM0 {sketch_name}
+arduino-cli monitor -p /dev/ttyACM0
+```
+
+## What it prints
+
+Once a second, one line per inference on Serial (USB):
+
+```
+class=<index> (<name>) score=<dequantized score> label=<expected class> (<name>) latency_ms=<all>
+  patches_ms=<patch stages> tail_ms=<tail> create_ms=<interpreter creation> arena_used=<bytes>/<arena size>
+```
+
+and `tinyvision error: <cause> (index <i>)` when the plan or TFLM fails. Classes: {classes}.
+The test image in flash (`test_image.cpp`) is class {expected}; `label=` is printed for it only.
+
+## Switch the image source
+
+`build_config.h` sets `TINYVISION_USE_CAMERA`: 0 classifies the test image in flash, 1 classifies OV7675
+camera frames (Nano 33 BLE Sense tinyML kit, Arduino_OV767X library), centre-cropped and resized on the board.
+A camera build that does not fit the board's RAM stops with a compile-time `#error`. To put another image in
+flash, export again with `--test_image=FILE` (and `--test_label=NAME`), or `--camera` for the camera build.
+
+## Change the board
+
+The memory checks of the export (RAM, flash) come from a board profile: export again with
+`tinyvision export --arduino --board=NAME` (profiles: `converters/export/boards.py`). The sketch itself uses
+only the Arduino core, Serial and TFLM; `#define TINYVISION_ARDUINO_TENSORFLOWLITE` at the top of
+`{sketch_name}.ino` builds it against the older Arduino_TensorFlowLite library instead of Chirale_TensorFlowLite.
+Compile with that board's FQBN (`arduino-cli board listall`).
+"""
 
 
 def render_plan_data(bundle, model_symbols, class_names=()):
@@ -377,7 +461,7 @@ def render_plan_data(bundle, model_symbols, class_names=()):
     models = []
     for m, symbol in zip(bundle.models, model_symbols):
         role = "kTail" if m.role == "tail" else "kPatch"
-        models.append(f"    {{{_c_string(m.name)}, {symbol}, {len(m.data)}u, tinyvision::ModelRole::{role}, "
+        models.append(f"    {{{c_string(m.name)}, {symbol}, {len(m.data)}u, tinyvision::ModelRole::{role}, "
                       f"{_c_dims(m.input_shape)}, {_c_dims(m.output_shape)}, {int(m.nonpersistent_bytes or 0)}u, "
                       f"{int(m.persistent_bytes or 0)}u}},")
     patches = []
@@ -394,7 +478,7 @@ def render_plan_data(bundle, model_symbols, class_names=()):
                       f"{{{int(section['offset'])}u, {int(section['size'])}u}}}},")
     sections = [f"    {{{s['model']}, {{{int(s['offset'])}u, {int(s['size'])}u}}}},"
                 for s in sorted(arena["persistent"], key=lambda s: s["model"])]
-    names = [f"    {_c_string(n)}," for n in class_names] or ["    nullptr,  // no class names"]
+    names = [f"    {c_string(n)}," for n in class_names] or ["    nullptr,  // no class names"]
     shared = arena["shared"]
     in_place = "true" if arena.get("offline_plans", True) else "false"
     source = "\n".join([
@@ -664,20 +748,17 @@ def _c_dims(shape):
     return "{" + f"{len(dims)}, {{{', '.join(f'{d}u' for d in dims)}}}" + "}"
 
 
-def _c_string(text):
-    """A C string literal; anything but printable ASCII as an octal escape (never swallows what follows)."""
-    out = []
-    for byte in str(text).encode("utf-8"):
-        ch = chr(byte)
-        if ch in '"\\?' or not 32 <= byte < 127:
-            out.append(f"\\{byte:03o}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
+def tflm_app_dir():
+    """The folder holding the device runtime sources (checkout first, then the installed package's copy)."""
+    for folder in TFLM_APP_DIRS:
+        if os.path.isfile(os.path.join(folder, SKETCH_TEMPLATE)):
+            return folder
+    raise TinyVisionError(f"the device runtime sources are missing (looked in {', '.join(TFLM_APP_DIRS)}): "
+                          "reinstall tinyvision")
 
 
 def _read_app(file_name):
-    path = os.path.join(TFLM_APP_DIR, file_name)
+    path = os.path.join(tflm_app_dir(), file_name)
     try:
         with open(path, encoding="utf-8") as f:
             return f.read()

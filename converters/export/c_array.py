@@ -68,11 +68,12 @@ def check_identifier(name):
     return name
 
 
-def render_c_array(model_bytes, name, arena_size, header_name="model_data.h", source="model"):
+def render_c_array(model_bytes, name, arena_size, header_name="model_data.h", source="model", labels=()):
     """(source text, header text) for ``model_bytes``; see the module docstring for what they declare.
 
     name: identifier prefix (checked); arena_size: tensor arena bytes measured by the caller (> 0);
-    header_name: what the .cc includes; source: the model's file name, for the generated-by comment.
+    header_name: what the .cc includes; source: the model's file name, for the generated-by comment;
+    labels: class names of output 0 (``<name>_labels[<name>_label_count]``), none when empty.
     """
     check_tflite_bytes(model_bytes, source)
     check_identifier(name)
@@ -104,6 +105,10 @@ def render_c_array(model_bytes, name, arena_size, header_name="model_data.h", so
         lines += ["", f"constexpr int {name}_{kind}_count = {len(tensors)};"]
         for i, t in enumerate(tensors):
             lines += _tensor_constants(f"{name}_{kind}{i}", t, source)
+    if labels:
+        lines += ["", "// Class names of output 0 (the model's metadata labels), in output order.",
+                  f"constexpr int {name}_label_count = {len(labels)};",
+                  f"extern const char* const {name}_labels[{name}_label_count];"]
     lines += ["", f"#endif  // {guard}", ""]
     header = "\n".join(lines)
     body = ",\n".join(
@@ -116,6 +121,9 @@ def render_c_array(model_bytes, name, arena_size, header_name="model_data.h", so
         f"alignas(16) const unsigned char {name}[] = {{\n{body}\n}};\n\n"
         f"const unsigned int {name}_len = {len(model_bytes)};\n"
     )
+    if labels:
+        cc += f"\nconst char* const {name}_labels[{name}_label_count] = {{\n" + "".join(
+            f"  {c_string(label)},\n" for label in labels) + "};\n"
     return cc, header
 
 
@@ -125,6 +133,7 @@ def export_c_array(model, out_dir, arena_size, name=None, source_name="model_dat
     model: a .tflite path (never modified) or its bytes.
     name: identifier prefix; default ``c_identifier`` of the model's file name ("model_tflite" for bytes).
     arena_size: tensor arena bytes the caller measured on TFLM, emitted as ``<name>_arena_size``.
+    The model's metadata labels, when it has them, become ``<name>_labels``.
     Raises TinyVisionError for an unreadable/invalid model, a bad identifier or an unwritable path.
     """
     if isinstance(model, (bytes, bytearray)):
@@ -135,7 +144,10 @@ def export_c_array(model, out_dir, arena_size, name=None, source_name="model_dat
     for file_name in (source_name, header_name):
         if not file_name or os.path.basename(file_name) != file_name:
             raise TinyVisionError(f"output file name must be a plain file name, got {file_name!r}")
-    cc, header = render_c_array(data, name, arena_size, header_name=header_name, source=source)
+    from converters.quantize import read_labels
+
+    cc, header = render_c_array(data, name, arena_size, header_name=header_name, source=source,
+                                labels=read_labels(data))
     header_path = os.path.join(os.fspath(out_dir), header_name)
     source_path = os.path.join(os.fspath(out_dir), source_name)
     atomic_write_text(header_path, header)
@@ -168,6 +180,18 @@ def _tensor_constants(prefix, tensor, source):
         f"constexpr float {prefix}_scale = {_c_float(scale)};",
         f"constexpr int {prefix}_zero_point = {zero_point};",
     ]
+
+
+def c_string(text):
+    """A C string literal; anything but printable ASCII as an octal escape (never swallows what follows)."""
+    out = []
+    for byte in str(text).encode("utf-8"):
+        ch = chr(byte)
+        if ch in '"\\?' or not 32 <= byte < 127:
+            out.append(f"\\{byte:03o}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
 
 
 def _c_float(value):

@@ -76,7 +76,8 @@ class OpMemory:
 class MemoryProfile:
     """Per-op live memory and TFLM's planned head for a model (bytes).
 
-    peak_bytes: the largest ``live_bytes`` (a lower bound for any planner);
+    peak_bytes: the largest ``live_bytes`` (a lower bound for planners that keep every live buffer
+    apart, as TFLM's own does; an offline plan that lets an output overlap its dying input goes below it);
     head_bytes: the greedy plan's size, which TFLM reports as its arena head;
     variable_bytes: variable tensors, which TFLM keeps in the tail instead.
     """

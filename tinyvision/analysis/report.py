@@ -14,8 +14,10 @@ def analyze_tflite(model_bytes, name="model", verify=True, search_min_arena=True
     Keys: head_bytes, tail_bytes, total_bytes (TFLM's print_allocations), min_arena_bytes (smallest
     arena TFLM runs with), analytic_head_bytes (replica of TFLM's greedy planner), board_head_bytes
     and board_arena_bytes (the same with the board's CMSIS-NN scratch: ``board_arena_bytes``), peak_live_bytes
-    (lower bound over operators), macs, params, flash_bytes, reference ("TFLM": what rewrites are checked
-    against), tflite_interpreter (``tflite_agreement`` on random input, a fact about the model), per_channel_dense (warnings), ops (per-operator rows).
+    (the largest set of buffers alive at one operator, counted apart: an offline plan that lets an
+    output overlap its dying input, as ``convert``'s does, goes below it), macs, params, flash_bytes,
+    reference ("TFLM": what rewrites are checked against), tflite_interpreter (``tflite_agreement`` on
+    random input, a fact about the model), per_channel_dense (warnings), ops (per-operator rows).
     """
     from converters.patching.edges import int8_core
     from converters.quantize import per_channel_fully_connected
@@ -47,7 +49,7 @@ def analyze_tflite(model_bytes, name="model", verify=True, search_min_arena=True
         "per_channel_dense": [str(w) for w in per_channel_fully_connected(model_bytes)],
         "ops": [
             {"index": m.index, "opcode": m.opcode, "output": m.output, "live_bytes": m.live_bytes,
-             "macs": c.macs, "flash_bytes": c.flash_bytes}
+             "macs": c.macs, "flash_bytes": c.flash_bytes, "shape": _output_shape(model.main.ops[m.index])}
             for m, c in zip(profile.ops, cost.ops)
         ],
     }
@@ -60,6 +62,11 @@ def tflite_agreement(model_bytes, name="model"):
     reference every tinyvision rewrite is checked against."""
     check = tflm.compare(model_bytes, name=name)
     return {"verdict": check.verdict, "detail": check.detail}
+
+
+def _output_shape(op):
+    outputs = [t for t in op.outputs if t is not None]
+    return [int(d) for d in outputs[0].shape] if outputs else []
 
 
 def board_arena_bytes(min_arena, host_head, board_head):
@@ -80,12 +87,14 @@ def board_arena(model_bytes, name="model"):
 
 def format_table(result):
     """Human-readable text of ``analyze_tflite``'s dict."""
-    lines = [f"{'#':>4} {'op':<20} {'live B':>10} {'MACs':>12}  output"]
+    lines = [f"{'#':>4} {'op':<20} {'live B':>10} {'MACs':>12} {'output shape':>16}  output"]
     for row in result["ops"]:
-        lines.append(f"{row['index']:>4} {row['opcode']:<20} {row['live_bytes']:>10,} {row['macs']:>12,}  {row['output'][:60]}")
+        shape = "x".join(map(str, row["shape"]))
+        lines.append(f"{row['index']:>4} {row['opcode']:<20} {row['live_bytes']:>10,} {row['macs']:>12,} "
+                     f"{shape:>16}  {row['output']}")
     lines.append("")
     lines.append(f"TFLM arena: head {result['head_bytes']:,} B (analytic {result['analytic_head_bytes']:,}, "
-                 f"lower bound {result['peak_live_bytes']:,}), tail {result['tail_bytes']:,} B, "
+                 f"largest live set {result['peak_live_bytes']:,}), tail {result['tail_bytes']:,} B, "
                  f"total {result['total_bytes']:,} B")
     if result["min_arena_bytes"] is not None:
         lines.append(f"smallest arena_size that runs: {result['min_arena_bytes']:,} B; on the Nano 33 BLE "

@@ -113,6 +113,7 @@ class Bundle:
     tail: int
     arena: dict = None
     stats: dict = dataclasses.field(default_factory=dict)
+    labels: list = dataclasses.field(default_factory=list)  # class names of the tail's outputs, when known
 
     @property
     def last_stage(self):
@@ -151,6 +152,7 @@ class Bundle:
             "tail": {"model": self.tail},
             "arena": self.arena,
             "stats": self.stats,
+            **({"labels": list(self.labels)} if self.labels else {}),
         }
 
     @classmethod
@@ -163,7 +165,8 @@ class Bundle:
         ]
         patches = [Patch(p["model"], Window(**p["window"]), Box(**p["output"]), p["stage"]) for p in plan["patches"]]
         return cls(plan["kind"], plan["source"], plan["image"], list(plan["stages"]), models, patches,
-                   plan["tail"]["model"], plan.get("arena"), plan.get("stats") or {})
+                   plan["tail"]["model"], plan.get("arena"), plan.get("stats") or {},
+                   list(plan.get("labels") or []))
 
 
 # ---------------------------------------------------------------- validation

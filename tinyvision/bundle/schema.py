@@ -150,7 +150,8 @@ PLAN = Obj({
     "stats": Obj({"macs": Int(0, 1 << 50), "mac_overhead": Float(), "flash_bytes": Int(),
                   "baseline": Obj({"macs": Int(0, 1 << 50), "flash_bytes": Int()}, optional=("macs", "flash_bytes"))},
                  optional=("macs", "mac_overhead", "flash_bytes", "baseline")),
-}, optional=("stats",))
+    "labels": List(Str(), 1),
+}, optional=("stats", "labels"))
 
 
 def check_plan_fields(plan):

@@ -12,6 +12,7 @@ that is damaged further inside a TFRecord file surfaces when tf.data reaches it
 (``check_all_records=True`` reads every record up front instead).
 """
 import os
+import random
 
 import tinyvision  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
@@ -41,14 +42,43 @@ def decode_and_resize(encoded, resolution, center_crop=True):
     return tf.ensure_shape(normalize_tf(image), (resolution, resolution, 3))
 
 
-def image_folder_dataset(path, resolution, batch_size=32, shuffle=False, seed=0, center_crop=True):
+SUBSETS = ("training", "validation")
+
+
+def decode_image_file(path, resolution, center_crop=True):
+    """One JPEG/PNG file -> float32 [R, R, 3] in [-1, 1], exactly as the loaders prepare training images."""
+    encoded = read_bytes(path, "image")
+    _check_decodable(encoded, path)
+    return decode_and_resize(tf.constant(encoded), resolution, center_crop).numpy()
+
+
+def image_folder_dataset(path, resolution, batch_size=32, shuffle=False, seed=0, center_crop=True,
+                         validation_split=None, subset=None, split_seed=1337):
     """A folder with one sub-folder per class -> (tf.data.Dataset, class names).
 
     Class names are the sub-folder names in sorted order (label = position); images are
     the .jpg/.jpeg/.png files directly inside each class folder.
+    validation_split / subset: keep only the "training" or "validation" part of the images, split
+    as ``tf.keras.utils.image_dataset_from_directory`` does: the sorted file list is shuffled with
+    ``split_seed`` and the last ``int(validation_split * N)`` files are the validation subset, so
+    the split is the same on every call and the two subsets never share a file.
     """
-    path = os.fspath(path)
     _check_resolution(resolution)
+    files, labels, names = folder_files(path, validation_split, subset, split_seed)
+    _check_decodable(read_bytes(files[0]), files[0])
+
+    ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(labels, tf.int32)))
+    if shuffle:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(lambda f, y: (decode_and_resize(tf.io.read_file(f), resolution, center_crop), y),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return _finish(ds, batch_size), names
+
+
+def folder_files(path, validation_split=None, subset=None, split_seed=1337):
+    """(image files, their labels, class names) of a folder with one sub-folder per class, in sorted order
+    (of the ``subset``: see :func:`image_folder_dataset`)."""
+    path = os.fspath(path)
     if not os.path.exists(path):
         raise TinyVisionError(f"image folder {path} does not exist")
     if not os.path.isdir(path):
@@ -65,14 +95,29 @@ def image_folder_dataset(path, resolution, batch_size=32, shuffle=False, seed=0,
             raise TinyVisionError(f"class folder {folder} has no {'/'.join(IMAGE_EXTENSIONS)} images")
         files += [os.path.join(folder, f) for f in images]
         labels += [label] * len(images)
-    _check_decodable(read_bytes(files[0]), files[0])
+    files, labels = split_files(files, labels, validation_split, subset, split_seed, path)
+    return files, labels, names
 
-    ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(labels, tf.int32)))
-    if shuffle:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(lambda f, y: (decode_and_resize(tf.io.read_file(f), resolution, center_crop), y),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return _finish(ds, batch_size), names
+
+def split_files(files, labels, validation_split, subset, seed, where):
+    """The ``subset`` ("training" / "validation") of parallel ``files`` / ``labels`` lists (all when no split)."""
+    if not validation_split:
+        if subset is not None:
+            raise TinyVisionError(f"subset {subset!r} needs a validation_split")
+        return files, labels
+    if not 0 < validation_split < 1:
+        raise TinyVisionError(f"validation_split must be between 0 and 1, got {validation_split}")
+    if subset not in SUBSETS:
+        raise TinyVisionError(f"subset must be one of {SUBSETS} with a validation_split, got {subset!r}")
+    order = list(range(len(files)))
+    random.Random(seed).shuffle(order)
+    num_validation = int(validation_split * len(files))
+    chosen = order[len(files) - num_validation:] if subset == "validation" else order[:len(files) - num_validation]
+    if not chosen:
+        raise TinyVisionError(f"image folder {where}: {len(files)} images leave none for the {subset} subset "
+                              f"with validation_split {validation_split}")
+    chosen.sort()
+    return [files[i] for i in chosen], [labels[i] for i in chosen]
 
 
 def tfrecord_dataset(paths, resolution, batch_size=32, shuffle=False, seed=0, label_offset=0, center_crop=True,

@@ -20,7 +20,23 @@ BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.999
 
 
-class Composite(layers.Layer):
+QAT_HINT = ("a tinyvision composite layer: tfmot cannot wrap it; quantize the model with "
+            "tinyvision.training.quantize(model), which flattens it into builtin Keras layers for tfmot")
+
+
+class _CompositeClass(type):
+    """The composites' metaclass: their class repr carries QAT_HINT.
+
+    tfmot's ``quantize_model`` names the class of a layer it cannot quantize in its error
+    ("Layer seg:<class ...> is not supported"): that is where a user calling tfmot directly
+    on a tinyvision model looks, so the repr points at ``tinyvision.training.quantize``.
+    """
+
+    def __repr__(cls):
+        return f"<class '{cls.__module__}.{cls.__qualname__}' ({QAT_HINT})>"
+
+
+class Composite(layers.Layer, metaclass=_CompositeClass):
     """Base of the tinyvision layers made only of builtin sublayers (see ``flatten``).
 
     Inside ``inline_composites()``, calling a built composite runs its ``call`` directly,
@@ -30,9 +46,21 @@ class Composite(layers.Layer):
     _inline = False
 
     def __call__(self, *args, **kwargs):
+        _check_keras_2(args, self.name)
         if Composite._inline and self.built:
             return self.call(*args, **kwargs)
         return super().__call__(*args, **kwargs)
+
+
+def _check_keras_2(args, name):
+    """TinyVisionError for Keras 3 tensors: the layers are tf_keras (Keras 2) layers, which tfmot needs."""
+    for value in tf.nest.flatten(args):
+        if type(value).__module__.split(".")[0] == "keras":
+            raise TinyVisionError(
+                f"layer {name!r} got a Keras 3 tensor ({type(value).__name__}): tinyvision layers are Keras 2 "
+                "(tf_keras) layers, which tfmot needs. Build the model with tf.keras after `import tinyvision` "
+                "(it sets TF_USE_LEGACY_KERAS=1 before TensorFlow loads) or with `import tf_keras as keras`, "
+                "not `import keras`")
 
 
 @contextlib.contextmanager

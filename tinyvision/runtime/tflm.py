@@ -18,7 +18,6 @@ should declare ``alignas(16) uint8_t arena[N]`` or add 15 bytes.
 """
 import dataclasses
 import re
-import warnings
 
 import numpy as np
 
@@ -289,13 +288,13 @@ def reference_job(model_bytes, inputs, name):
 
 def _reference_runs(model_bytes, batches, name):
     """tf.lite.Interpreter (BUILTIN_REF kernels) outputs for each input batch, with one interpreter."""
-    import tinyvision  # noqa: F401  (Keras environment before TensorFlow)
     import tensorflow as tf
 
-    with captured_c_output(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # its deprecation notice (LiteRT) is not about the model
+    from tinyvision.native_log import lite_interpreter
+
+    with captured_c_output():
         try:
-            interpreter = tf.lite.Interpreter(
+            interpreter = lite_interpreter(
                 model_content=bytes(model_bytes),
                 experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF,
             )

@@ -1,0 +1,70 @@
+"""One view of the three model forms a user classifies with: Keras file, int8 .tflite, bundle folder."""
+import dataclasses
+import os
+
+import numpy as np
+
+from tinyvision.errors import TinyVisionError
+
+KINDS = {"float": "Keras (host)", "int8": "int8 on TFLM", "bundle": "bundle on PatchRunner (TFLM)"}
+
+
+@dataclasses.dataclass
+class Classifier:
+    """path: what the user named; kind: "float", "int8" or "bundle"; input_shape: (H, W, C);
+    num_classes: outputs; labels: class names from the model ([] when it has none);
+    scores: float32 images [N, H, W, C] -> float32 scores [N, classes]."""
+
+    path: str
+    kind: str
+    input_shape: tuple
+    num_classes: int
+    labels: list
+    scores: object
+
+    @property
+    def name(self):
+        return os.path.basename(os.path.normpath(self.path))
+
+    def class_name(self, index):
+        return self.labels[index] if index < len(self.labels) else f"class {index}"
+
+
+def open_classifier(path):
+    """A Classifier for a .keras/.h5 file, an int8 .tflite file or a bundle folder."""
+    from tinyvision.runtime import classify
+
+    if os.path.isdir(path):
+        from converters.patching import read_bundle
+
+        bundle = read_bundle(path)
+        classes = int(np.prod(bundle.models[bundle.tail].output_shape))
+        return Classifier(path, "bundle", tuple(int(d) for d in bundle.image["shape"]), classes, list(bundle.labels),
+                          lambda images: classify.bundle_scores(bundle, images))
+    if path.endswith((".keras", ".h5")):
+        from converters.cli.common import load_keras
+
+        model = load_keras(path)
+        if len(model.inputs) != 1 or len(model.input_shape) != 4:
+            raise TinyVisionError(f"{path} must take one image input [N, H, W, C], it takes {model.input_shape}")
+        return Classifier(path, "float", tuple(int(d) for d in model.input_shape[1:]), int(model.output_shape[-1]),
+                          [], lambda images: classify.keras_scores(model, images))
+    from converters.ir import Model
+    from converters.quantize import read_labels
+    from tinyvision.fileio import read_tflite_bytes
+
+    data = read_tflite_bytes(path)
+    graph = Model.from_bytes(data, os.path.basename(path)).main
+    if len(graph.inputs) != 1 or len(graph.inputs[0].shape) != 4:
+        raise TinyVisionError(f"{path} must take one image input [1, H, W, C]")
+    return Classifier(path, "int8", tuple(int(d) for d in graph.inputs[0].shape[1:]),
+                      int(np.prod(graph.outputs[0].shape)), read_labels(data),
+                      lambda images: classify.tflm_scores(data, images, os.path.basename(path)))
+
+
+def model_list(values):
+    """--model given several times and/or as comma lists -> paths in order."""
+    paths = [p.strip() for value in values or [] for p in value.split(",") if p.strip()]
+    if not paths:
+        raise TinyVisionError("--model is required")
+    return paths

@@ -1,0 +1,85 @@
+"""Accuracy of a model in each of its forms on labelled data: float Keras, int8 on TFLM, patch bundle.
+
+Give one or more models (several --model flags or a comma list); all must take the same image
+size. Prints top-1 accuracy side by side, per-class accuracy, and the int8 drop (float -> int8 /
+bundle) in percentage points; --confusion writes a PNG with one confusion matrix per model.
+Folder datasets are evaluated on their validation subset (--validation_split, as train uses).
+
+  tinyvision evaluate --model=out/model_qat.h5,out/model.tflite,out/bundle --dataset=builtin_vww
+  tinyvision evaluate --model=out/model.tflite --dataset=folder:photos --confusion=out/confusion.png
+"""
+import numpy as np
+from absl import flags
+
+from converters.cli.common import DATASET_HELP, VALIDATION_SPLIT_HELP
+
+flags.DEFINE_multi_string("model", None, "(required) .keras / .h5, int8 .tflite or bundle folder; repeat the flag "
+                          "or give a comma list to compare forms of one model")
+flags.DEFINE_string("dataset", None, "(required) labelled data: " + DATASET_HELP)
+flags.DEFINE_float("validation_split", 0.2, VALIDATION_SPLIT_HELP)
+flags.DEFINE_integer("samples", 500, "largest number of images evaluated (built-in data: how many are rendered)")
+flags.DEFINE_string("confusion", None, "write the confusion matrices to this PNG")
+flags.DEFINE_integer("seed", 0, "built-in data seed")
+FLAGS = flags.FLAGS
+
+
+def run():
+    from converters.cli.classifier import KINDS, model_list, open_classifier
+    from converters.cli.common import dataset_arrays, progress
+    from tinyvision.analysis.accuracy import Evaluation, plot_confusion
+    from tinyvision.errors import TinyVisionError
+
+    if not FLAGS.dataset:
+        raise TinyVisionError("--dataset is required (the labelled images to evaluate on)")
+    classifiers = [open_classifier(path) for path in model_list(FLAGS.model)]
+    shapes = {c.input_shape for c in classifiers}
+    if len(shapes) != 1:
+        raise TinyVisionError("the models take different images: " +
+                              ", ".join(f"{c.name} {c.input_shape}" for c in classifiers))
+    classes = {c.num_classes for c in classifiers}
+    if len(classes) != 1:
+        raise TinyVisionError("the models have different class counts: " +
+                              ", ".join(f"{c.name} {c.num_classes}" for c in classifiers))
+    shape, num_classes = shapes.pop(), classes.pop()
+    images, labels, names = dataset_arrays(FLAGS.dataset, shape, "val", FLAGS.samples, FLAGS.seed,
+                                           FLAGS.validation_split)
+    if names is not None and len(names) != num_classes:
+        raise TinyVisionError(f"{FLAGS.dataset} has {len(names)} classes, the model has {num_classes} outputs")
+    names = names or next((c.labels for c in classifiers if c.labels), None) or [f"class {i}" for i in
+                                                                                range(num_classes)]
+    evaluations = []
+    for c in classifiers:
+        with progress(f"evaluating {c.name} ({KINDS[c.kind]}) on {len(images)} images"):
+            evaluations.append(Evaluation.from_scores(c.name, c.kind, labels, c.scores(images)))
+    for line in format_results(evaluations, names):
+        print(line)
+    if FLAGS.confusion:
+        plot_confusion(evaluations, names, FLAGS.confusion)
+        print(f"wrote {FLAGS.confusion}")
+
+
+def format_results(evaluations, names):
+    """Text lines: accuracy per model, per-class accuracy, the int8 drop."""
+    width = max(12, *(len(e.name) + 2 for e in evaluations))
+    lines = [f"{'model':<{width}}{'form':<8}{'accuracy':>10}{'samples':>9}"]
+    lines += [f"{e.name:<{width}}{e.kind:<8}{e.accuracy:>10.4f}{len(e.labels):>9}" for e in evaluations]
+    lines.append("")
+    column = max(10, *(len(e.name) + 2 for e in evaluations))
+    label_width = max(8, *(len(n) + 2 for n in names))
+    lines.append(f"{'class':<{label_width}}{'images':>7}" + "".join(f"{e.name:>{column}}" for e in evaluations))
+    counts = np.bincount(evaluations[0].labels, minlength=len(names))
+    per_class = [e.per_class() for e in evaluations]
+    for i, name in enumerate(names):
+        cells = "".join(f"{'-' if np.isnan(pc[i]) else format(pc[i], '.4f'):>{column}}" for pc in per_class)
+        lines.append(f"{name:<{label_width}}{counts[i]:>7}{cells}")
+    floats = [e for e in evaluations if e.kind == "float"]
+    quantized = [e for e in evaluations if e.kind != "float"]
+    if floats and quantized:
+        lines.append("")
+        for q in quantized:
+            drop = 100 * (floats[0].accuracy - q.accuracy)
+            lines.append(f"int8 drop: {drop:+.2f} points ({floats[0].name} {floats[0].accuracy:.4f} -> "
+                         f"{q.name} {q.accuracy:.4f}; {int(np.sum(q.predictions != floats[0].predictions))} "
+                         f"predictions differ)")
+    return lines
+
