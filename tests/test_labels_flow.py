@@ -28,6 +28,7 @@ def labelled(tmp_path_factory, small_cnn_tflite):
     bundle = finalize(split_patch_stage(model, split_points(model)[-1], 2))
     bundle.labels = read_labels(model)  # as convert --patches does
     folder = write_bundle(bundle, root / "bundle")
+    (root / bundle.source["file"]).write_bytes(model)  # export --arduino checks the bundle against it
     rng = np.random.default_rng(0)
     for name in ANIMALS:
         (root / "photos" / name).mkdir(parents=True)

@@ -153,7 +153,7 @@ ONE_AT_A_TIME_ARENA = {  # the persistent sections share one slot above shared; 
 def test_channel_offsets_and_padded_stage_from_python_plan(tmp_path, one_at_a_time):
     """A plan written from Python: two patches fill different channel ranges of the same pixels."""
     from converters.export.arduino import render_plan_data, render_test_image
-    from converters.patching.bundle import Box, Bundle, BundleModel, Patch, Window
+    from tinyvision.bundle import Box, Bundle, BundleModel, Patch, Window
 
     H, W, C, Hs, Ws, Cs = 9, 11, 2, 4, 5, 6
     models = [
