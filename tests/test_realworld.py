@@ -24,7 +24,8 @@ CASES = {
     "vww_96_int8": (73_728, 29_952, "agrees", [(8, 3)], 45_984),
     "kws_ref_model": (16_000, 8_272, "agrees", None, None),
     "tinyengine_vww": (161_472, 63_504, "agrees", [(9, 3)], 111_424),
-    PYTORCH: (2_451_840, 155_328, "differs", [(29, 4), (33, 2), (66, 2)], None),
+    # one stage keeps the 224 px test lean; benchmarks/realworld.py shows 17:4x4,25:2x2,29:2x2 (166,848 B shared)
+    PYTORCH: (2_451_840, 155_328, "differs", [(17, 4)], None),
 }
 
 
@@ -109,7 +110,7 @@ def test_a_stage_cannot_end_inside_the_input_edges():
         split_stages(load(PYTORCH), [(1, 2)], "mbv2.tflite")
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == PYTORCH else n for n in sorted(CASES)])
 def test_convert_and_an_explicit_chain_are_bit_exact_on_tflm(name):
     """convert (order + offline plan, checked on TFLM) and a chain of patch stages over the optimized model,
     verified against TFLM running the ORIGINAL model (float or NCHW inputs through the bundle's edges)."""

@@ -283,10 +283,10 @@ def run_job(model_bytes, inputs, arena_size, name):
 
 
 def reference_job(model_bytes, inputs, name):
-    return _reference_runs(model_bytes, [inputs], name)[0]
+    return reference_runs(model_bytes, [inputs], name)[0]
 
 
-def _reference_runs(model_bytes, batches, name):
+def reference_runs(model_bytes, batches, name):
     """tf.lite.Interpreter (BUILTIN_REF kernels) outputs for each input batch, with one interpreter."""
     import tensorflow as tf
 
@@ -338,7 +338,7 @@ def compare_job(model_bytes, inputs, seed, samples, name):
         batches = [inputs]
     max_diff, mismatches, notes = 0, 0, []
     try:
-        references = _reference_runs(model_bytes, batches, name)
+        references = reference_runs(model_bytes, batches, name)
     except TfliteRefusal as refusal:
         return Comparison(False, 0, 0, str(refusal), refused=True)
     for k, (batch, want) in enumerate(zip(batches, references)):
