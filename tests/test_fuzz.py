@@ -316,10 +316,10 @@ def _leaves(value, path=()):
         yield path, value
 
 
-# Plan fields the model files do not determine: names and the source's identity, a stage's source tensor name,
-# the unsplit baseline's flash (analyze measures the source itself) and the window positions (the bit-exact
-# check against the source catches those: ``export --arduino`` runs it).
-_FREE = {"source", "tensor", "unplanned_reason", "name", "file", "flash_bytes", "format"}
+# Plan fields the model files do not determine: names, class labels, the source (its identity and edges), a
+# stage's source tensor name, the unsplit baseline's flash (analyze measures the source itself) and the window
+# positions (the bit-exact check against the source catches those: ``export --arduino`` runs it).
+_FREE = {"source", "tensor", "unplanned_reason", "name", "file", "flash_bytes", "format", "labels"}
 
 
 def _tamperable(path):
