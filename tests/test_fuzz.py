@@ -316,10 +316,10 @@ def _leaves(value, path=()):
         yield path, value
 
 
-# Plan fields the model files do not determine: names and the source's identity, a stage's source tensor name,
-# the unsplit baseline's flash (analyze measures the source itself) and the window positions (the bit-exact
-# check against the source catches those: ``export --arduino`` runs it).
-_FREE = {"source", "tensor", "unplanned_reason", "name", "file", "flash_bytes", "format"}
+# Plan fields the model files do not determine: names, class labels, the source (its identity and edges), a
+# stage's source tensor name, the unsplit baseline's flash (analyze measures the source itself) and the window
+# positions (the bit-exact check against the source catches those: ``export --arduino`` runs it).
+_FREE = {"source", "tensor", "unplanned_reason", "name", "file", "flash_bytes", "format", "labels"}
 
 
 def _tamperable(path):
@@ -450,8 +450,11 @@ def _tamper_case(k, label, plan, bundle, scratch):
 
 def test_fuzz_models_and_plans(fuzz_inputs, capsys):
     folder, model_bytes, bundles = fuzz_inputs
+    import resource
+
     rng = random.Random(SEED)
     start = time.time()
+    cpu = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     with tempfile.TemporaryDirectory(dir=folder) as scratch:
         cases = [_model_case(folder, k, label, data, scratch)
                  for k, (label, data) in enumerate(mutated_models(model_bytes, MODEL_MUTATIONS, rng))]
@@ -465,8 +468,11 @@ def test_fuzz_models_and_plans(fuzz_inputs, capsys):
         cases += [_tamper_case(k, label, doc, bundle, scratch) for k, (label, doc, bundle) in enumerate(tampers)]
         problems = run_cases(cases, scratch)
     accepted_models = sum(case.code == 0 for case in cases[:MODEL_MUTATIONS])
+    used = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    own, children = (u.ru_utime + u.ru_stime - c.ru_utime - c.ru_stime for u, c in zip(used, cpu))
     with capsys.disabled():
         print(f"\nfuzz: {MODEL_MUTATIONS} mutated models ({accepted_models} accepted as valid), {len(tampers)} "
-              f"tampered plans, {len(problems)} problems, {time.time() - start:.0f} s")
+              f"tampered plans, {len(problems)} problems; {time.time() - start:.0f} s, CPU {own:.0f} s here and "
+              f"{children:.0f} s in the children")
     assert not problems, "\n".join(problems[:40])
     assert len(tampers) >= 200

@@ -69,6 +69,11 @@ def check_flatbuffer(fb, name, opcode_name, dtypes):
     subgraphs = fb.subgraphs or []
     if not subgraphs:
         fail("has no subgraph")
+    for where, text in _texts(fb):
+        try:
+            text.decode("utf-8") if isinstance(text, bytes) else None
+        except UnicodeDecodeError:
+            fail(f"{where} is not UTF-8 text")
     for m in fb.metadata or []:
         if not 0 <= m.buffer < len(buffers):
             fail(f"metadata {_text(m.name)!r} points at buffer {m.buffer}, but there are {len(buffers)} buffers")
@@ -142,6 +147,9 @@ def _check_operator(op, opcode, tensors, where, fail):
     if len(inputs) < contract.inputs or len(outputs) < contract.outputs:
         fail(f"{where} has {len(inputs)} inputs and {len(outputs)} outputs, needs at least {contract.inputs} "
              f"and {contract.outputs}")
+    for position, index in enumerate(inputs[:contract.inputs]):
+        if index < 0:
+            fail(f"{where} input {position} is required but missing (tensor -1)")
     for position, rank in contract.ranks:
         index = inputs[position]
         if index < 0 or len(_indices(tensors[index].shape)) != rank:
@@ -176,6 +184,23 @@ def check_graph(graph, name):
     for t in graph.outputs:
         if t not in written and not t.is_constant:
             raise TinyVisionError(f"{where}: graph output {t.name!r} is written by no operator")
+
+
+def _texts(fb):
+    """(where, raw string) of every name and code string the IR decodes."""
+    yield "the description", fb.description
+    for m in fb.metadata or []:
+        yield "a metadata name", m.name
+    for k, code in enumerate(fb.operatorCodes or []):
+        yield f"operator code {k}'s custom code", code.customCode
+    for k, sg in enumerate(fb.subgraphs or []):
+        yield f"subgraph {k}'s name", sg.name
+        for i, t in enumerate(sg.tensors or []):
+            yield f"subgraph {k}: tensor {i}'s name", t.name
+    for s in fb.signatureDefs or []:
+        yield "a signature key", s.signatureKey
+        for m in (s.inputs or []) + (s.outputs or []):
+            yield "a signature tensor name", m.name
 
 
 def _indices(values):

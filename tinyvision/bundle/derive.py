@@ -79,9 +79,7 @@ def _check_costs(bundle, fail):
 
     for i, m in enumerate(bundle.models):
         macs = int(model_cost(m.model()).macs)
-        if m.macs is None:
-            m.macs = macs
-        elif m.macs != macs:
+        if m.macs != macs:
             fail(f"models[{i}].macs is {m.macs}, but {m.file} has {macs} MACs")
     runs = [p.model for p in bundle.patches] + [bundle.tail]
     derived = {"macs": sum(bundle.models[i].macs for i in runs), "flash_bytes": sum(len(m.data) for m in bundle.models)}
@@ -96,7 +94,8 @@ def _check_costs(bundle, fail):
 
 
 def _check_offline_plans(bundle, fail):
-    """Each model's OfflineMemoryAllocation against the arena; returns whether the models are planned."""
+    """Each model's OfflineMemoryAllocation against the arena; returns the bytes of the shared region each
+    model's plan occupies (None when the models carry no plans)."""
     from converters.planning import METADATA_NAME
 
     carried = [METADATA_NAME in m.model().metadata for m in bundle.models]
@@ -106,18 +105,18 @@ def _check_offline_plans(bundle, fail):
     if claimed != all(carried):
         fail(f"arena.offline_plans is {str(claimed).lower()}, but the models {'do' if all(carried) else 'do not'} "
              "carry offline plans")
-    if claimed:
-        for i, m in enumerate(bundle.models):
-            _check_model_plan(bundle, i, fail)
-    return claimed
+    if not claimed:
+        return None
+    return [_check_model_plan(bundle, i, fail) for i in range(len(bundle.models))]
 
 
 def _check_model_plan(bundle, i, fail):
     """Model ``i``'s offline plan is a valid TFLM plan inside the shared region that keeps the stage buffers
     its stage does not own free (and, for the tail, reads its input at the last stage), with the kernel
-    scratch of the host and of the board placed outside them."""
-    from converters.planning import (MemoryPlan, align_up, check_plan, deployment_heads, in_place_candidates,
-                                     read_offline_plan, tensor_lifetimes)
+    scratch of the host and of the board placed outside them. Returns the bytes it occupies with the
+    scratch of both kernel sets, as the converter planned it (``deployment_scratch``)."""
+    from converters.planning import (MemoryPlan, align_up, check_plan, deployment_heads, deployment_scratch,
+                                     in_place_candidates, read_offline_plan, target_scratch, tensor_lifetimes)
 
     m, arena = bundle.models[i], bundle.arena
     model = m.model()
@@ -138,23 +137,27 @@ def _check_model_plan(bundle, i, fail):
                           arena["shared"]["size"], max(ends, default=0), 0, 0, "read from the model")
         check_plan(plan, name=m.file)
         deployment_heads(plan, m.file)
+        _, head = target_scratch(plan, deployment_scratch(graph, m.file), "host and the board", m.file)
     except TinyVisionError as e:
         fail(f"models[{i}]'s offline plan does not fit the arena: {e}")
+    return max(head, plan.size)
 
 
 def _expected_arena(bundle, planned):
-    """The arena section the figures give: rebuilt around the plan's shared region and stage offsets when the
-    models carry offline plans (checked against them above), derived entirely otherwise."""
-    from converters.planning import arena_section, temp_reserve
+    """The arena section the figures give: with offline plans, rebuilt around the plan's stage offsets (checked
+    against the models' plans above) and the region those plans occupy; derived entirely otherwise."""
+    from converters.planning import align_up, arena_section, temp_reserve
 
     arena = bundle.arena
     mode = arena.get("interpreters", "resident")
-    if not planned:
+    if planned is None:
         expected = unplanned_arena(bundle, mode)
     else:
         reserve = temp_reserve([m.graph() for m in bundle.models], mode)
-        expected = arena_section(arena["shared"]["size"], [s["offset"] for s in arena["stages"]], bundle.stage_bytes,
-                                 [m.persistent_bytes for m in bundle.models], mode, reserve)
+        offsets = [s["offset"] for s in arena["stages"]]
+        shared = align_up(max(planned + [o + align_up(b) for o, b in zip(offsets, bundle.stage_bytes)]))
+        expected = arena_section(shared, offsets, bundle.stage_bytes, [m.persistent_bytes for m in bundle.models],
+                                 mode, reserve)
         expected["offline_plans"] = True
     expected["interpreters"] = mode
     if "unplanned_reason" in arena:

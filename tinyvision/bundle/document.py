@@ -160,7 +160,7 @@ class Bundle:
         """A Bundle from a plan that passed ``schema.check_plan_fields`` and its model files' bytes (plan order)."""
         models = [
             BundleModel(m["name"], m["role"], data, tuple(m["input_shape"]), tuple(m["output_shape"]),
-                        m.get("macs", 0), m.get("nonpersistent_bytes"), m.get("persistent_bytes"))
+                        m["macs"], m["nonpersistent_bytes"], m["persistent_bytes"])
             for m, data in zip(plan["models"], model_bytes)
         ]
         patches = [Patch(p["model"], Window(**p["window"]), Box(**p["output"]), p["stage"]) for p in plan["patches"]]

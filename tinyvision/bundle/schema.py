@@ -133,7 +133,7 @@ PLAN = Obj({
     "models": List(Obj({
         "name": Str(), "file": Str(), "role": Str(ROLES), "input_shape": Shape(), "output_shape": Shape(),
         "nonpersistent_bytes": Int(), "persistent_bytes": Int(), "macs": Int(0, 1 << 50),
-    }, optional=("macs",)), 1),
+    }), 1),
     "patches": List(Obj({
         "model": Int(0, MAX_ITEMS), "stage": Int(0, MAX_ITEMS),
         "window": Obj({"x": Int(0, MAX_DIMENSION), "y": Int(0, MAX_DIMENSION),
