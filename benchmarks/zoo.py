@@ -40,7 +40,7 @@ from tinyvision.errors import TinyVisionError  # noqa: E402
 from tinyvision.runtime import tflm  # noqa: E402
 
 REFERENCE = "keras_mobilenet_v2_0.35_144"
-# What stock TFLM reports for the reference (docs/HELPERS.md): (head, tail, total) per dense quantization.
+# What stock TFLM reports for the reference (measured; see CONTRIBUTING.md): (head, tail, total) per dense quantization.
 REFERENCE_EXPECTED = {"per_channel": (311_040, 79_760, 390_800), "per_tensor": (311_040, 71_760, 382_800)}
 VARIANTS = ("converter", "reordered", "planned")
 

@@ -5,6 +5,7 @@ system's site-packages, so TensorFlow is not downloaded again) and exports an Ar
 bundle with that environment's `tinyvision` command, from a folder outside the checkout.
 """
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -52,6 +53,8 @@ def test_wheel_install_exports_a_sketch(installed, small_cnn_tflite, tmp_path):
     assert where.startswith(str(bin_dir.parent)) and "site-packages" in where  # the wheel's copy, not the checkout
     bundle = tmp_path / "bundle"
     write_small_cnn_bundle(bundle, small_cnn_tflite, "one_at_a_time")
+    with open(bundle / "plan.json", encoding="utf-8") as f:  # export checks the bundle against its source
+        (tmp_path / json.load(f)["source"]["file"]).write_bytes(small_cnn_tflite)
     done = _run([str(bin_dir / "tinyvision"), "export", f"--model={bundle}", "--arduino", "--output=sketch"],
                 cwd=tmp_path, env=env)
     sketch = tmp_path / "sketch" / "tinyvision_bundle"
