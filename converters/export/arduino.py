@@ -395,16 +395,11 @@ def render_plan_data(bundle, model_symbols, class_names=()):
         *models,
         "};",
         "",
-        "const tinyvision::StageInfo kStages[] = {",
-        "    // buffer {h, w, c}, quantization {scale, zero point}, arena section {offset, size}",
-        *stages,
-        "};",
-        "",
-        "const tinyvision::PatchInfo kPatches[] = {",
-        "    // model, stage, window {x, y, w, h} of the stage's source, output box {x, y, c, w, h, channels}",
-        *patches,
-        "};",
-        "",
+        *_c_table("tinyvision::StageInfo", "kStages",
+                  "buffer {h, w, c}, quantization {scale, zero point}, arena section {offset, size}", stages),
+        *_c_table("tinyvision::PatchInfo", "kPatches",
+                  "model, stage, window {x, y, w, h} of the stage's source, output box {x, y, c, w, h, channels}",
+                  patches),
         "const tinyvision::PersistentSection kPersistent[] = {",
         "    // model, {offset, size}",
         *sections,
@@ -415,9 +410,9 @@ def render_plan_data(bundle, model_symbols, class_names=()):
         "const tinyvision::Plan kTinyVisionPlan = {",
         f"    {{{H}u, {W}u, {C}u}},",
         f"    {{{_c_float(bundle.image['scale'])}, {int(bundle.image['zero_point'])}}},",
-        f"    kStages, {len(bundle.stages)},",
+        f"    {'kStages' if stages else 'nullptr'}, {len(bundle.stages)},",
         f"    kModels, {len(bundle.models)},",
-        f"    kPatches, {len(bundle.patches)},",
+        f"    {'kPatches' if patches else 'nullptr'}, {len(bundle.patches)},",
         f"    {int(bundle.tail)},",
         "    // arena: size, shared, persistent sections, tail input at the last stage, interpreters, temp_reserve",
         f"    {{{int(arena['size'])}u, {{{int(shared['offset'])}u, {int(shared['size'])}u}}, "
@@ -431,6 +426,12 @@ def render_plan_data(bundle, model_symbols, class_names=()):
         "",
     ])
     return header, source
+
+
+def _c_table(type_name, name, comment, rows):
+    """Lines of a constant C array and a blank line; none for no rows (a whole model has no stage and
+    no patch, and C++ has no empty arrays: the plan points at nullptr)."""
+    return [f"const {type_name} {name}[] = {{", f"    // {comment}", *rows, "};", ""] if rows else []
 
 
 def interpreter_mode(bundle):

@@ -20,7 +20,7 @@ from tinyvision.errors import TinyVisionError
 from tinyvision.fileio import replace_folder
 
 FORMAT = "tinyvision.bundle/2"
-KINDS = ("patch_stage", "tunnels")
+KINDS = ("patch_stage", "tunnels", "whole_model")  # whole_model: no patch stage, the tail reads the image
 PLAN_FILE = "plan.json"
 ALIGN = 16
 DEFAULT_INTERPRETERS = "one_at_a_time"
@@ -201,7 +201,10 @@ def validate(bundle, where="bundle"):
 
     if bundle.kind not in KINDS:
         fail(f"unknown kind {bundle.kind!r} (expected one of {KINDS})")
-    if not bundle.stages:
+    if bundle.kind == "whole_model":
+        if bundle.stages or bundle.patches or len(bundle.models) != 1:
+            fail("a whole_model bundle has one model (its tail), no stages and no patches")
+    elif not bundle.stages:
         fail("no stages")
     sources = [_buffer(bundle.source_of(k)) for k in range(len(bundle.stages))]
     stages = [_buffer(s) for s in bundle.stages]
@@ -244,10 +247,11 @@ def validate(bundle, where="bundle"):
             if _quant_of(y) != stages[k][1]:
                 fail(f"{m.file} output quantization {_quant_of(y)} is not stage {k}'s {stages[k][1]}")
         else:
-            if tuple(m.input_shape) != stages[-1][0]:
-                fail(f"tail {m.file} reads {tuple(m.input_shape)}, the last stage buffer is {stages[-1][0]}")
-            if _quant_of(x) != stages[-1][1]:
-                fail(f"tail {m.file} input quantization {_quant_of(x)} is not the last stage's {stages[-1][1]}")
+            read, what = (stages[-1], "the last stage buffer") if stages else (_buffer(bundle.image), "the image")
+            if tuple(m.input_shape) != read[0]:
+                fail(f"tail {m.file} reads {tuple(m.input_shape)}, {what} is {read[0]}")
+            if _quant_of(x) != read[1]:
+                fail(f"tail {m.file} input quantization {_quant_of(x)} is not that of {what} {read[1]}")
     covered = [np.zeros(shape, dtype=np.int32) for shape, _ in stages]
     for k, p in enumerate(bundle.patches):
         m = bundle.models[p.model]
@@ -347,6 +351,9 @@ def finalize(bundle, offline_plans=True, interpreters=DEFAULT_INTERPRETERS):
     if interpreters == "one_at_a_time":
         bundle.patches.sort(key=lambda p: (p.stage, p.model))  # stable: keeps each model's patches in order
     _measure(bundle)
+    if not bundle.stages:
+        bundle.arena = whole_model_arena(bundle)
+        return bundle
     reason = "disabled" if not offline_plans else None
     if offline_plans:
         try:
@@ -363,6 +370,24 @@ def finalize(bundle, offline_plans=True, interpreters=DEFAULT_INTERPRETERS):
         bundle.arena = unplanned_arena(bundle, interpreters)
         bundle.arena["unplanned_reason"] = reason
     return bundle
+
+
+def whole_model_arena(bundle):
+    """The arena of a measured whole_model bundle: the model's head on the host or on the board
+    (CMSIS-NN scratch placed around its own offline plan, ``tinyvision.analysis.memory``), whichever
+    is larger, then its persistent section. Its input is not planned at a stage: the runtime copies
+    the image into it (``offline_plans`` false)."""
+    from converters.planning import check_arena
+    from tinyvision.analysis.memory import memory_profile
+
+    (model,) = bundle.models
+    board_head = memory_profile(model.data, model.file, kernels="cmsis_nn").head_bytes
+    shared = _align(max(model.nonpersistent_bytes, board_head))
+    persistent = _align(model.persistent_bytes)
+    arena = {"size": shared + persistent, "interpreters": "resident", "shared": {"offset": 0, "size": shared},
+             "stages": [], "persistent": [{"model": 0, "offset": shared, "size": persistent}], "offline_plans": False}
+    check_arena(arena, 1)
+    return arena
 
 
 def _plan_offline(bundle, interpreters):

@@ -489,6 +489,15 @@ def split_stages(model, stages, name="model.tflite"):
                            patches)
 
 
+def whole_model(model, name="model.tflite"):
+    """The unsplit ``model`` as a bundle (kind "whole_model"): no stage, no patch, its one model the
+    tail reading the image. The runtime and the Arduino export run it like any bundle."""
+    model, data = as_model(model, name)
+    check_model(model, name)
+    models = [BundleModel.from_model("model", "tail", data, model)]
+    return assemble_bundle("whole_model", model, data, name, model.main.inputs[0], [], models, [])
+
+
 def assemble_bundle(kind, model, data, name, image, stages, models, patches):
     """A ``Bundle`` whose last model is the tail, with its source, image and stage descriptions
     (``stage_description``, in stage order) and stats."""
