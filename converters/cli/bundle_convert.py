@@ -5,6 +5,7 @@ import os
 import re
 import time
 
+from converters.cli.units import parse_bytes
 from tinyvision.errors import TinyVisionError
 
 
@@ -37,7 +38,6 @@ def convert_to_bundle(model_bytes, FLAGS, source_bytes=None):
     source_bytes: the user's file ``model_bytes`` was optimized from (reordered and planned: the same
     outputs, other bytes); the plan's source hash names it, so ``analyze`` recognizes the file.
     """
-    from converters.cli.units import parse_bytes
     from converters.ir import Model
     from converters.patching import split_patch_stage, split_stages, split_tunnels, write_bundle
     from converters.patching.bundle import finalize
@@ -51,21 +51,7 @@ def convert_to_bundle(model_bytes, FLAGS, source_bytes=None):
     if mode == "tunnels":
         bundle = split_tunnels(model, name)
     elif mode == "auto":
-        from converters.patching.search import format_table, search
-
-        budget = parse_bytes(FLAGS.budget)
-        result = search(model, budget, FLAGS.max_mac_overhead, name, interpreters=FLAGS.interpreters)
-        print(f"patch split search: {len(result.candidates)} candidates, Pareto set (estimated shared region, "
-              f"measured persistent):")
-        for line in format_table(result):
-            print("  " + line)
-        if result.chosen is None:
-            b = result.best
-            raise TinyVisionError(
-                f"no split fits {budget:,} B with MAC overhead <= {100 * FLAGS.max_mac_overhead:.0f}%: the smallest "
-                f"is {b.label} with {b.total:,} B (MAC overhead {100 * b.mac_overhead:.1f}%)")
-        print(f"chosen: {result.chosen.label}")
-        bundle = split_stages(model, result.chosen.stages, name)
+        bundle = auto_bundle(model, model_bytes, name, FLAGS)
     elif ":" in mode:
         bundle = split_stages(model, _chain(mode), name)
     else:
@@ -73,12 +59,9 @@ def convert_to_bundle(model_bytes, FLAGS, source_bytes=None):
         if FLAGS.split is None:
             raise TinyVisionError(f"--patches={FLAGS.patches} needs --split=N (operators run per patch)")
         bundle = split_patch_stage(model, FLAGS.split, grid, name)
-    if source_bytes is not None:
+    if source_bytes is not None:  # also in a whole_model bundle: the user's file, not its optimized bytes
         bundle.source["sha256"] = hashlib.sha256(source_bytes).hexdigest()
     finalize(bundle, interpreters=FLAGS.interpreters)
-    if mode == "auto" and bundle.arena["size"] > parse_bytes(FLAGS.budget):
-        raise TinyVisionError(f"the chosen split needs {bundle.arena['size']:,} B on TFLM, over the "
-                              f"{parse_bytes(FLAGS.budget):,} B budget (the estimate was too low)")
     if FLAGS.verify:
         from tinyvision.runtime.patch_runner import verify_bundle
 
@@ -90,6 +73,92 @@ def convert_to_bundle(model_bytes, FLAGS, source_bytes=None):
     for line in summary_lines(bundle):
         print(line)
     print(f"wrote {FLAGS.output} ({len(bundle.models)} models) in {time.time() - start:.1f} s")
+
+
+MEASURED_POINTS = 4  # most split points built and measured (TFLM, real layout, export's RAM/flash) per search
+
+
+def auto_bundle(model, model_bytes, name, FLAGS):
+    """``--patches=auto``: the finalized bundle of least static RAM (arena + runtime objects, as
+    ``export --arduino`` counts it) within --max_mac_overhead, --max_flash_overhead and the board's RAM
+    and flash (or --budget / --flash_budget); the whole model when no split beats it. Every point is
+    built and measured before it is taken; one over a budget (its estimate was too low) gives way to
+    the next. A tunnel model (InputSegmentation/PatchTunnel) takes its tunnels."""
+    from converters.export.arduino import fit_report
+    from converters.export.boards import get_board
+    from converters.patching import split_stages, split_tunnels, whole_model
+    from converters.patching.bundle import finalize
+    from converters.patching.search import Candidate, candidate_points, format_table, search
+
+    board = get_board(FLAGS.board)
+    sram_budget = parse_bytes(FLAGS.budget) if FLAGS.budget else board.ram_available
+    flash_budget = parse_bytes(FLAGS.flash_budget) if FLAGS.flash_budget else board.flash_bytes
+    model_flash_limit = int((1 + FLAGS.max_flash_overhead) * len(model_bytes))
+    whole = finalize(whole_model(model, name))
+    report = fit_report(whole, board)
+    unsplit = Candidate((), whole.arena["shared"]["size"], 0.0, len(model_bytes),
+                        persistent=whole.arena["size"] - whole.arena["shared"]["size"],
+                        measured_sram=report.ram_bytes, measured_flash=report.flash_bytes)
+    objects = report.ram_bytes - whole.arena["size"]
+    fixed_flash = report.flash_bytes - report.flash["models"]  # code, plan tables and test image
+
+    def fits(c):
+        return c.sram <= sram_budget and c.measured_flash <= flash_budget and c.flash <= model_flash_limit
+
+    limits = (f"SRAM <= {sram_budget:,} B, flash <= {flash_budget:,} B ({board.name}), MAC overhead <= "
+              f"{100 * FLAGS.max_mac_overhead:.0f}%, model flash <= {model_flash_limit:,} B")
+    points = candidate_points(model)
+    if not points:
+        try:
+            tunnels = split_tunnels(model, name)
+        except TinyVisionError:
+            tunnels = None
+        if tunnels is not None:
+            finalize(tunnels, interpreters=FLAGS.interpreters)
+            report = fit_report(tunnels, board)
+            print(f"auto: {name} is built of patch tunnels, so it takes them (--patches=tunnels): "
+                  f"{report.ram_bytes:,} B SRAM (unsplit {unsplit.sram:,} B), {report.flash_bytes:,} B flash")
+            if report.ram_bytes <= sram_budget and report.flash_bytes <= flash_budget:
+                return tunnels
+            if not fits(unsplit):
+                raise TinyVisionError(f"neither the tunnels of {name} nor the whole model fit {limits}")
+    chosen, bundle = (unsplit, whole) if fits(unsplit) else (None, None)
+    result = search(model, FLAGS.max_mac_overhead, name, interpreters=FLAGS.interpreters, sram_budget=sram_budget,
+                    flash_budget=min(flash_budget - fixed_flash, model_flash_limit), objects=objects) if points else None
+    tried = result.ranked[:MEASURED_POINTS] if result else []
+    for c in tried:
+        if chosen is not None and c.sram >= chosen.sram:
+            break  # estimates run below what TFLM measures: nothing further on can beat the chosen one
+        built = finalize(split_stages(model, c.stages, name), interpreters=FLAGS.interpreters)
+        measured = fit_report(built, board)
+        c.shared, c.flash = built.arena["shared"]["size"], measured.flash["models"]
+        c.persistent = built.arena["size"] - c.shared
+        c.measured_sram, c.measured_flash = measured.ram_bytes, measured.flash_bytes
+        if not fits(c):
+            print(f"  {c.label[2:]}: measured {c.sram:,} B SRAM, {c.measured_flash:,} B flash: over the budget, "
+                  "next point")
+        elif chosen is None or c.sram < chosen.sram:
+            chosen, bundle = c, built
+    if result is None:
+        print(f"{name} has no patch stage to split")
+    else:
+        print(f"patch split search: {len(result.candidates)} candidates; Pareto set in SRAM (arena + runtime "
+              f"objects) and MACs within {limits}:")
+    for line in (format_table(result, chosen) if result else []) + [
+            f"{'unsplit (measured)':<28} {unsplit.shared:>8,} {unsplit.persistent:>10,} {unsplit.sram:>9,} "
+            f"{'measured':<9} {0:>6.1f}% {unsplit.flash:>11,}" + ("  <- chosen" if chosen is unsplit else "")]:
+        print("  " + line)
+    if chosen is None:
+        best = min(tried + [unsplit] + ([result.best] if result else []), key=lambda c: c.sram)
+        raise TinyVisionError(f"no split of {name} fits {limits}: the smallest is {best.label} with {best.sram:,} B "
+                              f"(MAC overhead {100 * best.mac_overhead:.1f}%)")
+    if chosen is unsplit:
+        print(f"no split beats the unsplit model ({unsplit.sram:,} B SRAM): writing it whole, as a bundle "
+              "with no patch stage (export --arduino takes it as is)")
+    else:
+        print(f"chosen: {chosen.label}: {chosen.sram:,} B SRAM (unsplit {unsplit.sram:,} B), "
+              f"{chosen.measured_flash:,} B flash, MAC overhead {100 * chosen.mac_overhead:.1f}%")
+    return bundle
 
 
 def summary_lines(bundle):

@@ -143,10 +143,8 @@ def export_arduino(bundle_dir, out_dir, board="nano33ble", test_image=None, sket
     Raises TinyVisionError for an invalid bundle, an unknown board, an operator the Arduino TFLM
     library cannot register, or a bundle that does not fit the board.
     """
-    from converters.patching import read_bundle
-
     profile = get_board(board)
-    bundle = read_bundle(bundle_dir)
+    bundle = load_for_export(bundle_dir)
     if not bundle.arena:
         raise TinyVisionError(f"{bundle_dir}: the bundle has no arena layout (plan.json 'arena')")
     name = _sketch_name(bundle_dir, sketch_name)
@@ -186,6 +184,41 @@ def export_arduino(bundle_dir, out_dir, board="nano33ble", test_image=None, sket
         if created and not written and not os.listdir(out_dir):
             os.rmdir(out_dir)  # a refused export leaves no trace
     return report
+
+
+def load_for_export(path):
+    """The bundle at ``path``, or a plain .tflite file wrapped as a whole_model bundle (measured on TFLM)."""
+    from converters.patching import read_bundle, whole_model
+    from converters.patching.bundle import finalize
+
+    if not os.path.isfile(path):
+        return read_bundle(path)
+    from tinyvision.fileio import read_tflite_bytes
+
+    return finalize(whole_model(read_tflite_bytes(path), os.path.basename(path)))
+
+
+def fit_report(bundle, board="nano33ble"):
+    """The ``ExportReport`` ``export_arduino`` would make for a finalized ``bundle`` (default test image, no
+    camera), without writing a sketch: what the converter checks before it picks a bundle."""
+    profile = get_board(board)
+    image, label, _ = prepare_test_image(bundle)
+    files = render_sketch(bundle, "tinyvision_fit", image, label, [])
+    with tempfile.TemporaryDirectory(prefix="tinyvision-fit-") as folder:
+        for file_name, text in files.items():
+            if file_name in PLAIN_SOURCES or file_name.endswith(".h"):  # what arm_size compiles
+                with open(os.path.join(folder, file_name), "w", encoding="utf-8") as f:
+                    f.write(text)
+        return _memory_report(bundle, profile, folder, folder, image, files, False)
+
+
+def fits_board(report):
+    """Why an ``ExportReport`` does not fit its board (one line), or None when it fits."""
+    try:
+        _check_fit(report, get_board(report.board))
+    except TinyVisionError as e:
+        return str(e)
+    return None
 
 
 # ---------------------------------------------------------------- test image (numpy mirror of the device path)
@@ -673,7 +706,10 @@ def _read_app(file_name):
 
 def _sketch_name(bundle_dir, sketch_name):
     if sketch_name is None:
-        base = re.sub(r"[^A-Za-z0-9_]", "_", os.path.basename(os.path.abspath(os.fspath(bundle_dir))))
+        base = os.path.basename(os.path.abspath(os.fspath(bundle_dir)))
+        if base.endswith(".tflite"):
+            base = base[:-len(".tflite")]
+        base = re.sub(r"[^A-Za-z0-9_]", "_", base)
         sketch_name = ("tinyvision_" + base)[:63]
     if not isinstance(sketch_name, str) or not _SKETCH_NAME.match(sketch_name):
         raise TinyVisionError(f"sketch name {sketch_name!r} must be 1-63 letters, digits or '_'")

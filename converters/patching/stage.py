@@ -377,7 +377,7 @@ def derived_model(source, graph):
     """A standalone model of ``graph`` (pruned) carrying the source's description and still-valid metadata."""
     graph.prune_tensors()
     metadata = {k: v for k, v in source.metadata.items() if k in _KEPT_METADATA}
-    return Model([graph], metadata=metadata, description=source.description)
+    return Model([graph], metadata=metadata, description=source.description, short_tensor_names=True)
 
 
 def tail_graph(graph, n, stage):
