@@ -101,13 +101,13 @@ def test_export_arduino_takes_a_plain_tflite(small_cnn_tflite, tmp_path):
 def test_identical_model_files_are_stored_once(small_cnn_tflite, tmp_path):
     """A patch that runs a byte-identical copy of another patch model runs that model instead."""
     n = split_points(small_cnn_tflite)[-1]
-    bundle = split_patch_stage(small_cnn_tflite, n, (2, 3))
+    bundle = split_patch_stage(small_cnn_tflite, n, 4)
     count = len(bundle.models)
-    copy = dataclasses.replace(bundle.models[0], name="copy_of_first")
-    bundle.models.insert(bundle.tail, copy)
+    shared = max(range(count - 1), key=lambda i: sum(p.model == i for p in bundle.patches))  # the interior model
+    assert sum(p.model == shared for p in bundle.patches) > 1
+    bundle.models.insert(bundle.tail, dataclasses.replace(bundle.models[shared], name="copy"))
     bundle.tail += 1
-    first = [p for p in bundle.patches if p.model == 0][0]
-    first.model = bundle.tail - 1
+    next(p for p in bundle.patches if p.model == shared).model = bundle.tail - 1
     write_bundle(finalize(bundle), tmp_path / "b")
     written = read_bundle(tmp_path / "b")
     assert len(written.models) == count

@@ -94,7 +94,7 @@ def auto_bundle(model, model_bytes, name, FLAGS):
     sram_budget = parse_bytes(FLAGS.budget) if FLAGS.budget else board.ram_available
     flash_budget = parse_bytes(FLAGS.flash_budget) if FLAGS.flash_budget else board.flash_bytes
     model_flash_limit = int((1 + FLAGS.max_flash_overhead) * len(model_bytes))
-    whole = finalize(whole_model(model, name))
+    whole = finalize(whole_model(model_bytes, name))  # the bytes as they are: metadata and labels kept
     report = fit_report(whole, board)
     unsplit = Candidate((), whole.arena["shared"]["size"], 0.0, len(model_bytes),
                         persistent=whole.arena["size"] - whole.arena["shared"]["size"],
