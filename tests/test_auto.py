@@ -113,3 +113,24 @@ def test_identical_model_files_are_stored_once(small_cnn_tflite, tmp_path):
     assert len(written.models) == count
     assert len({m.data for m in written.models}) == count
     assert verify_bundle(written, small_cnn_tflite).ok
+
+
+def test_auto_takes_the_tunnels_of_a_tunnel_model(tmp_path, capsys):
+    """seed003's tunnel layout at test size (17 tunnels, 64x64): auto splits it into its tunnels."""
+    import models
+    from conftest import randomize
+    from converters.quantize import to_int8_tflite
+    from tinyvision.data import synthetic_arrays
+
+    model = randomize(models.build("seed003_imagenet", resolution=64, patch_size=16, head_units=16, classes=5,
+                                   stages=((1, 8, 1, 1, 3, 1), (6, 16, 1, 2, 3, 2))))
+    data = to_int8_tflite(model, synthetic_arrays(4, resolution=64)[0], max_samples=4)
+    out = tmp_path / "tunnels"
+    convert_to_bundle(data, _flags(out))
+    text = capsys.readouterr().out
+    assert "built of patch tunnels" in text
+    bundle = read_bundle(out)
+    if "chosen: the tunnels" in text:
+        assert bundle.kind == "tunnels"
+    else:  # the whole model needs less: auto is never worse than it
+        assert bundle.kind == "whole_model" and "do not beat the unsplit model" in text

@@ -114,14 +114,7 @@ def auto_bundle(model, model_bytes, name, FLAGS):
         except TinyVisionError:
             tunnels = None
         if tunnels is not None:
-            finalize(tunnels, interpreters=FLAGS.interpreters)
-            report = fit_report(tunnels, board)
-            print(f"auto: {name} is built of patch tunnels, so it takes them (--patches=tunnels): "
-                  f"{report.ram_bytes:,} B SRAM (unsplit {unsplit.sram:,} B), {report.flash_bytes:,} B flash")
-            if report.ram_bytes <= sram_budget and report.flash_bytes <= flash_budget:
-                return tunnels
-            if not fits(unsplit):
-                raise TinyVisionError(f"neither the tunnels of {name} nor the whole model fit {limits}")
+            return _tunnels_or_whole(tunnels, whole, unsplit, fits, limits, name, board, FLAGS)
     chosen, bundle = (unsplit, whole) if fits(unsplit) else (None, None)
     result = search(model, FLAGS.max_mac_overhead, name, interpreters=FLAGS.interpreters, sram_budget=sram_budget,
                     flash_budget=min(flash_budget - fixed_flash, model_flash_limit), objects=objects) if points else None
@@ -145,7 +138,7 @@ def auto_bundle(model, model_bytes, name, FLAGS):
         print(f"patch split search: {len(result.candidates)} candidates; Pareto set in SRAM (arena + runtime "
               f"objects) and MACs within {limits}:")
     for line in (format_table(result, chosen) if result else []) + [
-            f"{'unsplit (measured)':<28} {unsplit.shared:>8,} {unsplit.persistent:>10,} {unsplit.sram:>9,} "
+            f"{'unsplit (measured)':<36} {unsplit.shared:>8,} {unsplit.persistent:>10,} {unsplit.sram:>9,} "
             f"{'measured':<9} {0:>6.1f}% {unsplit.flash:>11,}" + ("  <- chosen" if chosen is unsplit else "")]:
         print("  " + line)
     if chosen is None:
@@ -161,6 +154,34 @@ def auto_bundle(model, model_bytes, name, FLAGS):
     return bundle
 
 
+def _tunnels_or_whole(tunnels, whole, unsplit, fits, limits, name, board, FLAGS):
+    """A tunnel model's bundle: its tunnels when they fit and need less SRAM than the whole model, else the
+    whole model when it fits; TinyVisionError (one line, with the figures) when neither does."""
+    from converters.export.arduino import fit_report
+    from converters.patching.bundle import finalize
+    from converters.patching.search import Candidate
+
+    finalize(tunnels, interpreters=FLAGS.interpreters)
+    report = fit_report(tunnels, board)
+    split = Candidate((), tunnels.arena["shared"]["size"], tunnels.stats.get("mac_overhead", 0.0),
+                      sum(len(m.data) for m in tunnels.models), measured_sram=report.ram_bytes,
+                      measured_flash=report.flash_bytes)
+    print(f"auto: {name} is built of patch tunnels (--patches=tunnels): {split.sram:,} B SRAM, "
+          f"{split.measured_flash:,} B flash; the whole model {unsplit.sram:,} B SRAM, {unsplit.measured_flash:,} B")
+    if fits(split) and (split.sram < unsplit.sram or not fits(unsplit)):
+        print("chosen: the tunnels")
+        return tunnels
+    if fits(unsplit):
+        print(f"the tunnels do not beat the unsplit model within {limits}: writing it whole, as a bundle with no "
+              "patch stage (export --arduino takes it as is)")
+        return whole
+    shared = len({p.model for p in tunnels.patches}) < len(tunnels.patches)
+    raise TinyVisionError(
+        f"neither the tunnels of {name} nor the whole model fit {limits}"
+        + ("" if shared else "; its tunnels do not share one model (calibrated one by one): a QAT-trained "
+           "model's do (tinyvision train), or take them anyway with --patches=tunnels"))
+
+
 def summary_lines(bundle):
     """Arena, image, MACs and flash of a finalized bundle as text lines."""
     from converters.planning import persistent_span
@@ -171,9 +192,10 @@ def summary_lines(bundle):
     buffers = ", ".join(f"{'x'.join(map(str, s['shape']))} = {math.prod(s['shape']):,} B" for s in bundle.stages)
     H, W, C = bundle.image["shape"]
     stats = bundle.stats
+    held = f"stage buffer{'s' * (len(bundle.stages) > 1)} {buffers}" if bundle.stages else "the whole model's head"
     lines = [
-        f"shared region   {arena['shared']['size']:>10,} B  (stage buffer{'s' * (len(bundle.stages) > 1)} {buffers})",
-        f"persistent      {persistent:>10,} B  ({len(arena['persistent'])} sections"
+        f"shared region   {arena['shared']['size']:>10,} B  ({held})",
+        f"persistent      {persistent:>10,} B  ({len(arena['persistent'])} section{'s' * (len(arena['persistent']) > 1)}"
         + (", one interpreter at a time: the largest)" if mode == "one_at_a_time" else ", side by side)"),
         f"arena total     {arena['size']:>10,} B",
         f"image           {H * W * C:>10,} B  ({H}x{W}x{C})",

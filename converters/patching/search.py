@@ -18,6 +18,7 @@ add up over the pieces. Persistent sections are measured on TFLM only for the Pa
 MAC overhead), all in one subprocess.
 """
 import dataclasses
+import itertools
 import math
 
 from converters.patching.bundle import ALIGN, DEFAULT_INTERPRETERS
@@ -105,7 +106,7 @@ def candidate_points(model, limit=MAX_POINTS):
 class _Piece:
     """A stage from cut a to cut b over grid p (or the tail after a cut): its models' largest head, its
     buffer span, MACs, flash, largest AllocateTensors temporaries (``converters.planning.temp_reserve``)
-    and model files (measured on TFLM for the Pareto set only)."""
+    and model files (persistent measured on TFLM for the Pareto set only)."""
 
     head: int
     span: int
@@ -113,6 +114,7 @@ class _Piece:
     flash: int
     temp: int
     datas: tuple
+    sections: list = None  # TFLM persistent bytes of each model (aligned), once measured
 
 
 class _Pieces:
@@ -240,22 +242,66 @@ def search(model, max_mac_overhead, name="model.tflite", grids=GRIDS, log=None, 
     model, _ = as_model(model, name)
     candidates = _chains(model, name, grids, log, interpreters, max_stages)
     pieces = candidates.pieces
-    front = _flash_front(candidates)
-    parts = {id(part): part for c in front for part in pieces.parts(c.stages)}
-    datas = [(key, data) for key, part in parts.items() for data in part.datas]
-    reports = measure_models([data for _, data in datas])
-    sections = {key: [] for key in parts}
-    for (key, _), report in zip(datas, reports):
-        sections[key].append(_align(report.tail_bytes))
-    for c in front:
-        sizes = [size for part in pieces.parts(c.stages) for size in sections[id(part)]]
-        c.persistent = sum(sizes) if interpreters == "resident" else max(sizes)
-        c.objects = objects
+
+    def measured(chains):
+        _measure_persistent(pieces, chains)
+        for c in chains:
+            sizes = [size for part in pieces.parts(c.stages) for size in part.sections]
+            c.persistent, c.objects = sum(sizes) if interpreters == "resident" else max(sizes), objects
+        return chains
+
+    def eligible(c):
+        return c.mac_overhead <= max_mac_overhead and (flash_budget is None or c.flash <= flash_budget)
+
+    front = measured(_flash_front(candidates))
+    if interpreters == "one_at_a_time":
+        segmented = measured(_with_segments(model, pieces, [c for c in front if eligible(c)]))
+        candidates += segmented
+        front += segmented
     within_flash = [c for c in front if flash_budget is None or c.flash <= flash_budget]
-    ranked = sorted((c for c in within_flash if c.mac_overhead <= max_mac_overhead
-                     and (sram_budget is None or c.sram <= sram_budget)), key=lambda c: (c.sram, c.mac_overhead))
+    ranked = sorted((c for c in front if eligible(c) and (sram_budget is None or c.sram <= sram_budget)),
+                    key=lambda c: (c.sram, c.mac_overhead))
     best = min(front, key=lambda c: (c.sram, c.mac_overhead))
     return SearchResult(list(candidates), pareto(within_flash, key=lambda c: c.sram), ranked, best)
+
+
+def _measure_persistent(pieces, chains):
+    """TFLM's persistent bytes of every model of the chains' pieces not measured yet (one subprocess)."""
+    from tinyvision.runtime.patch_runner import measure_models
+
+    parts = list({id(part): part for c in chains for part in pieces.parts(c.stages) if part.sections is None}.values())
+    reports = iter(measure_models([data for part in parts for data in part.datas]))
+    for part in parts:
+        part.sections = [_align(next(reports).tail_bytes) for _ in part.datas]
+
+
+SEGMENT_SHARES = (0.4, 0.5, 0.6)  # where a tail is cut in two, as shares of its persistent estimate
+
+
+def _persistent_weight(op):
+    """A rough share of TFLM's persistent bytes an op takes: its node and per-channel requantization
+    (multiplier and shift per output channel); only used to place segment cuts."""
+    out = op.outputs[0] if op.outputs else None
+    return 200 + (8 * int(out.shape[-1]) if out is not None and len(out.shape) else 0)
+
+
+def _with_segments(model, pieces, chains):
+    """The chains with their tail cut in two sequential models (a last "stage" of one 1x1 tile: the first
+    runs on the whole stage buffer, the second reads its output in place). With one interpreter at a
+    time the persistent slot holds the largest model's section, and the tail's is often the largest."""
+    ops = model.main.ops
+    points = split_points(model)
+    grown = []
+    for a in sorted({c.stages[-1][0] for c in chains}):
+        later = [n for n in points if n > a]
+        if not later:
+            continue
+        weight = list(itertools.accumulate(_persistent_weight(op) for op in ops[a:]))  # of ops a..a + i
+        cuts = {next((n for n in later if weight[n - a - 1] >= share * weight[-1]), None) for share in SEGMENT_SHARES}
+        for b in sorted(cuts - {None}):
+            if pieces.piece(a, b, 1) is not None:
+                grown += [pieces.chain(c.stages + ((b, 1),)) for c in chains if c.stages[-1][0] == a]
+    return grown
 
 
 class _Chains(list):
@@ -322,12 +368,12 @@ def _next_cuts(pieces, points, blocks, a):
 def format_table(result, chosen=None):
     """The Pareto table as text lines: SRAM (arena + runtime objects; TFLM-measured through the real layout
     where the point was built, else estimated: shared region estimated, persistent measured), MACs, flash."""
-    lines = [f"{'stages (n grid)':<28} {'shared':>8} {'persistent':>10} {'SRAM':>9} {'':<9} {'MAC +%':>7} "
+    lines = [f"{'stages (n grid)':<36} {'shared':>8} {'persistent':>10} {'SRAM':>9} {'':<9} {'MAC +%':>7} "
              f"{'model flash':>11}"]
     rows = list(result.pareto) + [c for c in result.ranked if c.measured_sram is not None and c not in result.pareto]
     for c in sorted(rows, key=lambda c: (c.sram, c.mac_overhead)):
         mark = "  <- chosen" if c is chosen else ""
         how = "measured" if c.measured_sram is not None else "estimate"
-        lines.append(f"{c.label[2:]:<28} {c.shared:>8,} {c.persistent:>10,} {c.sram:>9,} {how:<9} "
+        lines.append(f"{c.label[2:]:<36} {c.shared:>8,} {c.persistent:>10,} {c.sram:>9,} {how:<9} "
                      f"{100 * c.mac_overhead:>6.1f}% {c.flash:>11,}{mark}")
     return lines
