@@ -175,7 +175,7 @@ def test_board_scratch_stays_out_of_the_stages(mobilenet, interpreters):
 
 
 def test_search_chains_stages_when_the_tail_sets_the_peak(mobilenet):
-    result = search(mobilenet, 256 * 1024, 0.5)
+    result = search(mobilenet, 0.5)
     single = min(c.shared for c in result.candidates if len(c.stages) == 1)
     chained = [c for c in result.pareto if len(c.stages) > 1]
     assert chained and min(c.shared for c in chained) < single

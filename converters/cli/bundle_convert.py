@@ -75,7 +75,9 @@ def convert_to_bundle(model_bytes, FLAGS, source_bytes=None):
     print(f"wrote {FLAGS.output} ({len(bundle.models)} models) in {time.time() - start:.1f} s")
 
 
-MEASURED_POINTS = 4  # most split points built and measured (TFLM, real layout, export's RAM/flash) per search
+# Split points built and measured (TFLM, real layout, export's RAM and flash) per search: at most
+# MEASURED_POINTS once one fits (they only look for a smaller one), MAX_MEASURED_POINTS in all.
+MEASURED_POINTS, MAX_MEASURED_POINTS = 4, 10
 
 
 def auto_bundle(model, model_bytes, name, FLAGS):
@@ -118,10 +120,13 @@ def auto_bundle(model, model_bytes, name, FLAGS):
     chosen, bundle = (unsplit, whole) if fits(unsplit) else (None, None)
     result = search(model, FLAGS.max_mac_overhead, name, interpreters=FLAGS.interpreters, sram_budget=sram_budget,
                     flash_budget=min(flash_budget - fixed_flash, model_flash_limit), objects=objects) if points else None
-    tried = result.ranked[:MEASURED_POINTS] if result else []
-    for c in tried:
-        if chosen is not None and c.sram >= chosen.sram:
+    tried = []
+    for c in result.ranked if result else []:
+        if chosen is not None and (c.sram >= chosen.sram or len(tried) >= MEASURED_POINTS):
             break  # estimates run below what TFLM measures: nothing further on can beat the chosen one
+        if len(tried) >= MAX_MEASURED_POINTS:
+            break
+        tried.append(c)
         built = finalize(split_stages(model, c.stages, name), interpreters=FLAGS.interpreters)
         measured = fit_report(built, board)
         c.shared, c.flash = built.arena["shared"]["size"], measured.flash["models"]

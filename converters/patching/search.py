@@ -145,14 +145,14 @@ class _Pieces:
                 max(heads[i] for i in patch),
                 _align(math.prod(bundle.last_stage["shape"])),
                 sum(bundle.models[q.model].macs for q in bundle.patches),
-                sum(len(bundle.models[i].data) for i in patch),
+                sum(_flash(bundle.models[i]) for i in patch),
                 max(temps[i] for i in patch),
                 tuple(bundle.models[i].data for i in patch),
             )
             tail = bundle.models[bundle.tail]
             if b not in self.tail_pieces:
                 self.tails[b] = tail.parsed
-                self.tail_pieces[b] = _Piece(heads[bundle.tail], 0, tail.macs, len(tail.data), temps[bundle.tail],
+                self.tail_pieces[b] = _Piece(heads[bundle.tail], 0, tail.macs, _flash(tail), temps[bundle.tail],
                                             (tail.data,))
         return self.pieces[key]
 
@@ -186,6 +186,12 @@ class _Pieces:
         macs += tail.macs
         overhead = round(macs / self.baseline_macs - 1, 6) if self.baseline_macs else 0.0
         return Candidate(tuple(stages), peak, overhead, flash)
+
+
+def _flash(model):
+    """Flash bytes of a bundle model once ``finalize`` has added its offline plan (4 B per tensor and a
+    metadata entry) and the export has aligned its array to 16 B."""
+    return _align(len(model.data) + 4 * len(model.graph().tensors) + 64)
 
 
 def _prefix_front(pieces, chains):
