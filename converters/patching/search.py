@@ -21,6 +21,7 @@ import dataclasses
 import itertools
 import math
 
+from converters.export.arduino import PLAN_BYTES_PER_MODEL, PLAN_BYTES_PER_PATCH, PLAN_BYTES_PER_SECTION
 from converters.patching.bundle import ALIGN, DEFAULT_INTERPRETERS
 from converters.patching.stage import as_model, split_patch_stage, split_points
 from tinyvision.errors import TinyVisionError
@@ -145,7 +146,7 @@ class _Pieces:
                 max(heads[i] for i in patch),
                 _align(math.prod(bundle.last_stage["shape"])),
                 sum(bundle.models[q.model].macs for q in bundle.patches),
-                sum(_flash(bundle.models[i]) for i in patch),
+                sum(_flash(bundle.models[i]) for i in patch) + PLAN_BYTES_PER_PATCH * len(bundle.patches),
                 max(temps[i] for i in patch),
                 tuple(bundle.models[i].data for i in patch),
             )
@@ -190,8 +191,9 @@ class _Pieces:
 
 def _flash(model):
     """Flash bytes of a bundle model once ``finalize`` has added its offline plan (4 B per tensor and a
-    metadata entry) and the export has aligned its array to 16 B."""
-    return _align(len(model.data) + 4 * len(model.graph().tensors) + 64)
+    metadata entry) and the export has aligned its array, with its entries in the sketch's plan tables."""
+    return (_align(len(model.data) + 4 * len(model.graph().tensors) + 64) + PLAN_BYTES_PER_MODEL
+            + PLAN_BYTES_PER_SECTION + len(model.name) + 1)
 
 
 def _prefix_front(pieces, chains):
