@@ -1,9 +1,7 @@
 """converters.export.arduino: a bundle -> a complete Arduino sketch folder, or a clear refusal."""
 import dataclasses
-import json
 import os
 import re
-import shutil
 
 import numpy as np
 import pytest

@@ -54,18 +54,21 @@ def read_int8(path):
     return np.fromfile(path, dtype=np.int8)
 
 
-@pytest.fixture(scope="module", params=[(stages, mode) for stages in (1, 2) for mode in ("resident", "one_at_a_time")],
+@pytest.fixture(scope="module", params=[(0, "resident")] + [(stages, mode) for stages in (1, 2)
+                                                            for mode in ("resident", "one_at_a_time")],
                 ids=lambda p: f"{p[0]}_stage-{p[1]}")
 def bundle_dir(request, tmp_path_factory, small_cnn_tflite):
-    """Real bundles of the small CNN written by the converter, in each arena mode: one stage (2x3 patches,
-    split after the residual block), or two (2x2 patches up to the first split point, then 2x3 patches of
-    that stage buffer up to the last one)."""
-    from converters.patching import split_patch_stage, split_points, split_stages, write_bundle
+    """Real bundles of the small CNN written by the converter, in each arena mode: the whole model (no
+    stage: the tail reads the image), one stage (2x3 patches, split after the residual block), or two
+    (2x2 patches up to the first split point, then 2x3 patches of that stage buffer up to the last one)."""
+    from converters.patching import split_patch_stage, split_points, split_stages, whole_model, write_bundle
     from converters.patching.bundle import finalize
 
     num_stages, mode = request.param
     points = split_points(small_cnn_tflite)
-    if num_stages == 1:
+    if num_stages == 0:
+        bundle = whole_model(small_cnn_tflite)
+    elif num_stages == 1:
         bundle = split_patch_stage(small_cnn_tflite, points[-1], (2, 3))
     else:
         bundle = split_stages(small_cnn_tflite, [(points[0], 2), (points[-1], (2, 3))])

@@ -232,6 +232,10 @@ Status PatchRunner::CheckModel(uint16_t m) {
   if (!Int8Tensor(in) || !Int8Tensor(out) || !SameDims(in, info.input) || !SameDims(out, info.output)) {
     return Status::kTensorMismatch;
   }
+  if (info.role == ModelRole::kTail && plan_.num_stages == 0) {  // a whole model: reads the image
+    if (!SameQuant(in, plan_.image_quant) || in->bytes != Volume(plan_.image)) return Status::kTensorMismatch;
+    return Status::kOk;
+  }
   if (info.role == ModelRole::kTail) {
     const StageInfo& last = plan_.stages[plan_.num_stages - 1];
     if (!SameQuant(in, last.quant) || in->bytes != Volume(last.shape)) return Status::kTensorMismatch;
@@ -325,7 +329,11 @@ Status PatchRunner::Run(const ImageSource& image, RunResult* result) {
   const Status s = Activate(plan_.tail_model, &r.create_us);
   if (s != Status::kOk) return Fail(s, plan_.tail_model);
   tflite::MicroInterpreter* tail = interpreters_[plan_.tail_model];
-  if (!plan_.arena.tail_input_at_stage) {
+  if (plan_.num_stages == 0) {  // a whole model: the image is its input
+    const Window all = {0, 0, plan_.image.w, plan_.image.h};
+    const Status copied = CopyWindow(image, all, tail->input(0)->data.int8, tail->input(0)->bytes);
+    if (copied != Status::kOk) return Fail(copied, plan_.tail_model);
+  } else if (!plan_.arena.tail_input_at_stage) {
     // The tail's own plan may overlap the last stage's buffer: memmove, not memcpy.
     const StageInfo& last = plan_.stages[plan_.num_stages - 1];
     memmove(tail->input(0)->data.raw, arena_ + last.section.offset, Volume(last.shape));

@@ -233,10 +233,13 @@ bool ValidQuant(const Quant& q) {
 
 Status ValidatePlan(const Plan& plan, int32_t* where) {
   if (where != nullptr) *where = -1;
-  if (plan.num_models == 0 || plan.num_models > kMaxModels || plan.num_patches == 0 || plan.num_stages == 0) {
+  // A whole model (no stage, no patch) is one tail model reading the image.
+  const bool whole_model = plan.num_stages == 0 && plan.num_patches == 0;
+  if (plan.num_models == 0 || plan.num_models > kMaxModels || (whole_model && plan.num_models != 1) ||
+      (!whole_model && (plan.num_patches == 0 || plan.num_stages == 0))) {
     return Fail(Status::kBadPlan, -1, where);
   }
-  if (plan.models == nullptr || plan.patches == nullptr || plan.stages == nullptr) {
+  if (plan.models == nullptr || (!whole_model && (plan.patches == nullptr || plan.stages == nullptr))) {
     return Fail(Status::kNullArgument, -1, where);
   }
   if (!ValidShape(plan.image)) return Fail(Status::kBadShape, -1, where);
@@ -251,11 +254,13 @@ Status ValidatePlan(const Plan& plan, int32_t* where) {
     if (!ValidDims(model.input) || !ValidDims(model.output)) return Fail(Status::kBadShape, m, where);
     if ((m == plan.tail_model) != (model.role == ModelRole::kTail)) return Fail(Status::kWrongModelRole, m, where);
   }
-  const Shape3& last = plan.stages[plan.num_stages - 1].shape;
+  const Shape3& last = whole_model ? plan.image : plan.stages[plan.num_stages - 1].shape;
   if (!DimsAre(plan.models[plan.tail_model].input, last.h, last.w, last.c)) {
     return Fail(Status::kStageShapeMismatch, plan.tail_model, where);
   }
-  const Status patches = ValidatePatches(plan, where);
+  // The tail's input can only be planned at a stage buffer: a whole model's is copied from the image.
+  if (whole_model && plan.arena.tail_input_at_stage) return Fail(Status::kBadPlan, -1, where);
+  const Status patches = whole_model ? Status::kOk : ValidatePatches(plan, where);
   return patches != Status::kOk ? patches : ValidateArena(plan, where);
 }
 

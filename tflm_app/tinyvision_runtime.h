@@ -22,7 +22,9 @@
 // Per patch of stage k, in plan order: CopyWindow (rows of the stage's
 // source -> model input; the source is the image for stage 0, else stage
 // k - 1's buffer, see StageSource), Invoke, PlaceOutput (model output -> its
-// box of stage k's buffer); then the tail runs on the last stage. Every copy
+// box of stage k's buffer); then the tail runs on the last stage. A whole
+// model (plan kind "whole_model": no stage, no patch, one tail model) gets
+// the image copied into its input instead. Every copy
 // here is bounds-checked against the buffer sizes passed in: a bad plan or a
 // wrong image returns a Status and writes nothing outside the buffers it was
 // given.
@@ -37,7 +39,7 @@ namespace tinyvision {
 enum class Status : uint8_t {
   kOk = 0,
   kNullArgument,         // a required pointer is null
-  kBadPlan,              // no models / patches / stages, too many models, unknown interpreter mode, too few slots
+  kBadPlan,              // no models / patches / stages (except a whole model), too many models, unknown mode, too few slots
   kBadShape,             // a zero dimension, or a product that overflows 32 bits
   kBadModelIndex,        // a patch or arena section names a model that does not exist
   kWrongModelRole,       // a patch names the tail model, or the tail a patch model

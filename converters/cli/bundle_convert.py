@@ -5,6 +5,7 @@ import os
 import re
 import time
 
+from converters.cli.units import parse_bytes
 from tinyvision.errors import TinyVisionError
 
 
@@ -38,7 +39,6 @@ def convert_to_bundle(model_bytes, FLAGS, source_bytes=None):
     outputs, other bytes); the plan's source hash names it, so ``analyze`` recognizes the file.
     """
     from converters.cli.common import progress
-    from converters.cli.units import parse_bytes
     from converters.ir import Model
     from converters.patching import split_patch_stage, split_stages, split_tunnels, write_bundle
     from converters.patching.bundle import finalize
@@ -53,21 +53,7 @@ def convert_to_bundle(model_bytes, FLAGS, source_bytes=None):
     if mode == "tunnels":
         bundle = split_tunnels(model, name)
     elif mode == "auto":
-        from converters.patching.search import format_table, search
-
-        budget = parse_bytes(FLAGS.budget)
-        result = search(model, budget, FLAGS.max_mac_overhead, name, interpreters=FLAGS.interpreters)
-        print(f"patch split search: {len(result.candidates)} candidates, Pareto set (estimated shared region, "
-              f"measured persistent):")
-        for line in format_table(result):
-            print("  " + line)
-        if result.chosen is None:
-            b = result.best
-            raise TinyVisionError(
-                f"no split fits {budget:,} B with MAC overhead <= {100 * FLAGS.max_mac_overhead:.0f}%: the smallest "
-                f"is {b.label} with {b.total:,} B (MAC overhead {100 * b.mac_overhead:.1f}%)")
-        print(f"chosen: {result.chosen.label}")
-        bundle = split_stages(model, result.chosen.stages, name)
+        bundle = auto_bundle(model, model_bytes, name, FLAGS)
     elif ":" in mode:
         bundle = split_stages(model, _chain(mode), name)
     else:
@@ -76,13 +62,10 @@ def convert_to_bundle(model_bytes, FLAGS, source_bytes=None):
             raise TinyVisionError(f"--patches={FLAGS.patches} needs --split=N (operators run per patch)")
         bundle = split_patch_stage(model, FLAGS.split, grid, name)
     bundle.labels = read_labels(model_bytes)
-    if source_bytes is not None:
+    if source_bytes is not None:  # also in a whole_model bundle: the user's file, not its optimized bytes
         bundle.source["sha256"] = hashlib.sha256(source_bytes).hexdigest()
     with progress(f"measuring {len(bundle.models)} models on TFLM and planning the shared arena"):
         finalize(bundle, interpreters=FLAGS.interpreters)
-    if mode == "auto" and bundle.arena["size"] > parse_bytes(FLAGS.budget):
-        raise TinyVisionError(f"the chosen split needs {bundle.arena['size']:,} B on TFLM, over the "
-                              f"{parse_bytes(FLAGS.budget):,} B budget (the estimate was too low)")
     if FLAGS.verify:
         from tinyvision.runtime.patch_runner import verify_bundle
 
@@ -97,6 +80,118 @@ def convert_to_bundle(model_bytes, FLAGS, source_bytes=None):
     print(f"wrote {FLAGS.output} ({len(bundle.models)} models) in {time.time() - start:.1f} s")
 
 
+# Split points built and measured (TFLM, real layout, export's RAM and flash) per search: at most
+# MEASURED_POINTS once one fits (they only look for a smaller one), MAX_MEASURED_POINTS in all.
+MEASURED_POINTS, MAX_MEASURED_POINTS = 4, 10
+
+
+def auto_bundle(model, model_bytes, name, FLAGS):
+    """``--patches=auto``: the finalized bundle of least static RAM (arena + runtime objects, as
+    ``export --arduino`` counts it) within --max_mac_overhead, --max_flash_overhead and the board's RAM
+    and flash (or --budget / --flash_budget); the whole model when no split beats it. Every point is
+    built and measured before it is taken; one over a budget (its estimate was too low) gives way to
+    the next. A tunnel model (InputSegmentation/PatchTunnel) takes its tunnels."""
+    from converters.export.arduino import fit_report
+    from converters.export.boards import get_board
+    from converters.patching import split_stages, split_tunnels, whole_model
+    from converters.patching.bundle import finalize
+    from converters.patching.search import Candidate, candidate_points, format_table, search
+
+    board = get_board(FLAGS.board)
+    sram_budget = parse_bytes(FLAGS.budget) if FLAGS.budget else board.ram_available
+    flash_budget = parse_bytes(FLAGS.flash_budget) if FLAGS.flash_budget else board.flash_bytes
+    model_flash_limit = int((1 + FLAGS.max_flash_overhead) * len(model_bytes))
+    whole = finalize(whole_model(model_bytes, name))  # the bytes as they are: metadata and labels kept
+    report = fit_report(whole, board)
+    unsplit = Candidate((), whole.arena["shared"]["size"], 0.0, len(model_bytes),
+                        persistent=whole.arena["size"] - whole.arena["shared"]["size"],
+                        measured_sram=report.ram_bytes, measured_flash=report.flash_bytes)
+    objects = report.ram_bytes - whole.arena["size"]
+    fixed_flash = report.flash_bytes - report.flash["models"]  # code, plan tables and test image
+
+    def fits(c):
+        return c.sram <= sram_budget and c.measured_flash <= flash_budget and c.flash <= model_flash_limit
+
+    limits = (f"SRAM <= {sram_budget:,} B, flash <= {flash_budget:,} B ({board.name}), MAC overhead <= "
+              f"{100 * FLAGS.max_mac_overhead:.0f}%, model flash <= {model_flash_limit:,} B")
+    points = candidate_points(model)
+    if not points:
+        try:
+            tunnels = split_tunnels(model, name)
+        except TinyVisionError:
+            tunnels = None
+        if tunnels is not None:
+            return _tunnels_or_whole(tunnels, whole, unsplit, fits, limits, name, board, FLAGS)
+    chosen, bundle = (unsplit, whole) if fits(unsplit) else (None, None)
+    result = search(model, FLAGS.max_mac_overhead, name, interpreters=FLAGS.interpreters, sram_budget=sram_budget,
+                    flash_budget=min(flash_budget - fixed_flash, model_flash_limit), objects=objects) if points else None
+    tried = []
+    for c in result.ranked if result else []:
+        if chosen is not None and (c.sram >= chosen.sram or len(tried) >= MEASURED_POINTS):
+            break  # estimates run below what TFLM measures: nothing further on can beat the chosen one
+        if len(tried) >= MAX_MEASURED_POINTS:
+            break
+        tried.append(c)
+        built = finalize(split_stages(model, c.stages, name), interpreters=FLAGS.interpreters)
+        measured = fit_report(built, board)
+        c.shared, c.flash = built.arena["shared"]["size"], measured.flash["models"]
+        c.persistent = built.arena["size"] - c.shared
+        c.measured_sram, c.measured_flash = measured.ram_bytes, measured.flash_bytes
+        if not fits(c):
+            print(f"  {c.label[2:]}: measured {c.sram:,} B SRAM, {c.measured_flash:,} B flash: over the budget, "
+                  "next point")
+        elif chosen is None or c.sram < chosen.sram:
+            chosen, bundle = c, built
+    if result is None:
+        print(f"{name} has no patch stage to split")
+    else:
+        print(f"patch split search: {len(result.candidates)} candidates; Pareto set in SRAM (arena + runtime "
+              f"objects) and MACs within {limits}:")
+    for line in (format_table(result, chosen) if result else []) + [
+            f"{'unsplit (measured)':<36} {unsplit.shared:>8,} {unsplit.persistent:>10,} {unsplit.sram:>9,} "
+            f"{'measured':<9} {0:>6.1f}% {unsplit.flash:>11,}" + ("  <- chosen" if chosen is unsplit else "")]:
+        print("  " + line)
+    if chosen is None:
+        best = min(tried + [unsplit] + ([result.best] if result else []), key=lambda c: c.sram)
+        raise TinyVisionError(f"no split of {name} fits {limits}: the smallest is {best.label} with {best.sram:,} B "
+                              f"(MAC overhead {100 * best.mac_overhead:.1f}%)")
+    if chosen is unsplit:
+        print(f"no split beats the unsplit model ({unsplit.sram:,} B SRAM): writing it whole, as a bundle "
+              "with no patch stage (export --arduino takes it as is)")
+    else:
+        print(f"chosen: {chosen.label}: {chosen.sram:,} B SRAM (unsplit {unsplit.sram:,} B), "
+              f"{chosen.measured_flash:,} B flash, MAC overhead {100 * chosen.mac_overhead:.1f}%")
+    return bundle
+
+
+def _tunnels_or_whole(tunnels, whole, unsplit, fits, limits, name, board, FLAGS):
+    """A tunnel model's bundle: its tunnels when they fit and need less SRAM than the whole model, else the
+    whole model when it fits; TinyVisionError (one line, with the figures) when neither does."""
+    from converters.export.arduino import fit_report
+    from converters.patching.bundle import finalize
+    from converters.patching.search import Candidate
+
+    finalize(tunnels, interpreters=FLAGS.interpreters)
+    report = fit_report(tunnels, board)
+    split = Candidate((), tunnels.arena["shared"]["size"], tunnels.stats.get("mac_overhead", 0.0),
+                      sum(len(m.data) for m in tunnels.models), measured_sram=report.ram_bytes,
+                      measured_flash=report.flash_bytes)
+    print(f"auto: {name} is built of patch tunnels (--patches=tunnels): {split.sram:,} B SRAM, "
+          f"{split.measured_flash:,} B flash; the whole model {unsplit.sram:,} B SRAM, {unsplit.measured_flash:,} B")
+    if fits(split) and (split.sram < unsplit.sram or not fits(unsplit)):
+        print("chosen: the tunnels")
+        return tunnels
+    if fits(unsplit):
+        print(f"the tunnels do not beat the unsplit model within {limits}: writing it whole, as a bundle with no "
+              "patch stage (export --arduino takes it as is)")
+        return whole
+    shared = len({p.model for p in tunnels.patches}) < len(tunnels.patches)
+    raise TinyVisionError(
+        f"neither the tunnels of {name} nor the whole model fit {limits}"
+        + ("" if shared else "; its tunnels do not share one model (calibrated one by one): a QAT-trained "
+           "model's do (tinyvision train), or take them anyway with --patches=tunnels"))
+
+
 def summary_lines(bundle):
     """Arena, image, MACs and flash of a finalized bundle as text lines."""
     from converters.planning import persistent_span
@@ -107,9 +202,10 @@ def summary_lines(bundle):
     buffers = ", ".join(f"{'x'.join(map(str, s['shape']))} = {math.prod(s['shape']):,} B" for s in bundle.stages)
     H, W, C = bundle.image["shape"]
     stats = bundle.stats
+    held = f"stage buffer{'s' * (len(bundle.stages) > 1)} {buffers}" if bundle.stages else "the whole model's head"
     lines = [
-        f"shared region   {arena['shared']['size']:>10,} B  (stage buffer{'s' * (len(bundle.stages) > 1)} {buffers})",
-        f"persistent      {persistent:>10,} B  ({len(arena['persistent'])} sections"
+        f"shared region   {arena['shared']['size']:>10,} B  ({held})",
+        f"persistent      {persistent:>10,} B  ({len(arena['persistent'])} section{'s' * (len(arena['persistent']) > 1)}"
         + (", one interpreter at a time: the largest)" if mode == "one_at_a_time" else ", side by side)"),
         f"arena total     {arena['size']:>10,} B",
         f"image           {H * W * C:>10,} B  ({H}x{W}x{C})",

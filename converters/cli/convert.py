@@ -30,7 +30,14 @@ flags.DEFINE_string("patches", None, "per-patch bundle: 'auto', a grid 'PxP' or 
                     "patch stages 'N:GRID,N:GRID,...' (stage k runs up to op N over its grid; N counts the ops of the "
                     "converted model: `convert` it, then `analyze` it for the indices), or 'tunnels'")
 flags.DEFINE_integer("split", None, "with a grid: number of leading operators run per patch")
-flags.DEFINE_string("budget", "256KiB", "with --patches=auto: SRAM budget (shared region + persistent sections)")
+flags.DEFINE_string("board", "nano33ble", "with --patches=auto: the board whose RAM (less its reserve for the "
+                    "stack and core) and flash the bundle must fit, as export --arduino counts them")
+flags.DEFINE_string("budget", None, "with --patches=auto: static RAM budget (arena + runtime objects, as export "
+                    "--arduino counts it) instead of the board's")
+flags.DEFINE_string("flash_budget", None, "with --patches=auto: flash budget (models + code + test image, as export "
+                    "--arduino counts it) instead of the board's")
+flags.DEFINE_float("max_flash_overhead", 0.25, "with --patches=auto: largest extra model flash accepted, as a "
+                   "fraction of the unsplit model")
 flags.DEFINE_enum("interpreters", "one_at_a_time", ["one_at_a_time", "resident"],
                   "with --patches: create each model's interpreter just before it runs, all in one persistent "
                   "slot (one_at_a_time: least SRAM), or keep every interpreter alive (resident: no re-creation)")

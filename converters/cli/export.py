@@ -6,17 +6,18 @@ the host), plus the head the board's CMSIS-NN kernel scratch adds, unless --aren
   tinyvision export --model=out/model.tflite --output=out/c
   tinyvision export --model=out/bundle --arduino --output=out/sketch
   tinyvision export --model=out/bundle --arduino --test_image=photos/cat/01.jpg --output=out/sketch
+  tinyvision export --model=out/model.tflite --arduino --output=out/sketch   (the unsplit model)
 
 The sketch prints class names: the model's metadata labels (from the dataset it was converted with).
 Its test image is --test_image, else the first held-out image of --dataset, else a built-in sample.
 """
 from absl import flags
 
-flags.DEFINE_string("model", None, "(required) .tflite file, or a bundle folder with --arduino")
+flags.DEFINE_string("model", None, "(required) .tflite file; with --arduino a bundle folder or a .tflite (the whole model)")
 flags.DEFINE_string("output", None, "(required) output folder")
 flags.DEFINE_integer("arena_size", None, "arena-size constant to write (default: measured on TFLM)")
 flags.DEFINE_string("name", None, "C identifier prefix (default: from the file name)")
-flags.DEFINE_bool("arduino", False, "write a complete Arduino sketch for a bundle")
+flags.DEFINE_bool("arduino", False, "write a complete Arduino sketch for a bundle or a whole .tflite")
 flags.DEFINE_string("board", "nano33ble", "board profile for --arduino")
 flags.DEFINE_bool("camera", False, "--arduino: build the sketch for OV7675 camera frames instead of the test image")
 flags.DEFINE_bool("verify", True, "--arduino: refuse a bundle that is not bit-exact with its source .tflite on TFLM")

@@ -153,10 +153,8 @@ def export_arduino(bundle_dir, out_dir, board="nano33ble", test_image=None, sket
     Raises TinyVisionError for an invalid bundle, an unknown board, an operator the Arduino TFLM
     library cannot register, or a bundle that does not fit the board.
     """
-    from tinyvision.bundle import read_bundle
-
     profile = get_board(board)
-    bundle = read_bundle(bundle_dir)
+    bundle = load_for_export(bundle_dir)
     if not bundle.arena:
         raise TinyVisionError(f"{bundle_dir}: the bundle has no arena layout (plan.json 'arena')")
     _refuse_per_channel_dense(bundle, bundle_dir)
@@ -214,6 +212,41 @@ def _refuse_per_channel_dense(bundle, bundle_dir):
                 f"{bundle_dir}: {m.file} has per-channel FULLY_CONNECTED weights ({found[0].weights!r}), which the "
                 f"Arduino TFLM's CMSIS-NN kernel runs with one scale (wrong scores): convert the source again "
                 f"with --per_tensor_dense (it requantizes them per-tensor and reports the change)")
+
+
+def load_for_export(path):
+    """The bundle at ``path``, or a plain .tflite file wrapped as a whole_model bundle (measured on TFLM)."""
+    from converters.patching import read_bundle, whole_model
+    from converters.patching.bundle import finalize
+
+    if not os.path.isfile(path):
+        return read_bundle(path)
+    from tinyvision.fileio import read_tflite_bytes
+
+    return finalize(whole_model(read_tflite_bytes(path), os.path.basename(path)))
+
+
+def fit_report(bundle, board="nano33ble"):
+    """The ``ExportReport`` ``export_arduino`` would make for a finalized ``bundle`` (default test image, no
+    camera), without writing a sketch: what the converter checks before it picks a bundle."""
+    profile = get_board(board)
+    image, label, _ = prepare_test_image(bundle)
+    files = render_sketch(bundle, "tinyvision_fit", image, label, [])
+    with tempfile.TemporaryDirectory(prefix="tinyvision-fit-") as folder:
+        for file_name, text in files.items():
+            if file_name in PLAIN_SOURCES or file_name.endswith(".h"):  # what arm_size compiles
+                with open(os.path.join(folder, file_name), "w", encoding="utf-8") as f:
+                    f.write(text)
+        return _memory_report(bundle, profile, folder, folder, image, files, False)
+
+
+def fits_board(report):
+    """Why an ``ExportReport`` does not fit its board (one line), or None when it fits."""
+    try:
+        _check_fit(report, get_board(report.board))
+    except TinyVisionError as e:
+        return str(e)
+    return None
 
 
 # ---------------------------------------------------------------- test image (numpy mirror of the device path)
@@ -494,16 +527,11 @@ def render_plan_data(bundle, model_symbols, class_names=()):
         *models,
         "};",
         "",
-        "const tinyvision::StageInfo kStages[] = {",
-        "    // buffer {h, w, c}, quantization {scale, zero point}, arena section {offset, size}",
-        *stages,
-        "};",
-        "",
-        "const tinyvision::PatchInfo kPatches[] = {",
-        "    // model, stage, window {x, y, w, h} of the stage's source, output box {x, y, c, w, h, channels}",
-        *patches,
-        "};",
-        "",
+        *_c_table("tinyvision::StageInfo", "kStages",
+                  "buffer {h, w, c}, quantization {scale, zero point}, arena section {offset, size}", stages),
+        *_c_table("tinyvision::PatchInfo", "kPatches",
+                  "model, stage, window {x, y, w, h} of the stage's source, output box {x, y, c, w, h, channels}",
+                  patches),
         "const tinyvision::PersistentSection kPersistent[] = {",
         "    // model, {offset, size}",
         *sections,
@@ -514,9 +542,9 @@ def render_plan_data(bundle, model_symbols, class_names=()):
         "const tinyvision::Plan kTinyVisionPlan = {",
         f"    {{{H}u, {W}u, {C}u}},",
         f"    {{{_c_float(bundle.image['scale'])}, {int(bundle.image['zero_point'])}}},",
-        f"    kStages, {len(bundle.stages)},",
+        f"    {'kStages' if stages else 'nullptr'}, {len(bundle.stages)},",
         f"    kModels, {len(bundle.models)},",
-        f"    kPatches, {len(bundle.patches)},",
+        f"    {'kPatches' if patches else 'nullptr'}, {len(bundle.patches)},",
         f"    {int(bundle.tail)},",
         "    // arena: size, shared, persistent sections, tail input at the last stage, interpreters, temp_reserve",
         f"    {{{int(arena['size'])}u, {{{int(shared['offset'])}u, {int(shared['size'])}u}}, "
@@ -530,6 +558,12 @@ def render_plan_data(bundle, model_symbols, class_names=()):
         "",
     ])
     return header, source
+
+
+def _c_table(type_name, name, comment, rows):
+    """Lines of a constant C array and a blank line; none for no rows (a whole model has no stage and
+    no patch, and C++ has no empty arrays: the plan points at nullptr)."""
+    return [f"const {type_name} {name}[] = {{", f"    // {comment}", *rows, "};", ""] if rows else []
 
 
 def interpreter_mode(bundle):
@@ -768,7 +802,10 @@ def _read_app(file_name):
 
 def _sketch_name(bundle_dir, sketch_name):
     if sketch_name is None:
-        base = re.sub(r"[^A-Za-z0-9_]", "_", os.path.basename(os.path.abspath(os.fspath(bundle_dir))))
+        base = os.path.basename(os.path.abspath(os.fspath(bundle_dir)))
+        if base.endswith(".tflite"):
+            base = base[:-len(".tflite")]
+        base = re.sub(r"[^A-Za-z0-9_]", "_", base)
         sketch_name = ("tinyvision_" + base)[:63]
     if not isinstance(sketch_name, str) or not _SKETCH_NAME.match(sketch_name):
         raise TinyVisionError(f"sketch name {sketch_name!r} must be 1-63 letters, digits or '_'")

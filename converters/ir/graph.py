@@ -160,6 +160,9 @@ class Model:
     metadata: dict = dataclasses.field(default_factory=dict)
     description: str = ""
     signature_defs: list = dataclasses.field(default_factory=list)
+    # serialize tensor names shortened (``tflite.short_name``): flash of derived models, whose long
+    # converter-fused names would otherwise be repeated in every patch model of a bundle
+    short_tensor_names: bool = False
 
     @property
     def main(self):

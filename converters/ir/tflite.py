@@ -176,10 +176,17 @@ class _AlignedBufferT(schema.BufferT):
         return schema.BufferEnd(builder)
 
 
+def short_name(name):
+    """A tensor name without the converter's fused alternatives (after ';') and model prefix: its last two
+    path components ('model/block_1/Conv2D;model/block_1/BN' -> 'block_1/Conv2D')."""
+    return "/".join(name.split(";")[0].split("/")[-2:])
+
+
 class _Exporter:
     """Collects operator codes and de-duplicated buffers while subgraphs are packed."""
 
-    def __init__(self):
+    def __init__(self, short_names=False):
+        self.short_names = short_names
         self.opcodes = []
         self.opcode_index = {}
         self.buffers = [_AlignedBufferT()]
@@ -214,7 +221,7 @@ class _Exporter:
 
     def tensor(self, t):
         fb = schema.TensorT()
-        fb.name = t.name
+        fb.name = short_name(t.name) if self.short_names else t.name
         fb.shape = np.asarray(t.shape, dtype=np.int32)
         fb.type = _TENSOR_TYPES[np.dtype(t.dtype)]
         fb.buffer = self.buffer(np.ascontiguousarray(t.data).tobytes()) if t.is_constant else 0
@@ -259,7 +266,7 @@ class _Exporter:
 
 def export_model(model):
     """Serialize a ``Model`` to TFLite flatbuffer bytes (buffers 16-byte aligned, identical constants shared)."""
-    exporter = _Exporter()
+    exporter = _Exporter(model.short_tensor_names)
     fb = schema.ModelT()
     fb.version = 3
     fb.description = model.description

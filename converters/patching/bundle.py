@@ -5,13 +5,13 @@ is ``tinyvision.bundle``; this module adds what only the converter does: ``final
 measures every model on TFLM and plans the arena (offline plans embedded in the
 models when the planner can), ``write_bundle`` finalizes, validates and writes.
 """
-from tinyvision.bundle import measure, unplanned_arena, validate, write_folder
+from tinyvision.bundle import measure, unplanned_arena, validate, whole_model_arena, write_folder
 from tinyvision.bundle.document import ALIGN
 from tinyvision.errors import TinyVisionError
 
 DEFAULT_INTERPRETERS = "one_at_a_time"
 
-__all__ = ["ALIGN", "DEFAULT_INTERPRETERS", "finalize", "write_bundle"]
+__all__ = ["ALIGN", "DEFAULT_INTERPRETERS", "finalize", "merge_identical_models", "write_bundle"]
 
 
 def finalize(bundle, offline_plans=True, interpreters=DEFAULT_INTERPRETERS):
@@ -29,9 +29,13 @@ def finalize(bundle, offline_plans=True, interpreters=DEFAULT_INTERPRETERS):
     """
     if bundle.arena is not None and bundle.measured:
         return bundle
+    merge_identical_models(bundle)
     if interpreters == "one_at_a_time":
         bundle.patches.sort(key=lambda p: (p.stage, p.model))  # stable: keeps each model's patches in order
     measure(bundle)
+    if not bundle.stages:
+        bundle.arena = whole_model_arena(bundle)
+        return bundle
     reason = "disabled" if not offline_plans else None
     if offline_plans:
         try:
@@ -48,6 +52,26 @@ def finalize(bundle, offline_plans=True, interpreters=DEFAULT_INTERPRETERS):
         bundle.arena = unplanned_arena(bundle, interpreters)
         bundle.arena["unplanned_reason"] = reason
     return bundle
+
+
+def merge_identical_models(bundle):
+    """Keep one model file per distinct bytes: patches of a model whose bytes an earlier model of the same
+    stage has run that one instead (flash holds each model once). Returns the number of models dropped."""
+    stage_of = {p.model: p.stage for p in bundle.patches}
+    first, keep = {}, []
+    for i, m in enumerate(bundle.models):
+        key = (m.role, stage_of.get(i), m.data)
+        if key not in first:
+            first[key] = len(keep)
+            keep.append(m)
+    if len(keep) == len(bundle.models):
+        return 0
+    index = [first[(m.role, stage_of.get(i), m.data)] for i, m in enumerate(bundle.models)]
+    for p in bundle.patches:
+        p.model = index[p.model]
+    dropped = len(bundle.models) - len(keep)
+    bundle.tail, bundle.models = index[bundle.tail], keep
+    return dropped
 
 
 def _plan_offline(bundle, interpreters):

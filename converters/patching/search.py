@@ -18,8 +18,10 @@ add up over the pieces. Persistent sections are measured on TFLM only for the Pa
 MAC overhead), all in one subprocess.
 """
 import dataclasses
+import itertools
 import math
 
+from converters.export.arduino import PLAN_BYTES_PER_MODEL, PLAN_BYTES_PER_PATCH, PLAN_BYTES_PER_SECTION
 from converters.patching.bundle import ALIGN, DEFAULT_INTERPRETERS
 from converters.patching.stage import as_model, split_patch_stage, split_points
 from tinyvision.errors import TinyVisionError
@@ -36,31 +38,44 @@ def _align(n):
 
 @dataclasses.dataclass
 class Candidate:
-    """One chain of stages [(n, p), ...]. shared: estimated shared region (bytes); persistent: measured
-    TFLM persistent bytes (sum or largest section, per interpreter mode), or None."""
+    """One chain of stages [(n, p), ...] (none: the whole model). shared: estimated shared region (bytes);
+    persistent: measured TFLM persistent bytes (sum or largest section, per interpreter mode), or None;
+    flash: bytes of its model files; objects: the runtime's RAM beside the arena (interpreter objects,
+    op resolver, globals); sram / sram_flash_total: what the export measured once the bundle was built."""
 
     stages: tuple
     shared: int
     mac_overhead: float
     flash: int
     persistent: int = None
+    objects: int = 0
+    measured_sram: int = None
+    measured_flash: int = None  # the whole firmware, as export counts it
 
     @property
     def total(self):
+        """Estimated arena bytes: shared region + persistent."""
         return self.shared + (self.persistent or 0)
 
     @property
+    def sram(self):
+        """Static RAM as export counts it (arena + runtime objects): measured when built, else estimated."""
+        return self.measured_sram if self.measured_sram is not None else self.total + self.objects
+
+    @property
     def label(self):
-        """'n=13 3x3' or 'n=6 4x4 -> 13 2x2'."""
+        """'n=13 3x3' or 'n=6 4x4 -> 13 2x2'; 'unsplit' for the whole model."""
+        if not self.stages:
+            return "unsplit"
         return "n=" + " -> ".join(f"{n} {p}x{p}" for n, p in self.stages)
 
 
 @dataclasses.dataclass
 class SearchResult:
     candidates: list  # every Candidate evaluated
-    pareto: list  # non-dominated in (shared, mac_overhead), ascending shared; persistent measured
-    chosen: Candidate  # None when nothing fits
-    best: Candidate  # lowest total among the Pareto set
+    pareto: list  # non-dominated in (SRAM, mac_overhead) among those within the flash budget, ascending SRAM
+    ranked: list  # the candidates within every budget, ascending estimated SRAM: the order they are tried in
+    best: Candidate  # lowest SRAM among those measured, whatever the budgets
 
 
 def block_boundaries(model, points):
@@ -92,7 +107,7 @@ def candidate_points(model, limit=MAX_POINTS):
 class _Piece:
     """A stage from cut a to cut b over grid p (or the tail after a cut): its models' largest head, its
     buffer span, MACs, flash, largest AllocateTensors temporaries (``converters.planning.temp_reserve``)
-    and model files (measured on TFLM for the Pareto set only)."""
+    and model files (persistent measured on TFLM for the Pareto set only)."""
 
     head: int
     span: int
@@ -100,6 +115,7 @@ class _Piece:
     flash: int
     temp: int
     datas: tuple
+    sections: list = None  # TFLM persistent bytes of each model (aligned), once measured
 
 
 class _Pieces:
@@ -130,14 +146,14 @@ class _Pieces:
                 max(heads[i] for i in patch),
                 _align(math.prod(bundle.last_stage["shape"])),
                 sum(bundle.models[q.model].macs for q in bundle.patches),
-                sum(len(bundle.models[i].data) for i in patch),
+                sum(_flash(bundle.models[i]) for i in patch) + PLAN_BYTES_PER_PATCH * len(bundle.patches),
                 max(temps[i] for i in patch),
                 tuple(bundle.models[i].data for i in patch),
             )
             tail = bundle.models[bundle.tail]
             if b not in self.tail_pieces:
                 self.tails[b] = tail.parsed
-                self.tail_pieces[b] = _Piece(heads[bundle.tail], 0, tail.macs, len(tail.data), temps[bundle.tail],
+                self.tail_pieces[b] = _Piece(heads[bundle.tail], 0, tail.macs, _flash(tail), temps[bundle.tail],
                                             (tail.data,))
         return self.pieces[key]
 
@@ -173,6 +189,13 @@ class _Pieces:
         return Candidate(tuple(stages), peak, overhead, flash)
 
 
+def _flash(model):
+    """Flash bytes of a bundle model once ``finalize`` has added its offline plan (4 B per tensor and a
+    metadata entry) and the export has aligned its array, with its entries in the sketch's plan tables."""
+    return (_align(len(model.data) + 4 * len(model.graph().tensors) + 64) + PLAN_BYTES_PER_MODEL
+            + PLAN_BYTES_PER_SECTION + len(model.name) + 1)
+
+
 def _prefix_front(pieces, chains):
     """The chains not dominated in (shared bytes, MACs) of their stages."""
     front = []
@@ -194,25 +217,107 @@ def _heads(bundle):
     return [_align(plan_graph(m.graph()).size) for m in bundle.models]
 
 
-def pareto(candidates):
-    """Non-dominated candidates in (shared, mac_overhead), ascending shared."""
+def pareto(candidates, key=lambda c: c.shared):
+    """Non-dominated candidates in (``key``, mac_overhead), ascending ``key``."""
     front = []
-    for c in sorted(candidates, key=lambda c: (c.shared, c.mac_overhead)):
+    for c in sorted(candidates, key=lambda c: (key(c), c.mac_overhead)):
         if not front or c.mac_overhead < front[-1].mac_overhead:
             front.append(c)
     return front
 
 
-def search(model, budget, max_mac_overhead, name="model.tflite", grids=GRIDS, log=None,
-           interpreters=DEFAULT_INTERPRETERS, max_stages=MAX_STAGES):
-    """Evaluate stage chains; returns a ``SearchResult`` whose ``chosen`` is the least-MAC Pareto
-    configuration with estimated total (shared + persistent) <= ``budget`` and overhead <= ``max_mac_overhead``.
+def _flash_front(candidates):
+    """Non-dominated candidates in (shared, mac_overhead, flash): those whose persistent is worth measuring
+    (a point with more shared bytes but fewer flash bytes may be the only one that fits the flash)."""
+    front = []
+    for c in sorted(candidates, key=lambda c: (c.shared, c.mac_overhead, c.flash)):
+        if not any(k.mac_overhead <= c.mac_overhead and k.flash <= c.flash for k in front):
+            front.append(c)
+    return front
+
+
+def search(model, max_mac_overhead, name="model.tflite", grids=GRIDS, log=None, interpreters=DEFAULT_INTERPRETERS,
+           max_stages=MAX_STAGES, sram_budget=None, flash_budget=None, objects=0):
+    """Evaluate stage chains; returns a ``SearchResult`` whose ``ranked`` lists the chains with overhead
+    <= ``max_mac_overhead``, estimated SRAM (shared + persistent + ``objects``) <= ``sram_budget`` and
+    model flash <= ``flash_budget`` (None: no limit), smallest estimated SRAM first.
     interpreters: the bundle's arena mode: persistent is the sum of the models' sections ("resident")
     or the largest of them ("one_at_a_time"). max_stages: 1 is MCUNetV2's single patch stage.
+    objects: the runtime's RAM beside the arena (``converters.export.arduino.fit_report``).
     """
+    model, _ = as_model(model, name)
+    candidates = _chains(model, name, grids, log, interpreters, max_stages)
+    pieces = candidates.pieces
+
+    def measured(chains):
+        _measure_persistent(pieces, chains)
+        for c in chains:
+            sizes = [size for part in pieces.parts(c.stages) for size in part.sections]
+            c.persistent, c.objects = sum(sizes) if interpreters == "resident" else max(sizes), objects
+        return chains
+
+    def eligible(c):
+        return c.mac_overhead <= max_mac_overhead and (flash_budget is None or c.flash <= flash_budget)
+
+    front = measured(_flash_front(candidates))
+    if interpreters == "one_at_a_time":
+        segmented = measured(_with_segments(model, pieces, [c for c in front if eligible(c)]))
+        candidates += segmented
+        front += segmented
+    within_flash = [c for c in front if flash_budget is None or c.flash <= flash_budget]
+    ranked = sorted((c for c in front if eligible(c) and (sram_budget is None or c.sram <= sram_budget)),
+                    key=lambda c: (c.sram, c.mac_overhead))
+    best = min(front, key=lambda c: (c.sram, c.mac_overhead))
+    return SearchResult(list(candidates), pareto(within_flash, key=lambda c: c.sram), ranked, best)
+
+
+def _measure_persistent(pieces, chains):
+    """TFLM's persistent bytes of every model of the chains' pieces not measured yet (one subprocess)."""
     from tinyvision.runtime.tflm import measure_many
 
-    model, _ = as_model(model, name)
+    parts = list({id(part): part for c in chains for part in pieces.parts(c.stages) if part.sections is None}.values())
+    reports = iter(measure_many([data for part in parts for data in part.datas]))
+    for part in parts:
+        part.sections = [_align(next(reports).tail_bytes) for _ in part.datas]
+
+
+SEGMENT_SHARES = (0.4, 0.5, 0.6)  # where a tail is cut in two, as shares of its persistent estimate
+
+
+def _persistent_weight(op):
+    """A rough share of TFLM's persistent bytes an op takes: its node and per-channel requantization
+    (multiplier and shift per output channel); only used to place segment cuts."""
+    out = op.outputs[0] if op.outputs else None
+    return 200 + (8 * int(out.shape[-1]) if out is not None and len(out.shape) else 0)
+
+
+def _with_segments(model, pieces, chains):
+    """The chains with their tail cut in two sequential models (a last "stage" of one 1x1 tile: the first
+    runs on the whole stage buffer, the second reads its output in place). With one interpreter at a
+    time the persistent slot holds the largest model's section, and the tail's is often the largest."""
+    ops = model.main.ops
+    points = split_points(model)
+    grown = []
+    for a in sorted({c.stages[-1][0] for c in chains}):
+        later = [n for n in points if n > a]
+        if not later:
+            continue
+        weight = list(itertools.accumulate(_persistent_weight(op) for op in ops[a:]))  # of ops a..a + i
+        cuts = {next((n for n in later if weight[n - a - 1] >= share * weight[-1]), None) for share in SEGMENT_SHARES}
+        for b in sorted(cuts - {None}):
+            if pieces.piece(a, b, 1) is not None:
+                grown += [pieces.chain(c.stages + ((b, 1),)) for c in chains if c.stages[-1][0] == a]
+    return grown
+
+
+class _Chains(list):
+    """The candidates of one model, with the ``_Pieces`` they are made of."""
+
+    pieces = None
+
+
+def _chains(model, name, grids, log, interpreters, max_stages):
+    """Every chain of stages worth estimating (a ``_Chains`` of ``Candidate``, persistent not measured)."""
     points = candidate_points(model)
     if not points:
         raise TinyVisionError(f"{name} has no patch stage to split")
@@ -228,7 +333,8 @@ def search(model, budget, max_mac_overhead, name="model.tflite", grids=GRIDS, lo
             prefixes.setdefault(n, []).append(((n, p),))
     if not prefixes:
         raise TinyVisionError(f"no (n, grid) split of {name} could be built")
-    candidates = [pieces.chain(c) for chains in prefixes.values() for c in chains]
+    candidates = _Chains(pieces.chain(c) for chains in prefixes.values() for c in chains)
+    candidates.pieces = pieces
     for depth in range(1, max_stages):
         grown = {}
         for a in sorted(prefixes):
@@ -249,20 +355,7 @@ def search(model, budget, max_mac_overhead, name="model.tflite", grids=GRIDS, lo
         for b, chains in grown.items():
             prefixes.setdefault(b, []).extend(chains)
             candidates += [pieces.chain(c) for c in chains]
-    front = pareto(candidates)
-    parts = {id(part): part for c in front for part in pieces.parts(c.stages)}
-    datas = [(key, data) for key, part in parts.items() for data in part.datas]
-    reports = measure_many([data for _, data in datas])
-    sections = {key: [] for key in parts}
-    for (key, _), report in zip(datas, reports):
-        sections[key].append(_align(report.tail_bytes))
-    for c in front:
-        sizes = [size for part in pieces.parts(c.stages) for size in sections[id(part)]]
-        c.persistent = sum(sizes) if interpreters == "resident" else max(sizes)
-    fits = [c for c in front if c.total <= budget and c.mac_overhead <= max_mac_overhead]
-    chosen = min(fits, key=lambda c: (c.mac_overhead, c.total)) if fits else None
-    best = min(front, key=lambda c: (c.total, c.mac_overhead))
-    return SearchResult(candidates, front, chosen, best)
+    return candidates
 
 
 def _next_cuts(pieces, points, blocks, a):
@@ -278,11 +371,15 @@ def _next_cuts(pieces, points, blocks, a):
     return [levels[head] for head in sorted(levels, reverse=True)][:NEXT_CUTS]
 
 
-def format_table(result):
-    """The Pareto table as text lines."""
-    lines = [f"{'stages (n grid)':<24} {'shared':>10} {'persistent':>11} {'total':>10} {'MAC +%':>8} {'flash':>10}"]
-    for c in result.pareto:
-        mark = "  <- chosen" if c is result.chosen else ""
-        lines.append(f"{c.label[2:]:<24} {c.shared:>10,} {c.persistent:>11,} {c.total:>10,} "
-                     f"{100 * c.mac_overhead:>7.1f}% {c.flash:>10,}{mark}")
+def format_table(result, chosen=None):
+    """The Pareto table as text lines: SRAM (arena + runtime objects; TFLM-measured through the real layout
+    where the point was built, else estimated: shared region estimated, persistent measured), MACs, flash."""
+    lines = [f"{'stages (n grid)':<36} {'shared':>8} {'persistent':>10} {'SRAM':>9} {'':<9} {'MAC +%':>7} "
+             f"{'model flash':>11}"]
+    rows = list(result.pareto) + [c for c in result.ranked if c.measured_sram is not None and c not in result.pareto]
+    for c in sorted(rows, key=lambda c: (c.sram, c.mac_overhead)):
+        mark = "  <- chosen" if c is chosen else ""
+        how = "measured" if c.measured_sram is not None else "estimate"
+        lines.append(f"{c.label[2:]:<36} {c.shared:>8,} {c.persistent:>10,} {c.sram:>9,} {how:<9} "
+                     f"{100 * c.mac_overhead:>6.1f}% {c.flash:>11,}{mark}")
     return lines

@@ -396,7 +396,7 @@ def derived_model(source, graph):
     """A standalone model of ``graph`` (pruned) carrying the source's description and still-valid metadata."""
     graph.prune_tensors()
     metadata = {k: v for k, v in source.metadata.items() if k in _KEPT_METADATA}
-    return Model([graph], metadata=metadata, description=source.description)
+    return Model([graph], metadata=metadata, description=source.description, short_tensor_names=True)
 
 
 def tail_graph(graph, n, stage):
@@ -509,6 +509,16 @@ def split_stages(model, stages, name="model.tflite"):
         rest, done = tail.parsed, n
     return assemble_bundle("patch_stage", model, data, name, core.main.inputs[0], descriptions, models + [tail],
                            patches, edges)
+
+
+def whole_model(model, name="model.tflite"):
+    """The unsplit ``model`` as a bundle (kind "whole_model"): no stage, no patch, its one model the
+    tail reading the image. The runtime and the Arduino export run it like any bundle. A model with
+    input or output edges (``converters.patching.edges``) runs its int8 core; the edges are the runtime's."""
+    model, data, core, edges = core_of(model, name)
+    check_model(core, name)
+    models = [BundleModel.from_model("model", "tail", data if edges.trivial else core.to_bytes(), core)]
+    return assemble_bundle("whole_model", model, data, name, core.main.inputs[0], [], models, [], edges)
 
 
 def assemble_bundle(kind, model, data, name, image, stages, models, patches, edges=SourceEdges()):

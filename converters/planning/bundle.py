@@ -237,8 +237,8 @@ def check_arena(arena, model_count):
     mode = arena.get("interpreters", "resident")
     if mode not in INTERPRETER_MODES:
         raise TinyVisionError(f"arena: unknown interpreters mode {mode!r}")
-    if not stages:
-        raise TinyVisionError("arena: no stage sections")
+    if not stages and arena.get("offline_plans", True):  # a whole model's arena: its input is copied in
+        raise TinyVisionError("arena: no stage sections (a whole model's arena has offline_plans false)")
     if min([shared["offset"], shared["size"]] + [s["size"] for s in stages]) < 0:
         raise TinyVisionError("arena: negative offset or size")
     if shared["offset"] % ALIGNMENT or any(s["offset"] % ALIGNMENT for s in stages):

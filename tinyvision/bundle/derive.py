@@ -57,6 +57,24 @@ def unplanned_arena(bundle, interpreters):
     return arena
 
 
+def whole_model_arena(bundle):
+    """The arena of a measured whole_model bundle: the model's head on the host or on the board
+    (CMSIS-NN scratch placed around its own offline plan, ``tinyvision.analysis.memory``), whichever
+    is larger, then its persistent section. Its input is not planned at a stage: the runtime copies
+    the image into it (``offline_plans`` false)."""
+    from converters.planning import align_up, check_arena
+    from tinyvision.analysis.memory import memory_profile
+
+    (model,) = bundle.models
+    board_head = memory_profile(model.data, model.file, kernels="cmsis_nn").head_bytes
+    shared = align_up(max(model.nonpersistent_bytes, board_head))
+    persistent = align_up(model.persistent_bytes)
+    arena = {"size": shared + persistent, "interpreters": "resident", "shared": {"offset": 0, "size": shared},
+             "stages": [], "persistent": [{"model": 0, "offset": shared, "size": persistent}], "offline_plans": False}
+    check_arena(arena, 1)
+    return arena
+
+
 def check_derived(bundle, where):
     """Raise TinyVisionError at the first figure of ``bundle``'s plan its model files contradict."""
     def fail(message):
@@ -100,6 +118,12 @@ def _check_offline_plans(bundle, fail):
 
     carried = [METADATA_NAME in m.model().metadata for m in bundle.models]
     claimed = bundle.arena.get("offline_plans", True)
+    if not bundle.stages:  # a whole model keeps its own plan, if it has one; the image is copied into its input
+        if claimed:
+            fail("arena.offline_plans is true, but a whole_model bundle has no stage to plan its input at")
+        if carried[0]:
+            _check_model_plan(bundle, 0, fail)
+        return None
     if any(carried) and not all(carried):
         fail(f"only some models carry an offline plan ({', '.join(m.file for m, c in zip(bundle.models, carried) if c)})")
     if claimed != all(carried):
@@ -126,7 +150,7 @@ def _check_model_plan(bundle, i, fail):
         lifetimes = tensor_lifetimes(graph)
         stages = [(s["offset"], s["offset"] + align_up(s["size"])) for s in arena["stages"]]
         if m.role == "tail":
-            reserved, pinned = (), {graph.inputs[0]: arena["stages"][-1]["offset"]}
+            reserved, pinned = (), ({graph.inputs[0]: arena["stages"][-1]["offset"]} if stages else {})
         else:
             k = next(p.stage for p in bundle.patches if p.model == i)
             reserved, pinned = tuple(stages[j] for j in (k - 1, k) if j >= 0), {}
@@ -150,7 +174,9 @@ def _expected_arena(bundle, planned):
 
     arena = bundle.arena
     mode = arena.get("interpreters", "resident")
-    if planned is None:
+    if not bundle.stages:
+        expected = whole_model_arena(bundle)
+    elif planned is None:
         expected = unplanned_arena(bundle, mode)
     else:
         reserve = temp_reserve([m.graph() for m in bundle.models], mode)

@@ -196,7 +196,10 @@ def validate(bundle, where="bundle"):
 
     if bundle.kind not in KINDS:
         fail(f"unknown kind {bundle.kind!r} (expected one of {KINDS})")
-    if not bundle.stages:
+    if bundle.kind == "whole_model":
+        if bundle.stages or bundle.patches or len(bundle.models) != 1:
+            fail("a whole_model bundle has one model (its tail), no stages and no patches")
+    elif not bundle.stages:
         fail("no stages")
     sources = [_buffer(bundle.source_of(k)) for k in range(len(bundle.stages))]
     stages = [_buffer(s) for s in bundle.stages]
@@ -239,10 +242,11 @@ def validate(bundle, where="bundle"):
             if _quant_of(y) != stages[k][1]:
                 fail(f"{m.file} output quantization {_quant_of(y)} is not stage {k}'s {stages[k][1]}")
         else:
-            if tuple(m.input_shape) != stages[-1][0]:
-                fail(f"tail {m.file} reads {tuple(m.input_shape)}, the last stage buffer is {stages[-1][0]}")
-            if _quant_of(x) != stages[-1][1]:
-                fail(f"tail {m.file} input quantization {_quant_of(x)} is not the last stage's {stages[-1][1]}")
+            read, what = (stages[-1], "the last stage buffer") if stages else (_buffer(bundle.image), "the image")
+            if tuple(m.input_shape) != read[0]:
+                fail(f"tail {m.file} reads {tuple(m.input_shape)}, {what} is {read[0]}")
+            if _quant_of(x) != read[1]:
+                fail(f"tail {m.file} input quantization {_quant_of(x)} is not that of {what} {read[1]}")
     for k, p in enumerate(bundle.patches):
         m = bundle.models[p.model]
         (H, W, C), (Hs, Ws, Cs) = sources[p.stage][0], stages[p.stage][0]

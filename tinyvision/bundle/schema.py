@@ -12,7 +12,7 @@ from converters.ir.validate import MAX_TENSOR_BYTES
 from tinyvision.errors import TinyVisionError
 
 FORMAT = "tinyvision.bundle/2"
-KINDS = ("patch_stage", "tunnels")
+KINDS = ("patch_stage", "tunnels", "whole_model")  # whole_model: no patch stage, the tail reads the image
 ROLES = ("patch", "tail")
 INTERPRETER_MODES = ("resident", "one_at_a_time")
 IMAGE_DTYPES = ("int8",)
@@ -129,7 +129,7 @@ PLAN = Obj({
                        "zero_point": Int(-128, 127)}),
     }, optional=("sha256", "input", "output")),
     "image": Obj(_QUANTIZED),
-    "stages": List(Obj({**_QUANTIZED, "tensor": Str()}, optional=("tensor",)), 1),
+    "stages": List(Obj({**_QUANTIZED, "tensor": Str()}, optional=("tensor",))),  # none in a whole_model bundle
     "models": List(Obj({
         "name": Str(), "file": Str(), "role": Str(ROLES), "input_shape": Shape(), "output_shape": Shape(),
         "nonpersistent_bytes": Int(), "persistent_bytes": Int(), "macs": Int(0, 1 << 50),
@@ -143,7 +143,7 @@ PLAN = Obj({
     })),
     "tail": Obj({"model": Int(0, MAX_ITEMS)}),
     "arena": Obj({
-        "size": Int(), "interpreters": Str(INTERPRETER_MODES), "shared": _SECTION, "stages": List(_SECTION, 1),
+        "size": Int(), "interpreters": Str(INTERPRETER_MODES), "shared": _SECTION, "stages": List(_SECTION),
         "persistent": List(Obj({"model": Int(0, MAX_ITEMS), "offset": Int(), "size": Int()}), 1),
         "temp_reserve": Int(), "offline_plans": Bool(), "unplanned_reason": Str(),
     }, optional=("interpreters", "temp_reserve", "offline_plans", "unplanned_reason")),

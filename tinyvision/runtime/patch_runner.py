@@ -199,7 +199,8 @@ def run_bundle_job(model_data, plan, images):
             (out,) = tflm.invoke(interpreters[k], [np.ascontiguousarray(window).reshape(shapes[k])], files[k])
             buffers[p["stage"]][o["y"]:o["y"] + o["h"], o["x"]:o["x"] + o["w"], o["c"]:o["c"] + o["channels"]] = (
                 out.reshape(o["h"], o["w"], o["channels"]))
-        (result,) = tflm.invoke(interpreters[tail], [buffers[-1].reshape(shapes[tail])], files[tail])
+        tail_input = buffers[-1] if buffers else image  # a whole_model bundle's tail reads the image
+        (result,) = tflm.invoke(interpreters[tail], [tail_input.reshape(shapes[tail])], files[tail])
         outputs.append(result[0])
         for values, buffer in zip(stages, buffers):
             values.append(buffer)
