@@ -2,7 +2,6 @@
 whole arena; a bundle per stage and tail over its arena map; readable proportions."""
 import struct
 
-
 from test_export_arduino import write_small_cnn_bundle
 
 
