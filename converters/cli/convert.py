@@ -125,7 +125,7 @@ def _optimize(model_bytes, name):
     from converters.cli.common import progress
     from converters.optimize import optimize_tflite
 
-    with progress("operator order and offline arena plan, checked on tf.lite and TFLM"):
+    with progress("operator order and offline arena plan, checked on TFLM"):
         optimized, report = optimize_tflite(model_bytes, name, reorder=FLAGS.reorder, plan=FLAGS.plan,
                                             verify=FLAGS.verify)
     for line in report.lines():
