@@ -239,8 +239,9 @@ Status PatchRunner::CheckModel(uint16_t m) {
   if (info.role == ModelRole::kTail) {
     const StageInfo& last = plan_.stages[plan_.num_stages - 1];
     if (!SameQuant(in, last.quant) || in->bytes != Volume(last.shape)) return Status::kTensorMismatch;
-    const int8_t* at_stage = reinterpret_cast<const int8_t*>(arena_ + last.section.offset);
-    if (plan_.arena.tail_input_at_stage && in->data.int8 != at_stage) return Status::kStageNotPlanned;
+    // Both ways: a plan that says "not planned" for a model planned at the stage disagrees with its model.
+    const bool at_stage = in->data.int8 == reinterpret_cast<const int8_t*>(arena_ + last.section.offset);
+    if (at_stage != plan_.arena.tail_input_at_stage) return Status::kStageNotPlanned;
     return Status::kOk;
   }
   // A valid plan runs every patch model in the patches of one stage k.
@@ -304,6 +305,7 @@ Status PatchRunner::Run(const ImageSource& image, RunResult* result) {
     const StageInfo& stage = plan_.stages[patch.stage];
     Status s = Status::kOk;
     if (i == 0 || patch.stage != plan_.patches[i - 1].stage) {  // the previous stage's buffer is complete
+      if (i > 0) ObserveStage(plan_.patches[i - 1].stage);
       s = StageSource(plan_, patch.stage, image, reinterpret_cast<const int8_t*>(arena_), plan_.arena.size, &view,
                       &source);
       if (s != Status::kOk) return Fail(s, i);
@@ -324,6 +326,7 @@ Status PatchRunner::Run(const ImageSource& image, RunResult* result) {
     r.copy_us += Elapsed(micros_, t);
     if (s != Status::kOk) return Fail(s, i);
   }
+  ObserveStage(uint16_t(plan_.num_stages - 1));
   r.patch_us = Elapsed(micros_, start);
   const uint32_t tail_start = Now(micros_);
   const Status s = Activate(plan_.tail_model, &r.create_us);
@@ -342,11 +345,21 @@ Status PatchRunner::Run(const ImageSource& image, RunResult* result) {
   r.tail_us = Elapsed(micros_, tail_start);
   r.total_us = Elapsed(micros_, start);
   const TfLiteTensor* out = tail->output(0);
+  Observe(plan_.num_stages, out->data.int8, out->bytes);
   r.scores = out->data.int8;
   r.num_scores = out->bytes;
   r.score_quant = {out->params.scale, out->params.zero_point};
   *result = r;
   return Status::kOk;
+}
+
+void PatchRunner::Observe(uint16_t stage, const int8_t* data, size_t bytes) const {
+  if (observer_ != nullptr) observer_(observer_context_, stage, data, bytes);
+}
+
+void PatchRunner::ObserveStage(uint16_t k) const {
+  const StageInfo& stage = plan_.stages[k];
+  Observe(k, reinterpret_cast<const int8_t*>(arena_ + stage.section.offset), Volume(stage.shape));
 }
 
 // Resident: the sections side by side, each used from the first byte touched

@@ -88,6 +88,13 @@ struct RunResult {
   uint32_t total_us;
 };
 
+// Called by Run with each stage's buffer as soon as the stage is complete
+// (stage < plan.num_stages), and with the tail's output (stage ==
+// plan.num_stages), while they still hold those values: a later stage or the
+// tail may reuse the memory. For harnesses that compare every buffer with
+// another runtime (tflm_app/harness); the sketch sets none.
+typedef void (*BufferObserver)(void* context, uint16_t stage, const int8_t* data, size_t bytes);
+
 // Arena bytes measured by painting: Init fills the arena with a pattern, and
 // the bytes still holding it after allocation and runs were never touched.
 // In one_at_a_time mode Init repaints the shared region before creating each
@@ -129,6 +136,11 @@ class PatchRunner {
 
   ArenaUsage MeasureArena() const;
 
+  void set_observer(BufferObserver observer, void* context) {
+    observer_ = observer;
+    observer_context_ = context;
+  }
+
   // What the last failing call concerns (-1 if nothing in particular): Run,
   // the patch (or the tail model); Init, the model, or ValidatePlan's `where`.
   int32_t error_index() const { return error_index_; }
@@ -144,6 +156,8 @@ class PatchRunner {
   void DestroyInterpreters();
   Status Activate(uint16_t m, uint32_t* create_us);
   Status CheckModel(uint16_t m);
+  void Observe(uint16_t stage, const int8_t* data, size_t bytes) const;
+  void ObserveStage(uint16_t k) const;
   Status ProbePatch(uint16_t m);
   uint32_t SharedTouched() const;
   uint32_t PersistentUsed() const;
@@ -155,6 +169,8 @@ class PatchRunner {
   InterpreterSlot* slots_;
   size_t num_slots_;
   MicrosFn micros_;
+  BufferObserver observer_ = nullptr;
+  void* observer_context_ = nullptr;
   tflite::MicroInterpreter* interpreters_[kMaxModels] = {};  // one_at_a_time: at most one non-null
   ReservePlanner planner_;                                    // one_at_a_time: the live interpreter's planner
   uint32_t max_model_bytes_ = 0;

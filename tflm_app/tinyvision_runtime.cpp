@@ -95,6 +95,11 @@ Status ValidateArena(const Plan& plan, int32_t* where) {
     if (p.section.offset % kArenaAlignment != 0) return Fail(Status::kMisaligned, i, where);
     if (p.section.size == 0 || !Inside(p.section, whole)) return Fail(Status::kSectionOutsideArena, i, where);
     if (Overlap(p.section, a.shared)) return Fail(Status::kSectionsOverlap, i, where);
+    // What the converter measured for the model on TFLM must fit where the plan puts it.
+    const ModelInfo& model = plan.models[p.model];
+    if (model.nonpersistent_bytes > a.shared.size || model.persistent_bytes > p.section.size) {
+      return Fail(Status::kModelExceedsSection, p.model, where);
+    }
     for (uint16_t j = 0; j < i; ++j) {
       // num_persistent == num_models and no model twice => every model once.
       if (a.persistent[j].model == p.model) return Fail(Status::kMissingSection, i, where);
@@ -219,7 +224,8 @@ const char* StatusString(Status status) {
       return "creating an interpreter wrote shared bytes above arena.temp_reserve (temp_reserve or persistent "
              "section too small)";
     case Status::kTensorMismatch: return "model tensor differs from the plan (shape, type or quantization)";
-    case Status::kStageNotPlanned: return "tail input tensor is not at the last stage's offset";
+    case Status::kModelExceedsSection: return "a model's measured TFLM head or tail exceeds its arena section";
+    case Status::kStageNotPlanned: return "tail input tensor is not where the plan says (the last stage's offset)";
     case Status::kPatchTouchesStage: return "a patch model writes into the buffer of its stage or the one before";
     case Status::kInvokeFailed: return "Invoke failed";
     case Status::kNotInitialized: return "runner not initialized";

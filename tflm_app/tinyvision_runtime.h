@@ -63,6 +63,7 @@ enum class Status : uint8_t {
   kStagesOverlap,        // the buffers of stages k and k + 1 (alive together while k + 1 runs) overlap
   kMisaligned,           // an arena section offset is not 16-byte aligned
   kMissingSection,       // a model has no persistent section, or more than one
+  kModelExceedsSection,  // a model's nonpersistent_bytes exceed the shared region, or its persistent_bytes its section
   kBadQuantization,      // scale <= 0, not finite, or zero point outside int8
   kImageSizeMismatch,    // the image source's shape differs from the plan's image
   kBufferTooSmall,       // a destination / source buffer is smaller than needed
@@ -74,7 +75,8 @@ enum class Status : uint8_t {
   kAllocateFailed,       // MicroInterpreter::AllocateTensors failed (section or temp_reserve too small, missing op)
   kCreationOutsideReserve,  // one_at_a_time: creating an interpreter wrote shared bytes above temp_reserve
   kTensorMismatch,       // a model's input/output tensor differs from the plan (shape, type, quantization)
-  kStageNotPlanned,      // the tail's input tensor is not at arena + the last stage's offset
+  kStageNotPlanned,      // the tail's input tensor is not at arena + the last stage's offset, or is there when
+                         // the plan says it is not (arena.tail_input_at_stage false)
   kPatchTouchesStage,    // a stage-k patch model's tensors or scratch buffers write into stage k - 1's or k's buffer
   kInvokeFailed,         // MicroInterpreter::Invoke failed
   kNotInitialized,       // Run before a successful Init
@@ -124,8 +126,8 @@ struct ModelInfo {
   ModelRole role;
   Dims input;                 // without batch, e.g. {3, {40, 40, 3}}
   Dims output;                // e.g. {3, {9, 9, 16}} or {1, {10}}
-  uint32_t nonpersistent_bytes;  // TFLM head measured by the converter (informational)
-  uint32_t persistent_bytes;     // TFLM tail measured by the converter (informational)
+  uint32_t nonpersistent_bytes;  // TFLM head measured by the converter: at most arena.shared.size
+  uint32_t persistent_bytes;     // TFLM tail measured by the converter: at most its persistent section
 };
 
 struct PatchInfo {

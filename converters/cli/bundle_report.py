@@ -53,9 +53,12 @@ def analyze_bundle(folder, verify=True):
     result: head_bytes (shared non-persistent region), tail_bytes (the arena's persistent part: all sections
     side by side, or the one slot they share with one interpreter at a time), interpreters, total_bytes
     (arena), image_bytes (H*W*C int8), mac_overhead (fraction), macs, flash_bytes (model files), bit_exact
-    (bundle vs source on TFLM; None when the source .tflite is not found or verify is off), models (per model),
+    (bundle vs source on TFLM; None when the source .tflite is not found or verify is off), board_differences
+    (one line per operator the Arduino TFLM library computes differently from the host: which, and by how
+    much; converters.export.board_kernels), models (per model),
     baseline (the same keys for the unsplit source on stock TFLM; None values when the source is missing).
     """
+    from converters.export.board_kernels import bundle_board_differences
     from tinyvision.bundle import read_bundle
     from converters.planning import persistent_span
 
@@ -99,6 +102,7 @@ def analyze_bundle(folder, verify=True):
         check = verify_bundle(bundle, source_bytes)
         result["bit_exact"] = bool(check.ok)
         result["verify_detail"] = check.detail
+    result["board_differences"] = [d.line() for d in bundle_board_differences(bundle)]
     result["baseline"] = _baseline(source_bytes, stats)
     text = format_report(result)
 
@@ -140,4 +144,8 @@ def format_report(result):
         lines.append("bit-exact: not checked" + ("" if result["source"] else " (source .tflite not found)"))
     else:
         lines.append(f"bit-exact: {'yes' if result['bit_exact'] else 'NO'} ({result['verify_detail']})")
+    if result["board_differences"]:
+        lines.append("on the board's TFLM library (Arduino): " + "; ".join(result["board_differences"]))
+    else:
+        lines.append("on the board's TFLM library (Arduino): every operator computes as on the host")
     return "\n".join(lines)

@@ -15,6 +15,7 @@ COMMANDS = {
     "export": "write C arrays of a .tflite, or an Arduino sketch of a bundle",
     "evaluate": "accuracy of float, int8 (TFLM) and bundle forms of a model on labelled data, per class",
     "predict": "class names and scores of image files from a .tflite, a bundle or a Keras model",
+    "emulate": "run a bundle's Arduino sketch on an emulated Cortex-M4 (qemu) and compare with the host",
 }
 
 USAGE = "usage: tinyvision COMMAND [--flags]   (tinyvision COMMAND --help for its flags; --version)\n\ncommands:\n" + "\n".join(

@@ -1,0 +1,189 @@
+"""The board's own runtime on the board's TFLM library, in ONE arena, against the host PatchRunner.
+
+Exported sketches (the .ino, tflm_app's runtime and TFLM glue, generated plan, model arrays and
+test image) are built by tinyvision.runtime.board against Chirale_TensorFlowLite (the library the
+Arduino IDE installs), found at ../shared/third_party/Chirale_TensorFlowLite beside the repository
+(the module is skipped without it):
+
+- for the host with g++: the whole bundle in one arena exactly as on the board;
+- for the Cortex-M4F with arm-none-eabi-g++ and the library's CMSIS-NN kernels, run under
+  qemu-system-arm (mps2-an386, 256 KB of RAM enforced by the MPU, -icount), skipped without the
+  toolchain or qemu.
+
+Every stage buffer must equal the host PatchRunner's (tflite-micro, the reference) bit for bit, the
+scores too, the arena bytes TFLM touched must stay within the exported arena constant, and the
+C++ Init must refuse tampered plans. The library is built once per cache ($TINYVISION_CACHE or
+~/.cache/tinyvision), the sketches' objects once per test session.
+"""
+import copy
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import int8_tflite, randomize
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LIB_DIR = os.path.join(os.path.dirname(ROOT), "shared", "third_party", "Chirale_TensorFlowLite")
+
+pytestmark = pytest.mark.skipif(not os.path.isdir(LIB_DIR) or shutil.which("g++") is None,
+                                reason="needs g++ and the board's TFLM library at ../shared/third_party")
+HAS_M4 = all(shutil.which(t) for t in ("arm-none-eabi-g++", "qemu-system-arm"))
+TARGETS = ("host", "cortex-m4") if HAS_M4 else ("host",)
+
+
+@pytest.fixture(scope="session")
+def obj_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("sketch-objects"))
+
+
+def run_everywhere(bundle_dir, obj_cache, image=None):
+    from tinyvision.runtime.board import run_bundle
+
+    return run_bundle(bundle_dir, TARGETS, LIB_DIR, image=image, obj_cache=obj_cache)
+
+
+def assert_board_exact(results, bundle_dir):
+    from converters.patching import read_bundle
+
+    arena_size = read_bundle(bundle_dir).arena["size"]
+    for target, e in results.items():
+        assert e.stage_mismatches == [0] * len(e.host_stages), (target, e.stage_mismatches)
+        assert e.score_diff == 0, (target, e.run.scores, e.host_scores)
+        assert e.run.arena["size"] == arena_size and 0 < e.run.arena["used"] <= arena_size, (target, e.run.arena)
+        assert e.run.predicted == int(np.argmax(e.host_scores))
+    if "cortex-m4" in results:
+        counts = results["cortex-m4"].run.instructions()
+        assert all(counts[f"stage {k}"] > 0 for k in range(len(results["cortex-m4"].host_stages)))
+        assert counts["tail"] > 0 and counts["setup"] > 0
+
+
+# ---------------------------------------------------------------- MobileNetV2
+
+
+@pytest.fixture(scope="module")
+def mobilenet48():
+    """keras MobileNetV2(0.35, 48x48x3, 2 classes, random weights) int8 and its three stage cuts."""
+    import tensorflow as tf
+
+    from converters.ir import Model
+
+    tf.keras.utils.set_random_seed(0)
+    keras_model = tf.keras.applications.MobileNetV2(alpha=0.35, input_shape=(48, 48, 3), weights=None, classes=2,
+                                                    classifier_activation=None)
+    data = int8_tflite(keras_model, samples=3)
+    ops = Model.from_bytes(data).main.ops
+    cuts = [next(i for i, op in enumerate(ops) if name in op.outputs[0].name) + 1
+            for name in ("block_1_project/", "block_2_add", "block_5_add")]
+    return data, cuts
+
+
+@pytest.fixture(scope="module", params=[(n, mode) for n in (1, 2, 3) for mode in ("resident", "one_at_a_time")],
+                ids=lambda p: f"{p[0]}_stage-{p[1]}")
+def mobilenet_bundle(request, mobilenet48, tmp_path_factory):
+    from converters.patching import split_stages, write_bundle
+    from converters.patching.bundle import finalize
+
+    data, cuts = mobilenet48
+    num_stages, mode = request.param
+    bundle = split_stages(data, [(cut, 2) for cut in cuts[:num_stages]])
+    folder = tmp_path_factory.mktemp("board") / f"mbv2_{num_stages}_{mode}"
+    write_bundle(finalize(bundle, interpreters=mode), folder)
+    return str(folder)
+
+
+def test_mobilenet_bundles_run_board_exact(mobilenet_bundle, obj_cache):
+    assert_board_exact(run_everywhere(mobilenet_bundle, obj_cache), mobilenet_bundle)
+
+
+# ---------------------------------------------------------------- seed-003 tunnels, random CNN
+
+
+def test_seed003_tunnels_run_board_exact(tmp_path, obj_cache):
+    import models
+    from converters.patching import split_tunnels, write_bundle
+    from converters.patching.bundle import finalize
+    from converters.quantize import to_int8_tflite
+    from tinyvision.data import synthetic_arrays
+
+    stages = ((1, 8, 1, 1, 3, 1), (6, 16, 1, 2, 3, 2))
+    model = randomize(models.build("seed003_imagenet", resolution=64, patch_size=16, stages=stages, head_units=16,
+                                   classes=5))
+    images, _ = synthetic_arrays(4, resolution=64)
+    folder = tmp_path / "tunnels"
+    write_bundle(finalize(split_tunnels(to_int8_tflite(model, images, max_samples=4))), folder)
+    assert_board_exact(run_everywhere(str(folder), obj_cache), str(folder))
+
+
+def test_random_cnn_runs_board_exact(tmp_path, obj_cache):
+    from test_patching import build_random_cnn
+
+    from converters.patching import max_stage_ops, split_patch_stage, write_bundle
+    from converters.patching.bundle import finalize
+
+    specs = [("conv", 8, 3, 2, "same", "relu6"), ("residual", 3), ("dw", 3, 1, "same"), ("maxpool", 2, 1, "valid"),
+             ("conv", 8, 1, 1, "same", "relu")]
+    data = int8_tflite(build_random_cnn((23, 29), 3, specs, seed=7), samples=4)
+    folder = tmp_path / "random_cnn"
+    write_bundle(finalize(split_patch_stage(data, max_stage_ops(data), (2, 3))), folder)
+    assert_board_exact(run_everywhere(str(folder), obj_cache), str(folder))
+
+
+# ---------------------------------------------------------------- tampered plans: the C++ Init refuses them
+
+
+def _tampered_sketches(bundle):
+    """{case: bundle whose plan is tampered}, for the cases of a bundle the device runtime can see."""
+    cases = {}
+
+    def case(name, edit):
+        b = copy.deepcopy(bundle)
+        edit(b)
+        cases[name] = b
+
+    def swap_stage_offsets(b):
+        s = b.arena["stages"]
+        s[0]["offset"], s[-1]["offset"] = s[-1]["offset"], s[0]["offset"]
+
+    def tiny_sections(b):
+        for p in b.arena["persistent"]:
+            p["size"] = 16
+
+    def negative_head(b):
+        b.models[0].nonpersistent_bytes = -5
+
+    if len(bundle.stages) > 1:
+        case("stage offsets swapped", swap_stage_offsets)
+    case("persistent sections of 16 B", tiny_sections)
+    case("a model's nonpersistent_bytes -5", negative_head)
+    case("offline_plans false on a planned bundle", lambda b: b.arena.update(offline_plans=False))
+    if bundle.arena.get("interpreters") == "one_at_a_time":
+        case("temp_reserve 0", lambda b: b.arena.update(temp_reserve=0))
+    case("arena.size beyond the sketch's arena", lambda b: b.arena.update(size=b.arena["size"] + 16))
+    return cases
+
+
+@pytest.mark.parametrize("mode", ["resident", "one_at_a_time"])
+def test_cpp_init_refuses_tampered_plans(mode, mobilenet48, tmp_path, obj_cache):
+    from converters.export.arduino import export_arduino, render_plan_data
+    from converters.export.c_array import c_identifier
+    from converters.patching import read_bundle, split_stages, write_bundle
+    from converters.patching.bundle import finalize
+    from tinyvision.runtime.board import run_sketch
+
+    data, cuts = mobilenet48
+    folder = tmp_path / "bundle"
+    write_bundle(finalize(split_stages(data, [(cut, 2) for cut in cuts[:2]]), interpreters=mode), folder)
+    sketch = export_arduino(folder, tmp_path / "sketch", sketch_name="tampered", verbose=False).sketch_dir
+    good = run_sketch(sketch, "host", LIB_DIR, obj_cache=obj_cache)
+    assert good.error is None and good.scores is not None
+    bundle = read_bundle(folder)
+    symbols = ["tinyvision_" + c_identifier(m.file) for m in bundle.models]
+    for name, tampered in _tampered_sketches(bundle).items():
+        copy_dir = tmp_path / c_identifier(name)
+        shutil.copytree(sketch, copy_dir)
+        _, source = render_plan_data(tampered, symbols)
+        (copy_dir / "plan_data.cpp").write_text(source)  # plan_data.h keeps the sketch's arena constant
+        run = run_sketch(str(copy_dir), "host", LIB_DIR, obj_cache=obj_cache)
+        assert run.error is not None and run.scores is None, f"{name}: accepted by the C++ Init: {run.lines}"

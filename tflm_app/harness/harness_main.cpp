@@ -1,0 +1,91 @@
+// Runs an exported sketch once off the board: on the host (g++) or on the emulated
+// Cortex-M4F (arm-none-eabi-g++, qemu-system-arm -machine mps2-an386, 256 KB RAM).
+// The sketch itself (TINYVISION_SKETCH: the path of its .ino) is compiled into this
+// file, so setup() and one loop() run exactly the code the board runs, with the
+// Arduino API of Arduino.h. On top of the sketch's own Serial lines it prints
+// (tinyvision.runtime.board parses them):
+//   buffer <stage> <hex>      each stage buffer as soon as its stage is complete
+//   buffer scores <hex>       the tail's output
+//   clock <name> <ns>         setup, each stage, the tail: clock (emulator:
+//                             instructions) spent, the printing above excluded
+//   arena size=<> shared=<> persistent=<> used=<> creation=<> tflm_max=<>
+//   harness exit <code>       0: an inference ran; 1: the sketch reported an error
+#include <string.h>
+
+#include "Arduino.h"
+#include "harness_platform.h"
+
+#include TINYVISION_SKETCH
+
+HarnessSerial Serial;
+
+namespace {
+
+uint64_t g_excluded = 0;  // clock spent printing buffers, left out of micros() and the clock lines
+uint64_t g_mark = 0;      // clock at the end of the previous stage
+
+uint64_t Clock() { return HarnessNanos() - g_excluded; }
+
+void PrintClock(const char* name, uint32_t index, uint64_t ns) {
+  printf("clock %s%lu %llu\n", name, static_cast<unsigned long>(index), static_cast<unsigned long long>(ns));
+}
+
+void PrintHex(const int8_t* data, size_t bytes) {
+  static const char kDigits[] = "0123456789abcdef";
+  char line[129];
+  for (size_t i = 0; i < bytes; i += 64) {
+    const size_t n = bytes - i < 64 ? bytes - i : 64;
+    for (size_t j = 0; j < n; ++j) {
+      const uint8_t v = static_cast<uint8_t>(data[i + j]);
+      line[2 * j] = kDigits[v >> 4];
+      line[2 * j + 1] = kDigits[v & 15];
+    }
+    fwrite(line, 1, 2 * n, stdout);
+  }
+}
+
+void ObserveBuffer(void*, uint16_t stage, const int8_t* data, size_t bytes) {
+  const uint64_t now = Clock();
+  const bool scores = stage == kTinyVisionPlan.num_stages;
+  if (scores) {
+    PrintClock("tail", 0, now - g_mark);
+    printf("buffer scores ");
+  } else {
+    PrintClock("stage", stage, now - g_mark);
+    printf("buffer %u ", unsigned(stage));
+  }
+  PrintHex(data, bytes);
+  printf("\n");
+  g_excluded += HarnessNanos() - g_excluded - now;
+  g_mark = Clock();
+}
+
+}  // namespace
+
+uint32_t micros() { return uint32_t(Clock() / 1000u); }
+uint32_t millis() { return uint32_t(Clock() / 1000000u); }
+
+int main() {
+  printf("harness %s\n", HarnessCountsInstructions() ? "instructions" : "wall clock");
+  const uint64_t start = Clock();
+  setup();
+  PrintClock("setup", 0, Clock() - start);
+  g_runner.set_observer(ObserveBuffer, nullptr);
+  g_mark = Clock();
+  loop();  // prints the sketch's line: the result, or the error setup or Run met
+  const tinyvision::ArenaUsage arena = g_runner.MeasureArena();
+  printf("arena size=%lu shared=%lu persistent=%lu used=%lu creation=%lu tflm_max=%lu\n",
+         static_cast<unsigned long>(arena.arena_size), static_cast<unsigned long>(arena.shared_used),
+         static_cast<unsigned long>(arena.persistent_used), static_cast<unsigned long>(arena.used),
+         static_cast<unsigned long>(arena.creation_bytes), static_cast<unsigned long>(arena.tflm_max_model_bytes));
+  const int code = g_error == nullptr ? 0 : 1;
+  printf("harness exit %d\n", code);
+  fflush(stdout);
+  return code;
+}
+
+// The two functions of the library's system_setup.cpp (which includes the real Arduino.h).
+extern "C" void DebugLog(const char* s) { Serial.print(s); }
+namespace tflite {
+void InitializeTarget() {}
+}  // namespace tflite

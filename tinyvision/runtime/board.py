@@ -1,0 +1,285 @@
+"""Run an exported Arduino sketch off the board: on the host, or on an emulated Cortex-M4F.
+
+``run_sketch(sketch_dir, target)`` compiles the sketch folder that ``export --arduino`` writes
+(its .ino, tflm_app's runtime and TFLM glue, the generated model arrays, plan and test image)
+together with ``tflm_app/harness`` (the Arduino API it uses, a ``main`` that runs ``setup()``
+and one ``loop()``) against the board's TFLM library (``tinyvision.runtime.arduino_lib``), and
+runs it:
+
+- ``"host"``: a native program (g++), the whole bundle in ONE arena exactly as on the board;
+- ``"cortex-m4"``: arm-none-eabi-g++ with the library's CMSIS-NN kernels, run under
+  ``qemu-system-arm -machine mps2-an386`` with 256 KB of RAM enforced by the MPU, semihosting for
+  output and ``-icount shift=0``, so that the harness clock counts instructions.
+
+The result (``SketchRun``) holds the sketch's own Serial lines, every stage buffer and the scores
+(as each was complete), the arena bytes TFLM touched, and the clock per stage (instructions on the
+emulator).
+"""
+import dataclasses
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+import numpy as np
+
+from tinyvision.errors import TinyVisionError
+from tinyvision.runtime import arduino_lib
+
+APP_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tflm_app")
+HARNESS_DIR = os.path.join(APP_DIR, "harness")
+QEMU = "qemu-system-arm"
+QEMU_ARGS = ("-machine", "mps2-an386", "-cpu", "cortex-m4", "-nographic", "-monitor", "none", "-serial", "none",
+             "-semihosting-config", "enable=on,target=native", "-icount", "shift=0")
+SKETCH_CXX_FLAGS = ("-std=gnu++17", "-fno-exceptions", "-fno-rtti", "-fno-threadsafe-statics")
+PLATFORM_SOURCE = {"host": "platform_host.cpp", "cortex-m4": "platform_m4.c"}
+BOARD_HZ = 64_000_000  # Nano 33 BLE: nRF52840 Cortex-M4F at 64 MHz
+
+_SKETCH_LINE = re.compile(r"class=(-?\d+).* create_ms=([\d.]+) arena_used=(\d+)/(\d+)")
+
+
+@dataclasses.dataclass
+class SketchRun:
+    """One run of a sketch by the harness.
+
+    target: "host" or "cortex-m4"; lines: the sketch's own Serial output; error: the sketch's
+    "tinyvision error: ..." line, or None; stages: per stage, the flat int8 buffer once complete;
+    scores: the tail's int8 output; clocks: {"setup0", "stage0", ..., "tail0": nanoseconds}, which
+    on the emulator are instructions; create_ms: the sketch's create_ms; arena: the harness's
+    ``arena`` line ({"size", "shared", "persistent", "used", "creation", "tflm_max"}, bytes).
+    """
+
+    target: str
+    lines: list
+    error: str
+    stages: list
+    scores: np.ndarray
+    clocks: dict
+    counts_instructions: bool
+    create_ms: float
+    arena: dict
+    predicted: int = -1
+
+    def instructions(self):
+        """{"setup", "stage 0", ..., "tail", "inference", "creation"}: instructions on the emulator."""
+        if not self.counts_instructions:
+            raise TinyVisionError("instructions are counted on the emulated Cortex-M4 only")
+        out = {"setup": self.clocks["setup0"]}
+        for k in range(len(self.stages)):
+            out[f"stage {k}"] = self.clocks[f"stage{k}"]
+        out["tail"] = self.clocks["tail0"]
+        out["inference"] = sum(self.clocks[f"stage{k}"] for k in range(len(self.stages))) + out["tail"]
+        out["creation"] = int(round(self.create_ms * 1e6))  # the sketch prints 0.1 ms, i.e. 100,000 instructions
+        return out
+
+
+def build_sketch(sketch_dir, target="host", lib_dir=None, build_dir=None, jobs=None, obj_cache=None,
+                 verbose=False):
+    """Path of the harness program (host) or ELF (cortex-m4) built from ``sketch_dir``.
+
+    lib_dir: the Arduino TFLM library (default ``arduino_lib.default_lib_dir()``), built once and
+    cached (``arduino_lib.build_library``); the sketch is compiled into ``build_dir`` (default
+    ``<sketch_dir>/.harness-build``). obj_cache: a folder keeping the sketch's object files keyed by
+    their source, the sketch's headers and the command, for callers that build many similar sketches.
+    TinyVisionError for a missing toolchain or library, or a compile error.
+    """
+    sketch_dir = os.path.abspath(os.fspath(sketch_dir))
+    ino = [f for f in os.listdir(sketch_dir) if f.endswith(".ino")]
+    if len(ino) != 1:
+        raise TinyVisionError(f"{sketch_dir} is not an exported sketch (expected one .ino, found {len(ino)})")
+    lib = arduino_lib.build_library(lib_dir, target, jobs=jobs, verbose=verbose)
+    build_dir = os.path.abspath(build_dir or os.path.join(sketch_dir, ".harness-build"))
+    os.makedirs(build_dir, exist_ok=True)
+    includes = (sketch_dir, HARNESS_DIR, *lib.include_dirs)
+    sources = [os.path.join(sketch_dir, f) for f in sorted(os.listdir(sketch_dir)) if f.endswith(".cpp")]
+    sources += [os.path.join(HARNESS_DIR, "harness_main.cpp"), os.path.join(HARNESS_DIR, PLATFORM_SOURCE[target])]
+    headers = _headers_digest(sketch_dir) if obj_cache else ""
+    commands, objects, cached = [], [], []
+    for i, src in enumerate(sources):
+        obj = os.path.join(build_dir, f"{i:03d}_{os.path.basename(src)}.o")
+        cmd = arduino_lib.compile_command(lib.target, src, obj, includes)
+        if not src.endswith(".c"):  # the sketch's own sources are C++17
+            cmd = [c for c in cmd if c not in arduino_lib.CXX_FLAGS]
+            cmd[1:1] = SKETCH_CXX_FLAGS
+        if src.endswith("harness_main.cpp"):
+            cmd.insert(1, f'-DTINYVISION_SKETCH="{os.path.join(sketch_dir, ino[0])}"')
+        objects.append(obj)
+        if obj_cache:
+            key = _object_key(cmd, src, sketch_dir, build_dir, headers)
+            keep = os.path.join(obj_cache, key + ".o")
+            cached.append((obj, keep))
+            if os.path.isfile(keep):
+                shutil.copyfile(keep, obj)
+                continue
+        commands.append(cmd)
+    arduino_lib.compile_all(commands, jobs or os.cpu_count() or 1)
+    for obj, keep in cached:
+        if not os.path.isfile(keep):
+            shutil.copyfile(obj, keep + ".tmp")
+            os.replace(keep + ".tmp", keep)
+    if target == "host":
+        exe = os.path.join(build_dir, "sketch")
+        link = [lib.target.cxx, *lib.target.flags, *objects, lib.archive, "-lm", "-o", exe]
+    else:
+        exe = os.path.join(build_dir, "sketch.elf")
+        link = [lib.target.cxx, *lib.target.flags, "--specs=rdimon.specs", "-nostartfiles",
+                "-T", os.path.join(HARNESS_DIR, "mps2_an386.ld"), "-Wl,--gc-sections", *objects, lib.archive,
+                "-lm", "-o", exe]
+    done = subprocess.run(link, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise TinyVisionError(f"linking the {target} harness failed: {done.stderr.strip()[-1500:]}")
+    return exe
+
+
+def _headers_digest(sketch_dir):
+    """sha256 of what a sketch source may include: the sketch's and the harness's non-.cpp files."""
+    h = hashlib.sha256()
+    for folder in (sketch_dir, HARNESS_DIR):
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path) and not name.endswith((".cpp", ".c", ".o")):
+                with open(path, "rb") as f:
+                    h.update(name.encode() + b"\0" + hashlib.sha256(f.read()).digest())
+    return h.hexdigest()
+
+
+def _object_key(cmd, src, sketch_dir, build_dir, headers):
+    h = hashlib.sha256(headers.encode())
+    h.update(" ".join(cmd).replace(sketch_dir, "<sketch>").replace(build_dir, "<build>").encode())
+    with open(src, "rb") as f:
+        h.update(f.read())
+    return h.hexdigest()
+
+
+def run_program(exe, target, timeout=600):
+    """Runs a built harness; the ``SketchRun`` it printed. TinyVisionError when it printed no result."""
+    if target == "host":
+        cmd = [exe]
+    else:
+        if shutil.which(QEMU) is None:
+            raise TinyVisionError(f"the Cortex-M4 emulator needs {QEMU} on PATH (Debian: apt-get install "
+                                  f"qemu-system-arm; scripts/install.sh installs it)")
+        cmd = [QEMU, *QEMU_ARGS, "-kernel", exe]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise TinyVisionError(f"the {target} run of the sketch did not finish within {timeout} s") from None
+    return parse_output(done.stdout, target, done.stderr)
+
+
+def parse_output(text, target, stderr=""):
+    """The ``SketchRun`` of the harness's output ``text`` (see tflm_app/harness/harness_main.cpp)."""
+    lines, stages, clocks, arena = [], {}, {}, {}
+    scores, error, code, counts, create_ms, predicted = None, None, None, False, 0.0, -1
+    for line in text.splitlines():
+        head, _, rest = line.partition(" ")
+        if head == "buffer":
+            name, _, hexdigits = rest.partition(" ")
+            values = np.frombuffer(bytes.fromhex(hexdigits), dtype=np.int8)
+            if name == "scores":
+                scores = values
+            else:
+                stages[int(name)] = values
+        elif head == "clock":
+            name, value = rest.split()
+            clocks[name] = int(value)
+        elif head == "arena":
+            arena = {k: int(v) for k, v in (item.split("=") for item in rest.split())}
+        elif line.startswith("harness exit "):
+            code = int(line.split()[-1])
+        elif line.startswith("harness "):
+            counts = counts or rest == "instructions"
+        else:
+            lines.append(line)
+            if line.startswith("tinyvision error: ") and error is None:
+                error = line[len("tinyvision error: "):]
+            m = _SKETCH_LINE.search(line)
+            if m:
+                predicted, create_ms = int(m.group(1)), float(m.group(2))
+    if code is None:
+        tail = "; ".join((lines + stderr.strip().splitlines())[-3:]) or "no output"
+        raise TinyVisionError(f"the {target} run of the sketch ended without a result: {tail}")
+    if code == 2:
+        raise TinyVisionError(f"the sketch faulted on the emulated Cortex-M4 (out of its 256 KB RAM, or a bad "
+                              f"access): {'; '.join(lines[-3:])}")
+    ordered = [stages[k] for k in sorted(stages)]
+    return SketchRun(target, lines, error, ordered, scores, clocks, counts, create_ms, arena, predicted)
+
+
+def run_sketch(sketch_dir, target="host", lib_dir=None, jobs=None, timeout=600, obj_cache=None, verbose=False):
+    """Build ``sketch_dir`` for ``target`` in a temporary folder and run it once: a ``SketchRun``."""
+    with tempfile.TemporaryDirectory(prefix="tinyvision-harness-") as build_dir:
+        exe = build_sketch(sketch_dir, target, lib_dir, build_dir, jobs=jobs, obj_cache=obj_cache, verbose=verbose)
+        return run_program(exe, target, timeout)
+
+
+@dataclasses.dataclass
+class Emulation:
+    """A bundle's exported sketch on a board runtime next to the host ``PatchRunner`` on the same image.
+
+    run: the ``SketchRun``; host_scores / host_stages: the host's tail output and flat stage buffers;
+    stage_mismatches: per stage, the values that differ; score_diff: max |board - host| over the scores.
+    """
+
+    run: SketchRun
+    host_scores: np.ndarray
+    host_stages: list
+    stage_mismatches: list
+    score_diff: int
+
+    @property
+    def bit_exact(self):
+        return not any(self.stage_mismatches) and self.score_diff == 0
+
+
+def bundle_of(model_path):
+    """The bundle a sketch is exported from: a bundle folder (a plain .tflite is refused with the reason)."""
+    from converters.patching import read_bundle
+
+    path = os.fspath(model_path)
+    if not os.path.isdir(path):
+        raise TinyVisionError(f"{path}: give a bundle folder (tinyvision convert --patches=...): the Arduino "
+                              f"export takes bundles only")
+    return read_bundle(path)
+
+
+def run_bundle(model_path, targets=("cortex-m4",), lib_dir=None, image=None, jobs=None, timeout=600, obj_cache=None,
+               verbose=False):
+    """Export ``model_path`` as a sketch with ``image`` as its test image and run it on each of ``targets`` and
+    on the host's ``PatchRunner``: {target: ``Emulation``}.
+
+    image: as ``export_arduino``'s test_image (None: the built-in dataset's sample, an image file, pixels, or an
+    int8 (H, W, C) image).
+    """
+    from converters.export.arduino import export_arduino, prepare_test_image
+    from tinyvision.runtime.patch_runner import PatchRunner
+
+    bundle = bundle_of(model_path)
+    x, _, _ = prepare_test_image(bundle, image)
+    host_scores, host_stages = PatchRunner(bundle).run(x, return_stage=True, timeout=timeout)
+    want = [s[0].reshape(-1) for s in host_stages]
+    host = host_scores[0].reshape(-1)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="tinyvision-emulate-") as folder:
+        report = export_arduino(model_path, folder, test_image=x, verbose=False)
+        for target in targets:
+            run = run_sketch(report.sketch_dir, target, lib_dir, jobs=jobs, timeout=timeout, obj_cache=obj_cache,
+                             verbose=verbose)
+            results[target] = compare_with_host(run, host, want)
+    return results
+
+
+def compare_with_host(run, host_scores, host_stages):
+    """The ``Emulation`` of a ``SketchRun`` against the host's flat scores and stage buffers."""
+    if run.error is not None:
+        raise TinyVisionError(f"the sketch failed on the {run.target} runtime: {run.error}")
+    if run.scores is None or run.scores.shape != host_scores.shape or len(run.stages) != len(host_stages):
+        raise TinyVisionError(f"the {run.target} runtime returned {len(run.stages)} stage buffers and "
+                              f"{0 if run.scores is None else run.scores.size} scores; the host "
+                              f"{len(host_stages)} and {host_scores.size}")
+    mismatches = [int(np.count_nonzero(got != want)) if got.shape == want.shape else max(got.size, want.size)
+                  for got, want in zip(run.stages, host_stages)]
+    diff = int(np.abs(run.scores.astype(np.int32) - host_scores.astype(np.int32)).max())
+    return Emulation(run, host_scores, host_stages, mismatches, diff)
