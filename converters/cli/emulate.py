@@ -37,7 +37,8 @@ def report(result):
     arena = run.arena
     counts = run.instructions()
     host_best = int(result.host_scores.argmax())
-    lines = [f"emulated Cortex-M4F (qemu mps2-an386, 256 KB RAM), the board's TFLM library: {run.lines[-1]}",
+    sketch_line = next(line for line in run.lines if line.startswith("class="))
+    lines = [f"emulated Cortex-M4F (qemu mps2-an386, 256 KB RAM), the board's TFLM library: {sketch_line}",
              f"  class    {run.predicted} on the emulator, {host_best} on the host",
              f"  scores   emulator {run.scores.tolist()}  host {result.host_scores.tolist()}  "
              + ("(equal)" if result.score_diff == 0 else f"(differ by up to {result.score_diff})"),

@@ -8,15 +8,15 @@ the reference (``converters.export.board_kernels``). tflite-micro computes, for 
     out  = MultiplyByQuantizedMultiplier(sum(x - zp_in), (M << k) // n, s - k) + zp_out     (clamped to int8)
 
 A DEPTHWISE_CONV_2D with an H x W kernel over the whole H x W input (VALID, stride 1), every weight
-1 with zero point 0, zero bias and one weight scale ``w`` for every channel computes::
+q with zero point 0, zero bias and one weight scale ``w`` for every channel computes::
 
-    out  = MultiplyByQuantizedMultiplier(sum(x - zp_in), QuantizeMultiplier(s_in * w / s_out)) + zp_out
+    out  = MultiplyByQuantizedMultiplier(q * sum(x - zp_in), QuantizeMultiplier(s_in * w / s_out)) + zp_out
 
 with the same integer arithmetic on tflite-micro and on the Arduino libraries' CMSIS-NN kernel. The
-pass picks the float32 ``w`` nearest to the MEAN's multiplier whose outputs equal the MEAN's for
-EVERY sum the int8 input can produce (checked exhaustively here, in numpy, with TFLite's integer
-arithmetic); a MEAN for which no nearby ``w`` qualifies is left as it is. When n is a power of two
-``w = 1 / n`` reproduces the multiplier exactly.
+pass picks the smallest q and the float32 ``w`` nearest to the MEAN's multiplier / q whose outputs
+equal the MEAN's for EVERY sum the int8 input can produce (checked exhaustively here, in numpy, with
+TFLite's integer arithmetic); a MEAN for which none qualifies is left as it is (analyze reports it).
+When n is a power of two, q = 1 and ``w = 1 / n`` reproduce the multiplier exactly.
 
 Cost: the weights (H * W * C bytes of flash) and, on TFLM, per-channel multipliers and shifts
 (8 * C bytes of persistent arena) for the MEAN's 4 * C bytes of int32 accumulators.
@@ -28,7 +28,8 @@ from tensorflow.lite.python import schema_py_generated as schema
 
 from converters.ir.graph import Model, Op, Quantization, Tensor
 
-SEARCH_ULPS = 256  # float32 neighbours of the nearest weight scale tried on each side
+SEARCH_ULPS = 16  # float32 neighbours of the nearest weight scale tried on each side, for each weight value
+MAX_WEIGHT = 127
 DEPTHWISE_INT8_VERSION = 3  # TFLite op_version.cc: DEPTHWISE_CONV_2D with int8 per-channel weights
 
 
@@ -71,21 +72,25 @@ def _outputs(sums, multiplier, shift, zp_out):
     return np.clip(multiply_by_quantized_multiplier(sums, multiplier, shift) + zp_out, -128, 127)
 
 
-def exact_weight_scale(s_in, zp_in, s_out, zp_out, n):
-    """The float32 weight scale w of the DEPTHWISE_CONV_2D that equals the MEAN on every reachable sum, or None."""
+def exact_weights(s_in, zp_in, s_out, zp_out, n):
+    """(int8 weight q, float32 weight scale w) of a DEPTHWISE_CONV_2D equal to the MEAN on every reachable sum, or
+    None. Tries q = 1, 2, ... with the float32 scales nearest to the MEAN's multiplier / q (a larger q gives
+    finer steps of the effective multiplier)."""
     sums = np.arange(n * (-128 - zp_in), n * (127 - zp_in) + 1, dtype=np.int64)
-    want = _outputs(sums, *mean_multiplier(s_in, s_out, n), zp_out)
     s_in, s_out = float(np.float32(s_in)), float(np.float32(s_out))
     m, shift = mean_multiplier(s_in, s_out, n)
-    nearest = np.float32(m * 2.0 ** (shift - 31) * s_out / s_in)
-    up = down = nearest
-    candidates = [nearest]
-    for _ in range(SEARCH_ULPS):
-        up, down = np.nextafter(up, np.float32(np.inf)), np.nextafter(down, np.float32(0))
-        candidates += [up, down]
-    for w in candidates:
-        if w > 0 and np.array_equal(_outputs(sums, *quantize_multiplier(s_in * float(w) / s_out), zp_out), want):
-            return w
+    want = _outputs(sums, m, shift, zp_out)
+    for q in range(1, MAX_WEIGHT + 1):
+        nearest = np.float32(m * 2.0 ** (shift - 31) * s_out / s_in / q)
+        up = down = nearest
+        candidates = [nearest]
+        for _ in range(SEARCH_ULPS):
+            up, down = np.nextafter(up, np.float32(np.inf)), np.nextafter(down, np.float32(0))
+            candidates += [up, down]
+        for w in candidates:
+            got = _outputs(sums * q, *quantize_multiplier(s_in * float(w) / s_out), zp_out)
+            if w > 0 and np.array_equal(got, want):
+                return q, w
     return None
 
 
@@ -106,12 +111,12 @@ def _global_mean(op):
     return None if same else tuple(int(d) for d in x.shape[1:])
 
 
-def _depthwise(op, shape, w):
+def _depthwise(op, shape, q, w):
     """DEPTHWISE_CONV_2D (+ RESHAPE when the MEAN drops the reduced axes) computing ``op`` exactly."""
     H, W, C = shape
     x, y = op.inputs[0], op.outputs[0]
     name = y.name
-    weights = Tensor(f"{name}/board_mean_weights", (1, H, W, C), np.int8, np.ones((1, H, W, C), np.int8),
+    weights = Tensor(f"{name}/board_mean_weights", (1, H, W, C), np.int8, np.full((1, H, W, C), q, np.int8),
                      Quantization(np.full(C, w, np.float32), np.zeros(C, np.int64), axis=3))
     bias = Tensor(f"{name}/board_mean_bias", (C,), np.int32, np.zeros(C, np.int32),
                   Quantization((np.float32(x.quantization.scale[0]) * np.full(C, w, np.float32)).astype(np.float32),
@@ -134,19 +139,21 @@ def _depthwise(op, shape, w):
 
 def board_exact_means(model):
     """Rewrite every rescaling global-average int8 MEAN of ``model`` (a ``Model``, in place); the count rewritten."""
-    rewritten = 0
+    rewritten, found = 0, {}
     for graph in model.subgraphs:
         ops = []
         for op in graph.ops:
             shape = _global_mean(op)
             x, y = op.inputs[0], op.outputs[0]
-            w = None if shape is None else exact_weight_scale(
+            key = None if shape is None else (
                 float(x.quantization.scale[0]), int(x.quantization.zero_point[0]),
                 float(y.quantization.scale[0]), int(y.quantization.zero_point[0]), shape[0] * shape[1])
-            if w is None:
+            if key is not None and key not in found:  # channel-split tails repeat one MEAN's parameters
+                found[key] = exact_weights(*key)
+            if key is None or found[key] is None:
                 ops.append(op)
                 continue
-            ops += _depthwise(op, shape, w)
+            ops += _depthwise(op, shape, *found[key])
             rewritten += 1
         graph.ops = ops
     return rewritten
@@ -157,3 +164,22 @@ def board_exact_means_tflite(model_bytes, name="model.tflite"):
     model = Model.from_bytes(model_bytes, name)
     count = board_exact_means(model)
     return (model.to_bytes() if count else bytes(model_bytes)), count
+
+
+def board_exact_tail(bundle):
+    """Rewrite the rescaling global MEANs of a not yet finalized bundle's tail (in place); the count rewritten.
+
+    Run before ``finalize``, which measures and plans the rewritten tail; the bundle's verification against
+    its source (``verify_bundle``) then checks the rewrite on TFLM.
+    """
+    from converters.patching.bundle import BundleModel
+
+    if bundle.arena is not None:
+        raise ValueError("board_exact_tail rewrites a bundle before finalize plans its arena")
+    tail = bundle.models[bundle.tail]
+    model = Model.from_bytes(tail.data, tail.file)
+    count = board_exact_means(model)
+    if count:
+        data = model.to_bytes()
+        bundle.models[bundle.tail] = BundleModel.from_model(tail.name, tail.role, data, Model.from_bytes(data))
+    return count

@@ -86,3 +86,6 @@ __attribute__((section(".isr_vector"), used)) static void (*const kVectors[16])(
     (void (*)(void))(&_estack), Reset_Handler, Fault_Handler, Fault_Handler, Fault_Handler, Fault_Handler,
     Fault_Handler, 0, 0, 0, 0, Fault_Handler, Fault_Handler, 0, Fault_Handler, Fault_Handler,
 };
+
+// Static C++ objects register their destructors against it (crtbegin.o, not linked, defines it).
+void* __dso_handle = 0;

@@ -47,8 +47,9 @@ class Target:
 
 TARGETS = {
     # -m32: TFLM's structures in the persistent arena have the board's 32-bit pointer sizes, so a bundle's
-    # arena plan (made for the board) holds on the host too.
-    "host": Target("host", "gcc", "g++", "ar", ("-m32", "-O2")),
+    # arena plan (made for the board) holds on the host too; SSE float math rounds every float operation to
+    # single precision as the Cortex-M4F's FPU does (x87 would keep excess precision).
+    "host": Target("host", "gcc", "g++", "ar", ("-m32", "-msse2", "-mfpmath=sse", "-O2")),
     # -Os: the optimization the Nano 33 BLE (mbed) core builds with.
     "cortex-m4": Target("cortex-m4", "arm-none-eabi-gcc", "arm-none-eabi-g++", "arm-none-eabi-ar", (*M4_FLAGS, "-Os")),
 }

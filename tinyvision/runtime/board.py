@@ -155,18 +155,20 @@ def _object_key(cmd, src, sketch_dir, build_dir, headers):
 
 def run_program(exe, target, timeout=600):
     """Runs a built harness; the ``SketchRun`` it printed. TinyVisionError when it printed no result."""
-    if target == "host":
-        cmd = [exe]
-    else:
-        if shutil.which(QEMU) is None:
-            raise TinyVisionError(f"the Cortex-M4 emulator needs {QEMU} on PATH (Debian: apt-get install "
-                                  f"qemu-system-arm; scripts/install.sh installs it)")
-        cmd = [QEMU, *QEMU_ARGS, "-kernel", exe]
+    cmd = [exe] if target == "host" else [_qemu(), *QEMU_ARGS, "-kernel", exe]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise TinyVisionError(f"the {target} run of the sketch did not finish within {timeout} s") from None
     return parse_output(done.stdout, target, done.stderr)
+
+
+def _qemu():
+    path = shutil.which(QEMU)
+    if path is None:
+        raise TinyVisionError(f"the Cortex-M4 emulator needs {QEMU} on PATH (Debian: apt-get install "
+                              f"qemu-system-arm; scripts/install.sh installs it)")
+    return path
 
 
 def parse_output(text, target, stderr=""):
@@ -257,6 +259,11 @@ def run_bundle(model_path, targets=("cortex-m4",), lib_dir=None, image=None, job
     from tinyvision.runtime.patch_runner import PatchRunner
 
     bundle = bundle_of(model_path)
+    for target in targets:  # a missing library, toolchain or emulator is named before anything runs
+        arduino_lib.source_dir(lib_dir or arduino_lib.default_lib_dir())
+        arduino_lib.get_target(target)
+        if target == "cortex-m4":
+            _qemu()
     x, _, _ = prepare_test_image(bundle, image)
     host_scores, host_stages = PatchRunner(bundle).run(x, return_stage=True, timeout=timeout)
     want = [s[0].reshape(-1) for s in host_stages]
