@@ -82,7 +82,7 @@ def build_sketch(sketch_dir, target="host", lib_dir=None, build_dir=None, jobs=N
     lib_dir: the Arduino TFLM library (default ``arduino_lib.default_lib_dir()``), built once and
     cached (``arduino_lib.build_library``); the sketch is compiled into ``build_dir`` (default
     ``<sketch_dir>/.harness-build``). obj_cache: a folder keeping the sketch's object files keyed by
-    their source, the sketch's headers and the command, for callers that build many similar sketches.
+    their source, the files they include and the command, for callers that build many similar sketches.
     TinyVisionError for a missing toolchain or library, or a compile error.
     """
     sketch_dir = os.path.abspath(os.fspath(sketch_dir))
@@ -95,7 +95,6 @@ def build_sketch(sketch_dir, target="host", lib_dir=None, build_dir=None, jobs=N
     includes = (sketch_dir, HARNESS_DIR, *lib.include_dirs)
     sources = [os.path.join(sketch_dir, f) for f in sorted(os.listdir(sketch_dir)) if f.endswith(".cpp")]
     sources += [os.path.join(HARNESS_DIR, "harness_main.cpp"), os.path.join(HARNESS_DIR, PLATFORM_SOURCE[target])]
-    headers = _headers_digest(sketch_dir) if obj_cache else ""
     commands, objects, cached = [], [], []
     for i, src in enumerate(sources):
         obj = os.path.join(build_dir, f"{i:03d}_{os.path.basename(src)}.o")
@@ -107,7 +106,7 @@ def build_sketch(sketch_dir, target="host", lib_dir=None, build_dir=None, jobs=N
             cmd.insert(1, f'-DTINYVISION_SKETCH="{os.path.join(sketch_dir, ino[0])}"')
         objects.append(obj)
         if obj_cache:
-            key = _object_key(cmd, src, sketch_dir, build_dir, headers)
+            key = _object_key(cmd, src, sketch_dir, build_dir)
             keep = os.path.join(obj_cache, key + ".o")
             cached.append((obj, keep))
             if os.path.isfile(keep):
@@ -133,23 +132,37 @@ def build_sketch(sketch_dir, target="host", lib_dir=None, build_dir=None, jobs=N
     return exe
 
 
-def _headers_digest(sketch_dir):
-    """sha256 of what a sketch source may include: the sketch's and the harness's non-.cpp files."""
-    h = hashlib.sha256()
-    for folder in (sketch_dir, HARNESS_DIR):
-        for name in sorted(os.listdir(folder)):
-            path = os.path.join(folder, name)
-            if os.path.isfile(path) and not name.endswith((".cpp", ".c", ".o")):
-                with open(path, "rb") as f:
-                    h.update(name.encode() + b"\0" + hashlib.sha256(f.read()).digest())
-    return h.hexdigest()
+_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 
 
-def _object_key(cmd, src, sketch_dir, build_dir, headers):
-    h = hashlib.sha256(headers.encode())
-    h.update(" ".join(cmd).replace(sketch_dir, "<sketch>").replace(build_dir, "<build>").encode())
-    with open(src, "rb") as f:
-        h.update(f.read())
+def _local_includes(path, folders, seen):
+    """The files of ``folders`` that ``path`` includes with "...", transitively (added to ``seen``)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        names = _INCLUDE.findall(f.read())
+    for name in names:
+        for folder in folders:
+            found = os.path.join(folder, name)
+            if os.path.isfile(found) and found not in seen:
+                seen.add(found)
+                _local_includes(found, folders, seen)
+                break
+    return seen
+
+
+def _object_key(cmd, src, sketch_dir, build_dir):
+    """sha256 of the compile command (paths of the sketch and build folders left out), the source and every
+    file of the sketch or the harness it includes: objects of unchanged sources are shared between sketches."""
+    h = hashlib.sha256(" ".join(cmd).replace(sketch_dir, "<sketch>").replace(build_dir, "<build>").encode())
+    for path in [src, *sorted(_local_includes(src, (sketch_dir, HARNESS_DIR), set()))]:
+        with open(path, "rb") as f:
+            h.update(os.path.basename(path).encode() + b"\0" + hashlib.sha256(f.read()).digest())
+    if src.endswith("harness_main.cpp"):  # includes the .ino through a macro
+        ino = next(f for f in os.listdir(sketch_dir) if f.endswith(".ino"))
+        for path in sorted(_local_includes(os.path.join(sketch_dir, ino), (sketch_dir, HARNESS_DIR), set())):
+            with open(path, "rb") as f:
+                h.update(hashlib.sha256(f.read()).digest())
+        with open(os.path.join(sketch_dir, ino), "rb") as f:
+            h.update(f.read())
     return h.hexdigest()
 
 
