@@ -106,6 +106,7 @@ static void OneAtATime(PlanFixture& f) {
   f.persistent[0].section = {2048, 1024};
   f.persistent[1].section = {2048, 512};
   f.persistent[2].section = {2048, 512};
+  for (ModelInfo& m : f.models) m.persistent_bytes = 500;  // each fits the section it is given
   f.plan.arena.size = 3072;
   f.plan.arena.interpreters = InterpreterMode::kOneAtATime;
   f.plan.arena.temp_reserve = 512;
@@ -223,6 +224,12 @@ static void TestValidatePlan() {
        Status::kMissingSection, -1},
       {"a model with two sections", [](PlanFixture& f) { f.persistent[1].model = 0; }, Status::kMissingSection, 1},
       {"section for a missing model", [](PlanFixture& f) { f.persistent[1].model = 9; }, Status::kBadModelIndex, 1},
+      {"model head over shared", [](PlanFixture& f) { f.models[1].nonpersistent_bytes = 2049; },
+       Status::kModelExceedsSection, 1},
+      {"model head -5 written as unsigned", [](PlanFixture& f) { f.models[0].nonpersistent_bytes = uint32_t(-5); },
+       Status::kModelExceedsSection, 0},
+      {"model tail over its section", [](PlanFixture& f) { f.persistent[0].section.size = 992; },
+       Status::kModelExceedsSection, 0},
       {"no patches", [](PlanFixture& f) { f.plan.num_patches = 0; }, Status::kBadPlan, -1},
       {"no models", [](PlanFixture& f) { f.plan.num_models = 0; }, Status::kBadPlan, -1},
       {"too many models", [](PlanFixture& f) { f.plan.num_models = kMaxModels + 1; }, Status::kBadPlan, -1},
