@@ -172,7 +172,7 @@ def board_exact_tail(bundle):
     Run before ``finalize``, which measures and plans the rewritten tail; the bundle's verification against
     its source (``verify_bundle``) then checks the rewrite on TFLM.
     """
-    from converters.patching.bundle import BundleModel
+    from tinyvision.bundle import BundleModel
 
     if bundle.arena is not None:
         raise ValueError("board_exact_tail rewrites a bundle before finalize plans its arena")
