@@ -2,13 +2,10 @@
 
 Exported sketches (the .ino, tflm_app's runtime and TFLM glue, generated plan, model arrays and
 test image) are built by tinyvision.runtime.board against Chirale_TensorFlowLite (the library the
-Arduino IDE installs), found at ../shared/third_party/Chirale_TensorFlowLite beside the repository
-(the module is skipped without it):
-
-- for the host with g++: the whole bundle in one arena exactly as on the board;
-- for the Cortex-M4F with arm-none-eabi-g++ and the library's CMSIS-NN kernels, run under
-  qemu-system-arm (mps2-an386, 256 KB of RAM enforced by the MPU, -icount), skipped without the
-  toolchain or qemu.
+Arduino IDE installs), found at ../shared/third_party/Chirale_TensorFlowLite beside the repository,
+for the Cortex-M4F with arm-none-eabi-g++ and the library's CMSIS-NN kernels, and run under
+qemu-system-arm (mps2-an386, 256 KB of RAM enforced by the MPU, -icount): the whole bundle in one
+arena, as on the board (the module is skipped without the library, the toolchain or qemu).
 
 Every stage buffer must equal the host PatchRunner's (tflite-micro, the reference) bit for bit, the
 scores too (the tails' rescaling global MEANs rewritten by converters.passes.board_mean, which the
@@ -28,10 +25,11 @@ from conftest import int8_tflite, randomize
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIB_DIR = os.path.join(os.path.dirname(ROOT), "shared", "third_party", "Chirale_TensorFlowLite")
 
-pytestmark = pytest.mark.skipif(not os.path.isdir(LIB_DIR) or shutil.which("g++") is None,
-                                reason="needs g++ and the board's TFLM library at ../shared/third_party")
 HAS_M4 = all(shutil.which(t) for t in ("arm-none-eabi-g++", "qemu-system-arm"))
-TARGETS = ("host", "cortex-m4") if HAS_M4 else ("host",)
+pytestmark = pytest.mark.skipif(not os.path.isdir(LIB_DIR) or not HAS_M4,
+                                reason="needs arm-none-eabi-g++, qemu-system-arm and the board's TFLM library at "
+                                       "../shared/third_party")
+TARGETS = ("cortex-m4",)  # the board's build of the library, run under qemu as the board runs it
 
 
 @pytest.fixture(scope="session")
@@ -191,7 +189,7 @@ def test_cpp_init_refuses_tampered_plans(mode, mobilenet48, tmp_path, obj_cache)
     folder = tmp_path / "bundle"
     write_bundle(finalize(split_stages(data, [(cut, 2) for cut in cuts[:2]]), interpreters=mode), folder)
     sketch = export_arduino(folder, tmp_path / "sketch", sketch_name="tampered", verbose=False).sketch_dir
-    good = run_sketch(sketch, "host", LIB_DIR, obj_cache=obj_cache)
+    good = run_sketch(sketch, "cortex-m4", LIB_DIR, obj_cache=obj_cache)
     assert good.error is None and good.scores is not None
     bundle = read_bundle(folder)
     symbols = ["tinyvision_" + c_identifier(m.file) for m in bundle.models]
@@ -200,7 +198,7 @@ def test_cpp_init_refuses_tampered_plans(mode, mobilenet48, tmp_path, obj_cache)
         shutil.copytree(sketch, copy_dir)
         _, source = render_plan_data(tampered, symbols)
         (copy_dir / "plan_data.cpp").write_text(source)  # plan_data.h keeps the sketch's arena constant
-        run = run_sketch(str(copy_dir), "host", LIB_DIR, obj_cache=obj_cache)
+        run = run_sketch(str(copy_dir), "cortex-m4", LIB_DIR, obj_cache=obj_cache)
         assert run.error is not None and run.scores is None, f"{name}: accepted by the C++ Init: {run.lines}"
 
 
@@ -216,7 +214,6 @@ def _cli(*args):
                           env=env, timeout=1200)
 
 
-@pytest.mark.skipif(not HAS_M4, reason="needs arm-none-eabi-g++ and qemu-system-arm")
 def test_emulate_command(mobilenet48, tmp_path):
     from converters.patching import split_stages
 
