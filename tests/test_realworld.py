@@ -144,3 +144,19 @@ def test_convert_and_an_explicit_chain_are_bit_exact_on_tflm(name):
     assert arena["shared"]["size"] < head
     if ceiling is not None:
         assert arena["size"] <= ceiling
+
+
+def test_a_float_io_model_runs_whole_on_its_int8_core():
+    """The unsplit bundle (what --patches=auto writes when no split helps) of a converted float-I/O model runs
+    its int8 core, without the source's offline plan (which indexes the edge tensors too)."""
+    from converters.optimize import optimize_tflite
+    from converters.patching import whole_model
+    from converters.patching.bundle import finalize
+    from tinyvision.runtime.patch_runner import verify_bundle
+
+    original = load("tinyengine_vww")
+    optimized, _ = optimize_tflite(original, "tinyengine_vww")
+    bundle = finalize(whole_model(optimized, "tinyengine_vww.tflite"))
+    assert bundle.kind == "whole_model" and not bundle.stages
+    check = verify_bundle(bundle, original, n_inputs=1)
+    assert check.ok, check.detail

@@ -152,7 +152,10 @@ def int8_core(model):
         return model, SourceEdges()
     if len(kinds) == len(graph.ops) - (output_quant is not None):
         raise TinyVisionError("the model is only its input and output conversions: nothing to split")
+    from converters.planning.metadata import METADATA_NAME
+
     core = model.copy()
+    core.metadata.pop(METADATA_NAME, None)  # an offline plan of the source indexes tensors the core drops
     g = core.main
     end = len(g.ops) - (output_quant is not None)
     g.inputs = [g.ops[len(kinds) - 1].outputs[0]] if kinds else g.inputs
