@@ -39,7 +39,6 @@ def obj_cache(tmp_path_factory):
 
 def write_board_exact(bundle, folder, **finalize_options):
     """finalize + write_bundle of a bundle whose tail's rescaling MEANs were rewritten for the board."""
-    from converters.export.board_kernels import bundle_board_differences
     from converters.passes.board_mean import board_exact_tail
     from converters.patching import write_bundle
     from converters.patching.bundle import finalize
