@@ -39,7 +39,8 @@ class OptimizeReport:
 
     def lines(self):
         out = [f"explicit PADs folded into SAME convolutions: {self.folded_pads}"] if self.folded_pads else []
-        out.append(f"operator order: peak live memory {self.peak_before:,} -> {self.peak_after:,} B")
+        if self.peak_before is not None:  # None with --noreorder
+            out.append(f"operator order: peak live memory {self.peak_before:,} -> {self.peak_after:,} B")
         if self.planned_head is not None:
             out.append(f"offline arena plan: head {self.planned_head:,} B (TFLM's own planner: {self.greedy_head:,} B); "
                        f"on the board, with CMSIS-NN scratch: {self.board_head:,} B ({self.board_greedy_head:,} B)")

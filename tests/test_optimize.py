@@ -39,3 +39,11 @@ def test_an_already_planned_model_is_planned_again(grouped_block_tflite):
     assert Model.from_bytes(twice).metadata[METADATA_NAME] == Model.from_bytes(once).metadata[METADATA_NAME]
     _, unplanned = optimize_tflite(once, "block", plan=False)
     assert unplanned.planned_head is None
+
+
+def test_without_reordering_the_report_still_prints(grouped_block_tflite):
+    """`convert --noreorder`: no peak figures to report, the plan still is."""
+    _, report = optimize_tflite(grouped_block_tflite, "block", reorder=False)
+    lines = report.lines()
+    assert not any(line.startswith("operator order") for line in lines)
+    assert any(line.startswith("offline arena plan") for line in lines)
