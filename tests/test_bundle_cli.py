@@ -83,3 +83,16 @@ def test_impossible_budget_fails_cleanly(small_mobilenet):
     assert "smallest" in errors[0]
     assert not out.exists()
     assert not [p for p in os.listdir(path.parent) if p.startswith(".never_written")]
+
+
+def test_a_bundle_written_elsewhere_finds_its_source(small_mobilenet):
+    """convert records where it read the source, relative to the bundle, so analyze (and export --arduino)
+    can check a bundle written far from its model."""
+    path, n = small_mobilenet
+    out = path.parent / "elsewhere" / "deeper" / "bundle"
+    done = _cli("convert", f"--model={path}", "--patches=2x2", f"--split={n}", f"--output={out}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((out / "plan.json").read_text())["source"]["path"] == os.path.join("..", "..", "..", path.name)
+    done = _cli("analyze", f"--model={out}", "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["bit_exact"] is True

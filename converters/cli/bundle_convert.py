@@ -64,6 +64,8 @@ def convert_to_bundle(model_bytes, FLAGS, source_bytes=None):
     bundle.labels = read_labels(model_bytes)
     if source_bytes is not None:  # also in a whole_model bundle: the user's file, not its optimized bytes
         bundle.source["sha256"] = hashlib.sha256(source_bytes).hexdigest()
+    if getattr(FLAGS, "model", None):
+        bundle.source["path"] = os.path.relpath(os.path.abspath(FLAGS.model), os.path.abspath(FLAGS.output))
     with progress(f"measuring {len(bundle.models)} models on TFLM and planning the shared arena"):
         finalize(bundle, interpreters=FLAGS.interpreters)
     if FLAGS.verify:

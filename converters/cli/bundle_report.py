@@ -7,15 +7,23 @@ from tinyvision.runtime.patch_runner import verify_bundle
 
 
 def _source_path(folder, plan):
-    """The bundle's source .tflite on disk (absolute, next to the bundle, inside it, or from the cwd), or None."""
-    name = (plan.get("source") or {}).get("file")
+    """The bundle's source .tflite on disk, or None.
+
+    Looked for as its file name (absolute or from the cwd), next to the bundle, inside it, and at the path
+    convert recorded relative to the bundle; a file whose sha256 is the recorded one is preferred."""
+    source = plan.get("source") or {}
+    name = source.get("file")
     if not name:
         return None
     folder = os.path.abspath(folder)
-    for path in (name, os.path.join(os.path.dirname(folder), name), os.path.join(folder, name)):
-        if os.path.isfile(path):
+    candidates = [name, os.path.join(os.path.dirname(folder), name), os.path.join(folder, name)]
+    if source.get("path"):
+        candidates.append(os.path.join(folder, source["path"]))
+    found = [path for path in candidates if os.path.isfile(path)]
+    for path in found:
+        if source.get("sha256") in (None, hashlib.sha256(read_bytes(path)).hexdigest()):
             return path
-    return None
+    return found[0] if found else None
 
 
 def _baseline(source_bytes, stats):

@@ -122,12 +122,13 @@ PLAN = Obj({
     "kind": Str(KINDS),
     "source": Obj({
         "file": Str(), "sha256": Str(),
+        "path": Str(),  # the source as convert read it, relative to the bundle folder
         # what the source model does at its edges instead of the bundle (converters/patching/edges.py)
         "input": Obj({"shape": List(Int(1, MAX_DIMENSION), 1, 4), "dtype": Str(("int8", "float32")),
                       "layout": Str(("NHWC", "NCHW"))}),
         "output": Obj({"dtype": Str(("float32",)), "scale": Float(0, exclusive_low=True),
                        "zero_point": Int(-128, 127)}),
-    }, optional=("sha256", "input", "output")),
+    }, optional=("sha256", "path", "input", "output")),
     "image": Obj(_QUANTIZED),
     "stages": List(Obj({**_QUANTIZED, "tensor": Str()}, optional=("tensor",))),  # none in a whole_model bundle
     "models": List(Obj({
