@@ -3,9 +3,10 @@
 Exported sketches (the .ino, tflm_app's runtime and TFLM glue, generated plan, model arrays and
 test image) are built by tinyvision.runtime.board against Chirale_TensorFlowLite (the library the
 Arduino IDE installs), found at ../shared/third_party/Chirale_TensorFlowLite beside the repository,
-for the Cortex-M4F with arm-none-eabi-g++ and the library's CMSIS-NN kernels, and run under
-qemu-system-arm (mps2-an386, 256 KB of RAM enforced by the MPU, -icount): the whole bundle in one
-arena, as on the board (the module is skipped without the library, the toolchain or qemu).
+for the Cortex-M4F with arm-none-eabi-g++ and the library's CMSIS-NN kernels, run under
+qemu-system-arm (mps2-an386, 256 KB of RAM enforced by the MPU, -icount), and for the host with
+g++ -m32 (where g++-multilib is installed): the whole bundle in one arena, as on the board (the
+module is skipped without the library, the arm toolchain or qemu).
 
 Every stage buffer must equal the host PatchRunner's (tflite-micro, the reference) bit for bit, the
 scores too (the tails' rescaling global MEANs rewritten by converters.passes.board_mean, which the
@@ -29,7 +30,22 @@ HAS_M4 = all(shutil.which(t) for t in ("arm-none-eabi-g++", "qemu-system-arm"))
 pytestmark = pytest.mark.skipif(not os.path.isdir(LIB_DIR) or not HAS_M4,
                                 reason="needs arm-none-eabi-g++, qemu-system-arm and the board's TFLM library at "
                                        "../shared/third_party")
-TARGETS = ("cortex-m4",)  # the board's build of the library, run under qemu as the board runs it
+
+
+def _builds_32bit_programs():
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "probe.cpp")
+        with open(src, "w") as f:
+            f.write("#include <cstdio>\nint main() { std::puts(\"ok\"); }\n")
+        return subprocess.run(["g++", "-m32", src, "-o", os.path.join(tmp, "probe")], capture_output=True).returncode == 0
+
+
+# The board's build of the library run under qemu as the board runs it, and the host's 32-bit build (g++-multilib):
+# the same code and arena plan on two kernel sets (CMSIS-NN's DSP paths and its portable C paths).
+TARGETS = ("host", "cortex-m4") if shutil.which("g++") and _builds_32bit_programs() else ("cortex-m4",)
 
 
 @pytest.fixture(scope="session")
@@ -179,8 +195,9 @@ def _tampered_sketches(bundle):
     return cases
 
 
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("mode", ["resident", "one_at_a_time"])
-def test_cpp_init_refuses_tampered_plans(mode, mobilenet48, tmp_path, obj_cache):
+def test_cpp_init_refuses_tampered_plans(mode, target, mobilenet48, tmp_path, obj_cache):
     from converters.export.arduino import export_arduino, render_plan_data
     from converters.export.c_array import c_identifier
     from converters.patching import read_bundle, split_stages, write_bundle
@@ -191,7 +208,7 @@ def test_cpp_init_refuses_tampered_plans(mode, mobilenet48, tmp_path, obj_cache)
     folder = tmp_path / "bundle"
     write_bundle(finalize(split_stages(data, [(cut, 2) for cut in cuts[:2]]), interpreters=mode), folder)
     sketch = export_arduino(folder, tmp_path / "sketch", sketch_name="tampered", verbose=False).sketch_dir
-    good = run_sketch(sketch, "cortex-m4", LIB_DIR, obj_cache=obj_cache)
+    good = run_sketch(sketch, target, LIB_DIR, obj_cache=obj_cache)
     assert good.error is None and good.scores is not None
     bundle = read_bundle(folder)
     symbols = ["tinyvision_" + c_identifier(m.file) for m in bundle.models]
@@ -200,7 +217,7 @@ def test_cpp_init_refuses_tampered_plans(mode, mobilenet48, tmp_path, obj_cache)
         shutil.copytree(sketch, copy_dir)
         _, source = render_plan_data(tampered, symbols)
         (copy_dir / "plan_data.cpp").write_text(source)  # plan_data.h keeps the sketch's arena constant
-        run = run_sketch(str(copy_dir), "cortex-m4", LIB_DIR, obj_cache=obj_cache)
+        run = run_sketch(str(copy_dir), target, LIB_DIR, obj_cache=obj_cache)
         assert run.error is not None and run.scores is None, f"{name}: accepted by the C++ Init: {run.lines}"
 
 
