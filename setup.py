@@ -9,7 +9,7 @@ setup(
     # converters/export/tflm_app, where converters.export.arduino finds it outside a checkout.
     packages=find_packages(include=["tinyvision*", "models*", "converters*"]) + ["converters.export.tflm_app"],
     package_dir={"converters.export.tflm_app": "tflm_app"},
-    package_data={"": ["*.txt", "*.json"], "converters.export.tflm_app": ["*.h", "*.cpp", "*.ino", "*.md"]},
+    package_data={"": ["*.txt", "*.json"], "converters.export.tflm_app": ["*.h", "*.cpp", "*.ino", "*.md", "harness/*"]},
     install_requires=[
         "tensorflow==2.21.*",
         "tf_keras==2.21.*",

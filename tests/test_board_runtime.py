@@ -246,10 +246,20 @@ def test_emulate_command(mobilenet48, tmp_path):
     assert "B touched" in out, out
 
 
-def test_emulate_refuses_what_it_cannot_run(tmp_path, mobilenet48):
+def test_emulate_runs_a_whole_model_on_a_larger_map(tmp_path, mobilenet48):
+    """A .tflite runs whole; exported for the mps2-an386 profile the emulator gives it 4 MB of RAM."""
     model = tmp_path / "model.tflite"
     model.write_bytes(mobilenet48[0])
-    done = _cli("emulate", f"--model={model}", f"--arduino_lib={LIB_DIR}")
-    assert done.returncode == 1 and "bundle folder" in done.stderr and "Traceback" not in done.stderr
+    done = _cli("emulate", f"--model={model}", "--board=mps2-an386", f"--arduino_lib={LIB_DIR}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "4,096 KB RAM as mps2-an386" in done.stdout and "(equal)" in done.stdout, done.stdout
+    assert "none (a whole model)" in done.stdout, done.stdout
+
+
+def test_emulate_refuses_what_it_cannot_run(tmp_path):
+    done = _cli("emulate", f"--model={tmp_path / 'missing.tflite'}", f"--arduino_lib={LIB_DIR}")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     done = _cli("emulate", f"--model={tmp_path}", f"--arduino_lib={tmp_path}")
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    done = _cli("emulate", f"--model={tmp_path}", "--board=uno", f"--arduino_lib={LIB_DIR}")
+    assert done.returncode == 1 and "unknown board" in done.stderr, done.stderr

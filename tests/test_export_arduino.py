@@ -321,7 +321,7 @@ def test_replaces_its_own_sketch_but_nothing_else(bundle_dir, tmp_path):
 def test_argument_errors(bundle_dir, tmp_path):
     from converters.export.arduino import export_arduino
 
-    with pytest.raises(TinyVisionError, match="unknown board 'uno'; known boards: nano33ble"):
+    with pytest.raises(TinyVisionError, match="unknown board 'uno'; known boards: mps2-an386, nano33ble"):
         export_arduino(bundle_dir, tmp_path, board="uno")
     with pytest.raises(TinyVisionError, match="sketch name"):
         export_arduino(bundle_dir, tmp_path, sketch_name="bad name")

@@ -51,6 +51,10 @@ def test_wheel_install_exports_a_sketch(installed, small_cnn_tflite, tmp_path):
     where = _run([str(bin_dir / "python"), "-c", "import converters.export.arduino as a; print(a.tflm_app_dir())"],
                  cwd=tmp_path, env=env).stdout.strip()
     assert where.startswith(str(bin_dir.parent)) and "site-packages" in where  # the wheel's copy, not the checkout
+    harness = _run([str(bin_dir / "python"), "-c", "from tinyvision.runtime.board import harness_folder; "
+                    "print(harness_folder())"], cwd=tmp_path, env=env).stdout.strip()
+    for name in ("harness_main.cpp", "platform_m4.c", "mps2_an386.ld.in", "Arduino.h"):  # tinyvision emulate
+        assert os.path.isfile(os.path.join(harness, name)), name
     bundle = tmp_path / "bundle"
     write_small_cnn_bundle(bundle, small_cnn_tflite, "one_at_a_time")
     with open(bundle / "plan.json", encoding="utf-8") as f:  # export checks the bundle against its source

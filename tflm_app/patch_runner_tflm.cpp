@@ -326,7 +326,7 @@ Status PatchRunner::Run(const ImageSource& image, RunResult* result) {
     r.copy_us += Elapsed(micros_, t);
     if (s != Status::kOk) return Fail(s, i);
   }
-  ObserveStage(uint16_t(plan_.num_stages - 1));
+  if (plan_.num_stages > 0) ObserveStage(uint16_t(plan_.num_stages - 1));  // a whole model has no stage
   r.patch_us = Elapsed(micros_, start);
   const uint32_t tail_start = Now(micros_);
   const Status s = Activate(plan_.tail_model, &r.create_us);
@@ -358,6 +358,7 @@ void PatchRunner::Observe(uint16_t stage, const int8_t* data, size_t bytes) cons
 }
 
 void PatchRunner::ObserveStage(uint16_t k) const {
+  if (observer_ == nullptr) return;
   const StageInfo& stage = plan_.stages[k];
   Observe(k, reinterpret_cast<const int8_t*>(arena_ + stage.section.offset), Volume(stage.shape));
 }

@@ -105,6 +105,7 @@ class ExportReport:
     interpreters: str  # the bundle's arena.interpreters: "resident" or "one_at_a_time"
     camera: bool  # the build chosen at export: camera frames (True) or the test image in flash
     ram_bytes: int  # static RAM of the flash test image build
+    board_ram_bytes: int  # the board's RAM
     ram_available: int  # board RAM minus the reserve for stack and core
     camera_ram_bytes: int  # the same with TINYVISION_USE_CAMERA
     flash_bytes: int
@@ -690,6 +691,7 @@ def _memory_report(bundle, profile, folder, target, image, files, camera):
         sketch_dir=target, board=profile.name, interpreters=interpreter_mode(bundle), camera=camera,
         ram_bytes=ram_total,
         ram_available=profile.ram_available, camera_ram_bytes=ram_total + CAMERA_EXTRA_BYTES,
+        board_ram_bytes=profile.ram_bytes,
         flash_bytes=sum(flash.values()), flash_available=profile.flash_bytes, ram=ram, flash=flash, arm_size=arm,
     )
 
@@ -710,6 +712,8 @@ def render_build_config(report):
         f"// Static RAM on {report.board}: test image build {report.ram_bytes:,} B, camera build "
         f"{report.camera_ram_bytes:,} B; the board leaves {report.ram_available:,} B beside the stack and core.",
         f"#define TINYVISION_CAMERA_BUILD_FITS {fits}",
+        f"#define TINYVISION_BOARD_RAM_BYTES {report.board_ram_bytes}  // the board's RAM and flash (the emulator's map)",
+        f"#define TINYVISION_BOARD_FLASH_BYTES {report.flash_available}",
         "#if TINYVISION_USE_CAMERA && !TINYVISION_CAMERA_BUILD_FITS",
         f'#error "tinyvision: the camera build needs {report.camera_ram_bytes} B of static RAM, more than the '
         f'{report.ram_available} B {report.board} leaves beside the stack and core: convert the bundle with a '

@@ -14,6 +14,11 @@ Figures and their sources:
   CMSIS-NN kernels of a small CNN's operators (~120 KB). tinyvision's runtime and
   data are added on top, measured with arm-none-eabi-size when the toolchain is
   installed (``runtime_code_bytes`` is the fallback when it is not).
+
+``mps2-an386`` is no board a user deploys to: it is the emulator's machine (qemu's MPS2 AN386, the
+Cortex-M4F ``tinyvision emulate`` runs) with all its memory, 4 MB of code memory at 0x0 and 4 MB of
+RAM at 0x20000000, so that a model too large for the Nano (an unsplit baseline) runs on the same CPU
+and library for comparison.
 """
 import dataclasses
 
@@ -45,6 +50,16 @@ BOARDS = {
         description="Arduino Nano 33 BLE / BLE Sense (nRF52840, Cortex-M4F 64 MHz)",
         ram_bytes=262144,
         flash_bytes=983040,
+        reserved_ram_bytes=32 * 1024,
+        code_flash_bytes=200 * 1024,
+        runtime_code_bytes=6 * 1024,
+        arch_flags=("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"),
+    ),
+    "mps2-an386": BoardProfile(
+        name="mps2-an386",
+        description="qemu's MPS2 AN386 (Cortex-M4F) with its 4 MB of code memory and 4 MB of RAM (emulator only)",
+        ram_bytes=4 * 1024 * 1024,
+        flash_bytes=4 * 1024 * 1024,
         reserved_ram_bytes=32 * 1024,
         code_flash_bytes=200 * 1024,
         runtime_code_bytes=6 * 1024,

@@ -20,8 +20,12 @@ extern void exit(int);
 #define TIMER0 0x40000000u
 #define NS_PER_TICK 40u
 
-// The board's RAM: the MPU allows 256 KB at 0x20000000 and nothing of the
-// 4 MB behind it, so a run that would not fit the board faults here too.
+// The board's RAM: the MPU allows 2^HARNESS_RAM_LOG2 bytes at 0x20000000 (the Nano's 256 KB unless
+// the sketch was exported for a larger map) and nothing of the 4 MB behind it, so a run that would
+// not fit the board faults here too.
+#ifndef HARNESS_RAM_LOG2
+#define HARNESS_RAM_LOG2 18
+#endif
 #define MPU_CTRL 0xE000ED94u
 #define MPU_RNR 0xE000ED98u
 #define MPU_RBAR 0xE000ED9Cu
@@ -35,9 +39,9 @@ static void LimitRam(void) {
   REG(MPU_RNR) = 0;  // everything of SRAM above 0x20000000: no access
   REG(MPU_RBAR) = 0x20000000u;
   REG(MPU_RASR) = RASR_XN | RASR_SIZE(22) | 1u;
-  REG(MPU_RNR) = 1;  // the first 256 KB: read/write (higher region wins)
+  REG(MPU_RNR) = 1;  // the board's RAM: read/write (higher region wins)
   REG(MPU_RBAR) = 0x20000000u;
-  REG(MPU_RASR) = RASR_XN | RASR_FULL_ACCESS | RASR_NORMAL_CACHED | RASR_SIZE(18) | 1u;
+  REG(MPU_RASR) = RASR_XN | RASR_FULL_ACCESS | RASR_NORMAL_CACHED | RASR_SIZE(HARNESS_RAM_LOG2) | 1u;
   REG(MPU_CTRL) = 5u;  // enable, with the default map for everything else
   __asm volatile("dsb\n isb");
 }
@@ -74,7 +78,7 @@ void Reset_Handler(void) {
 }
 
 static void Fault_Handler(void) {
-  SemihostingWrite0("\nharness fault: the program faulted (out of the 256 KB RAM, or a bad access)\nharness exit 2\n");
+  SemihostingWrite0("\nharness fault: the program faulted (out of the board's RAM, or a bad access)\nharness exit 2\n");
   exit(2);
 }
 

@@ -28,8 +28,6 @@ import numpy as np
 from tinyvision.errors import TinyVisionError
 from tinyvision.runtime import arduino_lib
 
-APP_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tflm_app")
-HARNESS_DIR = os.path.join(APP_DIR, "harness")
 QEMU = "qemu-system-arm"
 QEMU_ARGS = ("-machine", "mps2-an386", "-cpu", "cortex-m4", "-nographic", "-monitor", "none", "-serial", "none",
              "-semihosting-config", "enable=on,target=native", "-icount", "shift=0")
@@ -37,6 +35,8 @@ SKETCH_CXX_FLAGS = ("-std=gnu++17", "-fno-exceptions", "-fno-rtti", "-fno-thread
 PLATFORM_SOURCE = {"host": "platform_host.cpp", "cortex-m4": "platform_m4.c"}
 BOARD_HZ = 64_000_000  # Nano 33 BLE: nRF52840 Cortex-M4F at 64 MHz
 
+NANO_MEMORY = (1024 * 1024, 256 * 1024)  # (code, RAM) bytes of a sketch exported before build_config.h named them
+_BOARD_MEMORY = re.compile(r"#define TINYVISION_BOARD_(RAM|FLASH)_BYTES (\d+)")
 _SKETCH_LINE = re.compile(r"class=(-?\d+).* create_ms=([\d.]+) arena_used=(\d+)/(\d+)")
 
 
@@ -86,15 +86,17 @@ def build_sketch(sketch_dir, target="host", lib_dir=None, build_dir=None, jobs=N
     TinyVisionError for a missing toolchain or library, or a compile error.
     """
     sketch_dir = os.path.abspath(os.fspath(sketch_dir))
+    harness_dir = harness_folder()
     ino = [f for f in os.listdir(sketch_dir) if f.endswith(".ino")]
     if len(ino) != 1:
         raise TinyVisionError(f"{sketch_dir} is not an exported sketch (expected one .ino, found {len(ino)})")
     lib = arduino_lib.build_library(lib_dir, target, jobs=jobs, verbose=verbose)
     build_dir = os.path.abspath(build_dir or os.path.join(sketch_dir, ".harness-build"))
     os.makedirs(build_dir, exist_ok=True)
-    includes = (sketch_dir, HARNESS_DIR, *lib.include_dirs)
+    includes = (sketch_dir, harness_dir, *lib.include_dirs)
+    flash_bytes, ram_bytes = board_memory(sketch_dir)
     sources = [os.path.join(sketch_dir, f) for f in sorted(os.listdir(sketch_dir)) if f.endswith(".cpp")]
-    sources += [os.path.join(HARNESS_DIR, "harness_main.cpp"), os.path.join(HARNESS_DIR, PLATFORM_SOURCE[target])]
+    sources += [os.path.join(harness_dir, "harness_main.cpp"), os.path.join(harness_dir, PLATFORM_SOURCE[target])]
     commands, objects, cached = [], [], []
     for i, src in enumerate(sources):
         obj = os.path.join(build_dir, f"{i:03d}_{os.path.basename(src)}.o")
@@ -104,9 +106,11 @@ def build_sketch(sketch_dir, target="host", lib_dir=None, build_dir=None, jobs=N
             cmd[1:1] = SKETCH_CXX_FLAGS
         if src.endswith("harness_main.cpp"):
             cmd.insert(1, f'-DTINYVISION_SKETCH="{os.path.join(sketch_dir, ino[0])}"')
+        if src.endswith(PLATFORM_SOURCE["cortex-m4"]):
+            cmd.insert(1, f"-DHARNESS_RAM_LOG2={ram_bytes.bit_length() - 1}")
         objects.append(obj)
         if obj_cache:
-            key = _object_key(cmd, src, sketch_dir, build_dir)
+            key = _object_key(cmd, src, sketch_dir, build_dir, harness_dir)
             keep = os.path.join(obj_cache, key + ".o")
             cached.append((obj, keep))
             if os.path.isfile(keep):
@@ -123,8 +127,13 @@ def build_sketch(sketch_dir, target="host", lib_dir=None, build_dir=None, jobs=N
         link = [lib.target.cxx, *lib.target.flags, *objects, lib.archive, "-lm", "-o", exe]
     else:
         exe = os.path.join(build_dir, "sketch.elf")
+        script = os.path.join(build_dir, "mps2_an386.ld")
+        with open(os.path.join(harness_dir, "mps2_an386.ld.in"), encoding="utf-8") as f:
+            layout = f.read().replace("@FLASH_BYTES@", str(flash_bytes)).replace("@RAM_BYTES@", str(ram_bytes))
+        with open(script, "w", encoding="utf-8") as f:
+            f.write(layout)
         link = [lib.target.cxx, *lib.target.flags, "--specs=rdimon.specs", "-nostartfiles",
-                "-T", os.path.join(HARNESS_DIR, "mps2_an386.ld"), "-Wl,--gc-sections", *objects, lib.archive,
+                "-T", script, "-Wl,--gc-sections", *objects, lib.archive,
                 "-lm", "-o", exe]
     done = subprocess.run(link, capture_output=True, text=True)
     if done.returncode != 0:
@@ -149,16 +158,39 @@ def _local_includes(path, folders, seen):
     return seen
 
 
-def _object_key(cmd, src, sketch_dir, build_dir):
+def harness_folder():
+    """tflm_app/harness: the Arduino API and ``main`` the sketch is built with off the board."""
+    from converters.export.arduino import tflm_app_dir
+
+    return os.path.join(tflm_app_dir(), "harness")
+
+
+def board_memory(sketch_dir):
+    """(code bytes, RAM bytes) of the board the sketch was exported for (its build_config.h), the emulator's
+    memory map: powers of two of at most the mps2-an386's 4 MB each."""
+    try:
+        with open(os.path.join(sketch_dir, "build_config.h"), encoding="utf-8") as f:
+            found = dict(_BOARD_MEMORY.findall(f.read()))
+    except OSError:
+        found = {}
+    flash, ram = (int(found.get(key, default)) for key, default in zip(("FLASH", "RAM"), NANO_MEMORY))
+    limit = 4 * 1024 * 1024
+    if not 0 < flash <= limit or not 0 < ram <= limit or ram & (ram - 1):
+        raise TinyVisionError(f"{sketch_dir}: the board's memory ({flash:,} B code, {ram:,} B RAM) does not fit the "
+                              f"emulator's map (at most 4 MB each, RAM a power of two)")
+    return flash, ram
+
+
+def _object_key(cmd, src, sketch_dir, build_dir, harness_dir):
     """sha256 of the compile command (paths of the sketch and build folders left out), the source and every
     file of the sketch or the harness it includes: objects of unchanged sources are shared between sketches."""
     h = hashlib.sha256(" ".join(cmd).replace(sketch_dir, "<sketch>").replace(build_dir, "<build>").encode())
-    for path in [src, *sorted(_local_includes(src, (sketch_dir, HARNESS_DIR), set()))]:
+    for path in [src, *sorted(_local_includes(src, (sketch_dir, harness_dir), set()))]:
         with open(path, "rb") as f:
             h.update(os.path.basename(path).encode() + b"\0" + hashlib.sha256(f.read()).digest())
     if src.endswith("harness_main.cpp"):  # includes the .ino through a macro
         ino = next(f for f in os.listdir(sketch_dir) if f.endswith(".ino"))
-        for path in sorted(_local_includes(os.path.join(sketch_dir, ino), (sketch_dir, HARNESS_DIR), set())):
+        for path in sorted(_local_includes(os.path.join(sketch_dir, ino), (sketch_dir, harness_dir), set())):
             with open(path, "rb") as f:
                 h.update(hashlib.sha256(f.read()).digest())
         with open(os.path.join(sketch_dir, ino), "rb") as f:
@@ -217,7 +249,7 @@ def parse_output(text, target, stderr=""):
         tail = "; ".join((lines + stderr.strip().splitlines())[-3:]) or "no output"
         raise TinyVisionError(f"the {target} run of the sketch ended without a result: {tail}")
     if code == 2:
-        raise TinyVisionError(f"the sketch faulted on the emulated Cortex-M4 (out of its 256 KB RAM, or a bad "
+        raise TinyVisionError(f"the sketch faulted on the emulated Cortex-M4 (out of the board's RAM, or a bad "
                               f"access): {'; '.join(lines[-3:])}")
     ordered = [stages[k] for k in sorted(stages)]
     return SketchRun(target, lines, error, ordered, scores, clocks, counts, create_ms, arena, predicted)
@@ -249,29 +281,19 @@ class Emulation:
         return not any(self.stage_mismatches) and self.score_diff == 0
 
 
-def bundle_of(model_path):
-    """The bundle a sketch is exported from: a bundle folder (a plain .tflite is refused with the reason)."""
-    from converters.patching import read_bundle
-
-    path = os.fspath(model_path)
-    if not os.path.isdir(path):
-        raise TinyVisionError(f"{path}: give a bundle folder (tinyvision convert --patches=...): the Arduino "
-                              f"export takes bundles only")
-    return read_bundle(path)
-
-
 def run_bundle(model_path, targets=("cortex-m4",), lib_dir=None, image=None, jobs=None, timeout=600, obj_cache=None,
-               verbose=False):
-    """Export ``model_path`` as a sketch with ``image`` as its test image and run it on each of ``targets`` and
-    on the host's ``PatchRunner``: {target: ``Emulation``}.
+               verbose=False, board="nano33ble"):
+    """Export ``model_path`` (a bundle folder, or a .tflite run whole) as a sketch for ``board`` with ``image`` as
+    its test image and run it on each of ``targets`` and on the host's ``PatchRunner``: {target: ``Emulation``}.
 
     image: as ``export_arduino``'s test_image (None: the built-in dataset's sample, an image file, pixels, or an
-    int8 (H, W, C) image).
+    int8 (H, W, C) image). board: the profile the sketch is exported for; the emulator takes its memory map
+    (``"mps2-an386"``: 4 MB of RAM, for models too large for the Nano).
     """
-    from converters.export.arduino import export_arduino, prepare_test_image
+    from converters.export.arduino import export_arduino, load_for_export, prepare_test_image
     from tinyvision.runtime.patch_runner import PatchRunner
 
-    bundle = bundle_of(model_path)
+    bundle = load_for_export(os.fspath(model_path))
     for target in targets:  # a missing library, toolchain or emulator is named before anything runs
         arduino_lib.source_dir(lib_dir or arduino_lib.default_lib_dir())
         arduino_lib.get_target(target)
@@ -283,7 +305,7 @@ def run_bundle(model_path, targets=("cortex-m4",), lib_dir=None, image=None, job
     host = host_scores[0].reshape(-1)
     results = {}
     with tempfile.TemporaryDirectory(prefix="tinyvision-emulate-") as folder:
-        report = export_arduino(model_path, folder, test_image=x, verbose=False)
+        report = export_arduino(model_path, folder, board=board, test_image=x, verbose=False)
         for target in targets:
             run = run_sketch(report.sketch_dir, target, lib_dir, jobs=jobs, timeout=timeout, obj_cache=obj_cache,
                              verbose=verbose)
