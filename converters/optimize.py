@@ -1,5 +1,8 @@
 """The layer-by-layer memory optimization every conversion gets: operator order, then an offline arena plan.
 
+Before them, rescaling global-average MEANs become the DEPTHWISE_CONV_2Ds of ``converters.passes.board_mean``
+(``board_exact_mean``), which the Arduino TFLM libraries compute exactly as tflite-micro does.
+
 The reorder pass minimizes peak live memory; TFLM's greedy planner can still waste
 space around the new order (the 4-group bottleneck: 221,184 B instead of 184,320),
 so an offline plan written as ``OfflineMemoryAllocation`` metadata pins every
@@ -16,6 +19,7 @@ import numpy as np
 
 from converters.ir import Model
 from converters.passes import reorder_model
+from converters.passes.board_mean import board_exact_means
 from converters.passes.fold_pad import fold_pads
 from converters.planning import METADATA_NAME, deployment_heads, deployment_scratch, plan_graph, write_offline_plan
 from converters.planning.verify import compare_on_tflm
@@ -36,9 +40,13 @@ class OptimizeReport:
     board_greedy_head: Optional = None
     board_head: Optional = None
     folded_pads: int = 0  # explicit zero-point PADs folded into SAME convolutions (``fold_pads``)
+    board_means: int = 0  # rescaling global MEANs rewritten for the board's library (``board_exact_means``)
 
     def lines(self):
         out = [f"explicit PADs folded into SAME convolutions: {self.folded_pads}"] if self.folded_pads else []
+        if self.board_means:
+            out.append(f"rescaling global-average MEANs rewritten as DEPTHWISE_CONV_2D, which the Arduino TFLM "
+                       f"library computes as TFLM does: {self.board_means} (--noboard_exact_mean keeps them)")
         if self.peak_before is not None:  # None with --noreorder
             out.append(f"operator order: peak live memory {self.peak_before:,} -> {self.peak_after:,} B")
         if self.planned_head is not None:
@@ -47,8 +55,12 @@ class OptimizeReport:
         return out
 
 
-def optimize_tflite(model_bytes, name="model", reorder=True, plan=True, verify=True):
+def optimize_tflite(model_bytes, name="model", reorder=True, plan=True, verify=True, board_exact_mean=True):
     """Return (optimized .tflite bytes, OptimizeReport).
+
+    board_exact_mean: rewrite every global-average MEAN that changes quantization, which the Arduino
+    libraries' older TFLM rescales through float (1 LSB off at times), into a DEPTHWISE_CONV_2D that both
+    compute exactly as TFLM's MEAN (8 B of persistent arena per channel, H x W x C B of flash).
 
     tflite-support metadata (normalization, labels file) is carried over: the labels file
     lives in a zip appended after the flatbuffer, which re-exporting through the IR drops.
@@ -59,6 +71,7 @@ def optimize_tflite(model_bytes, name="model", reorder=True, plan=True, verify=T
     # An input's own offline plan is stale once operators move (TFLM would trust it): plan again below.
     model.metadata.pop(METADATA_NAME, None)
     folded = sum(fold_pads(graph) for graph in model.subgraphs)
+    means = board_exact_means(model) if board_exact_mean else 0
     results = reorder_model(model) if reorder else []
     peak_before = results[0].peak_before if results else None
     peak_after = results[0].peak_after if results else None
@@ -66,14 +79,14 @@ def optimize_tflite(model_bytes, name="model", reorder=True, plan=True, verify=T
     reordered = model.to_bytes()
     inputs = _random_inputs(model)
     if verify and not compare_on_tflm(reordered, model_bytes, inputs, name=name).bit_exact:
-        raise TinyVisionError(f"internal error: {name}: the rewritten model (PADs folded, reordered) differs "
+        raise TinyVisionError(f"internal error: {name}: the rewritten model (PADs folded, MEANs, reordered) differs "
                               "from the original on TFLM; nothing written")
     memory_plan = None
     if plan and len(model.subgraphs) == 1:
         memory_plan = plan_graph(model.main, scratch=deployment_scratch(model.main, name), name=name)
     if memory_plan is None or memory_plan.size >= memory_plan.tflm_greedy_size:
         return _with_metadata_of(model_bytes, reordered), OptimizeReport(
-            peak_before, peak_after, folded_pads=folded)
+            peak_before, peak_after, folded_pads=folded, board_means=means)
     greedy_head = memory_profile(model, name).head_bytes
     board_greedy_head = memory_profile(model, name, kernels="cmsis_nn").head_bytes
     host_head, board_head = deployment_heads(memory_plan, name)
@@ -85,7 +98,7 @@ def optimize_tflite(model_bytes, name="model", reorder=True, plan=True, verify=T
             raise TinyVisionError(f"{name}: TFLM did not reproduce the offline plan "
                                   f"(head {check.planned_head} vs {host_head}); nothing written")
     return _with_metadata_of(model_bytes, planned), OptimizeReport(
-        peak_before, peak_after, greedy_head, host_head, board_greedy_head, board_head, folded)
+        peak_before, peak_after, greedy_head, host_head, board_greedy_head, board_head, folded, means)
 
 
 def _with_metadata_of(original, rewritten):

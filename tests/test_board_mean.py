@@ -37,6 +37,7 @@ def test_rescaling_mean_becomes_an_exact_depthwise(size):
 
 
 def test_a_mean_that_keeps_its_quantization_is_left_alone():
+    from converters.export.board_kernels import board_differences
     from converters.ir import Model
     from converters.passes.board_mean import board_exact_means
 
@@ -47,3 +48,21 @@ def test_a_mean_that_keeps_its_quantization_is_left_alone():
     (mean,) = model.main.ops
     mean.outputs[0].quantization = mean.inputs[0].quantization
     assert board_exact_means(model) == 0 and [op.opcode for op in model.main.ops] == ["MEAN"]
+    (difference,) = board_differences(model.to_bytes())  # the board's library truncates its division
+    assert difference.opcode == "MEAN" and "truncating" in difference.why
+
+
+def test_convert_rewrites_rescaling_means_unless_told_not_to():
+    import tensorflow as tf
+
+    from converters.optimize import optimize_tflite
+
+    x_in = tf.keras.Input((6, 6, 8))
+    hidden = tf.keras.layers.Conv2D(8, 3, activation="relu6")(x_in)
+    data = int8_tflite(tf.keras.Model(x_in, tf.keras.layers.GlobalAveragePooling2D()(hidden)), samples=8)
+    assert "MEAN" in _opcodes(data)
+    rewritten, report = optimize_tflite(data, "pooled")  # checked bit-exact with the original on TFLM inside
+    assert "MEAN" not in _opcodes(rewritten) and report.board_means == 1
+    assert any("--noboard_exact_mean" in line for line in report.lines())
+    kept, report = optimize_tflite(data, "pooled", board_exact_mean=False)
+    assert "MEAN" in _opcodes(kept) and report.board_means == 0

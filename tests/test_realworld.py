@@ -148,10 +148,12 @@ def test_convert_and_an_explicit_chain_are_bit_exact_on_tflm(name):
 
 def test_a_float_io_model_runs_whole_on_its_int8_core():
     """The unsplit bundle (what --patches=auto writes when no split helps) of a converted float-I/O model runs
-    its int8 core, without the source's offline plan (which indexes the edge tensors too)."""
+    its int8 core with an offline plan of its own (the source's indexes the edge tensors too), no larger than
+    the converted model's planned head."""
     from converters.optimize import optimize_tflite
     from converters.patching import whole_model
     from converters.patching.bundle import finalize
+    from converters.planning import METADATA_NAME
     from tinyvision.runtime.patch_runner import verify_bundle
 
     original = load("tinyengine_vww")
@@ -160,3 +162,5 @@ def test_a_float_io_model_runs_whole_on_its_int8_core():
     assert bundle.kind == "whole_model" and not bundle.stages
     check = verify_bundle(bundle, original, n_inputs=1)
     assert check.ok, check.detail
+    assert METADATA_NAME in Model.from_bytes(bundle.models[0].data).metadata
+    assert bundle.arena["shared"]["size"] <= 97_520  # the converted model's planned head (TFLM's own: 161,472)

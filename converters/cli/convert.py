@@ -25,6 +25,10 @@ flags.DEFINE_bool("per_channel_dense", False, "keep per-channel FULLY_CONNECTED 
 flags.DEFINE_bool("per_tensor_dense", False, "with a .tflite: requantize its per-channel FULLY_CONNECTED weights "
                   "per-tensor, as the Arduino TFLM's CMSIS-NN kernel needs. CHANGES THE MODEL'S OUTPUTS (explicit "
                   "only; the change on random inputs is printed)")
+flags.DEFINE_bool("board_exact_mean", True, "rewrite each global-average MEAN that changes quantization into a "
+                  "DEPTHWISE_CONV_2D computing the same values, which the Arduino TFLM library (older TFLM: such a "
+                  "MEAN through float, at times 1 LSB off) computes as TFLM does; costs 8 B of persistent arena per "
+                  "channel and H x W x C B of flash")
 flags.DEFINE_bool("verify", True, "check rewritten models bit-exact (tf.lite.Interpreter, and TFLM for bundles)")
 flags.DEFINE_string("patches", None, "per-patch bundle: 'auto', a grid 'PxP' or 'RxC' (with --split), a chain of "
                     "patch stages 'N:GRID,N:GRID,...' (stage k runs up to op N over its grid; N counts the ops of the "
@@ -127,7 +131,7 @@ def _optimize(model_bytes, name):
 
     with progress("operator order and offline arena plan, checked on TFLM"):
         optimized, report = optimize_tflite(model_bytes, name, reorder=FLAGS.reorder, plan=FLAGS.plan,
-                                            verify=FLAGS.verify)
+                                            verify=FLAGS.verify, board_exact_mean=FLAGS.board_exact_mean)
     for line in report.lines():
         print(line)
     return optimized

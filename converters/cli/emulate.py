@@ -51,6 +51,7 @@ def report(result, board):
              f"  class    {run.predicted} on the emulator, {host_best} on the host",
              f"  scores   emulator {run.scores.tolist()}  host {result.host_scores.tolist()}  "
              + ("(equal)" if result.score_diff == 0 else f"(differ by up to {result.score_diff})"),
+             *(f"  known    {line}" for line in result.board_differences if result.score_diff),
              "  stages   " + (", ".join(f"{k}: {'bit-exact' if bad == 0 else f'{bad} values differ'}"
                                      for k, bad in enumerate(result.stage_mismatches)) or "none (a whole model)"),
              f"  arena    {arena['used']:,} of {arena['size']:,} B touched (shared {arena['shared']:,}, persistent "

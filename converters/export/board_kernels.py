@@ -5,9 +5,11 @@ older TFLM: their int8/int16 MEAN (and SUM) that changes quantization (input and
 zero point differ) rescales through float (``reference/reduce.h`` QuantizedMeanOrSum: ``round(float(sum)
 / n * (s_in / s_out) - zp_in * s_in / s_out) + zp_out`` in float32), where tflite-micro's kernel uses
 a fixed-point multiplier. Both round nearly the same real value, so an output value can differ by
-1 LSB, never more. A MEAN that keeps the quantization divides integers on both (exact); every other
-operator the bundles use computes identically (checked on the emulated board by
-tests/test_board_runtime.py).
+1 LSB, never more. An int8 MEAN that keeps the quantization divides the integer sum by the count on
+both, but the older library truncates toward zero where tflite-micro rounds to nearest: 1 LSB again
+(seen on TinyEngine's VWW export, whose NCHW head averages one axis at a time). A SUM that keeps it
+is exact; every other operator the bundles use computes identically (checked on the emulated board
+by tests/test_board_runtime.py).
 """
 import dataclasses
 
@@ -49,12 +51,18 @@ def board_differences(model_bytes, name="model.tflite"):
     for graph in Model.from_bytes(model_bytes, name).subgraphs:
         for i, op in enumerate(graph.ops):
             x, y = op.inputs[0], op.outputs[0]
-            if (op.opcode in RESCALING_REDUCE_OPS and np.dtype(x.dtype) in (np.int8, np.int16)
-                    and _quant(x) != _quant(y)):
+            if op.opcode not in RESCALING_REDUCE_OPS or np.dtype(x.dtype) not in (np.int8, np.int16):
+                continue
+            if _quant(x) != _quant(y):
                 found.append(BoardDifference(
                     name, i, op.opcode, y.name, RESCALE_BOUND_LSB,
                     "the Arduino TFLM libraries rescale a quantization-changing "
                     f"{op.opcode} through float (reference/reduce.h), tflite-micro in fixed point"))
+            elif op.opcode == "MEAN":
+                found.append(BoardDifference(
+                    name, i, op.opcode, y.name, RESCALE_BOUND_LSB,
+                    "the Arduino TFLM libraries divide its integer sum truncating toward zero "
+                    "(reference/reduce.h), tflite-micro rounds to nearest"))
     return found
 
 

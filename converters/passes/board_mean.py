@@ -164,22 +164,3 @@ def board_exact_means_tflite(model_bytes, name="model.tflite"):
     model = Model.from_bytes(model_bytes, name)
     count = board_exact_means(model)
     return (model.to_bytes() if count else bytes(model_bytes)), count
-
-
-def board_exact_tail(bundle):
-    """Rewrite the rescaling global MEANs of a not yet finalized bundle's tail (in place); the count rewritten.
-
-    Run before ``finalize``, which measures and plans the rewritten tail; the bundle's verification against
-    its source (``verify_bundle``) then checks the rewrite on TFLM.
-    """
-    from tinyvision.bundle import BundleModel
-
-    if bundle.arena is not None:
-        raise ValueError("board_exact_tail rewrites a bundle before finalize plans its arena")
-    tail = bundle.models[bundle.tail]
-    model = Model.from_bytes(tail.data, tail.file)
-    count = board_exact_means(model)
-    if count:
-        data = model.to_bytes()
-        bundle.models[bundle.tail] = BundleModel.from_model(tail.name, tail.role, data, Model.from_bytes(data))
-    return count

@@ -517,8 +517,17 @@ def whole_model(model, name="model.tflite"):
     input or output edges (``converters.patching.edges``) runs its int8 core; the edges are the runtime's."""
     model, data, core, edges = core_of(model, name)
     check_model(core, name)
-    models = [BundleModel.from_model("model", "tail", data if edges.trivial else core.to_bytes(), core)]
+    models = [BundleModel.from_model("model", "tail", data if edges.trivial else _planned_core(core, name), core)]
     return assemble_bundle("whole_model", model, data, name, core.main.inputs[0], [], models, [], edges)
+
+
+def _planned_core(core, name):
+    """The int8 core's bytes with an offline arena plan of its own (the source's indexed the edge tensors too,
+    so ``int8_core`` dropped it), checked on TFLM; as they are when TFLM's planner does as well."""
+    from converters.optimize import optimize_tflite
+
+    planned, _ = optimize_tflite(core.to_bytes(), name, reorder=False, board_exact_mean=False)
+    return planned
 
 
 def assemble_bundle(kind, model, data, name, image, stages, models, patches, edges=SourceEdges()):

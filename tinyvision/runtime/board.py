@@ -267,7 +267,9 @@ class Emulation:
     """A bundle's exported sketch on a board runtime next to the host ``PatchRunner`` on the same image.
 
     run: the ``SketchRun``; host_scores / host_stages: the host's tail output and flat stage buffers;
-    stage_mismatches: per stage, the values that differ; score_diff: max |board - host| over the scores.
+    stage_mismatches: per stage, the values that differ; score_diff: max |board - host| over the scores;
+    board_differences: what ``converters.export.board_kernels`` says the board's library computes differently
+    (``BoardDifference`` lines), the known causes of a score_diff.
     """
 
     run: SketchRun
@@ -275,6 +277,7 @@ class Emulation:
     host_stages: list
     stage_mismatches: list
     score_diff: int
+    board_differences: tuple = ()
 
     @property
     def bit_exact(self):
@@ -291,6 +294,7 @@ def run_bundle(model_path, targets=("cortex-m4",), lib_dir=None, image=None, job
     (``"mps2-an386"``: 4 MB of RAM, for models too large for the Nano).
     """
     from converters.export.arduino import export_arduino, load_for_export, prepare_test_image
+    from converters.export.board_kernels import bundle_board_differences
     from tinyvision.runtime.patch_runner import PatchRunner
 
     bundle = load_for_export(os.fspath(model_path))
@@ -299,6 +303,7 @@ def run_bundle(model_path, targets=("cortex-m4",), lib_dir=None, image=None, job
         arduino_lib.get_target(target)
         if target == "cortex-m4":
             _qemu()
+    known = tuple(d.line() for d in bundle_board_differences(bundle))
     x, _, _ = prepare_test_image(bundle, image)
     host_scores, host_stages = PatchRunner(bundle).run(x, return_stage=True, timeout=timeout)
     want = [s[0].reshape(-1) for s in host_stages]
@@ -309,7 +314,7 @@ def run_bundle(model_path, targets=("cortex-m4",), lib_dir=None, image=None, job
         for target in targets:
             run = run_sketch(report.sketch_dir, target, lib_dir, jobs=jobs, timeout=timeout, obj_cache=obj_cache,
                              verbose=verbose)
-            results[target] = compare_with_host(run, host, want)
+            results[target] = dataclasses.replace(compare_with_host(run, host, want), board_differences=known)
     return results
 
 

@@ -17,6 +17,7 @@ It assumes a 16-byte-aligned arena (as malloc gives on the host): firmware
 should declare ``alignas(16) uint8_t arena[N]`` or add 15 bytes.
 """
 import dataclasses
+import os
 import re
 
 import numpy as np
@@ -432,6 +433,21 @@ def _try_generous(model_bytes):
 
 
 def _works(model_bytes, arena_size):
+    """Whether TFLM allocates and invokes the model in ``arena_size`` bytes, tried in a forked child: not every
+    TFLM kernel checks its persistent allocations (DEPTHWISE_CONV_2D's per-channel multipliers), so an arena a
+    few bytes short can crash the process instead of failing."""
+    pid = os.fork()
+    if pid == 0:
+        works = False
+        try:
+            works = _allocates_and_invokes(model_bytes, arena_size)
+        finally:
+            os._exit(0 if works else 1)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def _allocates_and_invokes(model_bytes, arena_size):
     interpreter, _ = _try_open(model_bytes, arena_size)
     if interpreter is None:
         return False
@@ -448,7 +464,7 @@ def _search_min_arena(model_bytes, name):
     TFLM's total at a generous, 16-aligned-ending arena bounds the answer: the head is
     fixed and only the tail's end padding (< 16 bytes) can be saved with another size.
     The search stays far above the tiny sizes at which TFLM crashes (its own objects do
-    not fit) rather than failing cleanly.
+    not fit) rather than failing cleanly; each probe runs in a forked child (``_works``).
     """
     interpreter = open_interpreter(model_bytes, None, name)
     invoke(interpreter, zero_inputs(interpreter), name)
