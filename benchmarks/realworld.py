@@ -6,7 +6,8 @@ For every .tflite in ../shared/models/ (beside the project root) and in the fold
 * ``tinyvision analyze --json``: stock TFLM head / tail / total, MACs, and whether
   tf.lite.Interpreter agrees with TFLM (the reference) on the model;
 * ``tinyvision convert``: the reordered, offline-planned model, measured again on TFLM;
-* ``tinyvision convert --patches=auto`` and any ``--chain=MODEL=CHAIN`` given: the bundle's
+* ``tinyvision convert --patches=auto`` (for --board, the Nano 33 BLE; --large_board and
+  --large_flash_budget for a model whose file alone exceeds its flash) and any ``--chain=MODEL=CHAIN`` given: the bundle's
   shared region, persistent sections, total, flash and MAC overhead from its plan.json
   (TFLM-measured; image excluded), and whether convert verified it bit-exact against TFLM
   running the original model.
@@ -33,6 +34,11 @@ flags.DEFINE_list("models", [], "more folders (or .tflite files) to run, besides
 flags.DEFINE_multi_string("chain", [], "MODEL=CHAIN: also convert MODEL (file name without .tflite) with "
                           "--patches=CHAIN, e.g. person_detect=8:3x3 (repeatable)")
 flags.DEFINE_bool("auto", True, "run convert --patches=auto on every model")
+flags.DEFINE_string("board", "nano33ble", "--board of convert --patches=auto")
+flags.DEFINE_string("large_board", "mps2-an386", "--board of convert --patches=auto for a model whose file alone "
+                    "exceeds --board's flash (the 224 px PyTorch MobileNetV2 on the Nano)")
+flags.DEFINE_string("large_flash_budget", "16MiB", "--flash_budget of convert --patches=auto for such a model "
+                    "(its 4 MB of weights fill even the emulator's code memory)")
 flags.DEFINE_integer("timeout", 1800, "seconds per CLI step")
 FLAGS = flags.FLAGS
 
@@ -86,11 +92,22 @@ def convert_row(path, folder, timeout):
             f"  (verified on TFLM; {wall:.0f} s)")
 
 
+def auto_target(path):
+    """The target flags of ``path``'s --patches=auto: --board, or --large_board and --large_flash_budget when the
+    file alone exceeds --board's flash (no bundle of it could fit)."""
+    from converters.export.boards import get_board
+
+    if os.path.getsize(path) <= get_board(FLAGS.board).flash_bytes:
+        return [f"--board={FLAGS.board}"]
+    return [f"--board={FLAGS.large_board}", f"--flash_budget={FLAGS.large_flash_budget}"]
+
+
 def bundle_row(path, patches, folder, timeout):
     output = os.path.join(folder, f"bundle_{len(os.listdir(folder))}")
+    target = auto_target(path) if patches == "auto" else []
     code, out, error, wall = cli("convert", f"--model={path}", f"--patches={patches}", f"--output={output}",
-                                 timeout=timeout)
-    label = f"{patches:<8}"
+                                 *target, timeout=timeout)
+    label = f"{patches:<8}" + (f" ({' '.join(target)})" if len(target) > 1 else "")
     if code:
         return f"{label} FAILED ({wall:.0f} s): {error}"
     with open(os.path.join(output, "plan.json")) as f:
