@@ -260,3 +260,22 @@ def test_board_arena_adds_the_cmsis_nn_scratch(tmp_path):
     assert f"arena size constant: {result['board_arena_bytes']:,} B" in done.stdout
     assert f"+ {im2col:,} B of the board's CMSIS-NN scratch" in done.stdout
     assert json.dumps(result)  # JSON-ready
+
+
+def test_persistent_bytes_per_operator_and_kind(branchy_int8):
+    """analyze splits TFLM's tail by the kinds TFLM records and by the operators that add it (prefix models on
+    TFLM): the per-operator bytes add up to the tail, and each convolution holds at least its per-channel
+    multipliers and shifts (8 B per output channel)."""
+    from converters.ir import Model
+    from tinyvision.analysis.report import analyze_tflite, format_table
+
+    result, _ = analyze_tflite(branchy_int8, "branchy", verify=False, search_min_arena=False)
+    per_op = [row["persistent_bytes"] for row in result["ops"]]
+    assert sum(per_op) == result["tail_bytes"] and all(b > 0 for b in per_op)
+    kinds = result["persistent_kinds"]
+    assert kinds["Persistent buffer data"] > 0 and sum(kinds.values()) <= result["tail_bytes"]
+    ops = Model.from_bytes(branchy_int8).main.ops
+    for op, row in zip(ops, result["ops"]):
+        if op.opcode == "CONV_2D":
+            assert row["persistent_bytes"] >= 8 * op.outputs[0].shape[-1], row
+    assert "TFLM tail by kind: " in format_table(result)

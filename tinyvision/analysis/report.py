@@ -8,7 +8,7 @@ from tinyvision.analysis.memory import memory_profile
 from tinyvision.runtime import tflm
 
 
-def analyze_tflite(model_bytes, name="model", verify=True, search_min_arena=True):
+def analyze_tflite(model_bytes, name="model", verify=True, search_min_arena=True, persistent_ops=True):
     """Measure ``model_bytes`` on TFLM (subprocess) and analytically; return a JSON-ready dict.
 
     Keys: head_bytes, tail_bytes, total_bytes (TFLM's print_allocations), min_arena_bytes (smallest
@@ -17,8 +17,11 @@ def analyze_tflite(model_bytes, name="model", verify=True, search_min_arena=True
     (the largest set of buffers alive at one operator, counted apart: an offline plan that lets an
     output overlap its dying input, as ``convert``'s does, goes below it), macs, params, flash_bytes,
     reference ("TFLM": what rewrites are checked against), tflite_interpreter (``tflite_agreement`` on
-    random input, a fact about the model), per_channel_dense (warnings), ops (per-operator rows).
+    random input, a fact about the model), per_channel_dense (warnings), persistent_kinds (TFLM's tail by
+    kind: {kind: bytes}), ops (per-operator rows; their persistent_bytes, with ``persistent_ops``, are what
+    each operator adds to TFLM's tail: ``tinyvision.analysis.persistent``).
     """
+    from tinyvision.analysis.persistent import persistent_per_op
     from converters.patching.edges import int8_core
     from converters.quantize import per_channel_fully_connected
 
@@ -29,6 +32,7 @@ def analyze_tflite(model_bytes, name="model", verify=True, search_min_arena=True
     board_head = memory_profile(model, name, kernels="cmsis_nn").head_bytes
     cost = model_cost(model, name)
     min_arena = tflm.min_arena_bytes(model_bytes, name=name) if search_min_arena else None
+    per_op = persistent_per_op(model_bytes, name) if persistent_ops else None
     result = {
         "model": name,
         "head_bytes": report.head_bytes,
@@ -47,8 +51,10 @@ def analyze_tflite(model_bytes, name="model", verify=True, search_min_arena=True
         "reference": "TFLM",
         "tflite_interpreter": tflite_agreement(model_bytes, name) if verify else None,
         "per_channel_dense": [str(w) for w in per_channel_fully_connected(model_bytes)],
+        "persistent_kinds": {kind: size for kind, size, _ in report.persistent_kinds},
         "ops": [
             {"index": m.index, "opcode": m.opcode, "output": m.output, "live_bytes": m.live_bytes,
+             "persistent_bytes": None if per_op is None else per_op[m.index],
              "macs": c.macs, "flash_bytes": c.flash_bytes, "shape": _output_shape(model.main.ops[m.index])}
             for m, c in zip(profile.ops, cost.ops)
         ],
@@ -87,15 +93,19 @@ def board_arena(model_bytes, name="model"):
 
 def format_table(result):
     """Human-readable text of ``analyze_tflite``'s dict."""
-    lines = [f"{'#':>4} {'op':<20} {'live B':>10} {'MACs':>12} {'output shape':>16}  output"]
+    lines = [f"{'#':>4} {'op':<20} {'live B':>10} {'persist. B':>10} {'MACs':>12} {'output shape':>16}  output"]
     for row in result["ops"]:
         shape = "x".join(map(str, row["shape"]))
-        lines.append(f"{row['index']:>4} {row['opcode']:<20} {row['live_bytes']:>10,} {row['macs']:>12,} "
-                     f"{shape:>16}  {row['output']}")
+        persistent = "-" if row["persistent_bytes"] is None else f"{row['persistent_bytes']:,}"
+        lines.append(f"{row['index']:>4} {row['opcode']:<20} {row['live_bytes']:>10,} {persistent:>10} "
+                     f"{row['macs']:>12,} {shape:>16}  {row['output']}")
     lines.append("")
     lines.append(f"TFLM arena: head {result['head_bytes']:,} B (analytic {result['analytic_head_bytes']:,}, "
                  f"largest live set {result['peak_live_bytes']:,}), tail {result['tail_bytes']:,} B, "
                  f"total {result['total_bytes']:,} B")
+    if result["persistent_kinds"]:
+        lines.append("TFLM tail by kind: " + ", ".join(f"{kind} {size:,} B"
+                                                       for kind, size in result["persistent_kinds"].items()))
     if result["min_arena_bytes"] is not None:
         lines.append(f"smallest arena_size that runs: {result['min_arena_bytes']:,} B; on the Nano 33 BLE "
                      f"(CMSIS-NN scratch, head {result['board_head_bytes']:,} B): {result['board_arena_bytes']:,} B")

@@ -34,15 +34,22 @@ _GENEROUS_ARENA = 16 << 20
 _LARGEST_ARENA = 2 << 30
 _ALIGN = 16
 _ALLOCATION_RE = re.compile(r"Arena allocation (head|tail|total) (\d+) bytes")
+_KIND_RE = re.compile(r"'([^']+)' used (\d+) bytes with alignment overhead \(requested \d+ bytes for (\d+) ")
 
 
 @dataclasses.dataclass(frozen=True)
 class ArenaReport:
-    """TFLM's own arena accounting after allocation and one invoke (bytes)."""
+    """TFLM's own arena accounting after allocation and one invoke (bytes).
+
+    persistent_kinds: (kind, bytes, allocations) of the tail as ``RecordingMicroAllocator`` names its
+    parts: 'TfLiteEvalTensor data', 'Persistent buffer data' (the kernels' op data: per-channel
+    multipliers and shifts), 'NodeAndRegistration struct', ...
+    """
 
     head_bytes: int
     tail_bytes: int
     total_bytes: int
+    persistent_kinds: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,7 +265,8 @@ def arena_report(interpreter):
     found = dict((k, int(v)) for k, v in _ALLOCATION_RE.findall(text.text))
     if set(found) != {"head", "tail", "total"}:
         raise TinyVisionError(f"unexpected TFLM allocation report: {text.text.strip()[:200]!r}")
-    return ArenaReport(found["head"], found["tail"], found["total"])
+    kinds = tuple((kind, int(size), int(count)) for kind, size, count in _KIND_RE.findall(text.text))
+    return ArenaReport(found["head"], found["tail"], found["total"], kinds)
 
 
 # ---------------------------------------------------------------- jobs (what the child runs)
