@@ -21,7 +21,6 @@ def analyze_tflite(model_bytes, name="model", verify=True, search_min_arena=True
     kind: {kind: bytes}), ops (per-operator rows; their persistent_bytes, with ``persistent_ops``, are what
     each operator adds to TFLM's tail: ``tinyvision.analysis.persistent``).
     """
-    from tinyvision.analysis.persistent import persistent_per_op
     from converters.patching.edges import int8_core
     from converters.quantize import per_channel_fully_connected
 
@@ -32,7 +31,7 @@ def analyze_tflite(model_bytes, name="model", verify=True, search_min_arena=True
     board_head = memory_profile(model, name, kernels="cmsis_nn").head_bytes
     cost = model_cost(model, name)
     min_arena = tflm.min_arena_bytes(model_bytes, name=name) if search_min_arena else None
-    per_op = persistent_per_op(model_bytes, name) if persistent_ops else None
+    per_op = _persistent_per_op(model_bytes, name) if persistent_ops else None
     result = {
         "model": name,
         "head_bytes": report.head_bytes,
@@ -60,6 +59,18 @@ def analyze_tflite(model_bytes, name="model", verify=True, search_min_arena=True
         ],
     }
     return result, profile
+
+
+def _persistent_per_op(model_bytes, name):
+    """``persistent_per_op``, or None where a prefix of the model does not load on TFLM (the whole model does:
+    the breakdown is left out rather than the analysis)."""
+    from tinyvision.analysis.persistent import persistent_per_op
+    from tinyvision.errors import TinyVisionError
+
+    try:
+        return persistent_per_op(model_bytes, name)
+    except TinyVisionError:
+        return None
 
 
 def tflite_agreement(model_bytes, name="model"):

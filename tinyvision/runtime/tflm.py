@@ -103,6 +103,16 @@ def measure_many(models, arena_size=None, timeout=None):
     return _call("measure_many_job", named, arena_size, timeout=timeout, task=f"allocating {len(named)} models")
 
 
+def allocation_tails(models, timeout=None):
+    """TFLM's persistent tail (bytes) of each model once allocated (no invoke), in ONE subprocess.
+
+    models: list of (name, .tflite bytes) pairs.
+    """
+    for name, data in models:
+        _check(data, name)
+    return _call("tails_job", list(models), timeout=timeout, task=f"allocating {len(models)} models")
+
+
 def min_arena_bytes(model_bytes, name="model", timeout=None):
     """The smallest arena_size (bytes, 16-byte-aligned arena) for which TFLM allocates and invokes the model."""
     _check(model_bytes, name)
@@ -280,6 +290,15 @@ def measure_job(model_bytes, arena_size, name):
 
 def measure_many_job(named_models, arena_size):
     return [measure_job(data, arena_size, name) for name, data in named_models]
+
+
+def tails_job(named_models):
+    tails = []
+    for name, data in named_models:
+        interpreter = open_interpreter(data, None, name)
+        tails.append(arena_report(interpreter).tail_bytes)
+        del interpreter
+    return tails
 
 
 def min_arena_job(model_bytes, name):
