@@ -42,7 +42,7 @@ FIGURES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zoo_fig
 
 
 def zoo_figures(name):
-    """{"input", "task", "classes", "params", "macs", "flash_bytes"} of zoo entry ``name`` with its default arguments."""
+    """{"input", "task", "classes", "params", "macs", "flash_bytes"} of zoo entry ``name``, default arguments."""
     from models.describe import describe
 
     model = build(name)

@@ -58,5 +58,6 @@ def print_zoo():
         figures = json.load(f)
     print(f"{'model':<28}{'task':<16}{'input':>11}{'classes':>9}{'params':>12}{'MACs':>14}{'flash B':>12}")
     for name, d in figures.items():
-        print(f"{name:<28}{d['task']:<16}{'x'.join(map(str, d['input'])):>11}{d['classes']:>9}{d['params']:>12,}{d['macs']:>14,}"
+        print(f"{name:<28}{d['task']:<16}{'x'.join(map(str, d['input'])):>11}{d['classes']:>9}{d['params']:>12,}"
+              f"{d['macs']:>14,}"
               f"{d['flash_bytes']:>12,}")

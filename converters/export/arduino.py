@@ -4,6 +4,7 @@
 
     <sketch_name>.ino                        tflm_app/tinyvision_sketch.ino
     tinyvision_runtime.{h,cpp}               plan checks, window copy, output placement, preprocessing
+    centroid_decoder.{h,cpp}                 detections of a centroid detector's int8 heatmap
     patch_runner_tflm.{h,cpp}                the TFLM glue (interpreters resident or one at a time, one arena)
     model_data.h + <model>_tflite.{h,cpp}    every model as an alignas(16) const unsigned char array
     plan_data.{h,cpp}                        the plan as C data; kTinyVisionArenaSize = plan arena.size,
@@ -54,15 +55,18 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 TFLM_APP_DIRS = (os.path.join(os.path.dirname(os.path.dirname(_HERE)), "tflm_app"), os.path.join(_HERE, "tflm_app"))
 SKETCH_TEMPLATE = "tinyvision_sketch.ino"
 BUILD_CONFIG = "build_config.h"
-RUNTIME_FILES = ("tinyvision_runtime.h", "tinyvision_runtime.cpp", "patch_runner_tflm.h", "patch_runner_tflm.cpp")
-PLAIN_SOURCES = ("tinyvision_runtime.cpp", "plan_data.cpp", "test_image.cpp")  # no TFLM: measurable anywhere
+RUNTIME_FILES = ("tinyvision_runtime.h", "tinyvision_runtime.cpp", "patch_runner_tflm.h", "patch_runner_tflm.cpp",
+                 "centroid_decoder.h", "centroid_decoder.cpp")
+# No TFLM in these: measurable anywhere.
+PLAIN_SOURCES = ("tinyvision_runtime.cpp", "centroid_decoder.cpp", "plan_data.cpp", "test_image.cpp")
 ARM_CXXFLAGS = ("-Os", "-std=c++17", "-fno-exceptions", "-fno-rtti", "-ffunction-sections", "-fdata-sections")
 
 # RAM outside the arena, from sizeof() on Cortex-M4 (arm-none-eabi-g++ 12.2 against the TFLM headers of
 # Chirale_TensorFlowLite 2.0.0 and Arduino_TensorFlowLite 2.4.0-ALPHA, which agree):
 INTERPRETER_BYTES = 176  # tflite::MicroInterpreter: one InterpreterSlot per model (resident) or one in all
 RESOLVER_BYTES, RESOLVER_BYTES_PER_OP = 12, 44  # tflite::MicroMutableOpResolver<N> = 12 + 44 N
-SKETCH_GLOBALS_BYTES = 272  # PatchRunner (220) + image source and view (40) + error state (8), rounded up
+# PatchRunner (220) + image source and view (40) + error state (8) + the detection list (16 x 8), rounded up
+SKETCH_GLOBALS_BYTES = 400
 CAMERA_FRAME_BYTES = 160 * 120 * 2  # QQVGA RGB565 frame buffer of the camera build
 CAMERA_EXTRA_BYTES = CAMERA_FRAME_BYTES + 256 + 64  # + pixel LUT + FrameImage
 # Flash of the TFLM glue (patch_runner_tflm.cpp, 2,949 B text measured as above against

@@ -7,12 +7,13 @@ of the image -- over the classification data's clutter (two-colour gradient, str
 blotches), with 0-3 thin distractor lines, 0-2 distractor shapes that belong to no class
 (crosses, rings, stars in random colours) and pixel noise. Objects may overlap (a later
 one occludes an earlier one) but never cover another object's centre, and no two object
-centres fall in the same heatmap cell, so the centroid targets are unambiguous.
+box centres fall in the same heatmap cell, so the centroid targets are unambiguous.
 
 Boxes are the exact geometric extents of the shapes, ``(x0, y0, x1, y1)`` in pixels of
 the rendered image (every object lies wholly inside it). The centroid target map of a
 model of output stride ``s`` has ``R / s x R / s`` cells: 0 (background) everywhere but
-``class + 1`` in the cell holding an object's box centre (FOMO's training target).
+``class + 1`` in the cell holding an object's box centre (FOMO's training target; for a rotated
+triangle the box centre is a little off the shape's own centre, as with boxes drawn by hand).
 """
 import dataclasses
 
@@ -150,23 +151,25 @@ def _render(index, resolution, seed, split_code, stride):
         sdf_fn, reach, base = _SHAPES[DETECTION_CLASSES[cls]]
         scale = rng.uniform(*_SCALE_RANGE)
         angle = 0.0 if cls == 0 else rng.uniform(0, 2 * np.pi)
-        extent = _extent(cls, scale, angle)
+        lo, hi = _extent(cls, scale, angle)
+        offset = (lo + hi) / 2  # box centre - shape centre (nonzero for a rotated triangle)
+        reach = reach * scale + np.hypot(*offset)  # a disc around the box centre that holds the shape
         for _ in range(30):
-            cx, cy = rng.uniform(extent, 1.0 - extent)
-            cell = (int(cy * resolution // stride), int(cx * resolution // stride))
-            # Neither shape may cover the other's centre (each lies within its reach disc);
-            # they may still overlap, the later one occluding the earlier.
-            if all(np.hypot(cx - px, cy - py) > 1.05 * max(reach * scale, pr) and cell != pc
-                   for px, py, pr, pc in placed):
+            cx, cy = rng.uniform(-lo, 1.0 - hi)
+            bx, by = cx + offset[0], cy + offset[1]
+            cell = (int(by * resolution // stride), int(bx * resolution // stride))
+            # Neither shape may cover the other's box centre; they may still overlap, the later one
+            # occluding the earlier.
+            if all(np.hypot(bx - px, by - py) > 1.05 * max(reach, pr) and cell != pc for px, py, pr, pc in placed):
                 break
         else:
             continue
-        placed.append((cx, cy, reach * scale, cell))
+        placed.append((bx, by, reach, cell))
         sdf = sdf_fn(*_local(grid, cx, cy, angle, scale), rng)
         colour = np.clip(np.asarray(base) + rng.uniform(-0.12, 0.12, 3), 0, 1) * rng.uniform(0.7, 1.0)
         image = _composite(image, colour, sdf * scale * resolution)
-        boxes.append([(cx - extent[0]) * resolution, (cy - extent[1]) * resolution,
-                      (cx + extent[0]) * resolution, (cy + extent[1]) * resolution])
+        boxes.append([(cx + lo[0]) * resolution, (cy + lo[1]) * resolution,
+                      (cx + hi[0]) * resolution, (cy + hi[1]) * resolution])
         classes.append(cls)
     image = image + rng.normal(0.0, rng.uniform(0.01, 0.05), image.shape)
     pixels = np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
@@ -174,10 +177,10 @@ def _render(index, resolution, seed, split_code, stride):
 
 
 def _extent(cls, scale, angle):
-    """(half width, half height) of class ``cls``'s box at ``scale`` and rotation ``angle``, in image fractions."""
-    c, s = np.cos(angle), np.sin(angle)
+    """(lowest, highest) offsets [dx, dy] of class ``cls``'s box from its shape centre at ``scale`` and
+    rotation ``angle``, in image fractions."""
     if cls == 0:  # circle of radius 0.9
-        return np.array([0.9 * scale, 0.9 * scale])
+        return np.array([-0.9 * scale] * 2), np.array([0.9 * scale] * 2)
     if cls == 1:  # square of half side 0.7
         u = np.array([-0.7, 0.7, 0.7, -0.7])
         v = np.array([-0.7, -0.7, 0.7, 0.7])
@@ -185,5 +188,6 @@ def _extent(cls, scale, angle):
         a = np.deg2rad([90.0, 210.0, 330.0])
         u, v = 0.95 * np.cos(a), 0.95 * np.sin(a)
     # _local maps image offsets to shape units by a rotation by -angle: invert it.
+    c, s = np.cos(angle), np.sin(angle)
     dx, dy = scale * (c * u - s * v), scale * (s * u + c * v)
-    return np.array([max(abs(dx.min()), dx.max()), max(abs(dy.min()), dy.max())])
+    return np.array([dx.min(), dy.min()]), np.array([dx.max(), dy.max()])

@@ -9,7 +9,6 @@ import os
 
 import numpy as np
 
-from tinyvision.errors import TinyVisionError
 from tinyvision.runtime import isolated
 from tinyvision.runtime.classify import quantize_images
 
@@ -34,15 +33,26 @@ class Heatmaps:
 
 @dataclasses.dataclass
 class Detector:
-    """path: what the user named; kind: "float", "int8" or "bundle"; input_shape: (H, W, C); grid: (gh, gw);
-    labels: per-channel names (background first; [] when the model has none); heatmaps: images -> Heatmaps."""
+    """What ``converters.cli.classifier.open_model`` gives for a detector. path: what the user named; kind:
+    "float", "int8" or "bundle"; input_shape: (H, W, C); output_shape: (gh, gw, classes + 1); labels:
+    per-channel names (background first; [] when the model has none); heatmaps: float32 images
+    [N, H, W, C] -> Heatmaps."""
 
     path: str
     kind: str
     input_shape: tuple
-    grid: tuple
+    output_shape: tuple
     labels: list
     heatmaps: object
+
+    @property
+    def grid(self):
+        return self.output_shape[:2]
+
+    @property
+    def num_classes(self):
+        """Heatmap channels: the object classes and the background."""
+        return self.output_shape[2]
 
     @property
     def name(self):
@@ -53,53 +63,15 @@ class Detector:
         return self.input_shape[0] // self.grid[0]
 
 
-def open_detector(path):
-    """A Detector for a .keras/.h5 file, an int8 .tflite file or a bundle folder whose output is a
-    per-cell heatmap [1, gh, gw, classes + 1]; TinyVisionError for anything else."""
-    if os.path.isdir(path):
-        from converters.patching import read_bundle
-
-        bundle = read_bundle(path)
-        shape = tuple(int(d) for d in bundle.models[bundle.tail].output_shape)
-        return Detector(path, "bundle", tuple(int(d) for d in bundle.image["shape"]), _grid(shape, path),
-                        list(bundle.labels), lambda images: bundle_heatmaps(bundle, images))
-    if path.endswith((".keras", ".h5")):
-        from converters.cli.common import load_keras
-
-        model = load_keras(path)
-        if len(model.inputs) != 1 or len(model.input_shape) != 4:
-            raise TinyVisionError(f"{path} must take one image input [N, H, W, C], it takes {model.input_shape}")
-        return Detector(path, "float", tuple(int(d) for d in model.input_shape[1:]), _grid(model.output_shape, path),
-                        [], lambda images: Heatmaps(_keras_predict(model, images)))
-    from converters.ir import Model
-    from converters.quantize import read_labels
-    from tinyvision.fileio import read_tflite_bytes
-
-    data = read_tflite_bytes(path)
-    graph = Model.from_bytes(data, os.path.basename(path)).main
-    if len(graph.inputs) != 1 or len(graph.inputs[0].shape) != 4:
-        raise TinyVisionError(f"{path} must take one image input [1, H, W, C]")
-    return Detector(path, "int8", tuple(int(d) for d in graph.inputs[0].shape[1:]),
-                    _grid(graph.outputs[0].shape, path), read_labels(data),
-                    lambda images: tflm_heatmaps(data, images, os.path.basename(path)))
-
-
 def is_detector_output(shape):
-    """Whether an output shape (with or without batch) is a per-cell heatmap: [(1,) gh, gw, >= 2]."""
+    """Whether an output shape (batch first) is a per-cell heatmap: [batch, gh, gw, >= 2] with a grid of 2+ cells."""
     shape = tuple(shape)
-    return len(shape) == 4 and shape[-1] >= 2 and shape[1] > 1
+    return len(shape) == 4 and shape[-1] >= 2 and shape[1] * shape[2] > 1
 
 
-def _grid(shape, path):
-    shape = tuple(shape)
-    if not is_detector_output(shape):
-        raise TinyVisionError(f"{path} outputs {shape}, not a per-cell heatmap [1, rows, columns, classes + 1]: "
-                              "not a centroid detector")
-    return int(shape[1]), int(shape[2])
-
-
-def _keras_predict(model, images):
-    return np.asarray(model.predict(np.asarray(images, np.float32), batch_size=32, verbose=0), np.float32)
+def keras_heatmaps(model, images):
+    """Float heatmaps of a Keras detector (float or QAT fake-quant) on the host."""
+    return Heatmaps(np.asarray(model.predict(np.asarray(images, np.float32), batch_size=32, verbose=0), np.float32))
 
 
 def tflm_heatmaps(model_bytes, images, name="model", timeout=None):
@@ -108,8 +80,8 @@ def tflm_heatmaps(model_bytes, images, name="model", timeout=None):
 
     require_int8(model_bytes, name)
     values, scale, zero_point = isolated.call(
-        "tinyvision.runtime.classify:tflm_outputs_job", bytes(model_bytes), np.asarray(images, np.float32), name, timeout=timeout,
-        who="TFLM", task=f"running {name} on {len(images)} images")
+        "tinyvision.runtime.classify:tflm_outputs_job", bytes(model_bytes), np.asarray(images, np.float32), name,
+        timeout=timeout, who="TFLM", task=f"running {name} on {len(images)} images")
     return Heatmaps(values, scale, zero_point)
 
 
