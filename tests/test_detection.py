@@ -210,8 +210,14 @@ def test_evaluate_prints_centroid_f1_of_int8_and_bundle(tiny):
     assert rows["det.tflite"][1] == "int8" and rows["bundle"][1] == "bundle"
     assert rows["det.tflite"][2:] == rows["bundle"][2:]  # precision, recall, F1, TP, FP, FN
     assert "bundle vs det.tflite: the same detections on every image" in done.stdout
-    refused = _cli("evaluate", f"--model={tflite}", "--dataset=builtin", "--samples=8")
-    assert refused.returncode != 0 and "centroid detector" in refused.stderr
+
+
+def test_classifier_paths_refuse_a_detector(tiny):
+    from converters.cli.classifier import open_classifier
+    from tinyvision.errors import TinyVisionError
+
+    with pytest.raises(TinyVisionError, match="is a centroid detector"):
+        open_classifier(str(tiny[2]))
 
 
 @pytest.mark.skipif(CXX is None, reason="no g++ on PATH: the host C++ tests need a C++17 compiler")

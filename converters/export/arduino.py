@@ -165,7 +165,9 @@ def export_arduino(bundle_dir, out_dir, board="nano33ble", test_image=None, sket
     _refuse_per_channel_dense(bundle, bundle_dir)
     name = _sketch_name(bundle_dir, sketch_name)
     image, label, default_names = prepare_test_image(bundle, test_image)
-    num_classes = int(np.prod(bundle.models[bundle.tail].output_shape))
+    output = tuple(bundle.models[bundle.tail].output_shape)
+    # A centroid detector's class names name its heatmap channels.
+    num_classes = int(output[-1]) if _is_heatmap(output) else int(np.prod(output))
     if bundle.labels and default_names is not None and list(default_names) != list(bundle.labels):
         label = -1  # a built-in sample says nothing about the classes of the user's model
     names = _class_names(class_names, bundle.labels or default_names, num_classes)
@@ -319,7 +321,14 @@ def prepare_test_image(bundle, test_image=None):
     H, W, C = (int(d) for d in bundle.image["shape"])
     scale, zero_point = float(bundle.image["scale"]), int(bundle.image["zero_point"])
     if test_image is None:
-        classes = int(np.prod(bundle.models[bundle.tail].output_shape))
+        output = tuple(bundle.models[bundle.tail].output_shape)
+        if _is_heatmap(output) and H == W and H % output[0] == 0 and output[0] >= 4:
+            # A centroid detector: a scene of the built-in detection data.
+            from tinyvision.data.detection import detection_class_names, render_detection_sample
+
+            pixels = render_detection_sample(1, resolution=H, split="test", stride=H // output[0]).image
+            return pixels_to_image(pixels, (H, W, C), scale, zero_point), -1, list(detection_class_names())
+        classes = int(np.prod(output))
         if classes == 2:
             variant, subset = "vww", None
         elif 2 < classes < len(SHAPE_CLASSES):
@@ -353,6 +362,11 @@ def _decode_image_file(path):
         return tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy()
     except (tf.errors.InvalidArgumentError, ValueError) as e:
         raise TinyVisionError(f"test image {path} is not a decodable image: {getattr(e, 'message', e)}") from None
+
+
+def _is_heatmap(output):
+    """Whether a tail output shape (no batch) is a centroid detector's per-cell heatmap, as the sketch decides."""
+    return len(output) == 3 and output[0] * output[1] > 1
 
 
 def _class_names(given, default, num_classes):
@@ -444,6 +458,8 @@ class=<index> (<name>) score=<dequantized score> label=<expected class> (<name>)
 
 and `tinyvision error: <cause> (index <i>)` when the plan or TFLM fails. Classes: {classes}.
 The test image in flash (`test_image.cpp`) is class {expected}; `label=` is printed for it only.
+A centroid detector (its tail outputs a heatmap) prints `detections=<n>` in place of `class=... label=...`,
+then one `detection class=<index> (<name>) x=<cell column> y=<cell row> score=<probability>` line per detection.
 
 ## Switch the image source
 
