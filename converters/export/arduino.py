@@ -323,10 +323,12 @@ def prepare_test_image(bundle, test_image=None):
     if test_image is None:
         output = tuple(bundle.models[bundle.tail].output_shape)
         if _is_heatmap(output) and H == W and H % output[0] == 0 and output[0] >= 4:
-            # A centroid detector: a scene of the built-in detection data.
+            # A centroid detector: the first scene of the built-in detection data's test split with objects in it.
             from tinyvision.data.detection import detection_class_names, render_detection_sample
 
-            pixels = render_detection_sample(1, resolution=H, split="test", stride=H // output[0]).image
+            stride = H // output[0]
+            scenes = (render_detection_sample(i, resolution=H, split="test", stride=stride) for i in range(1, 99))
+            pixels = next(s for s in scenes if len(s.classes)).image
             return pixels_to_image(pixels, (H, W, C), scale, zero_point), -1, list(detection_class_names())
         classes = int(np.prod(output))
         if classes == 2:
