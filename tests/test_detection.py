@@ -29,17 +29,15 @@ def test_centroid_head_shapes_and_serialization(tmp_path):
     from tinyvision.errors import TinyVisionError
     from tinyvision.layers import CentroidHead
 
-    for hidden in (0, 8):
-        inputs = tf.keras.Input((5, 7, 16))
-        model = tf.keras.Model(inputs, CentroidHead(3, hidden, name="head")(inputs))
-        assert model.output_shape == (None, 5, 7, 4)
-        path = tmp_path / f"head{hidden}.keras"
-        model.save(path)
-        loaded = tf.keras.models.load_model(path)
-        head = loaded.get_layer("head")
-        assert head.get_config()["classes"] == 3 and head.get_config()["hidden"] == hidden
-        x = np.random.default_rng(0).normal(size=(2, 5, 7, 16)).astype(np.float32)
-        np.testing.assert_array_equal(model(x).numpy(), loaded(x).numpy())
+    inputs = tf.keras.Input((5, 7, 16))
+    assert CentroidHead(2, 0)(inputs).shape.as_list() == [None, 5, 7, 3]  # the logits convolution alone
+    model = tf.keras.Model(inputs, CentroidHead(3, 8, name="head")(inputs))
+    assert model.output_shape == (None, 5, 7, 4)
+    model.save(tmp_path / "head.keras")
+    loaded = tf.keras.models.load_model(tmp_path / "head.keras")
+    assert {k: loaded.get_layer("head").get_config()[k] for k in ("classes", "hidden")} == {"classes": 3, "hidden": 8}
+    x = np.random.default_rng(0).normal(size=(2, 5, 7, 16)).astype(np.float32)
+    np.testing.assert_array_equal(model(x).numpy(), loaded(x).numpy())
     for bad in ({"classes": 0}, {"classes": 2, "hidden": -1}):
         with pytest.raises(TinyVisionError):
             CentroidHead(**bad)
@@ -259,3 +257,39 @@ def test_device_decoder_matches_python(tiny, tmp_path):
         out = subprocess.run([str(exe), "--threshold", repr(probability), repr(float(scale)), str(zero_point)],
                              capture_output=True, text=True, timeout=60)
         assert int(out.stdout) == quantize_threshold(probability, scale, zero_point)
+
+
+LIB_DIR = os.path.join(os.path.dirname(ROOT), "shared", "third_party", "Chirale_TensorFlowLite")
+
+
+def _builds_32bit_programs(tmp_path):
+    src = tmp_path / "probe.cpp"
+    src.write_text("int main() { return 0; }\n")
+    return subprocess.run([CXX, "-m32", str(src), "-o", str(tmp_path / "probe")], capture_output=True).returncode == 0
+
+
+def test_sketch_prints_the_python_detections(tiny, tmp_path):
+    """The exported sketch, built against the board's TFLM library on the host (32-bit, as the board's
+    objects), prints one line per detection: the Python decoder's detections of the same heatmap."""
+    if CXX is None or not os.path.isdir(LIB_DIR) or not _builds_32bit_programs(tmp_path):
+        pytest.skip("needs g++ -m32 (g++-multilib) and the board's TFLM library at ../shared/third_party")
+    from tinyvision.bundle import read_bundle
+    from tinyvision.data.detection import render_detection_sample
+    from tinyvision.detection import decode_centroids, quantize_threshold
+    from tinyvision.runtime.board import run_bundle
+
+    _, _, bundle, _, _ = tiny
+    scene = render_detection_sample(3, RESOLUTION, split="test")
+    result = run_bundle(bundle, ("host",), LIB_DIR, image=scene.image)["host"]
+    assert result.score_diff == 0 and result.stage_mismatches == [0]
+    split = read_bundle(str(bundle))
+    tail = split.models[split.tail].graph().outputs[0].quantization
+    scale, zero_point = float(tail.scale.reshape(-1)[0]), int(tail.zero_point.reshape(-1)[0])
+    heatmap = result.host_scores.reshape(8, 8, 4)
+    want = decode_centroids(heatmap, quantize_threshold(0.5, scale, zero_point), 16)
+    assert want  # the sketch's threshold is 0.5: the scene must give it something to print
+    lines = result.run.lines
+    assert f"detections={len(want)} " in next(line for line in lines if line.startswith("detections="))
+    got = [line.split() for line in lines if line.startswith("detection ")]
+    assert [(int(g[1].split("=")[1]) - 1, int(g[3][2:]), int(g[4][2:])) for g in got] == \
+        [(d.cls, d.x, d.y) for d in want]
