@@ -299,9 +299,11 @@ def _image_input_shape(keras_model):
 
 
 def _classes(keras_model):
-    if len(keras_model.outputs) != 1 or len(keras_model.outputs[0].shape) != 2:
+    # [batch, classes] for a classifier; [batch, rows, columns, classes] for a per-cell detector.
+    if len(keras_model.outputs) != 1 or len(keras_model.outputs[0].shape) not in (2, 4):
         shapes = [tuple(o.shape) for o in keras_model.outputs]
-        raise TinyVisionError(f"{keras_model.name!r} outputs {shapes}; expected one [batch, classes] output")
+        raise TinyVisionError(f"{keras_model.name!r} outputs {shapes}; expected one [batch, classes] or "
+                              "[batch, rows, columns, classes] output")
     return int(keras_model.outputs[0].shape[-1])
 
 

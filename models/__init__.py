@@ -6,13 +6,15 @@
 - describe(model): params, MACs, int8 flash estimate (also macs(), flash_bytes());
   receptive_field(model, max_stride).
 - tunnel_peak(model): per-tunnel int8 activation peak, group-wise execution.
+- centroid_detector: MobileNetV2 cut at stride 8 + CentroidHead (FOMO-style detection).
 - ZOO / build(name, **overrides): named configurations (``python -m models`` lists them).
 """
+from models.detection import centroid_detector
 from models.describe import describe, flash_bytes, macs, receptive_field
 from models.memory import tunnel_peak, tunnel_steps
 from models.mobilenet_v2 import make_divisible, mobilenet_v2, mobilenet_v2_rd
 from models.seed003 import seed003
-from models.zoo import ZOO, build
+from models.zoo import TASKS, ZOO, build
 
-__all__ = ["mobilenet_v2", "mobilenet_v2_rd", "seed003", "describe", "macs", "flash_bytes",
-           "receptive_field", "tunnel_peak", "tunnel_steps", "make_divisible", "ZOO", "build"]
+__all__ = ["centroid_detector", "mobilenet_v2", "mobilenet_v2_rd", "seed003", "describe", "macs", "flash_bytes",
+           "receptive_field", "tunnel_peak", "tunnel_steps", "make_divisible", "ZOO", "TASKS", "build"]

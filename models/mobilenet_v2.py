@@ -54,17 +54,7 @@ def _mobilenet(stages, alpha, resolution, classes, include_top, pooling, classif
     if not (isinstance(resolution, int) and resolution >= 32):
         raise TinyVisionError(f"resolution must be an int >= 32, got {resolution!r}")
     inputs = layers.Input((resolution, resolution, channels))
-    x = layers.Conv2D(make_divisible(32 * alpha), 3, strides=2, padding="same", use_bias=False,
-                      name="Conv1")(inputs)
-    x = layers.BatchNormalization(epsilon=1e-3, momentum=0.999, name="bn_Conv1")(x)
-    x = layers.ReLU(6.0, name="Conv1_relu")(x)
-    block = 0
-    for expansion, filters, repeats, stride, kernel in stages:
-        for i in range(repeats):
-            x = InvertedResidual(make_divisible(int(filters * alpha)), expansion,
-                                 stride if i == 0 else 1, kernel, keras_padding=keras_padding,
-                                 name="expanded_conv" if block == 0 else f"block_{block}")(x)
-            block += 1
+    x = mobilenet_v2_features(inputs, alpha, stages, keras_padding)
     last = make_divisible(1280 * alpha) if alpha > 1.0 else 1280
     x = layers.Conv2D(last, 1, use_bias=False, name="Conv_1")(x)
     x = layers.BatchNormalization(epsilon=1e-3, momentum=0.999, name="Conv_1_bn")(x)
@@ -79,6 +69,30 @@ def _mobilenet(stages, alpha, resolution, classes, include_top, pooling, classif
     elif pooling is not None:
         raise TinyVisionError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
     return tf.keras.Model(inputs, x, name=name or f"mobilenetv2_{alpha:0.2f}_{resolution}")
+
+
+def mobilenet_v2_features(inputs, alpha, stages=MOBILENET_V2_STAGES, keras_padding=False, max_stride=None):
+    """The stem and inverted-residual blocks of MobileNetV2 applied to ``inputs`` (no 1280-channel conv, no top).
+
+    Layers are named as keras.applications names them. ``max_stride`` stops before the first
+    block that would take the output stride beyond it (8: everything up to block_5, the
+    backbone of FOMO-style detectors); None keeps every block of ``stages``.
+    """
+    x = layers.Conv2D(make_divisible(32 * alpha), 3, strides=2, padding="same", use_bias=False,
+                      name="Conv1")(inputs)
+    x = layers.BatchNormalization(epsilon=1e-3, momentum=0.999, name="bn_Conv1")(x)
+    x = layers.ReLU(6.0, name="Conv1_relu")(x)
+    block, total_stride = 0, 2
+    for expansion, filters, repeats, stride, kernel in stages:
+        if max_stride is not None and total_stride * stride > max_stride:
+            break
+        total_stride *= stride
+        for i in range(repeats):
+            x = InvertedResidual(make_divisible(int(filters * alpha)), expansion,
+                                 stride if i == 0 else 1, kernel, keras_padding=keras_padding,
+                                 name="expanded_conv" if block == 0 else f"block_{block}")(x)
+            block += 1
+    return x
 
 
 def mobilenet_v2(alpha=1.0, resolution=224, classes=1000, include_top=True, pooling=None,

@@ -9,6 +9,7 @@ import json
 import os
 
 from tinyvision.errors import TinyVisionError
+from models.detection import centroid_detector
 from models.mobilenet_v2 import mobilenet_v2, mobilenet_v2_rd
 from models.seed003 import seed003
 
@@ -19,7 +20,12 @@ ZOO = {
     "mobilenet_v2_rd_0.35_144": functools.partial(mobilenet_v2_rd, alpha=0.35, resolution=144),
     "seed003_imagenet": functools.partial(seed003, config="imagenet"),
     "seed003_vww": functools.partial(seed003, config="vww"),
+    "fomo_mobilenet_v2_0.35_160": functools.partial(centroid_detector, alpha=0.35, resolution=160),
 }
+
+# What each entry's output means ("classification": [B, classes] scores; "detection": per-cell class
+# logits [B, gh, gw, classes + 1], background first); ``build --task`` checks it.
+TASKS = {name: "detection" if name.startswith("fomo_") else "classification" for name in ZOO}
 
 
 def build(name, **overrides):
@@ -36,12 +42,14 @@ FIGURES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zoo_fig
 
 
 def zoo_figures(name):
-    """{"input", "classes", "params", "macs", "flash_bytes"} of zoo entry ``name`` with its default arguments."""
+    """{"input", "task", "classes", "params", "macs", "flash_bytes"} of zoo entry ``name``, default arguments."""
     from models.describe import describe
 
     model = build(name)
     d = describe(model)
-    return {"input": [int(v) for v in model.input_shape[1:]], "classes": int(model.output_shape[-1]),
+    return {"input": [int(v) for v in model.input_shape[1:]], "task": TASKS[name],
+            # Detection models output background + classes per cell; --classes counts the objects' classes.
+            "classes": int(model.output_shape[-1]) - (TASKS[name] == "detection"),
             "params": d["params"], "macs": d["macs"], "flash_bytes": d["flash_bytes"]}
 
 

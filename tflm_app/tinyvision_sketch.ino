@@ -19,6 +19,10 @@
 //   patches_ms=<all patch stages> tail_ms=<tail> create_ms=<interpreter creation, part of both>
 //   arena_used=<bytes touched>/<arena size>
 // (create_ms is 0 unless the plan's arena.interpreters is "one_at_a_time").
+// A centroid detector (its tail outputs a rows x cols x classes+1 heatmap) prints instead
+//   detections=<n> latency_ms=... (as above)
+// then one line per detection (centroid_decoder.h, at most kMaxCentroidDetections):
+//   detection class=<index> (<name>) x=<cell column> y=<cell row> score=<dequantized>
 // and one line per error:
 //   tinyvision error: <cause> (index <i>)
 // where <i> is the patch, model, persistent section or stage the cause is
@@ -32,6 +36,7 @@
 #include <Chirale_TensorFlowLite.h>
 #endif
 
+#include "centroid_decoder.h"
 #include "model_ops.h"
 #include "patch_runner_tflm.h"
 #include "plan_data.h"
@@ -99,6 +104,35 @@ static void PrintClass(int32_t index) {
   }
 }
 
+// The class probability a heatmap peak must reach to be a detection.
+static constexpr float kCentroidThreshold = 0.5f;
+static tinyvision::CentroidDetection g_detections[tinyvision::kMaxCentroidDetections];
+
+// The tail's output as a heatmap (rows, cols, channels), or false for a classifier's scores.
+static bool HeatmapShape(uint32_t* rows, uint32_t* cols, uint32_t* channels) {
+  const tinyvision::Dims& out = kTinyVisionPlan.models[kTinyVisionPlan.tail_model].output;
+  if (out.rank != 3 || out.d[0] * out.d[1] < 2) return false;
+  *rows = out.d[0];
+  *cols = out.d[1];
+  *channels = out.d[2];
+  return true;
+}
+
+static void PrintDetections(const tinyvision::RunResult& result, uint32_t rows, uint32_t cols, uint32_t channels,
+                            uint32_t count) {
+  for (uint32_t i = 0; i < count; ++i) {
+    const tinyvision::CentroidDetection& d = g_detections[i];
+    Serial.print("detection class=");
+    PrintClass(int32_t(d.cls) + 1);  // class names list the background first
+    Serial.print(" x=");
+    Serial.print(d.x);
+    Serial.print(" y=");
+    Serial.print(d.y);
+    Serial.print(" score=");
+    Serial.println(tinyvision::Dequantize(d.score, result.score_quant), 3);
+  }
+}
+
 void setup() {
   tflite::InitializeTarget();  // starts Serial and waits up to 4 s for the monitor
   if (!TinyVisionAddOps(g_resolver)) {
@@ -145,16 +179,27 @@ void loop() {
     SetError(tinyvision::StatusString(s), g_runner.error_index());
     return;
   }
-  const int32_t best = tinyvision::Argmax(result.scores, result.num_scores);
   const tinyvision::ArenaUsage arena = g_runner.MeasureArena();
-  Serial.print("class=");
-  PrintClass(best);
-  Serial.print(" score=");
-  Serial.print(tinyvision::Dequantize(result.scores[best], result.score_quant), 3);
+  uint32_t rows, cols, channels, detections = 0;
+  const bool heatmap = HeatmapShape(&rows, &cols, &channels);
+  if (heatmap) {
+    const int8_t threshold = tinyvision::QuantizeThreshold(kCentroidThreshold, result.score_quant.scale,
+                                                           result.score_quant.zero_point);
+    detections = tinyvision::DecodeCentroids(result.scores, result.num_scores, rows, cols, channels, threshold,
+                                             g_detections, tinyvision::kMaxCentroidDetections);
+    Serial.print("detections=");
+    Serial.print(detections);
+  } else {
+    const int32_t best = tinyvision::Argmax(result.scores, result.num_scores);
+    Serial.print("class=");
+    PrintClass(best);
+    Serial.print(" score=");
+    Serial.print(tinyvision::Dequantize(result.scores[best], result.score_quant), 3);
 #if !TINYVISION_USE_CAMERA
-  Serial.print(" label=");  // the expected class of the test image (-1: unknown)
-  PrintClass(kTinyVisionTestLabel);
+    Serial.print(" label=");  // the expected class of the test image (-1: unknown)
+    PrintClass(kTinyVisionTestLabel);
 #endif
+  }
   PrintMs(" latency_ms=", result.total_us);
   PrintMs(" patches_ms=", result.patch_us);
   PrintMs(" tail_ms=", result.tail_us);
@@ -163,5 +208,6 @@ void loop() {
   Serial.print(arena.used);
   Serial.print("/");
   Serial.println(arena.arena_size);
+  if (heatmap) PrintDetections(result, rows, cols, channels, detections);
   delay(1000);
 }

@@ -1,6 +1,7 @@
 """Build a zoo model and save it as .keras; prints its params, MACs and int8 flash size.
 
   tinyvision build --model=seed003_vww --resolution=96 --output=out/model.keras
+  tinyvision build --model=fomo_mobilenet_v2_0.35_160 --task=detection --output=out/detector.keras
   tinyvision build --list
 """
 from absl import flags
@@ -10,7 +11,10 @@ flags.DEFINE_string("output", None, "(required) where to save the .keras model")
 flags.DEFINE_integer("resolution", None, "input resolution (default: the zoo entry's, shown by --list)")
 flags.DEFINE_float("alpha", None, "width multiplier of MobileNetV2 models (default: the zoo entry's, e.g. 0.35 for "
                    "mobilenet_v2_0.35_96)")
-flags.DEFINE_integer("classes", None, "number of classes (default: the zoo entry's, shown by --list)")
+flags.DEFINE_integer("classes", None, "number of classes (default: the zoo entry's, shown by --list); for a "
+                     "detection model the object classes, background not counted")
+flags.DEFINE_enum("task", None, ["classification", "detection"], "the task the model must be built for (default: "
+                  "the zoo entry's, shown by --list); a model of another task is refused")
 flags.DEFINE_bool("list", False, "print the zoo with input, classes, params, MACs and flash, and exit")
 FLAGS = flags.FLAGS
 
@@ -30,6 +34,10 @@ def run():
     import models
     from converters.cli.common import save_keras
 
+    if FLAGS.model in models.TASKS and FLAGS.task and models.TASKS[FLAGS.model] != FLAGS.task:
+        raise TinyVisionError(f"{FLAGS.model} is a {models.TASKS[FLAGS.model]} model, not a {FLAGS.task} one; "
+                              f"the {FLAGS.task} models: " +
+                              ", ".join(n for n, t in models.TASKS.items() if t == FLAGS.task))
     overrides = {k: getattr(FLAGS, k) for k in ("resolution", "alpha", "classes") if getattr(FLAGS, k) is not None}
     model = models.build(FLAGS.model, **overrides)
     d = models.describe(model)
@@ -48,7 +56,8 @@ def print_zoo():
     folder = importlib.util.find_spec("models").submodule_search_locations[0]
     with open(os.path.join(folder, "zoo_figures.json"), encoding="utf-8") as f:
         figures = json.load(f)
-    print(f"{'model':<26}{'input':>13}{'classes':>9}{'params':>12}{'MACs':>14}{'flash B':>12}")
+    print(f"{'model':<28}{'task':<16}{'input':>11}{'classes':>9}{'params':>12}{'MACs':>14}{'flash B':>12}")
     for name, d in figures.items():
-        print(f"{name:<26}{'x'.join(map(str, d['input'])):>13}{d['classes']:>9}{d['params']:>12,}{d['macs']:>14,}"
+        print(f"{name:<28}{d['task']:<16}{'x'.join(map(str, d['input'])):>11}{d['classes']:>9}{d['params']:>12,}"
+              f"{d['macs']:>14,}"
               f"{d['flash_bytes']:>12,}")

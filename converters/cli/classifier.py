@@ -1,4 +1,4 @@
-"""One view of the three model forms a user classifies with: Keras file, int8 .tflite, bundle folder."""
+"""One view of the three model forms a user classifies (or detects) with: Keras file, int8 .tflite, bundle folder."""
 import dataclasses
 import os
 
@@ -32,14 +32,29 @@ class Classifier:
 
 def open_classifier(path):
     """A Classifier for a .keras/.h5 file, an int8 .tflite file or a bundle folder."""
+    model = open_model(path)
+    if not isinstance(model, Classifier):
+        raise TinyVisionError(f"{path} is a centroid detector (it outputs a per-cell heatmap): evaluate it on "
+                              "--dataset=builtin_detection")
+    return model
+
+
+def open_model(path):
+    """A Classifier, or a ``tinyvision.detection.runtime.Detector`` when the model outputs a per-cell heatmap
+    [1, rows, columns, classes + 1], for a .keras/.h5 file, an int8 .tflite file or a bundle folder."""
+    from tinyvision.detection import runtime as detection
     from tinyvision.runtime import classify
 
     if os.path.isdir(path):
         from converters.patching import read_bundle
 
         bundle = read_bundle(path)
-        classes = int(np.prod(bundle.models[bundle.tail].output_shape))
-        return Classifier(path, "bundle", tuple(int(d) for d in bundle.image["shape"]), classes, list(bundle.labels),
+        shape = tuple(int(d) for d in bundle.image["shape"])
+        output = (1, *bundle.models[bundle.tail].output_shape)  # plan shapes leave out the batch
+        if detection.is_detector_output(output):
+            return detection.Detector(path, "bundle", shape, tuple(int(d) for d in output[1:]),
+                                      list(bundle.labels), lambda images: detection.bundle_heatmaps(bundle, images))
+        return Classifier(path, "bundle", shape, int(np.prod(output)), list(bundle.labels),
                           lambda images: classify.bundle_scores(bundle, images))
     if path.endswith((".keras", ".h5")):
         from converters.cli.common import load_keras
@@ -47,8 +62,12 @@ def open_classifier(path):
         model = load_keras(path)
         if len(model.inputs) != 1 or len(model.input_shape) != 4:
             raise TinyVisionError(f"{path} must take one image input [N, H, W, C], it takes {model.input_shape}")
-        return Classifier(path, "float", tuple(int(d) for d in model.input_shape[1:]), int(model.output_shape[-1]),
-                          [], lambda images: classify.keras_scores(model, images))
+        shape = tuple(int(d) for d in model.input_shape[1:])
+        if detection.is_detector_output(model.output_shape):
+            return detection.Detector(path, "float", shape, tuple(int(d) for d in model.output_shape[1:]), [],
+                                      lambda images: detection.keras_heatmaps(model, images))
+        return Classifier(path, "float", shape, int(model.output_shape[-1]), [],
+                          lambda images: classify.keras_scores(model, images))
     from converters.ir import Model
     from converters.quantize import read_labels
     from tinyvision.fileio import read_tflite_bytes
@@ -57,8 +76,11 @@ def open_classifier(path):
     graph = Model.from_bytes(data, os.path.basename(path)).main
     if len(graph.inputs) != 1 or len(graph.inputs[0].shape) != 4:
         raise TinyVisionError(f"{path} must take one image input [1, H, W, C]")
-    return Classifier(path, "int8", tuple(int(d) for d in graph.inputs[0].shape[1:]),
-                      int(np.prod(graph.outputs[0].shape)), read_labels(data),
+    shape, output = tuple(int(d) for d in graph.inputs[0].shape[1:]), tuple(graph.outputs[0].shape)
+    if detection.is_detector_output(output):
+        return detection.Detector(path, "int8", shape, tuple(int(d) for d in output[1:]), read_labels(data),
+                                  lambda images: detection.tflm_heatmaps(data, images, os.path.basename(path)))
+    return Classifier(path, "int8", shape, int(np.prod(output)), read_labels(data),
                       lambda images: classify.tflm_scores(data, images, os.path.basename(path)))
 
 

@@ -8,9 +8,11 @@ import warnings
 from tinyvision.errors import TinyVisionError
 
 DATASET_HELP = (
-    "builtin (8 shape classes), builtin_vww (person / no person), folder:PATH (one sub-folder per class) "
+    "builtin (8 shape classes), builtin_vww (person / no person), builtin_detection (circles, squares and "
+    "triangles with exact boxes, for centroid detectors), folder:PATH (one sub-folder per class) "
     "or tfrecord:GLOB (tf.train.Example with image/encoded, image/class/label)"
 )
+DETECTION_DATASET = "builtin_detection"
 
 
 VALIDATION_SPLIT_HELP = ("folder: datasets: the fraction of images held out for validation (the same files on "
@@ -26,6 +28,13 @@ def dataset(spec, resolution, split="train", samples=2000, seed=0, batch_size=32
     """
     from tinyvision import data
 
+    if spec == DETECTION_DATASET:
+        from tinyvision.data import detection
+
+        # Labels are per-cell centroid maps [R / 8, R / 8] (the detectors' output stride).
+        ds = detection.detection_dataset(samples, resolution, seed=seed, split=split, batch_size=batch_size,
+                                         shuffle=shuffle)
+        return ds, list(detection.detection_class_names())
     if spec in ("builtin", "builtin_vww"):
         variant = "vww" if spec == "builtin_vww" else "shapes"
         ds = data.synthetic_dataset(samples, resolution=resolution, seed=seed, split=split, variant=variant,

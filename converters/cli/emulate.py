@@ -45,17 +45,21 @@ def report(result, board):
     arena = run.arena
     counts = run.instructions()
     host_best = int(result.host_scores.argmax())
-    sketch_line = next(line for line in run.lines if line.startswith("class="))
+    sketch_line = next(line for line in run.lines if line.startswith(("class=", "detections=")))
     lines = [f"emulated Cortex-M4F (qemu mps2-an386, {board.ram_bytes // 1024:,} KB RAM as {board.name}), the board's "
-             f"TFLM library: {sketch_line}",
-             f"  class    {run.predicted} on the emulator, {host_best} on the host",
-             f"  scores   emulator {run.scores.tolist()}  host {result.host_scores.tolist()}  "
-             + ("(equal)" if result.score_diff == 0 else f"(differ by up to {result.score_diff})"),
-             *(f"  known    {line}" for line in result.board_differences if result.score_diff),
-             "  stages   " + (", ".join(f"{k}: {'bit-exact' if bad == 0 else f'{bad} values differ'}"
-                                     for k, bad in enumerate(result.stage_mismatches)) or "none (a whole model)"),
-             f"  arena    {arena['used']:,} of {arena['size']:,} B touched (shared {arena['shared']:,}, persistent "
-             f"{arena['persistent']:,}); interpreter creation wrote {arena['creation']:,} B"]
+             f"TFLM library: {sketch_line}"]
+    same = "(equal)" if result.score_diff == 0 else f"(differ by up to {result.score_diff})"
+    if sketch_line.startswith("detections="):  # a centroid detector: its heatmap is too long to print
+        lines += [f"  {line}" for line in run.lines if line.startswith("detection ")]
+        lines.append(f"  heatmap  {run.scores.size} values on the emulator and the host {same}")
+    else:
+        lines += [f"  class    {run.predicted} on the emulator, {host_best} on the host",
+                  f"  scores   emulator {run.scores.tolist()}  host {result.host_scores.tolist()}  {same}"]
+    lines += [f"  known    {line}" for line in result.board_differences if result.score_diff]
+    lines += ["  stages   " + (", ".join(f"{k}: {'bit-exact' if bad == 0 else f'{bad} values differ'}"
+                                      for k, bad in enumerate(result.stage_mismatches)) or "none (a whole model)"),
+              f"  arena    {arena['used']:,} of {arena['size']:,} B touched (shared {arena['shared']:,}, persistent "
+              f"{arena['persistent']:,}); interpreter creation wrote {arena['creation']:,} B"]
     per_stage = ", ".join(f"{name} {n / 1e6:.2f} M" for name, n in counts.items()
                           if name.startswith("stage") or name == "tail")
     lines.append(f"  instructions per inference {counts['inference'] / 1e6:.2f} M ({per_stage}; interpreter "

@@ -7,6 +7,12 @@ Folder datasets are evaluated on their validation subset (--validation_split, as
 
   tinyvision evaluate --model=out/model_qat.h5,out/model.tflite,out/bundle --dataset=builtin_vww
   tinyvision evaluate --model=out/model.tflite --dataset=folder:photos --confusion=out/confusion.png
+
+Centroid detectors (models whose output is a per-cell heatmap) are evaluated on builtin_detection: centroid
+precision, recall and F1 per model (a detection is right when an object of its class has its centre within
+--tolerance cells), and whether the int8 forms find exactly the same detections.
+
+  tinyvision evaluate --model=out/det_qat.h5,out/det.tflite,out/det_bundle --dataset=builtin_detection
 """
 import numpy as np
 from absl import flags
@@ -20,17 +26,23 @@ flags.DEFINE_float("validation_split", 0.2, VALIDATION_SPLIT_HELP)
 flags.DEFINE_integer("samples", 500, "largest number of images evaluated (built-in data: how many are rendered)")
 flags.DEFINE_string("confusion", None, "write the confusion matrices to this PNG")
 flags.DEFINE_integer("seed", 0, "built-in data seed")
+flags.DEFINE_float("threshold", 0.5, "detectors: the class probability a heatmap peak must reach")
+flags.DEFINE_integer("tolerance", 1, "detectors: how many cells (Chebyshev) a detection may lie from its object's "
+                     "centre cell")
 FLAGS = flags.FLAGS
 
 
 def run():
-    from converters.cli.classifier import KINDS, model_list, open_classifier
-    from converters.cli.common import dataset_arrays, progress
+    from converters.cli.classifier import KINDS, model_list, open_classifier, open_model
+    from converters.cli.common import DETECTION_DATASET, dataset_arrays, progress
     from tinyvision.analysis.accuracy import Evaluation, plot_confusion
     from tinyvision.errors import TinyVisionError
 
     if not FLAGS.dataset:
         raise TinyVisionError("--dataset is required (the labelled images to evaluate on)")
+    if FLAGS.dataset == DETECTION_DATASET:
+        evaluate_detectors([open_model(path) for path in model_list(FLAGS.model)])
+        return
     classifiers = [open_classifier(path) for path in model_list(FLAGS.model)]
     shapes = {c.input_shape for c in classifiers}
     if len(shapes) != 1:
@@ -83,3 +95,54 @@ def format_results(evaluations, names):
                          f"predictions differ)")
     return lines
 
+
+
+def evaluate_detectors(detectors):
+    """Centroid precision / recall / F1 of each detector on the built-in detection data's val split."""
+    from converters.cli.classifier import KINDS
+    from converters.cli.common import progress
+    from tinyvision.data.detection import detection_arrays
+    from tinyvision.detection import score_detections
+    from tinyvision.detection.runtime import Detector
+    from tinyvision.errors import TinyVisionError
+
+    for d in detectors:
+        if not isinstance(d, Detector):
+            raise TinyVisionError(f"{d.path} is a classifier (it outputs class scores, not a per-cell heatmap): "
+                                  "builtin_detection evaluates centroid detectors")
+    if len({(d.input_shape, d.grid) for d in detectors}) != 1:
+        raise TinyVisionError("the models take different images or give different grids: " +
+                              ", ".join(f"{d.name} {d.input_shape} -> {d.grid}" for d in detectors))
+    if not 0 < FLAGS.threshold < 1:
+        raise TinyVisionError(f"--threshold must lie in (0, 1), got {FLAGS.threshold}")
+    if FLAGS.tolerance < 0:
+        raise TinyVisionError(f"--tolerance must be >= 0 cells, got {FLAGS.tolerance}")
+    first = detectors[0]
+    height, width, channels = first.input_shape
+    if height != width or channels != 3 or height % first.grid[0]:
+        raise TinyVisionError(f"builtin_detection gives square RGB images in whole cells; {first.name} takes "
+                              f"{first.input_shape} with a {first.grid} grid")
+    images, _, samples = detection_arrays(FLAGS.samples, height, FLAGS.seed, "val", first.stride)
+    results = []
+    for d in detectors:
+        with progress(f"detecting with {d.name} ({KINDS[d.kind]}) on {len(images)} images"):
+            found = d.heatmaps(images).detections(FLAGS.threshold)
+        results.append((d, found, score_detections(found, samples, d.stride, FLAGS.tolerance)))
+    for line in format_detection_results(results, sum(len(s.classes) for s in samples)):
+        print(line)
+
+
+def format_detection_results(results, objects):
+    """Text lines: precision / recall / F1 per model, and which int8 forms detect exactly alike."""
+    width = max(12, *(len(d.name) + 2 for d, _, _ in results))
+    lines = [f"centroid detection at threshold {FLAGS.threshold:g}, tolerance {FLAGS.tolerance} cell(s), "
+             f"{objects} objects:",
+             f"{'model':<{width}}{'form':<8}{'precision':>10}{'recall':>8}{'F1':>8}{'TP':>6}{'FP':>6}{'FN':>6}"]
+    for d, _, s in results:
+        lines.append(f"{d.name:<{width}}{d.kind:<8}{s.precision:>10.4f}{s.recall:>8.4f}{s.f1:>8.4f}{s.tp:>6}"
+                     f"{s.fp:>6}{s.fn:>6}")
+    quantized = [(d, found) for d, found, _ in results if d.kind != "float"]
+    for (a, found_a), (b, found_b) in zip(quantized, quantized[1:]):
+        same = found_a == found_b
+        lines.append(f"{b.name} vs {a.name}: {'the same detections on every image' if same else 'detections differ'}")
+    return lines

@@ -4,6 +4,10 @@ Runs under a tf.distribute strategy on tf.data input, so several GPUs or workers
 TensorFlow's own distribution (multi-worker reads TF_CONFIG).
 
   tinyvision train --model=out/model.keras --dataset=builtin_vww --epochs=3 --output=out/model_qat.h5
+  tinyvision train --model=out/detector.keras --dataset=builtin_detection --output=out/detector_qat.h5
+
+A centroid detector (per-cell heatmap output) trains on builtin_detection with the background-weighted
+centroid loss, and the float and QAT models' centroid F1 on the val split is printed.
 """
 from absl import flags
 
@@ -27,7 +31,10 @@ FLAGS = flags.FLAGS
 
 
 def run():
-    from converters.cli.common import dataset, has_validation_data, image_resolution, load_keras, save_keras
+    from converters.cli.common import (DETECTION_DATASET, dataset, has_validation_data, image_resolution,
+                                       load_keras, save_keras)
+    from tinyvision.data.detection import DEFAULT_STRIDE
+    from tinyvision.detection.runtime import is_detector_output
     from tinyvision.errors import TinyVisionError
     from tinyvision.training import train
 
@@ -35,6 +42,16 @@ def run():
         raise TinyVisionError("--model and --output are required")
     model = load_keras(FLAGS.model)
     resolution = image_resolution(model)
+    detector = is_detector_output(model.output_shape)
+    if detector != (FLAGS.dataset == DETECTION_DATASET) or (FLAGS.val_dataset and detector != (
+            FLAGS.val_dataset == DETECTION_DATASET)):
+        raise TinyVisionError(f"{FLAGS.model} outputs {model.output_shape}: " + (
+            f"a centroid detector trains on --dataset={DETECTION_DATASET}" if detector else
+            f"a classifier cannot train on {DETECTION_DATASET}, which is for centroid detectors"))
+    if detector and model.output_shape[1] * DEFAULT_STRIDE != resolution:
+        raise TinyVisionError(f"{DETECTION_DATASET} has one target cell per {DEFAULT_STRIDE} x {DEFAULT_STRIDE} "
+                              f"pixels; {FLAGS.model} maps "
+                              f"{resolution} px to {model.output_shape[1]} cells")
     split = FLAGS.validation_split if FLAGS.val_dataset is None else 0.0
     train_ds, _ = dataset(FLAGS.dataset, resolution, "train", FLAGS.samples, FLAGS.seed, FLAGS.batch_size,
                           shuffle=True, validation_split=split)
@@ -50,7 +67,25 @@ def run():
                    strategy=FLAGS.strategy, learning_rate=FLAGS.learning_rate, batch_size=FLAGS.batch_size,
                    seed=FLAGS.seed)
     for key, value in result.metrics.items():
+        if detector:
+            key = key.replace("accuracy", "cell_accuracy")  # a detector's Keras accuracy is per heatmap cell
         if value is not None:
             print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    if detector and val_ds is not None:
+        print_centroid_f1(result, resolution, max(FLAGS.samples // 4, 64))
     save_keras(result.model, FLAGS.output)
     print(f"wrote {FLAGS.output}")
+
+
+def print_centroid_f1(result, resolution, samples):
+    """Centroid precision / recall / F1 of the float and the trained model on builtin_detection's val split."""
+    from tinyvision.data.detection import DEFAULT_STRIDE, detection_arrays
+    from tinyvision.detection import score_detections
+    from tinyvision.detection.runtime import keras_heatmaps
+
+    images, _, truth = detection_arrays(samples, resolution, FLAGS.seed, "val")
+    models = [("float", result.float_model)] + ([("QAT", result.model)] if FLAGS.qat else [])
+    for phase, model in models:
+        s = score_detections(keras_heatmaps(model, images).detections(0.5), truth, DEFAULT_STRIDE)
+        print(f"{phase} centroid precision {s.precision:.4f} recall {s.recall:.4f} F1 {s.f1:.4f} "
+              f"(threshold 0.5, {samples} val images)")

@@ -4,6 +4,7 @@
 
     <sketch_name>.ino                        tflm_app/tinyvision_sketch.ino
     tinyvision_runtime.{h,cpp}               plan checks, window copy, output placement, preprocessing
+    centroid_decoder.{h,cpp}                 detections of a centroid detector's int8 heatmap
     patch_runner_tflm.{h,cpp}                the TFLM glue (interpreters resident or one at a time, one arena)
     model_data.h + <model>_tflite.{h,cpp}    every model as an alignas(16) const unsigned char array
     plan_data.{h,cpp}                        the plan as C data; kTinyVisionArenaSize = plan arena.size,
@@ -54,15 +55,18 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 TFLM_APP_DIRS = (os.path.join(os.path.dirname(os.path.dirname(_HERE)), "tflm_app"), os.path.join(_HERE, "tflm_app"))
 SKETCH_TEMPLATE = "tinyvision_sketch.ino"
 BUILD_CONFIG = "build_config.h"
-RUNTIME_FILES = ("tinyvision_runtime.h", "tinyvision_runtime.cpp", "patch_runner_tflm.h", "patch_runner_tflm.cpp")
-PLAIN_SOURCES = ("tinyvision_runtime.cpp", "plan_data.cpp", "test_image.cpp")  # no TFLM: measurable anywhere
+RUNTIME_FILES = ("tinyvision_runtime.h", "tinyvision_runtime.cpp", "patch_runner_tflm.h", "patch_runner_tflm.cpp",
+                 "centroid_decoder.h", "centroid_decoder.cpp")
+# No TFLM in these: measurable anywhere.
+PLAIN_SOURCES = ("tinyvision_runtime.cpp", "centroid_decoder.cpp", "plan_data.cpp", "test_image.cpp")
 ARM_CXXFLAGS = ("-Os", "-std=c++17", "-fno-exceptions", "-fno-rtti", "-ffunction-sections", "-fdata-sections")
 
 # RAM outside the arena, from sizeof() on Cortex-M4 (arm-none-eabi-g++ 12.2 against the TFLM headers of
 # Chirale_TensorFlowLite 2.0.0 and Arduino_TensorFlowLite 2.4.0-ALPHA, which agree):
 INTERPRETER_BYTES = 176  # tflite::MicroInterpreter: one InterpreterSlot per model (resident) or one in all
 RESOLVER_BYTES, RESOLVER_BYTES_PER_OP = 12, 44  # tflite::MicroMutableOpResolver<N> = 12 + 44 N
-SKETCH_GLOBALS_BYTES = 272  # PatchRunner (220) + image source and view (40) + error state (8), rounded up
+# PatchRunner (220) + image source and view (40) + error state (8) + the detection list (16 x 8), rounded up
+SKETCH_GLOBALS_BYTES = 400
 CAMERA_FRAME_BYTES = 160 * 120 * 2  # QQVGA RGB565 frame buffer of the camera build
 CAMERA_EXTRA_BYTES = CAMERA_FRAME_BYTES + 256 + 64  # + pixel LUT + FrameImage
 # Flash of the TFLM glue (patch_runner_tflm.cpp, 2,949 B text measured as above against
@@ -161,7 +165,9 @@ def export_arduino(bundle_dir, out_dir, board="nano33ble", test_image=None, sket
     _refuse_per_channel_dense(bundle, bundle_dir)
     name = _sketch_name(bundle_dir, sketch_name)
     image, label, default_names = prepare_test_image(bundle, test_image)
-    num_classes = int(np.prod(bundle.models[bundle.tail].output_shape))
+    output = tuple(bundle.models[bundle.tail].output_shape)
+    # A centroid detector's class names name its heatmap channels.
+    num_classes = int(output[-1]) if _is_heatmap(output) else int(np.prod(output))
     if bundle.labels and default_names is not None and list(default_names) != list(bundle.labels):
         label = -1  # a built-in sample says nothing about the classes of the user's model
     names = _class_names(class_names, bundle.labels or default_names, num_classes)
@@ -315,7 +321,16 @@ def prepare_test_image(bundle, test_image=None):
     H, W, C = (int(d) for d in bundle.image["shape"])
     scale, zero_point = float(bundle.image["scale"]), int(bundle.image["zero_point"])
     if test_image is None:
-        classes = int(np.prod(bundle.models[bundle.tail].output_shape))
+        output = tuple(bundle.models[bundle.tail].output_shape)
+        if _is_heatmap(output) and H == W and H % output[0] == 0 and output[0] >= 4:
+            # A centroid detector: the first scene of the built-in detection data's test split with objects in it.
+            from tinyvision.data.detection import detection_class_names, render_detection_sample
+
+            stride = H // output[0]
+            scenes = (render_detection_sample(i, resolution=H, split="test", stride=stride) for i in range(1, 99))
+            pixels = next(s for s in scenes if len(s.classes)).image
+            return pixels_to_image(pixels, (H, W, C), scale, zero_point), -1, list(detection_class_names())
+        classes = int(np.prod(output))
         if classes == 2:
             variant, subset = "vww", None
         elif 2 < classes < len(SHAPE_CLASSES):
@@ -349,6 +364,11 @@ def _decode_image_file(path):
         return tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy()
     except (tf.errors.InvalidArgumentError, ValueError) as e:
         raise TinyVisionError(f"test image {path} is not a decodable image: {getattr(e, 'message', e)}") from None
+
+
+def _is_heatmap(output):
+    """Whether a tail output shape (no batch) is a centroid detector's per-cell heatmap, as the sketch decides."""
+    return len(output) == 3 and output[0] * output[1] > 1
 
 
 def _class_names(given, default, num_classes):
@@ -440,6 +460,8 @@ class=<index> (<name>) score=<dequantized score> label=<expected class> (<name>)
 
 and `tinyvision error: <cause> (index <i>)` when the plan or TFLM fails. Classes: {classes}.
 The test image in flash (`test_image.cpp`) is class {expected}; `label=` is printed for it only.
+A centroid detector (its tail outputs a heatmap) prints `detections=<n>` in place of `class=... label=...`,
+then one `detection class=<index> (<name>) x=<cell column> y=<cell row> score=<probability>` line per detection.
 
 ## Switch the image source
 

@@ -5,12 +5,14 @@
 - ReorderedBottleneck: the same block computed in channel groups (1/G of the expanded
   tensor alive at a time).
 - PatchTunnel: one path of blocks per patch, merged by pooling + concatenation.
+- CentroidHead: per-cell class logits (background included) for centroid detection.
 - flatten(model): the same model in builtin Keras layers, for tfmot QAT.
 """
 from tinyvision.layers.bottleneck import InvertedResidual, ReorderedBottleneck
+from tinyvision.layers.detection import CentroidHead
 from tinyvision.layers.flatten import flatten
 from tinyvision.layers.segmentation import InputSegmentation, segment_windows
 from tinyvision.layers.tunnel import PatchTunnel
 
-__all__ = ["InputSegmentation", "InvertedResidual", "ReorderedBottleneck", "PatchTunnel",
+__all__ = ["CentroidHead", "InputSegmentation", "InvertedResidual", "ReorderedBottleneck", "PatchTunnel",
            "flatten", "segment_windows"]

@@ -37,7 +37,8 @@ BOARD_HZ = 64_000_000  # Nano 33 BLE: nRF52840 Cortex-M4F at 64 MHz
 
 NANO_MEMORY = (1024 * 1024, 256 * 1024)  # (code, RAM) bytes of a sketch exported before build_config.h named them
 _BOARD_MEMORY = re.compile(r"#define TINYVISION_BOARD_(RAM|FLASH)_BYTES (\d+)")
-_SKETCH_LINE = re.compile(r"class=(-?\d+).* create_ms=([\d.]+) arena_used=(\d+)/(\d+)")
+# A classifier's line starts "class=<index>", a centroid detector's "detections=<count>".
+_SKETCH_LINE = re.compile(r"^(?:class=(-?\d+)|detections=\d+).* create_ms=([\d.]+) arena_used=(\d+)/(\d+)")
 
 
 @dataclasses.dataclass
@@ -244,7 +245,7 @@ def parse_output(text, target, stderr=""):
                 error = line[len("tinyvision error: "):]
             m = _SKETCH_LINE.search(line)
             if m:
-                predicted, create_ms = int(m.group(1)), float(m.group(2))
+                predicted, create_ms = int(m.group(1) or -1), float(m.group(2))
     if code is None:
         tail = "; ".join((lines + stderr.strip().splitlines())[-3:]) or "no output"
         raise TinyVisionError(f"the {target} run of the sketch ended without a result: {tail}")

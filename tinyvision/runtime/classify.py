@@ -49,21 +49,25 @@ def bundle_scores(bundle, images, timeout=None):
 
 
 def tflm_scores_job(model_bytes, images, name):
+    outputs, scale, zero_point = tflm_outputs_job(model_bytes, images, name)
+    return np.stack([dequantize(out.reshape(-1), scale, zero_point) for out in outputs])
+
+
+def tflm_outputs_job(model_bytes, images, name):
+    """(raw int8 outputs [N, *output shape without batch], output scale, output zero point) of float images."""
     from tinyvision.runtime import tflm
 
     interpreter = tflm.open_interpreter(model_bytes, None, name)
     if len(tflm.zero_inputs(interpreter)) != 1:
-        raise TinyVisionError(f"{name} must have one image input to classify images")
+        raise TinyVisionError(f"{name} must have one image input to run on images")
     shape = tuple(int(d) for d in interpreter.get_input_details(0)["shape"])
     if tuple(images.shape[1:]) != shape[1:]:
         raise TinyVisionError(f"{name} takes images {shape[1:]}, the data is {tuple(images.shape[1:])}")
     in_scale, in_zero = _per_tensor(interpreter.get_input_details(0), name, "input")
     out_scale, out_zero = _per_tensor(interpreter.get_output_details(0), name, "output")
-    scores = []
-    for image in quantize_images(images, in_scale, in_zero):
-        out = tflm.invoke(interpreter, [image.reshape(shape)], name)[0]
-        scores.append(dequantize(out.reshape(-1), out_scale, out_zero))
-    return np.stack(scores)
+    outputs = [tflm.invoke(interpreter, [image.reshape(shape)], name)[0][0]
+               for image in quantize_images(images, in_scale, in_zero)]
+    return np.stack(outputs), out_scale, out_zero
 
 
 def _per_tensor(detail, name, role):

@@ -53,7 +53,7 @@ class TrainResult:
 
 def train(model, train_ds, val_ds=None, epochs=5, qat=True, qat_epochs=None, strategy="default",
           learning_rate=2e-3, qat_learning_rate=None, batch_size=32, from_logits=None, seed=None, verbose=1,
-          callbacks=None):
+          callbacks=None, loss=None):
     """Train ``model`` on ``train_ds`` (float, then QAT) and return a :class:`TrainResult`.
 
     model: a tf.keras functional/Sequential model, or a zero-argument function that
@@ -67,6 +67,9 @@ def train(model, train_ds, val_ds=None, epochs=5, qat=True, qat_epochs=None, str
         ``max(1, epochs // 2)``) at ``qat_learning_rate`` (default learning_rate / 10).
     strategy: "default", "mirrored", "multi-worker" or a tf.distribute.Strategy.
     from_logits: whether the model outputs logits; None detects a final softmax.
+    loss: a Keras loss taking (labels, outputs); None: sparse cross-entropy for classifiers
+        ([B, classes] outputs, labels [B]) and ``tinyvision.detection.centroid_loss`` for
+        per-cell heatmaps ([B, gh, gw, classes + 1] outputs, labels [B, gh, gw]).
     verbose: Keras verbosity (1 progress bar, 2 one line per epoch, 0 silent); phase
         headers and accuracies are printed when > 0.
     """
@@ -89,7 +92,8 @@ def train(model, train_ds, val_ds=None, epochs=5, qat=True, qat_epochs=None, str
     with strategy.scope():
         float_model = _build_in_scope(model, strategy)
         from_logits = _outputs_logits(float_model) if from_logits is None else from_logits
-        _compile(float_model, learning_rate, epochs * steps if steps else None, from_logits)
+        loss = _default_loss(float_model, from_logits) if loss is None else loss
+        _compile(float_model, learning_rate, epochs * steps if steps else None, loss)
     float_history, float_accuracy = {}, None
     if epochs:
         _fit_batchnorm_momentum(float_model, epochs * steps if steps else None, verbose)
@@ -103,7 +107,7 @@ def train(model, train_ds, val_ds=None, epochs=5, qat=True, qat_epochs=None, str
     with strategy.scope():
         qat_model = quantize(float_model)
         qat_lr = learning_rate / 10 if qat_learning_rate is None else qat_learning_rate
-        _compile(qat_model, qat_lr, qat_epochs * steps if steps else None, from_logits)
+        _compile(qat_model, qat_lr, qat_epochs * steps if steps else None, loss)
     _say(verbose, f"QAT fine-tuning: {qat_epochs} epoch(s)")
     qat_history = qat_model.fit(train_ds, validation_data=val_ds, epochs=qat_epochs, verbose=verbose,
                                 callbacks=callbacks).history
@@ -176,12 +180,18 @@ def _outputs_logits(model):
     return getattr(last, "activation", None) not in (tf.keras.activations.softmax, tf.nn.softmax)
 
 
-def _compile(model, learning_rate, decay_steps, from_logits):
+def _default_loss(model, from_logits):
+    if len(model.outputs) == 1 and model.outputs[0].shape.rank == 4:
+        from tinyvision.detection import centroid_loss
+
+        return centroid_loss(from_logits=from_logits)
+    return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+
+
+def _compile(model, learning_rate, decay_steps, loss):
     schedule = (tf.keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps, alpha=0.05)
                 if decay_steps else learning_rate)
-    model.compile(optimizer=tf.keras.optimizers.Adam(schedule),
-                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
-                  metrics=["accuracy"])
+    model.compile(optimizer=tf.keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"])
 
 
 def _as_dataset(data, batch_size, shuffle, seed, multi_worker, what):

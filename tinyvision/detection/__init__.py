@@ -1,0 +1,14 @@
+"""FOMO-style centroid detection: heatmap decoding, centroid precision / recall / F1, the training loss.
+
+- decode_centroids(heatmap, threshold): per class, the cells that are local maxima over the threshold.
+- match_centroids / CentroidScore: a detection is correct when an unmatched object of its class has its
+  centre within ``tolerance`` cells (Chebyshev) of the detection's cell; precision, recall, F1.
+- centroid_loss(background_weight): per-cell cross-entropy with background cells down-weighted.
+- heatmaps of the three model forms (Keras, int8 .tflite on TFLM, bundle): tinyvision.detection.runtime.
+"""
+from tinyvision.detection.decode import Detection, decode_centroids, quantize_threshold
+from tinyvision.detection.loss import CentroidLoss, centroid_loss
+from tinyvision.detection.metrics import CentroidScore, match_centroids, score_detections
+
+__all__ = ["Detection", "decode_centroids", "quantize_threshold", "CentroidLoss", "centroid_loss", "CentroidScore",
+           "match_centroids", "score_detections"]
