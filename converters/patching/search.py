@@ -88,19 +88,34 @@ def block_boundaries(model, points):
             if sizes[i] <= min(sizes[max(i - 1, 0)], sizes[min(i + 1, len(points) - 1)])]
 
 
+def _drops(model, points):
+    """The cuts among ``points`` whose stage tensor is smaller than the one at the cut before (after a
+    strided op or a projection): where a stage buffer, and so a chain of stages, is cheapest."""
+    sizes = [model.main.ops[n - 1].outputs[0].nbytes for n in points]
+    return [n for i, n in enumerate(points) if i and sizes[i] < sizes[i - 1]]
+
+
+def _thinned(first, rest, limit):
+    """``first`` (all of it, or evenly thinned to ``limit``), then ``rest`` evenly thinned to what is left."""
+    if len(first) >= limit:
+        step = len(first) / limit
+        return sorted({first[int(i * step)] for i in range(limit)})
+    extra = limit - len(first)
+    step = len(rest) / extra
+    return sorted(set(first) | {rest[int(i * step)] for i in range(extra)})
+
+
 def candidate_points(model, limit=MAX_POINTS):
-    """Stage lengths to try: block boundaries, then the rest, thinned evenly to ``limit``."""
+    """Stage lengths to try: the block boundaries where the stage tensor shrinks, the other block
+    boundaries (a plateau of equal tensors counts as boundaries), then the rest, thinned evenly to
+    ``limit``."""
     points = split_points(model)
     if len(points) <= limit:
         return points
     blocks = block_boundaries(model, points)
-    rest = [n for n in points if n not in blocks]
-    if len(blocks) >= limit:
-        step = len(blocks) / limit
-        return sorted({blocks[int(i * step)] for i in range(limit)})
-    extra = limit - len(blocks)
-    step = len(rest) / extra
-    return sorted(set(blocks) | {rest[int(i * step)] for i in range(extra)})
+    drops = [n for n in _drops(model, points) if n in blocks]
+    chosen = _thinned(drops, [n for n in blocks if n not in drops], limit)
+    return _thinned(chosen, [n for n in points if n not in chosen], limit)
 
 
 @dataclasses.dataclass
