@@ -20,7 +20,8 @@ So each stage-k patch model is planned with the buffers of stages k - 1 and k as
 ``reserved`` ranges, and the tail with its input ``pinned`` at the last stage's
 offset. The stage offsets are chosen among a few layouts (``_stage_offset_candidates``:
 stacked above every patch model's own plan, at the bottom, the last one where the
-tail's unconstrained plan puts its input); the smallest shared region wins.
+tail's unconstrained plan puts its input, consecutive stages side by side so that stage
+k + 2 reuses stage k's memory); the smallest shared region wins.
 """
 import dataclasses
 import itertools
