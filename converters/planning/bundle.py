@@ -184,10 +184,10 @@ def _stage_offset_candidates(spans, bases, first, pinned, reserve, phases=()):
     (only stages k and k + 1 are ever alive together, so stage k + 2 may take stage k's memory), all
     of them at the bottom or above the largest plan of one stage's patch models (which then have their
     memory in one piece; ``phases``: [(stages alive, bytes the models running then need besides them)]),
-    the ADJACENT_KEPT of those each ``_layout_estimate`` finds smallest; stage 0 above its own patch models (``first``: their
-    largest plan) with every later stage just below the one before (stage k's patches may use the
-    memory of stage k + 1, not yet written); and the last stage where the tail's own plan puts its
-    input with the others stacked above or below it. One stage: above every patch model's plan (top),
+    the ADJACENT_KEPT of those each ``_layout_estimate`` finds smallest; stage 0 above its own patch
+    models (``first``: their largest plan) with every later stage just below the one before (stage k's
+    patches may use the memory of stage k + 1, not yet written); and the last stage where the tail's
+    own plan puts its input with the others stacked above or below it. One stage: above every patch model's plan (top),
     at the bottom, at the tail's input (with the stage on top, TFLM's online scratch placement,
     first-fit from the bottom, cannot reach it in a patch model)."""
     def stacked(base, order):
