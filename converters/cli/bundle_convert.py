@@ -149,9 +149,7 @@ def auto_bundle(model, model_bytes, name, FLAGS):
     else:
         print(f"patch split search: {len(result.candidates)} candidates; Pareto set in SRAM (arena + runtime "
               f"objects) and MACs within {limits}:")
-    for line in (format_table(result, chosen) if result else []) + [
-            f"{'unsplit (measured)':<36} {unsplit.shared:>8,} {unsplit.persistent:>10,} {unsplit.sram:>9,} "
-            f"{'measured':<9} {0:>6.1f}% {unsplit.flash:>11,}" + ("  <- chosen" if chosen is unsplit else "")]:
+    for line in format_table(result, chosen, unsplit):
         print("  " + line)
     if chosen is None:
         best = min(tried + [unsplit] + ([result.best] if result else []), key=lambda c: c.sram)

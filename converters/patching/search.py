@@ -21,6 +21,8 @@ import dataclasses
 import itertools
 import math
 
+import numpy as np
+
 from converters.export.arduino import PLAN_BYTES_PER_MODEL, PLAN_BYTES_PER_PATCH, PLAN_BYTES_PER_SECTION
 from converters.patching.bundle import ALIGN, DEFAULT_INTERPRETERS
 from converters.patching.stage import as_model, split_patch_stage, split_points
@@ -29,6 +31,7 @@ from tinyvision.errors import TinyVisionError
 GRIDS = (2, 3, 4, 5, 6)
 MAX_POINTS = 16  # stage lengths tried; thinned evenly (block boundaries first) beyond this
 MAX_STAGES = 3
+LABEL_WIDTH = 36  # the table's first column, widened for longer chains
 NEXT_CUTS = 3  # cuts tried after a chain's last stage (each with a smaller tail than the one before)
 
 
@@ -88,19 +91,34 @@ def block_boundaries(model, points):
             if sizes[i] <= min(sizes[max(i - 1, 0)], sizes[min(i + 1, len(points) - 1)])]
 
 
+def _drops(model, points):
+    """The cuts among ``points`` whose stage tensor is smaller than the one at the cut before (after a
+    strided op or a projection): where a stage buffer, and so a chain of stages, is cheapest."""
+    sizes = [model.main.ops[n - 1].outputs[0].nbytes for n in points]
+    return [n for i, n in enumerate(points) if i and sizes[i] < sizes[i - 1]]
+
+
+def _thinned(first, rest, limit):
+    """``first`` (all of it, or evenly thinned to ``limit``), then ``rest`` evenly thinned to what is left."""
+    if len(first) >= limit:
+        step = len(first) / limit
+        return sorted({first[int(i * step)] for i in range(limit)})
+    extra = limit - len(first)
+    step = len(rest) / extra
+    return sorted(set(first) | {rest[int(i * step)] for i in range(extra)})
+
+
 def candidate_points(model, limit=MAX_POINTS):
-    """Stage lengths to try: block boundaries, then the rest, thinned evenly to ``limit``."""
+    """Stage lengths to try: the block boundaries where the stage tensor shrinks, the other block
+    boundaries (a plateau of equal tensors counts as boundaries), then the rest, thinned evenly to
+    ``limit``."""
     points = split_points(model)
     if len(points) <= limit:
         return points
     blocks = block_boundaries(model, points)
-    rest = [n for n in points if n not in blocks]
-    if len(blocks) >= limit:
-        step = len(blocks) / limit
-        return sorted({blocks[int(i * step)] for i in range(limit)})
-    extra = limit - len(blocks)
-    step = len(rest) / extra
-    return sorted(set(blocks) | {rest[int(i * step)] for i in range(extra)})
+    drops = [n for n in _drops(model, points) if n in blocks]
+    chosen = _thinned(drops, [n for n in blocks if n not in drops], limit)
+    return _thinned(chosen, [n for n in points if n not in chosen], limit)
 
 
 @dataclasses.dataclass
@@ -281,32 +299,61 @@ def _measure_persistent(pieces, chains):
         part.sections = [_align(next(reports).tail_bytes) for _ in part.datas]
 
 
-SEGMENT_SHARES = (0.4, 0.5, 0.6)  # where a tail is cut in two, as shares of its persistent estimate
+SEGMENT_PARTS = (2, 3, 4, 5)  # sequential models a tail may be cut into
 
 
 def _persistent_weight(op):
     """A rough share of TFLM's persistent bytes an op takes: its node and per-channel requantization
-    (multiplier and shift per output channel); only used to place segment cuts."""
-    out = op.outputs[0] if op.outputs else None
-    return 200 + (8 * int(out.shape[-1]) if out is not None and len(out.shape) else 0)
+    (multiplier and shift per scale of its weights); only used to place segment cuts."""
+    weights = op.inputs[1] if len(op.inputs) > 1 and op.inputs[1] is not None else None
+    q = weights.quantization if weights is not None and weights.is_constant else None
+    scales = 0 if q is None or q.scale is None else int(np.size(q.scale))
+    return 200 + (8 * scales if scales > 1 else 0)
+
+
+def _balanced_cuts(weight, later, a, parts):
+    """Cuts among ``later`` that part ops a.. into ``parts`` runs of least largest ``weight`` (the
+    running sum of op weights from op a), or None when there are too few cuts."""
+    cuts = [n for n in later if n - a - 1 < len(weight) - 1]
+    if len(cuts) < parts - 1:
+        return None
+
+    def run(lo, hi):  # weight of ops lo..hi - 1 (cut numbers; a is the start)
+        return weight[hi - a - 1] - (weight[lo - a - 1] if lo > a else 0)
+
+    end = a + len(weight)
+    # best[j][i]: (largest run, cuts) for ops a..cuts[i] - 1 in j + 1 runs ending at cuts[i]
+    best = [[(run(a, n), (n,)) for n in cuts]]
+    for _ in range(parts - 2):
+        best.append([min(((max(prev[0], run(cuts[h], n)), prev[1] + (n,))
+                          for h, prev in enumerate(best[-1][:i])), default=(math.inf, ())) for i, n in enumerate(cuts)])
+    largest, chosen = min((max(prev[0], run(cuts[i], end)), prev[1]) for i, prev in enumerate(best[-1]))
+    return chosen if largest < math.inf else None
 
 
 def _with_segments(model, pieces, chains):
-    """The chains with their tail cut in two sequential models (a last "stage" of one 1x1 tile: the first
-    runs on the whole stage buffer, the second reads its output in place). With one interpreter at a
-    time the persistent slot holds the largest model's section, and the tail's is often the largest."""
+    """The chains with their tail cut into sequential models (last "stages" of one 1x1 tile each: the
+    first runs on the whole stage buffer, the next reads its output, the tail reads the last in place).
+    With one interpreter at a time the persistent slot holds the largest model's section, and the
+    tail's is often the largest: cut in 2 to 5 parts of balanced persistent estimates, it takes a
+    fraction of that."""
     ops = model.main.ops
     points = split_points(model)
     grown = []
     for a in sorted({c.stages[-1][0] for c in chains}):
-        later = [n for n in points if n > a]
-        if not later:
-            continue
+        # no cut whose buffer is as large as the tail's own peak (a classifier's last expansion)
+        later = [n for n in points if n > a and pieces.span(n) < pieces.tail_pieces[a].head]
         weight = list(itertools.accumulate(_persistent_weight(op) for op in ops[a:]))  # of ops a..a + i
-        cuts = {next((n for n in later if weight[n - a - 1] >= share * weight[-1]), None) for share in SEGMENT_SHARES}
-        for b in sorted(cuts - {None}):
-            if pieces.piece(a, b, 1) is not None:
-                grown += [pieces.chain(c.stages + ((b, 1),)) for c in chains if c.stages[-1][0] == a]
+        splits = {_balanced_cuts(weight, later, a, parts) for parts in SEGMENT_PARTS}
+        if later:  # the same with the last cut as late as it goes: a classifier head weighs more than estimated
+            last = later[-1]
+            splits |= {cuts + (last,) for cuts in (_balanced_cuts(weight[:last - a], later[:-1], a, parts - 1)
+                                                   for parts in SEGMENT_PARTS[1:]) if cuts is not None}
+            splits.add((last,))
+        splits.discard(None)
+        for cuts in sorted(splits):
+            if all(pieces.piece(x, y, 1) is not None for x, y in zip((a,) + cuts, cuts)):
+                grown += [pieces.chain(c.stages + tuple((b, 1) for b in cuts)) for c in chains if c.stages[-1][0] == a]
     return grown
 
 
@@ -371,15 +418,20 @@ def _next_cuts(pieces, points, blocks, a):
     return [levels[head] for head in sorted(levels, reverse=True)][:NEXT_CUTS]
 
 
-def format_table(result, chosen=None):
+def format_table(result, chosen=None, unsplit=None):
     """The Pareto table as text lines: SRAM (arena + runtime objects; TFLM-measured through the real layout
-    where the point was built, else estimated: shared region estimated, persistent measured), MACs, flash."""
-    lines = [f"{'stages (n grid)':<36} {'shared':>8} {'persistent':>10} {'SRAM':>9} {'':<9} {'MAC +%':>7} "
+    where the point was built, else estimated: shared region estimated, persistent measured), MACs, flash;
+    ``unsplit`` (the measured whole model), when given, last. ``result`` None: that row alone."""
+    rows = [] if result is None else list(result.pareto) + [
+        c for c in result.ranked if c.measured_sram is not None and c not in result.pareto]
+    rows = sorted(rows, key=lambda c: (c.sram, c.mac_overhead)) + ([unsplit] if unsplit is not None else [])
+    labels = ["unsplit (measured)" if c is unsplit else c.label[2:] for c in rows]
+    width = max([LABEL_WIDTH] + [len(label) for label in labels])
+    lines = [f"{'stages (n grid)':<{width}} {'shared':>8} {'persistent':>10} {'SRAM':>9} {'':<9} {'MAC +%':>7} "
              f"{'model flash':>11}"]
-    rows = list(result.pareto) + [c for c in result.ranked if c.measured_sram is not None and c not in result.pareto]
-    for c in sorted(rows, key=lambda c: (c.sram, c.mac_overhead)):
+    for c, label in zip(rows, labels):
         mark = "  <- chosen" if c is chosen else ""
         how = "measured" if c.measured_sram is not None else "estimate"
-        lines.append(f"{c.label[2:]:<36} {c.shared:>8,} {c.persistent:>10,} {c.sram:>9,} {how:<9} "
+        lines.append(f"{label:<{width}} {c.shared:>8,} {c.persistent:>10,} {c.sram:>9,} {how:<9} "
                      f"{100 * c.mac_overhead:>6.1f}% {c.flash:>11,}{mark}")
     return lines

@@ -20,9 +20,11 @@ So each stage-k patch model is planned with the buffers of stages k - 1 and k as
 ``reserved`` ranges, and the tail with its input ``pinned`` at the last stage's
 offset. The stage offsets are chosen among a few layouts (``_stage_offset_candidates``:
 stacked above every patch model's own plan, at the bottom, the last one where the
-tail's unconstrained plan puts its input); the smallest shared region wins.
+tail's unconstrained plan puts its input, consecutive stages side by side so that stage
+k + 2 reuses stage k's memory); the smallest shared region wins.
 """
 import dataclasses
+import itertools
 
 import numpy as np
 
@@ -43,7 +45,9 @@ TEMP_QUANT_BYTES, TEMP_SCALE_BYTES = 16, 4
 TEMP_SCRATCH_BYTES, TEMP_SCRATCH_SLACK = 12, 12
 TEMP_ALLOCATION_INFO_BYTES = 24
 TEMP_PLANNER_BYTES = 40
+TEMP_BIAS_ONCE = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D"})  # input, filter, output twice; bias once
 INTERPRETER_MODES = ("resident", "one_at_a_time")
+ADJACENT_KEPT = 3  # layouts of consecutive stages side by side planned per bundle (best estimates first)
 
 
 @dataclasses.dataclass(eq=False)
@@ -57,16 +61,21 @@ class BundleLayout:
 def allocation_temp_bytes(graph):
     """Bytes TFLM's AllocateTensors may write from the bottom of the non-persistent buffer for
     ``graph`` on the 32-bit device (an upper bound: every op counted with one scratch request
-    and REDUCE_MAX with two, every operand copied twice in Prepare)."""
+    and REDUCE_MAX with two, every operand copied twice in Prepare but a convolution's bias, which
+    CMSIS-NN's CONV_2D and DEPTHWISE_CONV_2D hold once: docs/bundle-format.md)."""
     def tensor_copy(t):
         q = t.quantization
         scales = 0 if q is None or q.scale is None else int(np.size(q.scale))
         return TEMP_TENSOR_BYTES + (TEMP_QUANT_BYTES + TEMP_SCALE_BYTES * scales if scales else 0)
 
+    def held(op):
+        operands = [t for t in op.inputs + op.outputs if t is not None]
+        once = op.inputs[2] if op.opcode in TEMP_BIAS_ONCE and len(op.inputs) > 2 else None
+        return sum((1 if t is once else 2) * tensor_copy(t) for t in operands)
+
     requests = len(graph.ops) + sum(op.opcode == "REDUCE_MAX" for op in graph.ops)
     scratch = TEMP_SCRATCH_BYTES * (requests + TEMP_SCRATCH_SLACK)
-    prepare = max([2 * sum(tensor_copy(t) for t in op.inputs + op.outputs if t is not None) for op in graph.ops],
-                  default=0)
+    prepare = max([held(op) for op in graph.ops], default=0)
     planning = (align_up(scratch + 4 + TEMP_ALLOCATION_INFO_BYTES * (len(graph.tensors) + requests))
                 + TEMP_PLANNER_BYTES * (len(tensor_lifetimes(graph)) + requests))
     return align_up(max(scratch + prepare, planning))
@@ -145,7 +154,12 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
                           if role == "patch" and stage_of[name] == 0] + [0]))
     pinned = free[tails[0]].offsets[tail_input] if tails else None
     best, failure = None, None
-    for offsets in _stage_offset_candidates(spans, [top, 0], first, pinned, reserve):
+    phases = [((k - 1, k), align_up(max(p.size for (name, role, _), p in zip(models, free)
+                                        if role == "patch" and stage_of[name] == k)))
+              for k in sorted(set(stage_of.values()))]
+    if tails:
+        phases.append(((len(spans) - 1,), align_up(free[tails[0]].size) - spans[-1]))
+    for offsets in _stage_offset_candidates(spans, [top, 0], first, pinned, reserve, phases):
         try:
             plans = plan_all(offsets)
         except TinyVisionError as e:
@@ -164,12 +178,16 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
     return BundleLayout(arena_section(shared, offsets, stage_bytes, persistent, interpreters, reserve), plans)
 
 
-def _stage_offset_candidates(spans, bases, first, pinned, reserve):
+def _stage_offset_candidates(spans, bases, first, pinned, reserve, phases=()):
     """Stage offset vectors worth planning, best-first on ties: the stage buffers stacked (in stage
-    order and reversed) from each base offset; stage 0 above its own patch models (``first``: their
-    largest plan) with every later stage just below the one before (stage k's patches may use the
-    memory of stage k + 1, not yet written); and the last stage where the tail's own plan puts its
-    input with the others stacked above or below it. One stage: above every patch model's plan (top),
+    order and reversed) from each base offset; each stage just above or just below the one before
+    (only stages k and k + 1 are ever alive together, so stage k + 2 may take stage k's memory), all
+    of them at the bottom or above the largest plan of one stage's patch models (which then have their
+    memory in one piece; ``phases``: [(stages alive, bytes the models running then need besides them)]),
+    the ADJACENT_KEPT of those each ``_layout_estimate`` finds smallest; stage 0 above its own patch
+    models (``first``: their largest plan) with every later stage just below the one before (stage k's
+    patches may use the memory of stage k + 1, not yet written); and the last stage where the tail's
+    own plan puts its input with the others stacked above or below it. One stage: above every patch model's plan (top),
     at the bottom, at the tail's input (with the stage on top, TFLM's online scratch placement,
     first-fit from the bottom, cannot reach it in a patch model)."""
     def stacked(base, order):
@@ -178,10 +196,21 @@ def _stage_offset_candidates(spans, bases, first, pinned, reserve):
             offsets[k], at = at, at + spans[k]
         return tuple(offsets)
 
+    def adjacent(base, ups):
+        offsets = [0]
+        for k, up in enumerate(ups, 1):
+            offsets.append(offsets[-1] + spans[k - 1] if up else offsets[-1] - spans[k])
+        low = max(base, reserve) - min(offsets)
+        return tuple(low + o for o in offsets)
+
     last = len(spans) - 1
     candidates = []
     for base in bases:
         candidates += [stacked(base, range(len(spans))), stacked(base, reversed(range(len(spans))))]
+    bases = [0] + [head for alive, head in phases if len(alive) == 2]
+    chained = {adjacent(base, ups) for base in bases for ups in itertools.product((True, False), repeat=last)}
+    for split in (True, False):
+        candidates += sorted(chained, key=lambda o: (_layout_estimate(o, spans, phases, split), o))[:ADJACENT_KEPT]
     descending = [max(first, reserve)]
     for span in spans[1:]:
         descending.append(descending[-1] - span)
@@ -195,6 +224,21 @@ def _stage_offset_candidates(spans, bases, first, pinned, reserve):
         if last and below >= reserve:
             candidates.append(stacked(below, range(len(spans))))
     return list(dict.fromkeys(candidates))
+
+
+def _layout_estimate(offsets, spans, phases, split):
+    """A rough shared region for stage ``offsets``, only used to rank layouts before planning them:
+    per phase, the end of the stages alive, plus what its models need beyond the largest gap below
+    that end (``split``: their tensors fill that gap, then go above; else they all go above unless
+    they fit in it: small tensors split well, large ones do not)."""
+    need = 0
+    for alive, head in phases:
+        taken = sorted((offsets[k], offsets[k] + spans[k]) for k in alive if k >= 0)
+        end, gap, at = taken[-1][1], 0, 0
+        for lo, hi in taken:
+            gap, at = max(gap, lo - at), max(at, hi)
+        need = max(need, end + (max(0, head - gap) if split else head * (head > gap)))
+    return need
 
 
 def temp_reserve(graphs, interpreters):
