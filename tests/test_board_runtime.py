@@ -201,7 +201,7 @@ def _tampered_sketches(bundle):
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("mode", ["resident", "one_at_a_time"])
 def test_cpp_init_refuses_tampered_plans(mode, target, mobilenet48, tmp_path, obj_cache):
-    from converters.export.arduino import export_arduino, render_plan_data
+    from converters.export.arduino import export_arduino, model_image, render_plan_data
     from converters.export.c_array import c_identifier
     from converters.patching import read_bundle, split_stages, write_bundle
     from converters.patching.bundle import finalize
@@ -214,11 +214,11 @@ def test_cpp_init_refuses_tampered_plans(mode, target, mobilenet48, tmp_path, ob
     good = run_sketch(sketch, target, LIB_DIR, obj_cache=obj_cache)
     assert good.error is None and good.scores is not None
     bundle = read_bundle(folder)
-    symbols = ["tinyvision_" + c_identifier(m.file) for m in bundle.models]
+    flash = model_image(bundle)
     for name, tampered in _tampered_sketches(bundle).items():
         copy_dir = tmp_path / c_identifier(name)
         shutil.copytree(sketch, copy_dir)
-        _, source = render_plan_data(tampered, symbols)
+        _, source = render_plan_data(tampered, flash)
         (copy_dir / "plan_data.cpp").write_text(source)  # plan_data.h keeps the sketch's arena constant
         run = run_sketch(str(copy_dir), target, LIB_DIR, obj_cache=obj_cache)
         assert run.error is not None and run.scores is None, f"{name}: accepted by the C++ Init: {run.lines}"

@@ -32,6 +32,13 @@ def resident_bundle_dir(tmp_path_factory, small_cnn_tflite):
     return write_small_cnn_bundle(tmp_path_factory.mktemp("bundle") / "small_cnn", small_cnn_tflite, "resident")
 
 
+def flatbuffer_object(data):
+    """What the flatbuffer object API reads from ``data``, written out again (equal for equal models)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(flatbuffer_utils.convert_bytearray_to_object(data)))
+
+
 def c_array_bytes(text, name):
     body = re.search(re.escape(name) + r"\[\] = \{(.*?)\};", text, re.S).group(1)
     return bytes(int(v, 16) for v in re.findall(r"0x([0-9a-f]{2})", body))
@@ -59,12 +66,17 @@ def test_writes_a_complete_sketch(bundle_dir, tmp_path, capsys):
             assert f.read() == g.read(), name
 
     bundle = read_bundle(bundle_dir)
-    for m in bundle.models:
-        ident = "tinyvision_" + m.file.replace(".", "_")
-        with open(os.path.join(sketch, f"{ident}.cpp")) as f:
-            source = f.read()
-        assert f"alignas(16) const unsigned char {ident}[]" in source
-        assert c_array_bytes(source, ident) == m.data
+    with open(os.path.join(sketch, "model_data.cpp")) as f:
+        source = f.read()
+    assert "alignas(16) const unsigned char kTinyVisionModels[]" in source
+    image = c_array_bytes(source, "kTinyVisionModels")
+    assert len(image) % 16 == 0 and len(image) < sum(len(m.data) for m in bundle.models)
+    with open(os.path.join(sketch, "plan_data.cpp")) as f:
+        starts = [int(o) for o in re.findall(r"kTinyVisionModels \+ (\d+)u, \d+u", f.read())]
+    assert len(starts) == len(bundle.models)
+    for m, start in zip(bundle.models, starts):  # each model reads from its start exactly as its file does
+        assert start % 16 == 0
+        assert flatbuffer_object(image[start:]) == flatbuffer_object(m.data)
     with open(os.path.join(sketch, "plan_data.h")) as f:
         header = f.read()
     assert f"kTinyVisionArenaSize = {bundle.arena['size']};" in header
@@ -86,7 +98,7 @@ def test_writes_a_complete_sketch(bundle_dir, tmp_path, capsys):
     assert report.ram["arena"] == bundle.arena["size"]
     assert report.ram["interpreters"] == INTERPRETER_BYTES  # one slot for all models
     assert report.ram_bytes == sum(report.ram.values()) <= report.ram_available == 256 * 1024 - 32 * 1024
-    assert report.flash["models"] >= sum(len(m.data) for m in bundle.models)
+    assert report.flash["models"] == len(image)
     assert report.flash_bytes == sum(report.flash.values()) <= report.flash_available
     assert report.camera_ram_bytes > report.ram_bytes + 160 * 120 * 2
     with open(os.path.join(sketch, "build_config.h")) as f:
@@ -142,13 +154,13 @@ def test_two_stage_plan_data(two_stage_bundle_dir, tmp_path):
 
 
 def test_stage_sections_must_match_the_stages(two_stage_bundle_dir):
-    from converters.export.arduino import render_plan_data
+    from converters.export.arduino import model_image, render_plan_data
     from converters.patching import read_bundle
 
     bundle = read_bundle(two_stage_bundle_dir)
     bundle.arena["stages"] = bundle.arena["stages"][:1]
     with pytest.raises(TinyVisionError, match="the arena has 1 stage sections for 2 stages"):
-        render_plan_data(bundle, [f"m{i}" for i in range(len(bundle.models))])
+        render_plan_data(bundle, model_image(bundle))
 
 
 def test_resident_interpreters_take_a_slot_and_a_section_each(bundle_dir, resident_bundle_dir, tmp_path):

@@ -105,7 +105,7 @@ def sketch_sources(sketch):
 
 @needs_cxx
 def test_stages_match_host_patch_runner(bundle_dir, tmp_path):
-    from converters.export.arduino import export_arduino, prepare_test_image
+    from converters.export.arduino import export_arduino, model_image, prepare_test_image
     from converters.patching import read_bundle
     from tinyvision.runtime.patch_runner import PatchRunner
 
@@ -138,8 +138,9 @@ def test_stages_match_host_patch_runner(bundle_dir, tmp_path):
                                       err_msg=f"window of patch {i} (stage {p.stage})")
     for k, stage in enumerate(stages):
         np.testing.assert_array_equal(read_int8(io / f"stage_{k}.bin"), stage.reshape(-1), err_msg=f"stage {k}")
+    flash = model_image(bundle)  # each model is read from its offset in the one flash image
     for m, model in enumerate(bundle.models):
-        assert (io / f"model_{m}.bin").read_bytes() == model.data, f"model array {m} differs from {model.file}"
+        assert (io / f"model_{m}.bin").read_bytes() == flash.model(m), f"model {m} is not where the plan points"
     test_image, _, _ = prepare_test_image(bundle)
     np.testing.assert_array_equal(read_int8(io / "test_image.bin"), test_image.reshape(-1))
     check_arena_txt(io, bundle)
@@ -156,6 +157,7 @@ ONE_AT_A_TIME_ARENA = {  # the persistent sections share one slot above shared; 
 def test_channel_offsets_and_padded_stage_from_python_plan(tmp_path, one_at_a_time):
     """A plan written from Python: two patches fill different channel ranges of the same pixels."""
     from converters.export.arduino import render_plan_data, render_test_image
+    from converters.export.flash_image import FlashImage
     from tinyvision.bundle import Box, Bundle, BundleModel, Patch, Window
 
     H, W, C, Hs, Ws, Cs = 9, 11, 2, 4, 5, 6
@@ -176,13 +178,13 @@ def test_channel_offsets_and_padded_stage_from_python_plan(tmp_path, one_at_a_ti
                     patches, 2, arena)
     sketch = tmp_path / "sketch"
     sketch.mkdir()
-    symbols = [f"model_{i}" for i in range(3)]
-    header, source = render_plan_data(bundle, symbols, ["a", 'quote " back \\ slash', "\u00e9t\u00e9"])
+    flash = FlashImage(b"".join(m.data for m in models), (0, 20, 40))
+    header, source = render_plan_data(bundle, flash, ["a", 'quote " back \\ slash', "\u00e9t\u00e9"])
     (sketch / "plan_data.h").write_text(header)
     (sketch / "plan_data.cpp").write_text(source)
-    (sketch / "model_data.h").write_text("".join(f"alignas(16) extern const unsigned char {s}[];\n" for s in symbols))
-    (sketch / "model_data.cpp").write_text('#include "model_data.h"\n' + "".join(
-        f"alignas(16) const unsigned char {s}[20] = {{{', '.join([str(i)] * 20)}}};\n" for i, s in enumerate(symbols)))
+    (sketch / "model_data.h").write_text("alignas(16) extern const unsigned char kTinyVisionModels[];\n")
+    (sketch / "model_data.cpp").write_text('#include "model_data.h"\nalignas(16) const unsigned char '
+                                           f"kTinyVisionModels[60] = {{{', '.join(str(b) for b in flash.data)}}};\n")
     test_header, test_source = render_test_image(np.zeros((H, W, C), np.int8), -1)
     (sketch / "test_image.h").write_text(test_header)
     (sketch / "test_image.cpp").write_text(test_source)
@@ -205,7 +207,7 @@ def test_channel_offsets_and_padded_stage_from_python_plan(tmp_path, one_at_a_ti
     run(exe, io)
     np.testing.assert_array_equal(read_int8(io / "stage_0.bin"), want.reshape(-1))
     np.testing.assert_array_equal(read_int8(io / "window_1.bin"), image[1:7, 2:9].reshape(-1))
-    assert [(io / f"model_{m}.bin").read_bytes() for m in range(3)] == [bytes([m]) * 20 for m in range(3)]
+    assert [(io / f"model_{m}.bin").read_bytes() for m in range(3)] == [flash.model(m) for m in range(3)]
     check_arena_txt(io, bundle)
 
 

@@ -102,10 +102,10 @@ def auto_bundle(model, model_bytes, name, FLAGS):
     board = get_board(FLAGS.board)
     sram_budget = parse_bytes(FLAGS.budget) if FLAGS.budget else board.ram_available
     flash_budget = parse_bytes(FLAGS.flash_budget) if FLAGS.flash_budget else board.flash_bytes
-    model_flash_limit = int((1 + FLAGS.max_flash_overhead) * len(model_bytes))
     whole = finalize(whole_model(model_bytes, name))  # the bytes as they are: metadata and labels kept
     report = fit_report(whole, board)
-    unsplit = Candidate((), whole.arena["shared"]["size"], 0.0, len(model_bytes),
+    model_flash_limit = int((1 + FLAGS.max_flash_overhead) * report.flash["models"])
+    unsplit = Candidate((), whole.arena["shared"]["size"], 0.0, report.flash["models"],
                         persistent=whole.arena["size"] - whole.arena["shared"]["size"],
                         measured_sram=report.ram_bytes, measured_flash=report.flash_bytes)
     objects = report.ram_bytes - whole.arena["size"]
@@ -174,7 +174,7 @@ def _tunnels_or_whole(tunnels, whole, unsplit, fits, limits, name, board, FLAGS)
     finalize(tunnels, interpreters=FLAGS.interpreters)
     report = fit_report(tunnels, board)
     split = Candidate((), tunnels.arena["shared"]["size"], tunnels.stats.get("mac_overhead", 0.0),
-                      sum(len(m.data) for m in tunnels.models), measured_sram=report.ram_bytes,
+                      report.flash["models"], measured_sram=report.ram_bytes,
                       measured_flash=report.flash_bytes)
     print(f"auto: {name} is built of patch tunnels (--patches=tunnels): {split.sram:,} B SRAM, "
           f"{split.measured_flash:,} B flash; the whole model {unsplit.sram:,} B SRAM, {unsplit.measured_flash:,} B")
@@ -194,6 +194,7 @@ def _tunnels_or_whole(tunnels, whole, unsplit, fits, limits, name, board, FLAGS)
 
 def summary_lines(bundle):
     """Arena, image, MACs and flash of a finalized bundle as text lines."""
+    from converters.export.flash_image import image_size
     from converters.planning import persistent_span
 
     arena = bundle.arena
@@ -212,5 +213,7 @@ def summary_lines(bundle):
     ]
     if "mac_overhead" in stats:
         lines.append(f"MAC overhead    {100 * stats['mac_overhead']:>9.1f} %  ({stats.get('macs', 0):,} MACs)")
-    lines.append(f"flash (models)  {sum(len(m.data) for m in bundle.models):>10,} B")
+    files = sum(len(m.data) for m in bundle.models)
+    lines.append(f"flash (models)  {image_size([m.data for m in bundle.models]):>10,} B  (one flash image, equal weights "
+                 f"stored once; {files:,} B as separate files)")
     return lines

@@ -33,6 +33,7 @@ def _baseline(source_bytes, stats):
               "mac_overhead": 0.0, "macs": base.get("macs"), "flash_bytes": base.get("flash_bytes")}
     if source_bytes is None:
         return result
+    from converters.export.flash_image import image_size
     from converters.ir import Model
     from tinyvision.analysis import model_cost
     from tinyvision.runtime import tflm
@@ -45,7 +46,7 @@ def _baseline(source_bytes, stats):
         image *= int(d)
     result.update(head_bytes=int(report.head_bytes), tail_bytes=int(report.tail_bytes),
                   total_bytes=int(report.total_bytes), image_bytes=image,
-                  macs=int(model_cost(model).macs), flash_bytes=len(source_bytes))
+                  macs=int(model_cost(model).macs), flash_bytes=image_size([source_bytes]))
     return result
 
 
@@ -60,13 +61,14 @@ def analyze_bundle(folder, verify=True):
 
     result: head_bytes (shared non-persistent region), tail_bytes (the arena's persistent part: all sections
     side by side, or the one slot they share with one interpreter at a time), interpreters, total_bytes
-    (arena), image_bytes (H*W*C int8), mac_overhead (fraction), macs, flash_bytes (model files), bit_exact
+    (arena), image_bytes (H*W*C int8), mac_overhead (fraction), macs, flash_bytes (the models' flash image), bit_exact
     (bundle vs source on TFLM; None when the source .tflite is not found or verify is off), board_differences
     (one line per operator the Arduino TFLM library computes differently from the host: which, and by how
     much; converters.export.board_kernels), models (per model),
     baseline (the same keys for the unsplit source on stock TFLM; None values when the source is missing).
     """
     from converters.export.board_kernels import bundle_board_differences
+    from converters.export.flash_image import image_size
     from tinyvision.bundle import read_bundle
     from converters.planning import persistent_span
 
@@ -94,7 +96,7 @@ def analyze_bundle(folder, verify=True):
         "stage_bytes": [int(s["size"]) for s in arena["stages"]],
         "mac_overhead": stats.get("mac_overhead"),
         "macs": stats.get("macs"),
-        "flash_bytes": int(sum(len(m.data) for m in bundle.models)),
+        "flash_bytes": image_size([m.data for m in bundle.models]),
         "offline_plans": bool(arena.get("offline_plans", False)),
         "source": source_path,
         "source_sha256_match": (hashlib.sha256(source_bytes).hexdigest() == bundle.source.get("sha256")

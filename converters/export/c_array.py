@@ -111,10 +111,7 @@ def render_c_array(model_bytes, name, arena_size, header_name="model_data.h", so
                   f"extern const char* const {name}_labels[{name}_label_count];"]
     lines += ["", f"#endif  // {guard}", ""]
     header = "\n".join(lines)
-    body = ",\n".join(
-        "  " + ", ".join(f"0x{b:02x}" for b in model_bytes[i : i + _BYTES_PER_LINE])
-        for i in range(0, len(model_bytes), _BYTES_PER_LINE)
-    )
+    body = c_bytes(model_bytes)
     cc = (
         f"{comment}\n"
         f'#include "{header_name}"\n\n'
@@ -125,6 +122,12 @@ def render_c_array(model_bytes, name, arena_size, header_name="model_data.h", so
         cc += f"\nconst char* const {name}_labels[{name}_label_count] = {{\n" + "".join(
             f"  {c_string(label)},\n" for label in labels) + "};\n"
     return cc, header
+
+
+def c_bytes(data):
+    """The initializer rows of a byte array: hex bytes, a fixed number per line."""
+    return ",\n".join("  " + ", ".join(f"0x{b:02x}" for b in data[i:i + _BYTES_PER_LINE])
+                      for i in range(0, len(data), _BYTES_PER_LINE))
 
 
 def export_c_array(model, out_dir, arena_size, name=None, source_name="model_data.cc", header_name="model_data.h"):

@@ -5,6 +5,7 @@ is ``tinyvision.bundle``; this module adds what only the converter does: ``final
 measures every model on TFLM and plans the arena (offline plans embedded in the
 models when the planner can), ``write_bundle`` finalizes, validates and writes.
 """
+from converters.export.flash_image import image_size
 from tinyvision.bundle import measure, unplanned_arena, validate, whole_model_arena, write_folder
 from tinyvision.bundle.document import ALIGN
 from tinyvision.errors import TinyVisionError
@@ -43,7 +44,7 @@ def finalize(bundle, offline_plans=True, interpreters=DEFAULT_INTERPRETERS):
         except TinyVisionError as e:
             reason = str(e)
         else:
-            bundle.stats["flash_bytes"] = sum(len(m.data) for m in bundle.models)  # with the plans' metadata
+            bundle.stats["flash_bytes"] = image_size([m.data for m in bundle.models])  # with the plans' metadata
             measure(bundle)  # heads (and persistent data) of the planned models
             persistent = [s["size"] for s in sorted(bundle.arena["persistent"], key=lambda s: s["model"])]
             if persistent != [m.persistent_bytes for m in bundle.models]:

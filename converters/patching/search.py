@@ -164,14 +164,14 @@ class _Pieces:
                 max(heads[i] for i in patch),
                 _align(math.prod(bundle.last_stage["shape"])),
                 sum(bundle.models[q.model].macs for q in bundle.patches),
-                sum(_flash(bundle.models[i]) for i in patch) + PLAN_BYTES_PER_PATCH * len(bundle.patches),
+                _flash([bundle.models[i] for i in patch]) + PLAN_BYTES_PER_PATCH * len(bundle.patches),
                 max(temps[i] for i in patch),
                 tuple(bundle.models[i].data for i in patch),
             )
             tail = bundle.models[bundle.tail]
             if b not in self.tail_pieces:
                 self.tails[b] = tail.parsed
-                self.tail_pieces[b] = _Piece(heads[bundle.tail], 0, tail.macs, _flash(tail), temps[bundle.tail],
+                self.tail_pieces[b] = _Piece(heads[bundle.tail], 0, tail.macs, _flash([tail]), temps[bundle.tail],
                                             (tail.data,))
         return self.pieces[key]
 
@@ -207,11 +207,30 @@ class _Pieces:
         return Candidate(tuple(stages), peak, overhead, flash)
 
 
-def _flash(model):
-    """Flash bytes of a bundle model once ``finalize`` has added its offline plan (4 B per tensor and a
-    metadata entry) and the export has aligned its array, with its entries in the sketch's plan tables."""
-    return (_align(len(model.data) + 4 * len(model.graph().tensors) + 64) + PLAN_BYTES_PER_MODEL
-            + PLAN_BYTES_PER_SECTION + len(model.name) + 1)
+def _flash(models):
+    """Estimated flash bytes of bundle models in one flash image (``converters.export.flash_image``: the
+    border variants of a stage share their weights) once ``finalize`` has added their offline plans (4 B
+    per tensor and a metadata entry), with their entries in the sketch's plan tables: the files less
+    every vector and name that an earlier one already holds (each with its 4 B length). Models of
+    different pieces share little, so a chain's flash is the sum over its pieces."""
+    seen, shared = set(), 0
+    for m in models:
+        graph = m.graph()
+        index = {id(t): i for i, t in enumerate(graph.tensors)}
+        vectors = [np.asarray([index.get(id(t), -1) for t in op_io], np.int32)
+                   for op in graph.ops for op_io in (op.inputs, op.outputs)]
+        for t in graph.tensors:
+            vectors += [t.name.encode(), np.asarray(t.shape, np.int32)]
+            vectors += [] if t.quantization is None else [t.quantization.scale, t.quantization.zero_point]
+            vectors += [t.data] if t.is_constant else []
+        for v in vectors:
+            key = v if isinstance(v, bytes) else (v.dtype.str, v.tobytes())
+            if key in seen:
+                shared += 4 + (len(v) if isinstance(v, bytes) else v.nbytes)
+            seen.add(key)
+    return sum(len(m.data) for m in models) - shared + sum(
+        _align(4 * len(m.graph().tensors) + 64) + PLAN_BYTES_PER_MODEL + PLAN_BYTES_PER_SECTION + len(m.name) + 1
+        for m in models)
 
 
 def _prefix_front(pieces, chains):

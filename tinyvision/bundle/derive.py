@@ -93,6 +93,7 @@ def check_derived(bundle, where):
 
 def _check_costs(bundle, fail):
     """Per-model MACs, and the stats' MACs, MAC overhead and flash."""
+    from converters.export.flash_image import image_size
     from tinyvision.analysis.cost import model_cost
 
     for i, m in enumerate(bundle.models):
@@ -100,7 +101,8 @@ def _check_costs(bundle, fail):
         if m.macs != macs:
             fail(f"models[{i}].macs is {m.macs}, but {m.file} has {macs} MACs")
     runs = [p.model for p in bundle.patches] + [bundle.tail]
-    derived = {"macs": sum(bundle.models[i].macs for i in runs), "flash_bytes": sum(len(m.data) for m in bundle.models)}
+    derived = {"macs": sum(bundle.models[i].macs for i in runs),
+               "flash_bytes": image_size([m.data for m in bundle.models])}
     baseline = (bundle.stats.get("baseline") or {}).get("macs")
     if baseline is not None:
         derived["mac_overhead"] = round(derived["macs"] / baseline - 1, 6) if baseline else 0.0
