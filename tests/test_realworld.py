@@ -195,3 +195,4 @@ def test_person_detect_chain_below_a_third_of_the_head_and_auto_within_15_percen
     assert "chosen: n=" in capsys.readouterr().out
     picked = read_bundle(out)
     assert picked.arena["size"] <= 46_000 and picked.stats["mac_overhead"] <= 0.15
+    assert picked.stats["flash_bytes"] <= 1.25 * picked.stats["baseline"]["flash_bytes"]  # one flash image
