@@ -11,6 +11,7 @@ accepts it. Each model is read back from the image and compared with its source,
 the image is returned.
 """
 import dataclasses
+import functools
 
 import flatbuffers
 import numpy as np
@@ -40,9 +41,15 @@ def pack_models(models, check=True):
     """The ``FlashImage`` of ``models`` (a list of ``.tflite`` bytes); TinyVisionError for a model that does
     not parse or keeps a buffer outside its flatbuffer. check=False skips reading every model back (for
     size estimates only)."""
+    return _pack(tuple(bytes(m) for m in models), check)
+
+
+@functools.lru_cache(maxsize=8)  # an export packs the same models for its files and for its flash report
+def _pack(models, check):
     from tensorflow.lite.python import schema_py_generated as schema
 
     parsed = [_parse(data, i, schema) for i, data in enumerate(models)]
+    sources = [_written(model) for model in parsed] if check else []
     builder = _SharingBuilder()
     ends = [0] * len(parsed)
     for i in reversed(range(len(parsed))):
@@ -52,8 +59,8 @@ def pack_models(models, check=True):
         ends[i] = len(builder.Bytes) - builder.Head()
     data = bytes(builder.Output())
     image = FlashImage(data, tuple(len(data) - end for end in ends))
-    for i, source in enumerate(models if check else ()):
-        if _canonical(image.model(i), schema) != _canonical(source, schema):
+    for i, source in enumerate(sources):
+        if _written(_parse(image.model(i), i, schema)) != source:
             raise TinyVisionError(f"model {i} does not read back from the flash image as written")
     return image
 
@@ -76,11 +83,10 @@ def _parse(data, index, schema):
     return model
 
 
-def _canonical(data, schema):
-    """The bytes the object API writes for ``data``: equal for two models that read the same."""
+def _written(model):
+    """The bytes the object API writes for a parsed model: equal for two models that read the same."""
     from tensorflow.lite.tools import flatbuffer_utils
 
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(data), 0))
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
