@@ -1,7 +1,7 @@
 """Latency on the emulated Cortex-M4F: the unsplit model and its bundles, side by side in one run.
 
     python benchmarks/latency.py [--model=mobilenet_v2_0.35_144] [--patches=auto --patches=6:4x4,13:2x2]
-                                 [--max_mac_overhead=0.15] [--arduino_lib=PATH]
+                                 [--patches=BUNDLE_DIR] [--max_mac_overhead=0.15] [--arduino_lib=PATH]
 
 --model is a zoo name (built as benchmarks/bundles.py builds it: untrained weights, seed 0, int8
 calibrated on built-in synthetic images, cached) or a .tflite. Each --patches is split by the real
@@ -34,7 +34,8 @@ from tinyvision.errors import TinyVisionError  # noqa: E402
 from tinyvision.runtime import arduino_lib  # noqa: E402
 
 flags.DEFINE_string("model", "mobilenet_v2_0.35_144", "zoo model name or a .tflite")
-flags.DEFINE_multi_string("patches", ["auto", "6:4x4,13:2x2"], "convert --patches of each bundle")
+flags.DEFINE_multi_string("patches", ["auto", "6:4x4,13:2x2"], "convert --patches of each bundle, or a bundle "
+                          "folder converted from --model already")
 # --max_mac_overhead, --calibration and --cache_dir are those of benchmarks/bundles.py, imported above.
 flags.DEFINE_string("arduino_lib", None, "the board's TFLM library folder (default: ../shared/third_party/"
                     "Chirale_TensorFlowLite beside the repository, else the Arduino libraries folder's)")
@@ -101,8 +102,8 @@ def main(argv):
     print(row("unsplit", unsplit, baseline), flush=True)
     with tempfile.TemporaryDirectory(prefix="tinyvision-latency-") as work:
         for i, patches in enumerate(FLAGS.patches):
-            folder = os.path.join(work, f"bundle{i}")
-            chosen = convert(path, patches, folder)
+            folder = patches if os.path.isdir(patches) else os.path.join(work, f"bundle{i}")
+            chosen = None if folder == patches else convert(path, patches, folder)
             print(row(f"--patches={patches}", emulate(folder, lib_dir), baseline), flush=True)
             if chosen:
                 print(f"{'':<24} {chosen}")
