@@ -90,17 +90,22 @@ class BoxCoding:
         anchor) go to ``box_metrics.non_max_suppression``, which keeps at most ``max_detections``.
         Boxes are clipped to ``image_size`` (default: grid * stride).
         """
-        rows, cols = output.shape[:2]
-        p = self._probabilities(output, scale, zero_point).reshape(rows, cols, len(self.anchors), self.fields)
-        boxes = self._boxes(p, image_size or (rows * self.stride, cols * self.stride)).reshape(-1, 4)
-        class_scores = p[..., BOX_FIELDS:].reshape(-1, self.classes)
-        classes = np.argmax(class_scores, axis=1)
-        scores = p[..., 4].reshape(-1) * class_scores[np.arange(len(classes)), classes]
+        boxes, classes, scores = self.slots(output, scale, zero_point, image_size)
         candidates = np.flatnonzero(scores >= np.float32(threshold))
         candidates = candidates[np.argsort(-scores[candidates], kind="stable")][:max_candidates]
         keep = candidates[non_max_suppression(boxes[candidates], scores[candidates], classes[candidates],
                                               iou_threshold, max_detections)]
         return [BoxDetection(tuple(float(v) for v in boxes[i]), int(classes[i]), float(scores[i])) for i in keep]
+
+    def slots(self, output, scale=None, zero_point=None, image_size=None):
+        """Every slot's box float32 [n, 4], class int64 [n] and score float32 [n], n = gh * gw * A in raster
+        order of row, column, anchor; arguments as for :meth:`decode`."""
+        rows, cols = output.shape[:2]
+        p = self._probabilities(output, scale, zero_point).reshape(rows, cols, len(self.anchors), self.fields)
+        boxes = self._boxes(p, image_size or (rows * self.stride, cols * self.stride)).reshape(-1, 4)
+        class_scores = p[..., BOX_FIELDS:].reshape(-1, self.classes)
+        classes = np.argmax(class_scores, axis=1)
+        return boxes, classes, p[..., 4].reshape(-1) * class_scores[np.arange(len(classes)), classes]
 
     def _boxes(self, p, image_size):
         """float32 [gh, gw, A, 4] boxes (x0, y0, x1, y1) of probabilities p [gh, gw, A, fields]."""
