@@ -63,14 +63,14 @@ class BoxCoding:
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         sizes = boxes[:, 2:] - boxes[:, :2]
         centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-        for box_iou, (cx, cy), size, cls in zip(size_iou(sizes, anchors), centres, sizes, np.asarray(classes)):
+        for anchor_ious, (cx, cy), size, cls in zip(size_iou(sizes, anchors), centres, sizes, np.asarray(classes)):
             if not 0 <= cls < self.classes:
                 raise TinyVisionError(f"class {cls} outside 0 .. {self.classes - 1}")
             col = min(max(int(cx // self.stride), 0), cols - 1)
             row = min(max(int(cy // self.stride), 0), rows - 1)
-            chosen = {int(np.argmax(box_iou))}
+            chosen = {int(np.argmax(anchor_ious))}
             if extra_iou is not None:
-                chosen |= set(np.flatnonzero(box_iou > extra_iou).tolist())
+                chosen |= set(np.flatnonzero(anchor_ious > extra_iou).tolist())
             for a in sorted(chosen):
                 slot = out[row, col, a]
                 slot[:] = 0
