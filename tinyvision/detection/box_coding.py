@@ -88,7 +88,7 @@ class BoxCoding:
         ``zero_point`` (dequantized to float32 first). A slot is a candidate when ``s_obj * best class
         score >= threshold``; the ``max_candidates`` best candidates (ties: raster order of row, column,
         anchor) go to ``box_metrics.non_max_suppression``, which keeps at most ``max_detections``.
-        Boxes are clipped to ``image_size`` (default: grid * stride).
+        Boxes are clipped to ``image_size`` (height, width) in pixels (default: the grid times the stride).
         """
         boxes, classes, scores = self.slots(output, scale, zero_point, image_size)
         candidates = np.flatnonzero(scores >= np.float32(threshold))
