@@ -133,6 +133,6 @@ class BoxCoding:
         return (output.astype(np.int32) - np.int32(zero_point)).astype(np.float32) * np.float32(scale)
 
 
-def box_targets(samples, coding, grid):
+def box_targets(samples, coding, grid, extra_iou=None):
     """float32 [N, gh, gw, A * (5 + C)]: ``coding.targets`` of each DetectionSample-like record."""
-    return np.stack([coding.targets(s.boxes, s.classes, grid) for s in samples])
+    return np.stack([coding.targets(s.boxes, s.classes, grid, extra_iou) for s in samples])
