@@ -18,41 +18,16 @@ The flash limit is raised because each patch position is its own model (14 model
 model's 56 KB, still far inside the board's 1 MB). The issue's targets: total SRAM <= 64 KB at <= 20 %
 extra MACs, bundle F1 identical to int8.
 """
-import json
 import os
-import subprocess
-import sys
-import tempfile
 import time
 
 from absl import app, flags
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from cli_runs import arena_table, cli, define_flags, run_and_print, split_figures
 
 MODEL = "fomo_mobilenet_v2_0.35_160"
-flags.DEFINE_integer("samples", 2000, "training images")
-flags.DEFINE_integer("epochs", 8, "float training epochs (then one QAT epoch)")
-flags.DEFINE_float("learning_rate", 5e-3, "float training learning rate")
-flags.DEFINE_integer("eval_samples", 200, "val images evaluated")
-flags.DEFINE_string("budget", "64KiB", "--budget of convert --patches=auto")
-flags.DEFINE_float("max_mac_overhead", 0.2, "--max_mac_overhead of convert --patches=auto")
-flags.DEFINE_string("work_dir", None, "keep the models and the bundle here (default: a temporary folder)")
-flags.DEFINE_bool("json", False, "print the figures as JSON")
+define_flags(2000, 8, "64KiB", 0.2)
 FLAGS = flags.FLAGS
-
-
-def cli(*args):
-    """stdout of one CLI command in a fresh process; exits with its error line when it fails."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    print(f"$ tinyvision {' '.join(args)}", file=sys.stderr, flush=True)
-    done = subprocess.run([sys.executable, "-m", "converters.cli.main", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
-    if done.returncode:
-        errors = [line for line in done.stderr.splitlines() if line.startswith(("error:", "internal error:"))]
-        sys.exit(f"tinyvision {args[0]} failed: {(errors or done.stderr.strip().splitlines() or ['?'])[-1]}")
-    return done.stdout
 
 
 def evaluation_rows(stdout):
@@ -85,9 +60,6 @@ def run(work):
     with open(tflite, "rb") as f:
         unsplit = tflm.measure(f.read(), name="det.tflite")
     b = read_bundle(bundle)
-    arena = b.arena
-    shared_end = arena["shared"]["offset"] + arena["shared"]["size"]
-    chosen = [line for line in split.splitlines() if line.startswith("chosen:")]
     return {
         "model": MODEL,
         "train": {"samples": FLAGS.samples, "epochs": FLAGS.epochs, "qat_epochs": 1, "seconds": round(train_seconds),
@@ -95,14 +67,7 @@ def run(work):
         "f1": {form: rows[form][2] for form in ("float", "int8", "bundle")},
         "evaluation": {form: dict(zip(("precision", "recall", "f1", "tp", "fp", "fn"), rows[form])) for form in rows},
         "bundle_detections_identical_to_int8": "the same detections on every image" in evaluated,
-        "bundle_bit_exact": "verified: bit-exact with the source model on TFLM" in split,
-        "split": chosen[0] if chosen else "whole model",
-        "unsplit_arena": {"non_persistent": unsplit.head_bytes, "persistent": unsplit.tail_bytes,
-                          "total": unsplit.total_bytes},
-        "bundle_arena": {"shared": arena["shared"]["size"], "persistent": arena["size"] - shared_end,
-                         "total": arena["size"]},
-        "mac_overhead": b.plan()["stats"].get("mac_overhead"),
-        "flash": {"unsplit": os.path.getsize(tflite), "bundle": sum(len(m.data) for m in b.models)},
+        **split_figures(split, unsplit, b, os.path.getsize(tflite)),
     }
 
 
@@ -116,9 +81,7 @@ def report(r):
                      f"{e['fn']:>6}")
     lines += ["", f"bundle detections identical to int8: {r['bundle_detections_identical_to_int8']}; bundle "
                   f"bit-exact on TFLM: {r['bundle_bit_exact']}", r["split"], "",
-              f"{'arena (TFLM)':<14}{'non-persistent':>16}{'persistent':>12}{'total':>10}",
-              f"{'unsplit':<14}{u['non_persistent']:>16,}{u['persistent']:>12,}{u['total']:>10,}",
-              f"{'bundle':<14}{bn['shared']:>16,}{bn['persistent']:>12,}{bn['total']:>10,}",
+              *arena_table(u, bn),
               f"MAC overhead {100 * r['mac_overhead']:.1f} %; model flash {r['flash']['unsplit']:,} B unsplit, "
               f"{r['flash']['bundle']:,} B bundle",
               f"targets: total <= 65,536 B: {bn['total'] <= 65536}; MACs <= +20 %: {r['mac_overhead'] <= 0.2}; "
@@ -126,16 +89,5 @@ def report(r):
     return lines
 
 
-def main(argv):
-    del argv
-    if FLAGS.work_dir:
-        os.makedirs(FLAGS.work_dir, exist_ok=True)
-        result = run(FLAGS.work_dir)
-    else:
-        with tempfile.TemporaryDirectory(prefix="tinyvision-detection-") as work:
-            result = run(work)
-    print(json.dumps(result, indent=1) if FLAGS.json else "\n".join(report(result)))
-
-
 if __name__ == "__main__":
-    app.run(main)
+    app.run(lambda argv: run_and_print(run, report, "tinyvision-detection-"))

@@ -9,6 +9,7 @@ import json
 import os
 
 from tinyvision.errors import TinyVisionError
+from models.box_detector import box_detector
 from models.detection import centroid_detector
 from models.mobilenet_v2 import mobilenet_v2, mobilenet_v2_rd
 from models.seed003 import seed003
@@ -21,11 +22,13 @@ ZOO = {
     "seed003_imagenet": functools.partial(seed003, config="imagenet"),
     "seed003_vww": functools.partial(seed003, config="vww"),
     "fomo_mobilenet_v2_0.35_160": functools.partial(centroid_detector, alpha=0.35, resolution=160),
+    "yolo_mobilenet_v2_0.35_224": functools.partial(box_detector, alpha=0.35, resolution=224),
 }
 
-# What each entry's output means ("classification": [B, classes] scores; "detection": per-cell class
-# logits [B, gh, gw, classes + 1], background first); ``build --task`` checks it.
-TASKS = {name: "detection" if name.startswith("fomo_") else "classification" for name in ZOO}
+# What each entry's output means ("classification": [B, classes] scores; "detection": per-cell outputs,
+# class probabilities [B, gh, gw, classes + 1] with background first (fomo_) or per-anchor boxes
+# [B, gh, gw, anchors * (5 + classes)] (yolo_, see tinyvision.detection.box_coding)); ``build --task`` checks it.
+TASKS = {name: "detection" if name.startswith(("fomo_", "yolo_")) else "classification" for name in ZOO}
 
 
 def build(name, **overrides):
@@ -47,11 +50,19 @@ def zoo_figures(name):
 
     model = build(name)
     d = describe(model)
-    return {"input": [int(v) for v in model.input_shape[1:]], "task": TASKS[name],
-            # Detection models output background + classes per cell; --classes counts the objects' classes.
-            "classes": int(model.output_shape[-1]) - (TASKS[name] == "detection"),
+    return {"input": [int(v) for v in model.input_shape[1:]], "task": TASKS[name], "classes": _classes(model, name),
             "params": d["params"], "macs": d["macs"], "flash_bytes": d["flash_bytes"]}
 
+
+def _classes(model, name):
+    """The object classes a zoo model tells apart (what --classes sets)."""
+    from tinyvision.layers import BoxHead
+
+    heads = [layer for layer in model.layers if isinstance(layer, BoxHead)]
+    if heads:
+        return heads[0].classes
+    # Centroid detectors output background + classes per cell.
+    return int(model.output_shape[-1]) - (TASKS[name] == "detection")
 
 
 def write_zoo_figures():

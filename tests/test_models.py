@@ -140,8 +140,8 @@ def test_zoo_builds(seed003_imagenet):
     expected = {"mobilenet_v2_0.35_96": (96, 1000), "mobilenet_v2_0.35_144": (144, 1000),
                 "mobilenet_v2_1.0_224": (224, 1000), "mobilenet_v2_rd_0.35_144": (144, 1000),
                 "seed003_imagenet": (224, 1000), "seed003_vww": (128, 2)}
-    # The detector's own checks are in tests/test_detection.py.
-    assert set(models.ZOO) == set(expected) | {"fomo_mobilenet_v2_0.35_160"}
+    # The detectors' own checks are in tests/test_detection.py and tests/test_box_detector.py.
+    assert set(models.ZOO) == set(expected) | {"fomo_mobilenet_v2_0.35_160", "yolo_mobilenet_v2_0.35_224"}
     for name, (size, classes) in expected.items():
         model = seed003_imagenet if name == "seed003_imagenet" else models.build(name)
         assert model.input_shape == (None, size, size, 3), name

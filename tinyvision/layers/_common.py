@@ -52,6 +52,26 @@ class Composite(layers.Layer, metaclass=_CompositeClass):
         return super().__call__(*args, **kwargs)
 
 
+class PointwiseHead(Composite):
+    """Base of the detection heads: on a feature map (B, gh, gw, C), an optional hidden 1x1
+    convolution of ``self.hidden`` channels (BN, ReLU6) before the head's own output layers.
+
+    Subclasses set ``self.hidden`` and call ``build_hidden`` in ``build`` and ``hidden_features``
+    in ``call``; everything stays pointwise, so patch-wise execution computes the same cells.
+    """
+
+    def build_hidden(self, input_shape):
+        if len(input_shape) != 4:
+            raise TinyVisionError(f"{self.name} takes a feature map (B, gh, gw, C), got {tuple(input_shape)}")
+        if self.hidden:
+            self.conv = pointwise(self.hidden, f"{self.name}_conv")
+            self.conv_bn = batch_norm(f"{self.name}_conv_BN")
+            self.conv_relu = relu6(f"{self.name}_conv_relu")
+
+    def hidden_features(self, inputs):
+        return self.conv_relu(self.conv_bn(self.conv(inputs))) if self.hidden else inputs
+
+
 def _check_keras_2(args, name):
     """TinyVisionError for Keras 3 tensors: the layers are tf_keras (Keras 2) layers, which tfmot needs."""
     for value in tf.nest.flatten(args):

@@ -1,10 +1,10 @@
 """CentroidHead: per-cell class logits (background included) for FOMO-style centroid detection."""
 from tinyvision.errors import TinyVisionError
-from tinyvision.layers._common import Composite, batch_norm, layers, pointwise, register, relu6
+from tinyvision.layers._common import PointwiseHead, layers, register
 
 
 @register
-class CentroidHead(Composite):
+class CentroidHead(PointwiseHead):
     """Class logits for every cell of a fully convolutional backbone's output grid.
 
     Input ``(B, gh, gw, C)`` (the backbone's features, one cell per ``stride x stride``
@@ -34,21 +34,12 @@ class CentroidHead(Composite):
         self.hidden = hidden
 
     def build(self, input_shape):
-        if len(input_shape) != 4:
-            raise TinyVisionError(f"{self.name} takes a feature map (B, gh, gw, C), got {tuple(input_shape)}")
-        n = self.name
-        if self.hidden:
-            self.conv = pointwise(self.hidden, f"{n}_conv")
-            self.conv_bn = batch_norm(f"{n}_conv_BN")
-            self.conv_relu = relu6(f"{n}_conv_relu")
-        self.logits = layers.Conv2D(self.classes + 1, 1, padding="same", name=f"{n}_logits")
+        self.build_hidden(input_shape)
+        self.logits = layers.Conv2D(self.classes + 1, 1, padding="same", name=f"{self.name}_logits")
         super().build(input_shape)
 
     def call(self, inputs):
-        x = inputs
-        if self.hidden:
-            x = self.conv_relu(self.conv_bn(self.conv(x)))
-        return self.logits(x)
+        return self.logits(self.hidden_features(inputs))
 
     def compute_output_shape(self, input_shape):
         return (*tuple(input_shape)[:3], self.classes + 1)

@@ -68,8 +68,10 @@ def train(model, train_ds, val_ds=None, epochs=5, qat=True, qat_epochs=None, str
     strategy: "default", "mirrored", "multi-worker" or a tf.distribute.Strategy.
     from_logits: whether the model outputs logits; None detects a final softmax.
     loss: a Keras loss taking (labels, outputs); None: sparse cross-entropy for classifiers
-        ([B, classes] outputs, labels [B]) and ``tinyvision.detection.centroid_loss`` for
-        per-cell heatmaps ([B, gh, gw, classes + 1] outputs, labels [B, gh, gw]).
+        ([B, classes] outputs, labels [B]), ``tinyvision.detection.centroid_loss`` for
+        per-cell heatmaps ([B, gh, gw, classes + 1] outputs, labels [B, gh, gw]) and
+        ``tinyvision.detection.BoxLoss`` for a model with a BoxHead (targets shaped like its
+        output, from ``BoxCoding.targets``).
     verbose: Keras verbosity (1 progress bar, 2 one line per epoch, 0 silent); phase
         headers and accuracies are printed when > 0.
     """
@@ -181,6 +183,13 @@ def _outputs_logits(model):
 
 
 def _default_loss(model, from_logits):
+    from tinyvision.layers import BoxHead
+
+    heads = [layer for layer in model.layers if isinstance(layer, BoxHead)]
+    if heads:
+        from tinyvision.detection import BoxLoss
+
+        return BoxLoss(heads[0].classes)
     if len(model.outputs) == 1 and model.outputs[0].shape.rank == 4:
         from tinyvision.detection import centroid_loss
 
