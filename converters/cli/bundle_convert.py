@@ -160,7 +160,7 @@ def auto_bundle(model, model_bytes, name, FLAGS):
               "with no patch stage (export --arduino takes it as is)")
     else:
         print(f"chosen: {chosen.label}: {chosen.sram:,} B SRAM (unsplit {unsplit.sram:,} B), "
-              f"{chosen.measured_flash:,} B flash, MAC overhead {100 * chosen.mac_overhead:.1f}%")
+              f"{chosen.measured_flash:,} B flash with the runtime, MAC overhead {100 * chosen.mac_overhead:.1f}%")
     return bundle
 
 
@@ -213,7 +213,7 @@ def summary_lines(bundle):
     ]
     if "mac_overhead" in stats:
         lines.append(f"MAC overhead    {100 * stats['mac_overhead']:>9.1f} %  ({stats.get('macs', 0):,} MACs)")
-    files = sum(len(m.data) for m in bundle.models)
-    lines.append(f"flash (models)  {image_size([m.data for m in bundle.models]):>10,} B  (one flash image, equal weights "
-                 f"stored once; {files:,} B as separate files)")
+    datas = [m.data for m in bundle.models]
+    lines.append(f"flash (models)  {image_size(datas):>10,} B  (one flash image, equal weights stored once; "
+                 f"{sum(map(len, datas)):,} B as separate files)")
     return lines

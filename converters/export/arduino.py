@@ -546,9 +546,9 @@ def render_plan_data(bundle, flash, class_names=()):
     models = []
     for m, offset in zip(bundle.models, flash.offsets):
         role = "kTail" if m.role == "tail" else "kPatch"
-        models.append(f"    {{{c_string(m.name)}, kTinyVisionModels + {offset}u, {len(flash.data) - offset}u, tinyvision::ModelRole::{role}, "
-                      f"{_c_dims(m.input_shape)}, {_c_dims(m.output_shape)}, {int(m.nonpersistent_bytes or 0)}u, "
-                      f"{int(m.persistent_bytes or 0)}u}},")
+        models.append(f"    {{{c_string(m.name)}, kTinyVisionModels + {offset}u, {len(flash.data) - offset}u, "
+                      f"tinyvision::ModelRole::{role}, {_c_dims(m.input_shape)}, {_c_dims(m.output_shape)}, "
+                      f"{int(m.nonpersistent_bytes or 0)}u, {int(m.persistent_bytes or 0)}u}},")
     patches = []
     for p in bundle.patches:
         w, o = p.window, p.output

@@ -213,9 +213,11 @@ def _flash(models):
     per tensor and a metadata entry), with their entries in the sketch's plan tables: the files less
     every vector and name that an earlier one already holds (each with its 4 B length). Models of
     different pieces share little, so a chain's flash is the sum over its pieces."""
-    seen, shared = set(), 0
+    seen, flash = set(), 0
     for m in models:
         graph = m.graph()
+        flash += (len(m.data) + _align(4 * len(graph.tensors) + 64) + PLAN_BYTES_PER_MODEL + PLAN_BYTES_PER_SECTION
+                  + len(m.name) + 1)
         index = {id(t): i for i, t in enumerate(graph.tensors)}
         vectors = [np.asarray([index.get(id(t), -1) for t in op_io], np.int32)
                    for op in graph.ops for op_io in (op.inputs, op.outputs)]
@@ -226,11 +228,9 @@ def _flash(models):
         for v in vectors:
             key = v if isinstance(v, bytes) else (v.dtype.str, v.tobytes())
             if key in seen:
-                shared += 4 + (len(v) if isinstance(v, bytes) else v.nbytes)
+                flash -= 4 + (len(v) if isinstance(v, bytes) else v.nbytes)
             seen.add(key)
-    return sum(len(m.data) for m in models) - shared + sum(
-        _align(4 * len(m.graph().tensors) + 64) + PLAN_BYTES_PER_MODEL + PLAN_BYTES_PER_SECTION + len(m.name) + 1
-        for m in models)
+    return flash
 
 
 def _prefix_front(pieces, chains):

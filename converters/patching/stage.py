@@ -549,13 +549,12 @@ def assemble_bundle(kind, model, data, name, image, stages, models, patches, edg
 def bundle_stats(bundle, model, data):
     """MACs and flash of the bundle (every patch invocation; the flash image of every model file) against the
     unsplit model."""
+    from converters.export.flash_image import image_size
     from tinyvision.analysis.cost import model_cost
 
     baseline_macs = model_cost(model).macs
     per_model = [m.macs for m in bundle.models]
     macs = sum(per_model[p.model] for p in bundle.patches) + per_model[bundle.tail]
-    from converters.export.flash_image import image_size
-
     flash = image_size([m.data for m in bundle.models])
     return {
         "macs": int(macs),
