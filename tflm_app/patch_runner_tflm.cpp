@@ -249,6 +249,10 @@ Status PatchRunner::CheckModel(uint16_t m) {
   if (!SameQuant(in, SourceQuant(plan_, k)) || !SameQuant(out, plan_.stages[k].quant)) {
     return Status::kTensorMismatch;
   }
+  // Both ways, as for the tail: an in-place model's tensors are its stage buffers, any other's avoid them.
+  const bool on_stages = k > 0 && in->data.raw == StageData(k - 1) && out->data.raw == StageData(k);
+  if (on_stages != info.in_place) return Status::kStageNotPlanned;
+  if (info.in_place) return Status::kOk;
   for (uint16_t s = LiveStart(k); s <= k; ++s) {
     const Section& section = plan_.stages[s].section;
     if (TouchesRange(in, arena_ + section.offset, section.size) ||
@@ -264,7 +268,8 @@ Status PatchRunner::CheckModel(uint16_t m) {
 // alone is to run it: paint them, invoke the patch model once, and look. The
 // tail is not probed: it runs last.
 Status PatchRunner::ProbePatch(uint16_t m) {
-  if (plan_.models[m].role != ModelRole::kPatch) return Status::kOk;
+  // An in-place model owns both live stage buffers: they are its input and output.
+  if (plan_.models[m].role != ModelRole::kPatch || plan_.models[m].in_place) return Status::kOk;
   const uint16_t k = uint16_t(ModelStage(plan_, m));
   for (uint16_t s = LiveStart(k); s <= k; ++s) {
     memset(arena_ + plan_.stages[s].section.offset, kPaint, plan_.stages[s].section.size);
@@ -313,12 +318,14 @@ Status PatchRunner::Run(const ImageSource& image, RunResult* result) {
     s = Activate(patch.model, &r.create_us);
     if (s != Status::kOk) return Fail(s, i);
     tflite::MicroInterpreter* interpreter = interpreters_[patch.model];
+    const bool in_place = plan_.models[patch.model].in_place;  // CheckModel: its tensors are the stage buffers
     TfLiteTensor* in = interpreter->input(0);
     uint32_t t = Now(micros_);
-    s = CopyWindow(source, patch.window, in->data.int8, in->bytes);
+    if (!in_place) s = CopyWindow(source, patch.window, in->data.int8, in->bytes);
     r.copy_us += Elapsed(micros_, t);
     if (s != Status::kOk) return Fail(s, i);
     if (interpreter->Invoke() != kTfLiteOk) return Fail(Status::kInvokeFailed, i);
+    if (in_place) continue;
     const TfLiteTensor* out = interpreter->output(0);
     t = Now(micros_);
     s = PlaceOutput(out->data.int8, out->bytes, patch.output, stage.shape,

@@ -147,6 +147,9 @@ class PatchRunner {
 
  private:
   bool one_at_a_time() const { return plan_.arena.interpreters == InterpreterMode::kOneAtATime; }
+  const char* StageData(uint16_t stage) const {
+    return reinterpret_cast<const char*>(arena_ + plan_.stages[stage].section.offset);
+  }
   Status Fail(Status status, int32_t index);
   Status InitResident(bool probe_stage);
   Status InitOneAtATime(bool probe_stage);

@@ -134,6 +134,18 @@ bool CoversStage(const Plan& plan, uint16_t begin, uint16_t end, uint16_t k) {
 
 // Stage order, model stages, windows and boxes of every patch, then the
 // coverage of every stage.
+// Patch i reads the whole of stage k - 1 (k >= 1) and fills the whole of stage k.
+bool WholeStagePatch(const Plan& plan, uint16_t i) {
+  const PatchInfo& p = plan.patches[i];
+  if (p.stage == 0) return false;
+  const Shape3& source = plan.stages[p.stage - 1].shape;
+  const Shape3& stage = plan.stages[p.stage].shape;
+  const Window& w = p.window;
+  const OutputBox& b = p.output;
+  return w.x == 0 && w.y == 0 && w.w == source.w && w.h == source.h && b.x == 0 && b.y == 0 && b.c == 0 &&
+         b.w == stage.w && b.h == stage.h && b.channels == stage.c;
+}
+
 Status ValidatePatches(const Plan& plan, int32_t* where) {
   int32_t model_stage[kMaxModels];
   for (uint16_t m = 0; m < plan.num_models; ++m) model_stage[m] = -1;
@@ -175,7 +187,13 @@ Status ValidatePatches(const Plan& plan, int32_t* where) {
     const uint16_t k = plan.patches[begin].stage;
     while (end < plan.num_patches && plan.patches[end].stage == k) ++end;
     if (!CoversStage(plan, begin, end, k)) return Fail(Status::kStageNotCovered, k, where);
+    for (uint16_t i = begin; i < end; ++i) {
+      if (plan.models[plan.patches[i].model].in_place && !(end - begin == 1 && WholeStagePatch(plan, i))) {
+        return Fail(Status::kBadInPlace, plan.patches[i].model, where);
+      }
+    }
   }
+  if (plan.models[plan.tail_model].in_place) return Fail(Status::kBadInPlace, plan.tail_model, where);
   return Status::kOk;
 }
 
@@ -191,6 +209,7 @@ const char* StatusString(Status status) {
     case Status::kBadShape: return "bad shape (zero or too large dimension)";
     case Status::kBadModelIndex: return "model index out of range";
     case Status::kWrongModelRole: return "patch names the tail model, or tail names a patch model";
+    case Status::kBadInPlace: return "an in-place model is not the one whole-stage patch of a stage k >= 1";
     case Status::kWindowOutsideImage: return "patch window outside the image";
     case Status::kWindowOutsideStage: return "patch window outside the previous stage's buffer";
     case Status::kWindowShapeMismatch: return "patch window does not match the model input shape";
@@ -225,7 +244,8 @@ const char* StatusString(Status status) {
              "section too small)";
     case Status::kTensorMismatch: return "model tensor differs from the plan (shape, type or quantization)";
     case Status::kModelExceedsSection: return "a model's measured TFLM head or tail exceeds its arena section";
-    case Status::kStageNotPlanned: return "tail input tensor is not where the plan says (the last stage's offset)";
+    case Status::kStageNotPlanned:
+      return "a model's input or output is not where the plan says (in place on the stage buffers, or not)";
     case Status::kPatchTouchesStage: return "a patch model writes into the buffer of its stage or the one before";
     case Status::kInvokeFailed: return "Invoke failed";
     case Status::kNotInitialized: return "runner not initialized";

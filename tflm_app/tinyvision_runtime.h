@@ -72,10 +72,12 @@ enum class Status : uint8_t {
   kArenaTooSmall,        // the arena given is smaller than plan.arena.size
   // Reported by the TFLM glue (patch_runner_tflm.h):
   kSchemaMismatch,       // a model's flatbuffer schema version is not TFLM's
+  kBadInPlace,           // an in-place model is not the whole-stage patch of a stage k >= 1
   kAllocateFailed,       // MicroInterpreter::AllocateTensors failed (section or temp_reserve too small, missing op)
   kCreationOutsideReserve,  // one_at_a_time: creating an interpreter wrote shared bytes above temp_reserve
   kTensorMismatch,       // a model's input/output tensor differs from the plan (shape, type, quantization)
-  kStageNotPlanned,      // the tail's input tensor is not at arena + the last stage's offset, or is there when
+  kStageNotPlanned,      // an in-place model's tensors are not on its stage buffers (or another's are); or
+                         // the tail's input tensor is not at arena + the last stage's offset, or is there when
                          // the plan says it is not (arena.tail_input_at_stage false)
   kPatchTouchesStage,    // a stage-k patch model's tensors or scratch buffers write into stage k - 1's or k's buffer
   kInvokeFailed,         // MicroInterpreter::Invoke failed
@@ -128,6 +130,11 @@ struct ModelInfo {
   Dims output;                // e.g. {3, {9, 9, 16}} or {1, {10}}
   uint32_t nonpersistent_bytes;  // TFLM head measured by the converter: at most arena.shared.size
   uint32_t persistent_bytes;     // TFLM tail measured by the converter: at most its persistent section
+  // plan.json arena.in_place lists the model: the one patch of a stage k >= 1,
+  // reading the whole of stage k - 1 and filling the whole of stage k. Its
+  // offline plan puts its input tensor on stage k - 1's buffer and its output
+  // on stage k's, so the runtime copies neither.
+  bool in_place;
 };
 
 struct PatchInfo {

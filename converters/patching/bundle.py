@@ -90,6 +90,7 @@ def _plan_offline(bundle, interpreters):
         scratch={m.name: deployment_scratch(model.main, m.name) for m, model in zip(bundle.models, models)},
         interpreters=interpreters,
         patch_stages={bundle.models[p.model].name: p.stage for p in bundle.patches},
+        in_place=[bundle.models[i].name for i in bundle.whole_stage_models()],
     )
     for m, plan in zip(bundle.models, layout.plans):
         deployment_heads(plan, m.name)  # raises if the host's or the board's scratch would touch a stage

@@ -82,7 +82,7 @@ def allocation_temp_bytes(graph):
 
 
 def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DEFAULT_EFFORT,
-                  interpreters="resident", patch_stages=None):
+                  interpreters="resident", patch_stages=None, in_place=()):
     """Lay out one arena for all models of a bundle and plan each model's head inside it.
 
     models: [(name, role, Graph)] in plan order; role "patch" or "tail" (at most one tail,
@@ -95,6 +95,9 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
         (all sections in one slot; the stages are kept above the models' AllocateTensors temporaries).
     patch_stages: {name: stage index} of the patch models (default: all stage 0). A stage-k patch
         model plans around the buffers of stage k - 1 (its source) and stage k (its destination).
+    in_place: names of stage-k patch models (k >= 1) that read the whole of stage k - 1 and write the
+        whole of stage k (the only patch of their stage): their input tensor is planned at stage k - 1's
+        buffer and their output at stage k's, so the runtime copies neither.
     Returns a ``BundleLayout``; raises TinyVisionError if the inputs are inconsistent.
     """
     if not models:
@@ -133,12 +136,21 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
             )
         if tail_input not in {lt.tensor for lt in tensor_lifetimes(graph)}:
             raise TinyVisionError(f"tail model {name!r}: TFLM does not plan its input in the arena")
+    stage_io = {name: _stage_io(name, graph, stage_of.get(name), stage_bytes)
+                for name, role, graph in models if name in set(in_place)}
+
+    def pins(name, offsets):
+        source, destination = stage_io[name]
+        return {source: offsets[stage_of[name] - 1], destination: offsets[stage_of[name]]}
 
     def plan_all(offsets):
         plans = []
         for name, role, graph in models:
             if role == "tail":
                 plans.append(plan_graph(graph, pinned={tail_input: offsets[-1]}, scratch=scratch.get(name),
+                                        effort=effort, name=name))
+            elif name in stage_io:
+                plans.append(plan_graph(graph, pinned=pins(name, offsets), scratch=scratch.get(name),
                                         effort=effort, name=name))
             else:
                 k = stage_of[name]
@@ -154,7 +166,10 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
                           if role == "patch" and stage_of[name] == 0] + [0]))
     pinned = free[tails[0]].offsets[tail_input] if tails else None
     best, failure = None, None
-    phases = [((k - 1, k), align_up(max(p.size for (name, role, _), p in zip(models, free)
+    def beside_stages(name, plan):  # bytes a patch model needs besides its stage buffers
+        return max(0, plan.size - spans[stage_of[name] - 1] - spans[stage_of[name]]) if name in stage_io else plan.size
+
+    phases = [((k - 1, k), align_up(max(beside_stages(name, p) for (name, role, _), p in zip(models, free)
                                         if role == "patch" and stage_of[name] == k)))
               for k in sorted(set(stage_of.values()))]
     if tails:
@@ -175,7 +190,24 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
         plan.region = shared
         check_plan(plan, name=name)
 
-    return BundleLayout(arena_section(shared, offsets, stage_bytes, persistent, interpreters, reserve), plans)
+    in_place_models = [i for i, name in enumerate(names) if name in stage_io]
+    return BundleLayout(arena_section(shared, offsets, stage_bytes, persistent, interpreters, reserve,
+                                      in_place_models), plans)
+
+
+def _stage_io(name, graph, stage, stage_bytes):
+    """The (input, output) tensors of an in-place patch model, checked to be TFLM-planned whole stages."""
+    if stage is None or stage < 1:
+        raise TinyVisionError(f"in-place model {name!r} must be a patch model of stage 1 or later")
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1 or graph.inputs[0] is graph.outputs[0]:
+        raise TinyVisionError(f"in-place model {name!r} must have one input and one other output")
+    planned = {lt.tensor for lt in tensor_lifetimes(graph)}
+    source, destination = graph.inputs[0], graph.outputs[0]
+    if source not in planned or destination not in planned:
+        raise TinyVisionError(f"in-place model {name!r}: TFLM does not plan its input and output in the arena")
+    if (source.nbytes, destination.nbytes) != (stage_bytes[stage - 1], stage_bytes[stage]):
+        raise TinyVisionError(f"in-place model {name!r} does not read and write whole stage buffers")
+    return source, destination
 
 
 def _stage_offset_candidates(spans, bases, first, pinned, reserve, phases=()):
@@ -247,9 +279,10 @@ def temp_reserve(graphs, interpreters):
     return max(allocation_temp_bytes(g) for g in graphs) if interpreters == "one_at_a_time" else 0
 
 
-def arena_section(shared, stage_offsets, stage_bytes, persistent, interpreters, reserve):
+def arena_section(shared, stage_offsets, stage_bytes, persistent, interpreters, reserve, in_place=()):
     """The checked ``plan["arena"]`` dict: the shared region at 0, the persistent sections above it
-    (side by side for "resident", all in one slot for "one_at_a_time"), the stage buffers inside it."""
+    (side by side for "resident", all in one slot for "one_at_a_time"), the stage buffers inside it;
+    ``in_place``: the models whose input and output are their stage buffers (the key only when some are)."""
     sections, offset = [], shared
     for i, size in enumerate(persistent):
         sections.append({"model": i, "offset": offset, "size": size})
@@ -266,6 +299,8 @@ def arena_section(shared, stage_offsets, stage_bytes, persistent, interpreters, 
     }
     if interpreters == "one_at_a_time":
         arena["temp_reserve"] = reserve
+    if in_place:
+        arena["in_place"] = sorted(int(i) for i in in_place)
     check_arena(arena, len(persistent))
     return arena
 
@@ -298,6 +333,11 @@ def check_arena(arena, model_count):
         if a["offset"] < b["offset"] + b["size"] and b["offset"] < a["offset"] + a["size"]:
             raise TinyVisionError(f"arena: the buffers of stages {k} and {k + 1} overlap (both are alive while "
                                   f"stage {k + 1} runs)")
+    in_place = arena.get("in_place", [])
+    if sorted(set(in_place)) != list(in_place) or not all(0 <= i < model_count for i in in_place):
+        raise TinyVisionError("arena: in_place must list model indices in ascending order, each once")
+    if in_place and not arena.get("offline_plans", True):
+        raise TinyVisionError("arena: in_place needs offline plans (they put those models' tensors on the stages)")
     if sorted(s["model"] for s in arena["persistent"]) != list(range(model_count)):
         raise TinyVisionError("arena: there must be one persistent section per model")
     ranges = []

@@ -153,6 +153,8 @@ def _check_model_plan(bundle, i, fail):
         stages = [(s["offset"], s["offset"] + align_up(s["size"])) for s in arena["stages"]]
         if m.role == "tail":
             reserved, pinned = (), ({graph.inputs[0]: arena["stages"][-1]["offset"]} if stages else {})
+        elif _stage_pins(bundle, i, graph, offsets):
+            reserved, pinned = (), _stage_pins(bundle, i, graph, offsets)
         else:
             k = next(p.stage for p in bundle.patches if p.model == i)
             reserved, pinned = tuple(stages[j] for j in (k - 1, k) if j >= 0), {}
@@ -167,6 +169,26 @@ def _check_model_plan(bundle, i, fail):
     except TinyVisionError as e:
         fail(f"models[{i}]'s offline plan does not fit the arena: {e}")
     return max(head, plan.size)
+
+
+def _stage_pins(bundle, i, graph, offsets):
+    """{input: offset, output: offset} when model ``i`` may run in place and its plan puts its input on its
+    source stage's buffer and its output on its stage's; else {}."""
+    if i not in bundle.whole_stage_models():
+        return {}
+    k = next(p.stage for p in bundle.patches if p.model == i)
+    stages = bundle.arena["stages"]
+    pins = {graph.inputs[0]: stages[k - 1]["offset"], graph.outputs[0]: stages[k]["offset"]}
+    return pins if all(offsets.get(t) == at for t, at in pins.items()) else {}
+
+
+def _planned_in_place(bundle):
+    """The models whose offline plans read and write their stage buffers in place."""
+    from converters.planning import read_offline_plan
+
+    return [i for i in bundle.whole_stage_models()
+            if _stage_pins(bundle, i, bundle.models[i].graph(), read_offline_plan(bundle.models[i].model(),
+                                                                                   bundle.models[i].file))]
 
 
 def _expected_arena(bundle, planned):
@@ -185,7 +207,7 @@ def _expected_arena(bundle, planned):
         offsets = [s["offset"] for s in arena["stages"]]
         shared = align_up(max(planned + [o + align_up(b) for o, b in zip(offsets, bundle.stage_bytes)]))
         expected = arena_section(shared, offsets, bundle.stage_bytes, [m.persistent_bytes for m in bundle.models],
-                                 mode, reserve)
+                                 mode, reserve, _planned_in_place(bundle))
         expected["offline_plans"] = True
     expected["interpreters"] = mode
     if "unplanned_reason" in arena:

@@ -129,6 +129,23 @@ class Bundle:
         """Bytes of each stage buffer, in stage order."""
         return [int(np.prod(s["shape"])) for s in self.stages]
 
+    def whole_stage_models(self):
+        """Indices of the models that can run in place: the one patch of a stage k >= 1, reading the whole of
+        stage k - 1 and filling the whole of stage k (a segment of a chain)."""
+        by_stage = {}
+        for p in self.patches:
+            by_stage.setdefault(p.stage, []).append(p)
+        found = set()
+        for k, patches in by_stage.items():
+            if k < 1 or len(patches) != 1:
+                continue
+            (p,), (H, W, _), (h, w, c) = patches, self.stages[k - 1]["shape"], self.stages[k]["shape"]
+            if (dataclasses.astuple(p.window) == (0, 0, W, H)
+                    and dataclasses.astuple(p.output) == (0, 0, 0, w, h, c)
+                    and sum(q.model == p.model for q in self.patches) == 1):
+                found.add(p.model)
+        return sorted(found)
+
     @property
     def measured(self):
         return all(m.nonpersistent_bytes is not None and m.persistent_bytes is not None for m in self.models)
@@ -294,6 +311,9 @@ def _validate_arena(bundle, fail):
         check_arena(a, len(bundle.models))
     except TinyVisionError as e:
         fail(str(e))
+    outside = sorted(set(a.get("in_place", [])) - set(bundle.whole_stage_models()))
+    if outside:
+        fail(f"arena.in_place lists model {outside[0]}, which does not read and fill whole stage buffers alone")
     sections = a["stages"]
     if len(sections) != len(bundle.stages):
         fail(f"the arena has {len(sections)} stage sections for {len(bundle.stages)} stages")
