@@ -124,12 +124,17 @@ def mobilenet_bundle(request, mobilenet48, tmp_path_factory):
 
     data, cuts = mobilenet48
     num_stages, mode = request.param
-    bundle = split_stages(data, [(cut, 2) for cut in cuts[:num_stages]])
+    grids = [2, 2, 1][:num_stages]  # three stages: the last a 1x1 segment, run in place on the stage buffers
+    bundle = split_stages(data, list(zip(cuts, grids)))
     return write_finalized(bundle, tmp_path_factory.mktemp("board") / f"mbv2_{num_stages}_{mode}",
                              interpreters=mode)
 
 
 def test_mobilenet_bundles_run_board_exact(mobilenet_bundle, obj_cache):
+    import json
+
+    arena = json.load(open(os.path.join(mobilenet_bundle, "plan.json")))["arena"]
+    assert ("in_place" in arena) == mobilenet_bundle.endswith(("3_resident", "3_one_at_a_time"))
     assert_board_exact(run_everywhere(mobilenet_bundle, obj_cache), mobilenet_bundle)
 
 
@@ -192,6 +197,9 @@ def _tampered_sketches(bundle):
     case("persistent sections of 16 B", tiny_sections)
     case("a model's nonpersistent_bytes -5", negative_head)
     case("offline_plans false on a planned bundle", lambda b: b.arena.update(offline_plans=False))
+    if bundle.arena.get("in_place"):
+        case("in-place models not listed", lambda b: b.arena.pop("in_place"))
+        case("a 2x2 patch model listed in place", lambda b: b.arena.update(in_place=[0] + b.arena["in_place"]))
     if bundle.arena.get("interpreters") == "one_at_a_time":
         case("temp_reserve 0", lambda b: b.arena.update(temp_reserve=0))
     case("arena.size beyond the sketch's arena", lambda b: b.arena.update(size=b.arena["size"] + 16))
@@ -209,11 +217,12 @@ def test_cpp_init_refuses_tampered_plans(mode, target, mobilenet48, tmp_path, ob
 
     data, cuts = mobilenet48
     folder = tmp_path / "bundle"
-    write_bundle(finalize(split_stages(data, [(cut, 2) for cut in cuts[:2]]), interpreters=mode), folder)
+    write_bundle(finalize(split_stages(data, [(cuts[0], 2), (cuts[1], 1)]), interpreters=mode), folder)  # 1x1: in place
     sketch = export_arduino(folder, tmp_path / "sketch", sketch_name="tampered", verbose=False).sketch_dir
     good = run_sketch(sketch, target, LIB_DIR, obj_cache=obj_cache)
     assert good.error is None and good.scores is not None
     bundle = read_bundle(folder)
+    assert bundle.arena["in_place"] == [bundle.patches[-1].model]  # the segment's plan reads and writes in place
     flash = model_image(bundle)
     for name, tampered in _tampered_sketches(bundle).items():
         copy_dir = tmp_path / c_identifier(name)

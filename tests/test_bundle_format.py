@@ -26,7 +26,9 @@ def bundles(tmp_path_factory, small_cnn_tflite):
     one = write_bundle(finalize(split_patch_stage(small_cnn_tflite, points[-1], 2)), folder / "one")
     two = write_bundle(finalize(split_stages(small_cnn_tflite, [(points[0], 2), (points[-1], (2, 3))])),
                        folder / "two")
-    return {"one": one, "two": two}
+    segment = write_bundle(finalize(split_stages(small_cnn_tflite, [(points[0], 2), (points[-1], 1)])),
+                           folder / "segment")
+    return {"one": one, "two": two, "segment": segment}
 
 
 def tampered(tmp_path, bundle, change):
@@ -72,6 +74,11 @@ TAMPERS = [
     ("one", lambda p: p["stages"][0].update(shape=[20000, 20000, 8]),
      r"stages\[0\].shape is \[20000, 20000, 8\], expected a shape of at most"),
     ("two", lambda p: p["patches"][0]["output"].update(x=1), r"the patch outputs .* of stage 0 overlap"),
+    ("segment", lambda p: p["arena"].pop("in_place"), r"arena.in_place is absent, but the model files give \[\d+\]"),
+    ("segment", lambda p: p["arena"].update(in_place=[0] + p["arena"]["in_place"]),
+     r"arena.in_place lists model 0, which does not read and fill whole stage buffers alone"),
+    ("two", lambda p: p["arena"].update(in_place=[len(p["models"]) - 2]),
+     r"arena.in_place lists model \d+, which does not read and fill whole stage buffers alone"),
 ]
 
 

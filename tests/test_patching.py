@@ -137,6 +137,40 @@ def test_chain_arena_keeps_live_stages_apart(mobilenet):
         validate(bad)
 
 
+def test_segments_run_in_place_on_the_stage_buffers(mobilenet):
+    """A 1x1 stage (a segment of the tail) reads the whole previous stage and fills its own: its input and
+    output tensors are planned on those buffers, so nothing is copied and the shared region holds each buffer
+    once. The same bundle planned with copies needs more."""
+    from converters.ir import Model
+    from converters.planning import layout_bundle, read_offline_plan
+
+    cuts = [_op_index(mobilenet, name) + 1 for name in ("block_1_project/", "block_2_add", "block_5_add")]
+    bundle = finalize(split_stages(mobilenet, [(cuts[0], 2), (cuts[1], 1), (cuts[2], 1)]),
+                      interpreters="one_at_a_time")
+    segments = [p.model for p in bundle.patches if p.stage > 0]
+    assert bundle.arena["in_place"] == segments == bundle.whole_stage_models()
+    stages = bundle.arena["stages"]
+    for p in bundle.patches[-2:]:
+        graph = bundle.models[p.model].graph()
+        offsets = read_offline_plan(bundle.models[p.model].model())
+        assert offsets[graph.inputs[0]] == stages[p.stage - 1]["offset"]
+        assert offsets[graph.outputs[0]] == stages[p.stage]["offset"]
+    assert assert_bit_exact(bundle, mobilenet, n_inputs=2).stage_mismatches == 0
+    validate(bundle)
+
+    graphs = [Model.from_bytes(m.data).main for m in bundle.models]
+    with_copies = layout_bundle([(m.name, m.role, g) for m, g in zip(bundle.models, graphs)],
+                                [m.persistent_bytes for m in bundle.models], bundle.stage_bytes,
+                                interpreters="one_at_a_time",
+                                patch_stages={bundle.models[p.model].name: p.stage for p in bundle.patches})
+    assert bundle.arena["shared"]["size"] < with_copies.arena["shared"]["size"]
+    with pytest.raises(TinyVisionError, match="must be a patch model of stage 1 or later"):
+        layout_bundle([(m.name, m.role, g) for m, g in zip(bundle.models, graphs)],
+                      [m.persistent_bytes for m in bundle.models], bundle.stage_bytes,
+                      patch_stages={bundle.models[p.model].name: p.stage for p in bundle.patches},
+                      in_place=[bundle.models[bundle.patches[0].model].name])
+
+
 @pytest.mark.parametrize("interpreters", ["resident", "one_at_a_time"])
 def test_board_scratch_stays_out_of_the_stages(mobilenet, interpreters):
     """TFLM places kernel scratch itself, first-fit around the planned tensors, blind to the stage buffers,

@@ -18,7 +18,9 @@ window from stage k - 1's buffer (the image for stage 0) and fills its box of st
 k's buffer; the tail runs last and reads the last stage as its input without a copy.
 So each stage-k patch model is planned with the buffers of stages k - 1 and k as
 ``reserved`` ranges, and the tail with its input ``pinned`` at the last stage's
-offset. The stage offsets are chosen among a few layouts (``_stage_offset_candidates``:
+offset. A stage-k model that reads all of stage k - 1 and fills all of stage k
+(``in_place``: a 1x1 stage, a segment of the tail) has its input and output pinned
+on those buffers instead, and the runtime copies neither. The stage offsets are chosen among a few layouts (``_stage_offset_candidates``:
 stacked above every patch model's own plan, at the bottom, the last one where the
 tail's unconstrained plan puts its input, consecutive stages side by side so that stage
 k + 2 reuses stage k's memory); the smallest shared region wins.
