@@ -77,6 +77,8 @@ TAMPERS = [
     ("segment", lambda p: p["arena"].pop("in_place"), r"arena.in_place is absent, but the model files give \[\d+\]"),
     ("segment", lambda p: p["arena"].update(in_place=[0] + p["arena"]["in_place"]),
      r"arena.in_place lists model 0, which does not read and fill whole stage buffers alone"),
+    ("two", lambda p: p["arena"]["stages"][0].update(offset=0),
+     r"arena.stages\[0\].offset is 0, inside the \d+ B at the bottom of the shared region that creating the models"),
     ("two", lambda p: p["arena"].update(in_place=[len(p["models"]) - 2]),
      r"arena.in_place lists model \d+, which does not read and fill whole stage buffers alone"),
 ]

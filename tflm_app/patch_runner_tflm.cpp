@@ -70,10 +70,10 @@ uint32_t Now(MicrosFn micros) { return micros == nullptr ? 0 : micros(); }
 //    ReservePlanner. Tensor data is not written (activations are only
 //    planned), kernels' Init/Prepare write only to persistent memory, and
 //    ReserveNonPersistentOverlayMemory just moves a pointer.
-// So with the planner kept below temp_reserve every write lies in
-// [shared.offset, shared.offset + temp_reserve), under every stage buffer, as
-// long as the Prepare temps fit there too, which InitOneAtATime checks by painting
-// (docs/bundle-format.md gives the temp_reserve formula).
+// So with the planner kept below CreationLimit every write lies in
+// [shared.offset, shared.offset + CreationLimit), under the stage buffers
+// holding data, as long as the Prepare temps fit there too, which
+// InitOneAtATime checks by painting (docs/bundle-format.md gives the formula).
 TfLiteStatus ReservePlanner::Init(unsigned char* scratch_buffer, int scratch_buffer_size) {
   const ptrdiff_t room = limit_ - scratch_buffer;
   const int size = room <= 0 ? 0 : room < scratch_buffer_size ? int(room) : scratch_buffer_size;
@@ -135,8 +135,8 @@ Status PatchRunner::InitResident(bool probe_stage) {
 
 // Each model in turn: paint shared, create (the shared bytes it touched are
 // exactly AllocateTensors' writes: no tensor data is written before Invoke),
-// check, probe, destroy. The stage buffers lie above temp_reserve
-// (ValidatePlan), so a creation that stays below temp_reserve leaves them intact.
+// check, probe, destroy. A creation that stays below CreationLimit leaves the
+// stage buffers holding data while the model is created intact.
 Status PatchRunner::InitOneAtATime(bool probe_stage) {
   for (uint16_t m = 0; m < plan_.num_models; ++m) {
     memset(arena_ + plan_.arena.shared.offset, kPaint, plan_.arena.shared.size);
@@ -144,7 +144,7 @@ Status PatchRunner::InitOneAtATime(bool probe_stage) {
     if (s != Status::kOk) return Fail(s, m);
     const uint32_t touched = SharedTouched();
     if (touched > creation_bytes_) creation_bytes_ = touched;
-    if (touched > plan_.arena.temp_reserve) return Fail(Status::kCreationOutsideReserve, m);
+    if (touched > CreationLimit(plan_, m)) return Fail(Status::kCreationOutsideReserve, m);
     s = CheckModel(m);
     if (s == Status::kOk && probe_stage) s = ProbePatch(m);
     if (s != Status::kOk) return Fail(s, m);
@@ -153,7 +153,7 @@ Status PatchRunner::InitOneAtATime(bool probe_stage) {
   return Status::kOk;
 }
 
-tflite::MicroAllocator* PatchRunner::CreateAllocator(const Section& persistent) {
+tflite::MicroAllocator* PatchRunner::CreateAllocator(const Section& persistent, uint32_t creation_limit) {
   const Section& shared = plan_.arena.shared;
   if (!one_at_a_time()) {
     // MicroAllocator::Create placement-news its own objects into the persistent
@@ -168,7 +168,7 @@ tflite::MicroAllocator* PatchRunner::CreateAllocator(const Section& persistent) 
   // section end; a tail larger than the section would reach into shared,
   // which InitOneAtATime's paint check reports.
   if (persistent.size < tflite::MicroAllocator::GetDefaultTailUsage(true)) return nullptr;
-  planner_.set_limit(arena_ + shared.offset + plan_.arena.temp_reserve);
+  planner_.set_limit(arena_ + shared.offset + creation_limit);
   return tflite::MicroAllocator::Create(arena_ + shared.offset, persistent.offset + persistent.size - shared.offset,
                                         &planner_);
 }
@@ -184,7 +184,7 @@ Status PatchRunner::CreateInterpreter(uint16_t m) {
   }
   // Re-creating over a section a destroyed interpreter used is safe: Create
   // placement-news fresh allocator objects there and keeps no other state.
-  tflite::MicroAllocator* allocator = persistent == nullptr ? nullptr : CreateAllocator(*persistent);
+  tflite::MicroAllocator* allocator = persistent == nullptr ? nullptr : CreateAllocator(*persistent, CreationLimit(plan_, m));
   if (allocator == nullptr) return Status::kAllocateFailed;
   tflite::MicroInterpreter* interpreter =
       new (slots_[one_at_a_time() ? 0 : m].bytes) tflite::MicroInterpreter(model, resolver_, allocator);

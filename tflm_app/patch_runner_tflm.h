@@ -26,8 +26,9 @@
 // same slot. Creation happens while stage buffers hold earlier patch outputs,
 // and AllocateTensors writes into the non-persistent buffer (see
 // ReservePlanner below and patch_runner_tflm.cpp): everything it writes stays
-// below arena.temp_reserve, under every stage buffer, and Init checks that on
-// the device by painting.
+// below CreationLimit (arena.temp_reserve, or the lowest stage buffer holding
+// data while that model is created), and Init checks that on the device by
+// painting.
 //
 // Init() checks what the plan promises against what TFLM actually did: tensor
 // shapes / types / quantization (a stage-k patch model reads its source's
@@ -61,7 +62,7 @@ struct InterpreterSlot {
 // as scratch, and GreedyMemoryPlanner::Init spreads its five work arrays over
 // all of it (at 0, 40, 50, 60 and 90 % of it): in one_at_a_time mode that
 // would write into the stage buffers. This one plans the same way with only the
-// scratch below `limit` (the end of arena.temp_reserve); too little room makes
+// scratch below `limit` (CreationLimit of the model created); too little room makes
 // AllocateTensors fail ("Too many buffers") instead of writing above it.
 class ReservePlanner : public tflite::GreedyMemoryPlanner {
  public:
@@ -107,7 +108,7 @@ struct ArenaUsage {
   uint32_t used;                 // shared_used + persistent_used
   uint32_t tflm_max_model_bytes; // largest MicroInterpreter::arena_used_bytes() over the models
   uint32_t creation_bytes;       // one_at_a_time: most shared bytes (from its start) one AllocateTensors
-                                 // wrote, measured at Init; plan.arena.temp_reserve must cover it. 0: resident
+                                 // wrote, measured at Init; within each model's CreationLimit. 0: resident
 };
 
 class PatchRunner {
@@ -124,7 +125,7 @@ class PatchRunner {
   // of stage k once on a zero input and fails if the buffer of stage k - 1 or
   // k changed. one_at_a_time: creates the models one after another
   // (destroying each again) and also fails if creating one wrote shared bytes
-  // above temp_reserve, i.e. could overwrite a stage buffer during Run.
+  // above its CreationLimit, i.e. could overwrite a stage buffer during Run.
   Status Init(bool probe_stage = true);
 
   // Runs every patch in plan order on its stage's source (stage 0: `image`,
@@ -153,7 +154,7 @@ class PatchRunner {
   Status Fail(Status status, int32_t index);
   Status InitResident(bool probe_stage);
   Status InitOneAtATime(bool probe_stage);
-  tflite::MicroAllocator* CreateAllocator(const Section& persistent);
+  tflite::MicroAllocator* CreateAllocator(const Section& persistent, uint32_t creation_limit);
   Status CreateInterpreter(uint16_t m);
   void DestroyInterpreter(uint16_t m);
   void DestroyInterpreters();

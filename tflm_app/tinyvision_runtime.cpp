@@ -52,16 +52,12 @@ Status Fail(Status status, int32_t index, int32_t* where) {
 
 // The one_at_a_time rules on top of the common ones: the TFLM glue creates a
 // model's interpreter on ONE arena from shared.offset to the end of the
-// model's section (so sections lie above shared), and AllocateTensors writes
-// [shared.offset, shared.offset + temp_reserve) while stage buffers hold data.
+// model's section (so sections lie above shared). Where AllocateTensors writes
+// while stage buffers hold data (below CreationLimit) depends on the model:
+// the runtime checks it as it creates each one.
 Status ValidateOneAtATime(const Plan& plan, int32_t* where) {
   const ArenaLayout& a = plan.arena;
   if (a.temp_reserve % kArenaAlignment != 0) return Fail(Status::kMisaligned, -1, where);
-  for (uint16_t k = 0; k < plan.num_stages; ++k) {
-    if (uint64_t(plan.stages[k].section.offset) < uint64_t(a.shared.offset) + a.temp_reserve) {
-      return Fail(Status::kStageInTempReserve, k, where);
-    }
-  }
   const uint64_t shared_end = uint64_t(a.shared.offset) + a.shared.size;
   for (uint16_t i = 0; i < a.num_persistent; ++i) {
     if (a.persistent[i].section.offset < shared_end) return Fail(Status::kSectionBelowShared, i, where);
@@ -225,7 +221,6 @@ const char* StatusString(Status status) {
     case Status::kSectionsOverlap: return "arena sections overlap";
     case Status::kSectionBelowShared: return "one_at_a_time: a persistent section lies below the shared region";
     case Status::kStageOutsideShared: return "stage buffer outside the shared arena region";
-    case Status::kStageInTempReserve: return "one_at_a_time: stage buffer starts below arena.temp_reserve";
     case Status::kStageTooSmall: return "stage section smaller than the stage shape";
     case Status::kStagesOverlap: return "the buffers of consecutive stages overlap";
     case Status::kMisaligned: return "arena section offset not 16-byte aligned";
@@ -240,8 +235,8 @@ const char* StatusString(Status status) {
     case Status::kAllocateFailed:
       return "AllocateTensors failed (arena section or temp_reserve too small, or operator missing)";
     case Status::kCreationOutsideReserve:
-      return "creating an interpreter wrote shared bytes above arena.temp_reserve (temp_reserve or persistent "
-             "section too small)";
+      return "creating an interpreter wrote shared bytes above arena.temp_reserve or into a stage buffer holding "
+             "data (temp_reserve or persistent section too small)";
     case Status::kTensorMismatch: return "model tensor differs from the plan (shape, type or quantization)";
     case Status::kModelExceedsSection: return "a model's measured TFLM head or tail exceeds its arena section";
     case Status::kStageNotPlanned:
@@ -288,6 +283,17 @@ Status ValidatePlan(const Plan& plan, int32_t* where) {
   if (whole_model && plan.arena.tail_input_at_stage) return Fail(Status::kBadPlan, -1, where);
   const Status patches = whole_model ? Status::kOk : ValidatePatches(plan, where);
   return patches != Status::kOk ? patches : ValidateArena(plan, where);
+}
+
+uint32_t CreationLimit(const Plan& plan, uint16_t model) {
+  uint64_t limit = plan.arena.temp_reserve;
+  const int32_t k = model == plan.tail_model ? int32_t(plan.num_stages) : ModelStage(plan, model);
+  for (int32_t s = k - 1; s <= k && s < int32_t(plan.num_stages); ++s) {
+    if (s < 0) continue;
+    const uint64_t above = uint64_t(plan.stages[s].section.offset) - plan.arena.shared.offset;
+    if (plan.stages[s].section.offset >= plan.arena.shared.offset && above < limit) limit = above;
+  }
+  return uint32_t(limit);
 }
 
 Shape3 SourceShape(const Plan& plan, uint16_t stage) {

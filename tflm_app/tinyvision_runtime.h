@@ -16,8 +16,9 @@
 // persistent section. "one_at_a_time" creates a model's interpreter just
 // before the model runs, in the one persistent slot, so the arena needs only
 // the largest section; the stage buffers, which must survive those
-// re-creations, lie above the temp_reserve bytes that TFLM's AllocateTensors
-// writes at the bottom of the shared region.
+// re-creations, lie above the bytes that TFLM's AllocateTensors writes at the
+// bottom of the shared region for the models created while they hold data
+// (CreationLimit).
 //
 // Per patch of stage k, in plan order: CopyWindow (rows of the stage's
 // source -> model input; the source is the image for stage 0, else stage
@@ -58,7 +59,6 @@ enum class Status : uint8_t {
   kSectionsOverlap,      // a persistent section overlaps shared, or another one in resident mode
   kSectionBelowShared,   // one_at_a_time: a persistent section lies below the shared region
   kStageOutsideShared,   // a stage buffer is not inside the shared region
-  kStageInTempReserve,   // one_at_a_time: a stage buffer starts below shared.offset + temp_reserve
   kStageTooSmall,        // arena.stages[k].size < Hs * Ws * Cs of stage k
   kStagesOverlap,        // the buffers of stages k and k + 1 (alive together while k + 1 runs) overlap
   kMisaligned,           // an arena section offset is not 16-byte aligned
@@ -74,7 +74,7 @@ enum class Status : uint8_t {
   kSchemaMismatch,       // a model's flatbuffer schema version is not TFLM's
   kBadInPlace,           // an in-place model is not the whole-stage patch of a stage k >= 1
   kAllocateFailed,       // MicroInterpreter::AllocateTensors failed (section or temp_reserve too small, missing op)
-  kCreationOutsideReserve,  // one_at_a_time: creating an interpreter wrote shared bytes above temp_reserve
+  kCreationOutsideReserve,  // one_at_a_time: creating an interpreter wrote shared bytes above CreationLimit
   kTensorMismatch,       // a model's input/output tensor differs from the plan (shape, type, quantization)
   kStageNotPlanned,      // an in-place model's tensors are not on its stage buffers (or another's are); or
                          // the tail's input tensor is not at arena + the last stage's offset, or is there when
@@ -217,8 +217,8 @@ constexpr uint32_t kArenaAlignment = 16;
 //   least Hs * Ws * Cs bytes; the buffers of stages k and k + 1 disjoint;
 // - resident: persistent sections pairwise disjoint. one_at_a_time: sections
 //   may overlap (only one interpreter exists at a time) but lie above shared,
-//   temp_reserve is 16-byte aligned and every stage buffer starts at or above
-//   shared.offset + temp_reserve.
+//   temp_reserve is 16-byte aligned (each model's creation is checked against
+//   CreationLimit as it is created).
 // On failure `where` (if given) receives the index of the offending entry of
 // the list the status is about: a patch (windows, boxes, patch order), a
 // model, a persistent section, or a stage (shape, quantization, coverage,
@@ -234,6 +234,12 @@ Quant SourceQuant(const Plan& plan, uint16_t stage);
 // The stage whose patches run `model`, or -1 when no patch runs it (the
 // tail). A valid plan gives every patch model exactly one stage.
 int32_t ModelStage(const Plan& plan, uint16_t model);
+
+// one_at_a_time: the bytes from shared.offset that creating `model`'s
+// interpreter may write: arena.temp_reserve, or less where a stage buffer that
+// holds data while the model is created starts lower (stages k - 1 and k for a
+// stage-k patch model, the last stage for the tail).
+uint32_t CreationLimit(const Plan& plan, uint16_t model);
 
 // ---------------------------------------------------------------------------
 // Image sources: a callback that fills pixels of one image row.

@@ -14,6 +14,7 @@ from converters.planning.bundle import (
     check_arena,
     layout_bundle,
     persistent_span,
+    stage_floors,
     temp_reserve,
 )
 from converters.planning.check import check_plan
@@ -62,6 +63,7 @@ __all__ = [
     "plan_graph",
     "read_offline_plan",
     "reference_scratch",
+    "stage_floors",
     "temp_reserve",
     "target_scratch",
     "tensor_lifetimes",

@@ -10,8 +10,10 @@ Layout, lowest address first::
 
 In "one_at_a_time" mode an interpreter is created while stage buffers hold
 the outputs of earlier patches, and TFLM's AllocateTensors puts its temporary
-allocations at the bottom of the non-persistent buffer: the stages are kept above
-``temp_reserve`` bytes (``allocation_temp_bytes`` of the largest model).
+allocations at the bottom of the non-persistent buffer: each stage buffer is kept
+above the temporaries of the models created while it holds data (``stage_floors``:
+its own stage's, the next stage's, the tail's for the last); ``temp_reserve`` is
+the largest model's (``allocation_temp_bytes``).
 
 The patch models run one after another, stage by stage: a stage-k patch reads its
 window from stage k - 1's buffer (the image for stage 0) and fills its box of stage
@@ -162,6 +164,7 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
         return plans
 
     reserve = temp_reserve([graph for _, _, graph in models], interpreters)
+    floors = stage_floors([(graph, stage_of.get(name)) for name, _, graph in models], len(spans), interpreters)
     free = [plan_graph(graph, scratch=scratch.get(name), effort=effort, name=name) for name, _, graph in models]
     top = align_up(max([p.size for (_, role, _), p in zip(models, free) if role == "patch"] + [0]))
     first = align_up(max([p.size for (name, role, _), p in zip(models, free)
@@ -176,7 +179,7 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
               for k in sorted(set(stage_of.values()))]
     if tails:
         phases.append(((len(spans) - 1,), align_up(free[tails[0]].size) - spans[-1]))
-    for offsets in _stage_offset_candidates(spans, [top, 0], first, pinned, reserve, phases):
+    for offsets in _stage_offset_candidates(spans, [top, 0], first, pinned, floors, phases):
         try:
             plans = plan_all(offsets)
         except TinyVisionError as e:
@@ -212,7 +215,7 @@ def _stage_io(name, graph, stage, stage_bytes):
     return source, destination
 
 
-def _stage_offset_candidates(spans, bases, first, pinned, reserve, phases=()):
+def _stage_offset_candidates(spans, bases, first, pinned, floors, phases=()):
     """Stage offset vectors worth planning, best-first on ties: the stage buffers stacked (in stage
     order and reversed) from each base offset; each stage just above or just below the one before
     (only stages k and k + 1 are ever alive together, so stage k + 2 may take stage k's memory), all
@@ -223,18 +226,20 @@ def _stage_offset_candidates(spans, bases, first, pinned, reserve, phases=()):
     patches may use the memory of stage k + 1, not yet written); and the last stage where the tail's
     own plan puts its input with the others stacked above or below it. One stage: above every patch model's plan (top),
     at the bottom, at the tail's input (with the stage on top, TFLM's online scratch placement,
-    first-fit from the bottom, cannot reach it in a patch model)."""
+    first-fit from the bottom, cannot reach it in a patch model). Every stage k at or above ``floors[k]``
+    (``stage_floors``)."""
     def stacked(base, order):
-        offsets, at = [0] * len(spans), max(base, reserve)
+        offsets, at = [0] * len(spans), base
         for k in order:
-            offsets[k], at = at, at + spans[k]
+            offsets[k] = max(at, floors[k])
+            at = offsets[k] + spans[k]
         return tuple(offsets)
 
     def adjacent(base, ups):
         offsets = [0]
         for k, up in enumerate(ups, 1):
             offsets.append(offsets[-1] + spans[k - 1] if up else offsets[-1] - spans[k])
-        low = max(base, reserve) - min(offsets)
+        low = max([base - min(offsets)] + [f - o for f, o in zip(floors, offsets)])
         return tuple(low + o for o in offsets)
 
     last = len(spans) - 1
@@ -245,19 +250,17 @@ def _stage_offset_candidates(spans, bases, first, pinned, reserve, phases=()):
     chained = {adjacent(base, ups) for base in bases for ups in itertools.product((True, False), repeat=last)}
     for split in (True, False):
         candidates += sorted(chained, key=lambda o: (_layout_estimate(o, spans, phases, split), o))[:ADJACENT_KEPT]
-    descending = [max(first, reserve)]
+    descending = [max(first, floors[0])]
     for span in spans[1:]:
         descending.append(descending[-1] - span)
-    if descending[-1] >= reserve:
-        candidates.append(tuple(descending))
+    candidates.append(tuple(descending))
     if pinned is not None:
-        at = max(pinned, reserve)
+        at = max(pinned, floors[last])
         above = stacked(at + spans[last], reversed(range(last)))
         candidates.append(above[:last] + (at,))
-        below = at - sum(spans[:last])
-        if last and below >= reserve:
-            candidates.append(stacked(below, range(len(spans))))
-    return list(dict.fromkeys(candidates))
+        if last:
+            candidates.append(stacked(at - sum(spans[:last]), range(len(spans))))
+    return [c for c in dict.fromkeys(candidates) if all(o >= f for o, f in zip(c, floors))]
 
 
 def _layout_estimate(offsets, spans, phases, split):
@@ -273,6 +276,22 @@ def _layout_estimate(offsets, spans, phases, split):
             gap, at = max(gap, lo - at), max(at, hi)
         need = max(need, end + (max(0, head - gap) if split else head * (head > gap)))
     return need
+
+
+def stage_floors(models, stage_count, interpreters):
+    """Per stage buffer, the bytes at the bottom of the shared region it must stay above: in "one_at_a_time"
+    mode the largest AllocateTensors temporaries of the models created while it holds data (the patch models
+    of its stage and of the next, and the tail for the last stage), else 0 (every interpreter is created
+    before any stage is written). models: [(Graph, stage index, or None for the tail)]."""
+    floors = [0] * stage_count
+    if interpreters != "one_at_a_time":
+        return floors
+    for graph, k in models:
+        temp = allocation_temp_bytes(graph)
+        for j in ((stage_count - 1,) if k is None else (k - 1, k)):
+            if j >= 0:
+                floors[j] = max(floors[j], temp)
+    return floors
 
 
 def temp_reserve(graphs, interpreters):
@@ -328,9 +347,6 @@ def check_arena(arena, model_count):
     for k, stage in enumerate(stages):
         if not (shared["offset"] <= stage["offset"] and stage["offset"] + stage["size"] <= shared_end):
             raise TinyVisionError(f"arena: the stage {k} buffer is not inside the shared region")
-        if mode == "one_at_a_time" and stage["offset"] < shared["offset"] + arena.get("temp_reserve", 0):
-            raise TinyVisionError(f"arena: the stage {k} buffer overlaps the bottom bytes TFLM's AllocateTensors "
-                                  "uses as temporary memory (temp_reserve)")
     for k, (a, b) in enumerate(zip(stages, stages[1:])):
         if a["offset"] < b["offset"] + b["size"] and b["offset"] < a["offset"] + a["size"]:
             raise TinyVisionError(f"arena: the buffers of stages {k} and {k + 1} overlap (both are alive while "

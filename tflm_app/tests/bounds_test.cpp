@@ -78,8 +78,8 @@ struct PlanFixture {
   Plan plan;
 
   PlanFixture() {
-    models[0] = {"patch", nullptr, 0, ModelRole::kPatch, {3, {12, 20, 3, 0}}, {3, {4, 8, 4, 0}}, 900, 1000};
-    models[1] = {"tail", nullptr, 0, ModelRole::kTail, {3, {8, 8, 4, 0}}, {3, {1, 1, 10, 0}}, 900, 1000};
+    models[0] = {"patch", nullptr, 0, ModelRole::kPatch, {3, {12, 20, 3, 0}}, {3, {4, 8, 4, 0}}, 900, 1000, false};
+    models[1] = {"tail", nullptr, 0, ModelRole::kTail, {3, {8, 8, 4, 0}}, {3, {1, 1, 10, 0}}, 900, 1000, false};
     patches[0] = {0, 0, {0, 0, 20, 12}, {0, 0, 0, 8, 4, 4}};
     patches[1] = {0, 0, {0, 8, 20, 12}, {0, 4, 0, 8, 4, 4}};
     stages[0] = {{8, 8, 4}, {0.02f, -100}, {1024, 256}};
@@ -117,7 +117,8 @@ static void OneAtATime(PlanFixture& f) {
 // 4x4x6 stage-1 buffer at arena offset 1280, which the tail reads.
 static void TwoStages(PlanFixture& f) {
   f.models[1].input = {3, {4, 4, 6, 0}};
-  f.models[2] = {"patch_s1", nullptr, 0, ModelRole::kPatch, {3, {5, 8, 4, 0}}, {3, {2, 4, 6, 0}}, 900, 1000};
+  f.models[2] = {"patch_s1", nullptr, 0, ModelRole::kPatch, {3, {5, 8, 4, 0}}, {3, {2, 4, 6, 0}}, 900, 1000,
+                 false};
   f.patches[2] = {2, 1, {0, 0, 8, 5}, {0, 0, 0, 4, 2, 6}};
   f.patches[3] = {2, 1, {0, 3, 8, 5}, {0, 2, 0, 4, 2, 6}};
   f.stages[1] = {{4, 4, 6}, {0.05f, 3}, {1280, 96}};
@@ -267,15 +268,8 @@ static void TestValidateOneAtATimePlan() {
        Status::kOk, -1},
       {"no temp_reserve", [](PlanFixture& f) { f.plan.arena.temp_reserve = 0; }, Status::kOk, -1},
       {"stage right at temp_reserve", [](PlanFixture& f) { f.plan.arena.temp_reserve = 1024; }, Status::kOk, -1},
-      {"stage below temp_reserve", [](PlanFixture& f) { f.plan.arena.temp_reserve = 1040; },
-       Status::kStageInTempReserve, 0},
-      {"temp_reserve past the arena", [](PlanFixture& f) { f.plan.arena.temp_reserve = 0xFFFFFFF0u; },
-       Status::kStageInTempReserve, 0},
-      {"temp_reserve counted from shared.offset", [](PlanFixture& f) {
-         f.plan.arena.shared = {512, 1536};
-         f.stages[0].section.offset = 1008;  // above temp_reserve from 0, below it from shared.offset
-         f.plan.arena.temp_reserve = 512;
-       }, Status::kStageInTempReserve, 0},
+      // Each model's creation is checked against its CreationLimit when it is created, not here.
+      {"stage below temp_reserve", [](PlanFixture& f) { f.plan.arena.temp_reserve = 1040; }, Status::kOk, -1},
       {"temp_reserve misaligned", [](PlanFixture& f) { f.plan.arena.temp_reserve = 520; }, Status::kMisaligned, -1},
       {"section below shared", [](PlanFixture& f) {
          f.plan.arena.shared = {512, 1536};
@@ -344,16 +338,21 @@ static void TestValidateTwoStagePlan() {
        Status::kStageOutsideShared, 1},
       {"stage 1 section smaller than its shape", [](PlanFixture& f) { f.stages[1].section.size = 95; },
        Status::kStageTooSmall, 1},
+      // In place: only the one patch of a stage k >= 1 reading all of stage k - 1 and filling all of stage k.
+      {"a stage-0 model in place", [](PlanFixture& f) { f.models[0].in_place = true; }, Status::kBadInPlace, 0},
+      {"a model of two patches in place", [](PlanFixture& f) { f.models[2].in_place = true; },
+       Status::kBadInPlace, 2},
+      {"the tail in place", [](PlanFixture& f) { f.models[1].in_place = true; }, Status::kBadInPlace, 1},
   };
   CheckPlanCases(cases, sizeof(cases) / sizeof(cases[0]), TwoStages);
 
   const PlanCase one_at_a_time[] = {
       {"two stages", [](PlanFixture&) {}, Status::kOk, -1},
-      {"stage 1 below temp_reserve", [](PlanFixture& f) {
+      {"stage 1 below temp_reserve (CreationLimit lowers what creation may write)", [](PlanFixture& f) {
          f.stages[0].section.offset = 1536;
          f.stages[1].section.offset = 1024;
          f.plan.arena.temp_reserve = 1040;
-       }, Status::kStageInTempReserve, 1},
+       }, Status::kOk, -1},
       {"both stages right at and above temp_reserve", [](PlanFixture& f) {
          f.stages[0].section.offset = 1536;
          f.stages[1].section.offset = 1040;
@@ -365,13 +364,31 @@ static void TestValidateTwoStagePlan() {
   CheckPlanCases(one_at_a_time, sizeof(one_at_a_time) / sizeof(one_at_a_time[0]), TwoStagesOneAtATime);
 }
 
+// one_at_a_time: creating a model may write up to temp_reserve, less where a
+// stage buffer that holds data while it is created starts lower.
+static void TestCreationLimit() {
+  PlanFixture f;
+  TwoStagesOneAtATime(f);  // stage 0 at 1024, stage 1 at 1280, temp_reserve 512; model 2 runs stage 1
+  CHECK(CreationLimit(f.plan, 0) == 512 && CreationLimit(f.plan, 1) == 512 && CreationLimit(f.plan, 2) == 512);
+  f.plan.arena.temp_reserve = 1200;
+  CHECK(CreationLimit(f.plan, 0) == 1024);  // stage 0 holds its earlier patches' outputs
+  CHECK(CreationLimit(f.plan, 2) == 1024);  // stage 1's model reads stage 0
+  CHECK(CreationLimit(f.plan, 1) == 1200);  // the tail: only the last stage (at 1280) holds data
+  f.stages[0].section.offset = 1536;
+  f.stages[1].section.offset = 1040;
+  CHECK(CreationLimit(f.plan, 0) == 1200);  // stage 1, lower, holds nothing yet
+  CHECK(CreationLimit(f.plan, 2) == 1040);
+  CHECK(CreationLimit(f.plan, 1) == 1040);
+}
+
 // Three stages: stage 2 may reuse stage 0's memory (only stage 1 is alive
 // with it), never stage 1's.
 static void TestThreeStagesReuse() {
   PlanFixture f;
   TwoStages(f);
   f.stages[2] = {{4, 4, 6}, {0.05f, 3}, {1024, 96}};  // over stage 0's buffer
-  f.models[3] = {"patch_s2", nullptr, 0, ModelRole::kPatch, {3, {4, 4, 6, 0}}, {3, {4, 4, 6, 0}}, 900, 1000};
+  f.models[3] = {"patch_s2", nullptr, 0, ModelRole::kPatch, {3, {4, 4, 6, 0}}, {3, {4, 4, 6, 0}}, 900, 1000,
+                 false};
   const PatchInfo patches[5] = {f.patches[0], f.patches[1], f.patches[2], f.patches[3],
                                 {3, 2, {0, 0, 4, 4}, {0, 0, 0, 4, 4, 6}}};
   const PersistentSection persistent[4] = {f.persistent[0], f.persistent[1], f.persistent[2], {3, {5120, 1024}}};
@@ -389,6 +406,9 @@ static void TestThreeStagesReuse() {
   CHECK(ModelStage(f.plan, 1) == -1);  // the tail
   CHECK(SourceShape(f.plan, 0).c == 3 && SourceShape(f.plan, 2).c == 6 && SourceShape(f.plan, 2).h == 4);
   CHECK(SourceQuant(f.plan, 0).zero_point == -1 && SourceQuant(f.plan, 1).zero_point == -100);
+  f.models[3].in_place = true;  // stage 2's one patch reads all of stage 1 and fills all of stage 2
+  CHECK_STATUS(ValidatePlan(f.plan, &where), Status::kOk);
+  f.models[3].in_place = false;
   f.stages[2].section.offset = 1280;  // over stage 1's buffer
   CHECK_STATUS(ValidatePlan(f.plan, &where), Status::kStagesOverlap);
   CHECK(where == 2);
@@ -658,6 +678,7 @@ int main() {
   TestValidateOneAtATimePlan();
   TestValidateTwoStagePlan();
   TestThreeStagesReuse();
+  TestCreationLimit();
   TestStageSource();
   TestCopyWindow();
   TestPlaceOutput();

@@ -81,6 +81,7 @@ def check_derived(bundle, where):
         raise TinyVisionError(f"{where}: {message}")
 
     _check_costs(bundle, fail)
+    _check_stage_floors(bundle, fail)
     planned = _check_offline_plans(bundle, fail)
     _compare(bundle.arena, _expected_arena(bundle, planned), "arena", fail)
     for i, (m, (head, tail)) in enumerate(zip(bundle.models, tflm_figures([(m.file, m.data)
@@ -111,6 +112,19 @@ def _check_costs(bundle, fail):
     for field, value in derived.items():
         if field in bundle.stats and bundle.stats[field] != value:
             fail(f"stats.{field} is {bundle.stats[field]}, but the model files give {value}")
+
+
+def _check_stage_floors(bundle, fail):
+    """Each stage buffer above what creating the models that run while it holds data may write."""
+    from converters.planning import stage_floors
+
+    stage_of = {p.model: p.stage for p in bundle.patches}
+    floors = stage_floors([(m.graph(), stage_of.get(i)) for i, m in enumerate(bundle.models)], len(bundle.stages),
+                          bundle.arena.get("interpreters", "resident"))
+    for k, (section, floor) in enumerate(zip(bundle.arena["stages"], floors)):
+        if section["offset"] - bundle.arena["shared"]["offset"] < floor:
+            fail(f"arena.stages[{k}].offset is {section['offset']}, inside the {floor} B at the bottom of the shared "
+                 "region that creating the models run while it holds data may write")
 
 
 def _check_offline_plans(bundle, fail):
