@@ -89,6 +89,26 @@ def test_no_split_helps_writes_the_whole_model(small_cnn_tflite, tmp_path, capsy
     export_arduino(out, tmp_path / "sketch", verbose=False)
 
 
+def test_a_model_over_the_boards_flash_is_chosen_by_sram(small_cnn_tflite, tmp_path, capsys):
+    """A model whose weights alone exceed the board's flash (the 3.7 MB PyTorch MobileNetV2 on the Nano): no
+    bundle can fit that flash, so auto says so in one line and picks by SRAM alone; export for that board
+    then refuses for flash, naming it."""
+    from converters.export.boards import get_board
+
+    unsplit_flash = fit_report(finalize(whole_model(small_cnn_tflite, "model")), "nano33ble").flash_bytes
+    small = dataclasses.replace(get_board("nano33ble"), name="small-flash", flash_bytes=unsplit_flash - 16)
+    out = tmp_path / "over"
+    convert_to_bundle(small_cnn_tflite, _flags(out, board=small))
+    text = capsys.readouterr().out
+    assert sum("no bundle of it fits that board's flash, so the choice is by SRAM alone" in line
+               for line in text.splitlines()) == 1
+    bundle = read_bundle(out)
+    assert fit_report(bundle, "nano33ble").ram_bytes <= fit_report(finalize(whole_model(small_cnn_tflite, "m")),
+                                                                     "nano33ble").ram_bytes
+    with pytest.raises(TinyVisionError, match="does not fit small-flash: flash"):
+        export_arduino(out, tmp_path / "sketch", board=small, verbose=False)
+
+
 def test_export_arduino_takes_a_plain_tflite(small_cnn_tflite, tmp_path):
     from converters.export.flash_image import image_size
 

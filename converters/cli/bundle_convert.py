@@ -110,12 +110,18 @@ def auto_bundle(model, model_bytes, name, FLAGS):
                         measured_sram=report.ram_bytes, measured_flash=report.flash_bytes)
     objects = report.ram_bytes - whole.arena["size"]
     fixed_flash = report.flash_bytes - report.flash["models"]  # code, plan tables and test image
+    flash_limit = f"flash <= {flash_budget:,} B ({board.name})"
+    if not FLAGS.flash_budget and report.flash_bytes > flash_budget:  # no split can fit: say so, choose by SRAM
+        print(f"{name} needs {report.flash_bytes:,} B of flash unsplit, over {board.name}'s {flash_budget:,} B: no "
+              f"bundle of it fits that board's flash, so the choice is by SRAM alone (export it for a board with "
+              "more flash, e.g. --board=mps2-an386)")
+        flash_budget, flash_limit = math.inf, f"flash unlimited ({board.name}'s is too small)"
 
     def fits(c):
         return c.sram <= sram_budget and c.measured_flash <= flash_budget and c.flash <= model_flash_limit
 
-    limits = (f"SRAM <= {sram_budget:,} B, flash <= {flash_budget:,} B ({board.name}), MAC overhead <= "
-              f"{100 * FLAGS.max_mac_overhead:.0f}%, model flash <= {model_flash_limit:,} B")
+    limits = (f"SRAM <= {sram_budget:,} B, {flash_limit}, MAC overhead <= {100 * FLAGS.max_mac_overhead:.0f}%, "
+              f"model flash <= {model_flash_limit:,} B")
     points = candidate_points(model)
     if not points:
         try:
