@@ -8,7 +8,8 @@ For every .tflite in ../shared/models/ (beside the project root) and in the fold
 * ``tinyvision convert``: the reordered, offline-planned model, measured again on TFLM;
 * ``tinyvision convert --patches=auto`` (for --board, the Nano 33 BLE; --large_board and
   --large_flash_budget for a model whose file alone exceeds its flash) and any ``--chain=MODEL=CHAIN`` given: the bundle's
-  shared region, persistent sections, total, flash and MAC overhead from its plan.json
+  shared region, persistent sections, total, flash image (and its ratio to the unsplit model's) and MAC
+  overhead from its plan.json
   (TFLM-measured; image excluded), and whether convert verified it bit-exact against TFLM
   running the original model.
 
@@ -115,12 +116,14 @@ def bundle_row(path, patches, folder, timeout):
     arena = plan["arena"]
     shared = arena["shared"]["size"]
     persistent = arena["size"] - arena["shared"]["offset"] - shared
-    flash = sum(os.path.getsize(os.path.join(output, m["file"])) for m in plan["models"])
+    stats = plan["stats"]
+    unsplit = (stats.get("baseline") or {}).get("flash_bytes") or stats["flash_bytes"]  # a whole model: itself
+    flash = f"{stats['flash_bytes']:>9,} ({stats['flash_bytes'] / unsplit:.2f}x the unsplit image)"
     chosen = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("chosen:")), None)
     exact = "bit-exact vs TFLM on the original" if "verified: bit-exact" in out else "not verified"
     what = f" (chose {chosen})" if chosen else ""
     return (f"{label} shared {shared:>9,}  persistent {persistent:>8,}  total {arena['size']:>9,}  flash "
-            f"{flash:>9,}  MACs {100 * plan['stats']['mac_overhead']:+.1f}%  {exact}{what}  ({wall:.0f} s)")
+            f"{flash}  MACs {100 * plan['stats']['mac_overhead']:+.1f}%  {exact}{what}  ({wall:.0f} s)")
 
 
 def run_model(path, chains, timeout):
