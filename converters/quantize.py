@@ -68,7 +68,8 @@ def to_int8_tflite(keras_model, representative_data, labels=None, normalization=
     shape = _image_input_shape(keras_model)
     classes = _classes(keras_model) if box_coding is None else box_coding.classes
     if labels is not None and len(labels) != classes:
-        raise TinyVisionError(f"{len(labels)} labels given for a model with {classes} classes")
+        raise TinyVisionError(f"{len(labels)} labels given for a model with {classes} "
+                              f"{'outputs' if box_coding is None else 'classes'}")
     samples = representative_samples(representative_data, shape, max_samples, normalization)
 
     def representative():
@@ -216,7 +217,8 @@ def attach_metadata(tflite_bytes, name, description=None, labels=None, normaliza
         classes = graph.outputs[0].shape[-1] if graph.outputs[0].shape else 0
         classes = classes if box_coding is None else box_coding.classes
         if len(labels) != classes:
-            raise TinyVisionError(f"{len(labels)} labels given for a model with {classes} classes")
+            raise TinyVisionError(f"{len(labels)} labels given for a model with {classes} "
+                                  f"{'outputs' if box_coding is None else 'classes'}")
     meta = _md.ModelMetadataT()
     meta.name = name
     meta.description = description or _default_description(labels, normalization)

@@ -32,7 +32,8 @@ def box_dataset(spec, resolution, split="train", samples=2000, seed=0, validatio
     """(float32 images [N, R, R, 3] in [-1, 1], [AnnotatedImage] with boxes in those pixels, class names).
 
     builtin_detection renders ``samples`` scenes of ``split``; a file dataset with a ``validation_split`` gives
-    its last ``int(validation_split * N)`` records (file order) for "val" and "test", the others for "train".
+    its last ``int(validation_split * N)`` records (file order) for "val" and "test", the others for "train";
+    with none (0), every record for each split, as folder: datasets.
     """
     from converters.cli.common import DETECTION_DATASET
     from tinyvision.data.detection import DETECTION_CLASSES, detection_samples
@@ -44,8 +45,9 @@ def box_dataset(spec, resolution, split="train", samples=2000, seed=0, validatio
         records, names = [annotated(s) for s in detection_samples(samples, resolution, seed, split)], DETECTION_CLASSES
     else:
         records, names = _read_records(spec)
-        held_out = int(validation_split * len(records))
-        records = records[len(records) - held_out:] if split != "train" else records[:len(records) - held_out]
+        if validation_split:
+            kept = len(records) - int(validation_split * len(records))
+            records = records[kept:] if split != "train" else records[:kept]
         if not records:
             raise TinyVisionError(f"{spec} has no {split} images (--validation_split={validation_split})")
         records = [resize(r, resolution) for r in records]
