@@ -166,7 +166,13 @@ def test_predict_prints_one_line_per_box_in_the_files_pixels(tiny, tmp_path):
 def test_bad_input_gets_one_clear_line(tiny, formats, tmp_path):
     import tensorflow as tf
 
-    root, keras, _, tflite, _, _ = tiny
+    import h5py
+
+    root, keras, qat, tflite, _, _ = tiny
+    stripped = tmp_path / "no_anchors.h5"  # a QAT box detector saved without the coding train stores
+    shutil.copyfile(qat, stripped)
+    with h5py.File(stripped, "a") as f:
+        del f.attrs["tinyvision_box_coding"]
     inputs = tf.keras.Input((RESOLUTION, RESOLUTION, 3))
     classifier = root / "classifier.keras"
     tf.keras.Model(inputs, tf.keras.layers.Dense(3)(tf.keras.layers.GlobalAveragePooling2D()(inputs))).save(
@@ -179,6 +185,8 @@ def test_bad_input_gets_one_clear_line(tiny, formats, tmp_path):
         (("evaluate", f"--model={tflite},{classifier}", "--dataset=builtin_detection"), "is not a box detector"),
         (("convert", f"--model={keras}", "--dataset=builtin", f"--output={tmp_path / 'x.tflite'}"),
          "calibrate it on box data"),
+        (("evaluate", f"--model={stripped}", "--dataset=builtin_detection"), "is a box detector (its output is a "
+         "BoxHead's) without its anchors"),
     ]
     for args, message in cases:
         done = _cli(*args, f"--output={tmp_path / 'out.h5'}") if args[0] == "train" else _cli(*args)

@@ -123,16 +123,20 @@ def keras_box_coding(model, path):
     heads = [layer for layer in model.layers if isinstance(layer, BoxHead)]
     if heads:
         return BoxCoding.of(heads[0])
-    if not path.endswith(".h5"):
+    stored = None
+    if path.endswith(".h5"):
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            stored = f.attrs.get(BOX_CODING_ATTRIBUTE)
+    if stored is None:
+        # QAT keeps the BoxHead's layer names (quant_box_head_sigmoid): its output is boxes, not a heatmap.
+        if model.layers[-1].name.endswith("box_head_sigmoid"):
+            raise TinyVisionError(f"{path} is a box detector (its output is a BoxHead's) without its anchors: "
+                                  "save a QAT box detector with tinyvision train, which stores them in the .h5")
         return None
     import json
 
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        stored = f.attrs.get(BOX_CODING_ATTRIBUTE)
-    if stored is None:
-        return None
     try:
         return BoxCoding.from_dict(json.loads(stored), f"{path}: {BOX_CODING_ATTRIBUTE}")
     except ValueError:
