@@ -62,7 +62,7 @@ def optimize_tflite(model_bytes, name="model", reorder=True, plan=True, verify=T
     libraries' older TFLM rescales through float (1 LSB off at times), into a DEPTHWISE_CONV_2D that both
     compute exactly as TFLM's MEAN (8 B of persistent arena per channel, H x W x C B of flash).
 
-    tflite-support metadata (normalization, labels file) is carried over: the labels file
+    tflite-support metadata (normalization, labels file, box coding) is carried over: the labels file
     lives in a zip appended after the flatbuffer, which re-exporting through the IR drops.
     The offline plan is only written for single-subgraph models (the Arduino TFLM copies read
     offline plans per subgraph) and only when it beats TFLM's own planner.
@@ -108,7 +108,7 @@ def _with_metadata_of(original, rewritten):
     if meta is None:
         return rewritten
     return attach_metadata(rewritten, meta["name"], meta["description"], meta["labels"] or None,
-                           meta["normalization"])
+                           meta["normalization"], meta["box_coding"])
 
 
 def _random_inputs(model, seed=0):

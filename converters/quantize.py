@@ -8,7 +8,7 @@ shipped in the Arduino libraries runs FULLY_CONNECTED on CMSIS-NN, which reads a
 weight scale and silently ignores the rest.
 
 The model carries tflite-support metadata (name, description, input normalization,
-labels file); metadata is built with the metadata schema's object API and inserted
+labels file, and for a box detector its anchors and coding as box_coding.json); metadata is built with the metadata schema's object API and inserted
 through ``converters.ir`` so that weight buffers keep their 16-byte alignment. The
 labels file travels as a zip appended after the flatbuffer (the tflite-support layout),
 so a pass that re-exports the graph drops it: attach metadata last
@@ -16,6 +16,7 @@ so a pass that re-exports the graph drops it: attach metadata last
 """
 import dataclasses
 import io
+import json
 import warnings
 import zipfile
 
@@ -37,13 +38,14 @@ from tinyvision.runtime import tflm
 
 DEFAULT_CALIBRATION_SAMPLES = 200
 LABELS_FILE = "labels.txt"
+BOX_CODING_FILE = "box_coding.json"  # a box detector's BoxCoding: what decodes its output into boxes
 METADATA_NAME = _metadata.MetadataPopulator.METADATA_FIELD_NAME  # "TFLITE_METADATA"
 _METADATA_IDENTIFIER = _metadata.MetadataPopulator.METADATA_FILE_IDENTIFIER  # b"M001"
 
 
 def to_int8_tflite(keras_model, representative_data, labels=None, normalization=NORMALIZATION,
                    per_channel_dense=False, name=None, description=None,
-                   max_samples=DEFAULT_CALIBRATION_SAMPLES):
+                   max_samples=DEFAULT_CALIBRATION_SAMPLES, box_coding=None):
     """Convert a single-input image classifier to full-int8 TFLite bytes with metadata.
 
     keras_model: tf.keras model, input [None, H, W, C] float, output [None, classes].
@@ -56,15 +58,18 @@ def to_int8_tflite(keras_model, representative_data, labels=None, normalization=
         metadata; None writes none and skips the input range check.
     per_channel_dense: keep TF's default per-channel FULLY_CONNECTED weights (not for
         CMSIS-NN targets; see :func:`per_channel_fully_connected`).
+    box_coding: a box detector's ``BoxCoding``, stored in the metadata (``labels`` then name its
+        object classes).
     """
     if not isinstance(keras_model, tf.keras.Model):
         raise TinyVisionError(
             f"expected a tf.keras (tf_keras) model, got {type(keras_model).__module__}.{type(keras_model).__name__}"
             " (import tinyvision before TensorFlow/Keras)")
     shape = _image_input_shape(keras_model)
-    classes = _classes(keras_model)
+    classes = _classes(keras_model) if box_coding is None else box_coding.classes
     if labels is not None and len(labels) != classes:
-        raise TinyVisionError(f"{len(labels)} labels given for a model with {classes} outputs")
+        raise TinyVisionError(f"{len(labels)} labels given for a model with {classes} "
+                              f"{'outputs' if box_coding is None else 'classes'}")
     samples = representative_samples(representative_data, shape, max_samples, normalization)
 
     def representative():
@@ -80,7 +85,7 @@ def to_int8_tflite(keras_model, representative_data, labels=None, normalization=
     except Exception as e:  # the converter raises many types, with pages of MLIR diagnostics
         raise TinyVisionError(f"int8 conversion of {keras_model.name!r} failed: {_first_error_line(e)}") from None
     tflm.require_int8(tflite, keras_model.name)
-    return attach_metadata(tflite, name or keras_model.name, description, labels, normalization)
+    return attach_metadata(tflite, name or keras_model.name, description, labels, normalization, box_coding)
 
 
 def int8_converter(keras_model, representative, per_channel_dense=False):
@@ -193,13 +198,15 @@ def per_channel_fully_connected(tflite_bytes):
 
 # --- metadata --------------------------------------------------------------------------------
 
-def attach_metadata(tflite_bytes, name, description=None, labels=None, normalization=NORMALIZATION):
+def attach_metadata(tflite_bytes, name, description=None, labels=None, normalization=NORMALIZATION,
+                    box_coding=None):
     """Return ``tflite_bytes`` with image-classifier metadata (replacing any already there).
 
     The input tensor gets ImageProperties (RGB) and, unless ``normalization`` is None,
     NormalizationOptions(mean, std); the output gets ``labels`` as labels.txt
-    (TENSOR_AXIS_LABELS). Models with several inputs/outputs get plain entries for
-    the others.
+    (TENSOR_AXIS_LABELS) and a box detector's ``box_coding`` (a ``BoxCoding``) as box_coding.json
+    (DESCRIPTIONS; its labels name the object classes). Models with several inputs/outputs get
+    plain entries for the others.
     """
     model = Model.from_bytes(tflite_bytes)
     graph = model.main
@@ -208,8 +215,10 @@ def attach_metadata(tflite_bytes, name, description=None, labels=None, normaliza
         if any("\n" in label or not label.strip() for label in labels):
             raise TinyVisionError("labels must be non-empty single-line strings")
         classes = graph.outputs[0].shape[-1] if graph.outputs[0].shape else 0
+        classes = classes if box_coding is None else box_coding.classes
         if len(labels) != classes:
-            raise TinyVisionError(f"{len(labels)} labels given for a model with {classes} outputs")
+            raise TinyVisionError(f"{len(labels)} labels given for a model with {classes} "
+                                  f"{'outputs' if box_coding is None else 'classes'}")
     meta = _md.ModelMetadataT()
     meta.name = name
     meta.description = description or _default_description(labels, normalization)
@@ -228,12 +237,16 @@ def attach_metadata(tflite_bytes, name, description=None, labels=None, normaliza
     outputs = [_tensor_metadata(t.name) for t in graph.outputs]
     inputs[0].name = "image"
     outputs[0].name = "scores"
+    files = {}
     if labels:
-        labels_file = _md.AssociatedFileT()
-        labels_file.name = LABELS_FILE
-        labels_file.description = "Class names, one per line, in output order."
-        labels_file.type = _md.AssociatedFileType.TENSOR_AXIS_LABELS
-        outputs[0].associatedFiles = [labels_file]
+        files[LABELS_FILE] = "\n".join(labels) + "\n"
+        outputs[0].associatedFiles = [_associated_file(LABELS_FILE, "Class names, one per line, in output order.",
+                                                       _md.AssociatedFileType.TENSOR_AXIS_LABELS)]
+    if box_coding is not None:
+        files[BOX_CODING_FILE] = json.dumps(box_coding.to_dict())
+        outputs[0].associatedFiles = (outputs[0].associatedFiles or []) + [_associated_file(
+            BOX_CODING_FILE, "Box detector: anchors [[w, h], ...] in pixels, classes, stride "
+            "(tinyvision.detection.BoxCoding).", _md.AssociatedFileType.DESCRIPTIONS)]
     subgraph = _md.SubGraphMetadataT()
     subgraph.inputTensorMetadata = inputs
     subgraph.outputTensorMetadata = outputs
@@ -242,11 +255,12 @@ def attach_metadata(tflite_bytes, name, description=None, labels=None, normaliza
 
     model.metadata[METADATA_NAME] = _pack(meta)
     data = model.to_bytes()
-    if labels:
+    if files:
         # The tflite-support layout: the flatbuffer, then a zip archive of the associated files.
         archive = io.BytesIO(data)
         with zipfile.ZipFile(archive, "a") as zf:
-            zf.writestr(LABELS_FILE, "\n".join(labels) + "\n")
+            for file_name, text in files.items():
+                zf.writestr(file_name, text)
         data = archive.getvalue()
     return data
 
@@ -255,7 +269,8 @@ def read_metadata(tflite_bytes):
     """The metadata of a .tflite as a dict, or None if it has none.
 
     Keys: name, description, normalization ((mean, std) of the first input, or None),
-    labels (list of class names, [] when no labels file is attached).
+    labels (list of class names, [] when no labels file is attached), box_coding (a box detector's
+    ``BoxCoding``, else None).
     """
     check_tflite_bytes(tflite_bytes)
     buffer = _metadata.get_metadata_buffer(bytearray(tflite_bytes))
@@ -266,7 +281,7 @@ def read_metadata(tflite_bytes):
         displayer = _metadata.MetadataDisplayer.with_model_buffer(bytearray(tflite_bytes))
     except Exception as e:  # corrupt metadata raises whatever the generated parser hits
         raise TinyVisionError(f"unreadable TFLite metadata: {type(e).__name__}: {e}") from None
-    normalization, labels = None, []
+    normalization, labels, box_coding = None, [], None
     subgraph = meta.subgraphMetadata[0] if meta.subgraphMetadata else None
     if subgraph is not None and subgraph.inputTensorMetadata:
         for unit in subgraph.inputTensorMetadata[0].processUnits or []:
@@ -277,8 +292,10 @@ def read_metadata(tflite_bytes):
             for f in tensor.associatedFiles or []:
                 if f.type == _md.AssociatedFileType.TENSOR_AXIS_LABELS and not labels:
                     labels = _read_labels_file(displayer, _str(f.name))
+                elif _str(f.name) == BOX_CODING_FILE:
+                    box_coding = _read_box_coding(displayer)
     return {"name": _str(meta.name), "description": _str(meta.description), "normalization": normalization,
-            "labels": labels}
+            "labels": labels, "box_coding": box_coding}
 
 
 def read_labels(tflite_bytes):
@@ -357,12 +374,33 @@ def _default_description(labels, normalization):
     return "; ".join(parts) + "."
 
 
+def _associated_file(file_name, description, file_type):
+    entry = _md.AssociatedFileT()
+    entry.name = file_name
+    entry.description = description
+    entry.type = file_type
+    return entry
+
+
 def _read_labels_file(displayer, file_name):
+    return [line for line in _read_associated_file(displayer, file_name).splitlines() if line.strip()]
+
+
+def _read_box_coding(displayer):
+    from tinyvision.detection.box_coding import BoxCoding
+
     try:
-        text = displayer.get_associated_file_buffer(file_name).decode("utf-8")
+        data = json.loads(_read_associated_file(displayer, BOX_CODING_FILE))
+    except ValueError:
+        raise TinyVisionError(f"the metadata's {BOX_CODING_FILE} is not JSON") from None
+    return BoxCoding.from_dict(data, f"the metadata's {BOX_CODING_FILE}")
+
+
+def _read_associated_file(displayer, file_name):
+    try:
+        return displayer.get_associated_file_buffer(file_name).decode("utf-8")
     except ValueError:
         raise TinyVisionError(f"metadata names {file_name} but the model carries no such file") from None
-    return [line for line in text.splitlines() if line.strip()]
 
 
 def _str(value):

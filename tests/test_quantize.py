@@ -76,7 +76,7 @@ def test_per_channel_dense_is_detected(model, calibration):
 def test_metadata_round_trip(converted):
     meta = read_metadata(converted)
     assert meta == {"name": "small_cnn", "description": "test model", "normalization": (127.5, 127.5),
-                    "labels": list(SHAPE_CLASSES)}
+                    "labels": list(SHAPE_CLASSES), "box_coding": None}  # a classifier: no box coding
     assert read_labels(converted) == list(SHAPE_CLASSES)
 
 

@@ -23,6 +23,10 @@
 //   detections=<n> latency_ms=... (as above)
 // then one line per detection (centroid_decoder.h, at most kMaxCentroidDetections):
 //   detection class=<index> (<name>) x=<cell column> y=<cell row> score=<dequantized>
+// and a box detector (box_config.h: TINYVISION_BOX_DETECTOR 1) prints the same detections= line, then one
+// line per box (box_decoder.h, score >= kTinyVisionBoxScoreThreshold, after NMS, at most kMaxBoxDetections):
+//   detection class=<index> (<name>) box=<x0>,<y0>,<x1>,<y1> score=<objectness x class score>
+// (box corners in pixels of the model's input image, 2 decimals);
 // and one line per error:
 //   tinyvision error: <cause> (index <i>)
 // where <i> is the patch, model, persistent section or stage the cause is
@@ -36,11 +40,16 @@
 #include <Chirale_TensorFlowLite.h>
 #endif
 
+#include "box_config.h"
 #include "centroid_decoder.h"
 #include "model_ops.h"
 #include "patch_runner_tflm.h"
 #include "plan_data.h"
 #include "tensorflow/lite/micro/system_setup.h"
+
+#if TINYVISION_BOX_DETECTOR
+#include "box_decoder.h"
+#endif
 
 #if TINYVISION_USE_CAMERA
 #include <Arduino_OV767X.h>
@@ -133,6 +142,38 @@ static void PrintDetections(const tinyvision::RunResult& result, uint32_t rows, 
   }
 }
 
+#if TINYVISION_BOX_DETECTOR
+static tinyvision::BoxDetection g_boxes[tinyvision::kMaxBoxDetections];
+
+// The boxes of the tail's output (rows x cols x anchors * (5 + classes)), decoded as export wrote the coding.
+static uint32_t DecodeBoxDetections(const tinyvision::RunResult& result) {
+  const tinyvision::Dims& out = kTinyVisionPlan.models[kTinyVisionPlan.tail_model].output;
+  const tinyvision::BoxDecoderConfig config = {
+      out.d[0], out.d[1], kTinyVisionBoxAnchors, kTinyVisionBoxClasses, kTinyVisionBoxAnchorSizes,
+      kTinyVisionBoxStride, kTinyVisionImageWidth, kTinyVisionImageHeight, result.score_quant.scale,
+      result.score_quant.zero_point, kTinyVisionBoxScoreThreshold, kTinyVisionBoxIouThreshold};
+  return tinyvision::DecodeBoxes(result.scores, result.num_scores, config, g_boxes, tinyvision::kMaxBoxDetections);
+}
+
+static void PrintBoxes(uint32_t count) {
+  for (uint32_t i = 0; i < count; ++i) {
+    const tinyvision::BoxDetection& d = g_boxes[i];
+    Serial.print("detection class=");
+    PrintClass(d.cls);  // a box detector's class names are its object classes (no background)
+    Serial.print(" box=");
+    Serial.print(d.x0, 2);
+    Serial.print(",");
+    Serial.print(d.y0, 2);
+    Serial.print(",");
+    Serial.print(d.x1, 2);
+    Serial.print(",");
+    Serial.print(d.y1, 2);
+    Serial.print(" score=");
+    Serial.println(d.score, 3);
+  }
+}
+#endif
+
 void setup() {
   tflite::InitializeTarget();  // starts Serial and waits up to 4 s for the monitor
   if (!TinyVisionAddOps(g_resolver)) {
@@ -180,7 +221,13 @@ void loop() {
     return;
   }
   const tinyvision::ArenaUsage arena = g_runner.MeasureArena();
-  uint32_t rows, cols, channels, detections = 0;
+  uint32_t rows = 0, cols = 0, channels = 0, detections = 0;
+#if TINYVISION_BOX_DETECTOR
+  const bool heatmap = false;
+  detections = DecodeBoxDetections(result);
+  Serial.print("detections=");
+  Serial.print(detections);
+#else
   const bool heatmap = HeatmapShape(&rows, &cols, &channels);
   if (heatmap) {
     const int8_t threshold = tinyvision::QuantizeThreshold(kCentroidThreshold, result.score_quant.scale,
@@ -200,6 +247,7 @@ void loop() {
     PrintClass(kTinyVisionTestLabel);
 #endif
   }
+#endif
   PrintMs(" latency_ms=", result.total_us);
   PrintMs(" patches_ms=", result.patch_us);
   PrintMs(" tail_ms=", result.tail_us);
@@ -208,6 +256,9 @@ void loop() {
   Serial.print(arena.used);
   Serial.print("/");
   Serial.println(arena.arena_size);
+#if TINYVISION_BOX_DETECTOR
+  PrintBoxes(detections);
+#endif
   if (heatmap) PrintDetections(result, rows, cols, channels, detections);
   delay(1000);
 }

@@ -42,7 +42,7 @@ def convert_to_bundle(model_bytes, FLAGS, source_bytes=None):
     from converters.ir import Model
     from converters.patching import split_patch_stage, split_stages, split_tunnels, write_bundle
     from converters.patching.bundle import finalize
-    from converters.quantize import read_labels
+    from converters.quantize import read_metadata
 
     start = time.time()
     name = os.path.basename(FLAGS.model) if getattr(FLAGS, "model", None) else "model.tflite"
@@ -61,7 +61,10 @@ def convert_to_bundle(model_bytes, FLAGS, source_bytes=None):
         if FLAGS.split is None:
             raise TinyVisionError(f"--patches={FLAGS.patches} needs --split=N (operators run per patch)")
         bundle = split_patch_stage(model, FLAGS.split, grid, name)
-    bundle.labels = read_labels(model_bytes)
+    metadata = read_metadata(model_bytes) or {"labels": [], "box_coding": None}
+    bundle.labels = metadata["labels"]
+    if metadata["box_coding"] is not None:
+        bundle.box_coding = metadata["box_coding"].to_dict()
     if source_bytes is not None:  # also in a whole_model bundle: the user's file, not its optimized bytes
         bundle.source["sha256"] = hashlib.sha256(source_bytes).hexdigest()
     if getattr(FLAGS, "model", None):

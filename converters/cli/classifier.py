@@ -32,7 +32,17 @@ class Classifier:
 
 def open_classifier(path):
     """A Classifier for a .keras/.h5 file, an int8 .tflite file or a bundle folder."""
-    model = open_model(path)
+    return as_classifier(open_model(path))
+
+
+def as_classifier(model):
+    """``model`` (what ``open_model`` gave) when it is a Classifier; a TinyVisionError naming its task if not."""
+    from tinyvision.detection.runtime import BoxDetector
+
+    path = model.path
+    if isinstance(model, BoxDetector):
+        raise TinyVisionError(f"{path} is a box detector (it outputs boxes per cell and anchor): evaluate it on "
+                              "box data (--dataset=builtin_detection, voc:, coco: or tfrecord:)")
     if not isinstance(model, Classifier):
         raise TinyVisionError(f"{path} is a centroid detector (it outputs a per-cell heatmap): evaluate it on "
                               "--dataset=builtin_detection")
@@ -40,8 +50,10 @@ def open_classifier(path):
 
 
 def open_model(path):
-    """A Classifier, or a ``tinyvision.detection.runtime.Detector`` when the model outputs a per-cell heatmap
-    [1, rows, columns, classes + 1], for a .keras/.h5 file, an int8 .tflite file or a bundle folder."""
+    """A Classifier, a ``tinyvision.detection.runtime.BoxDetector`` when the model carries a box coding (a
+    BoxHead; the coding train stored in a QAT .h5; a .tflite's box_coding.json metadata; a bundle plan's
+    box_coding), else a ``Detector`` when it outputs a per-cell heatmap [1, rows, columns, classes + 1], for a
+    .keras/.h5 file, an int8 .tflite file or a bundle folder."""
     from tinyvision.detection import runtime as detection
     from tinyvision.runtime import classify
 
@@ -51,25 +63,34 @@ def open_model(path):
         bundle = read_bundle(path)
         shape = tuple(int(d) for d in bundle.image["shape"])
         output = (1, *bundle.models[bundle.tail].output_shape)  # plan shapes leave out the batch
+        if bundle.box_coding:
+            from tinyvision.detection import BoxCoding
+
+            return detection.BoxDetector(path, "bundle", shape, BoxCoding.from_dict(bundle.box_coding),
+                                         list(bundle.labels), lambda images: detection.bundle_heatmaps(bundle, images))
         if detection.is_detector_output(output):
             return detection.Detector(path, "bundle", shape, tuple(int(d) for d in output[1:]),
                                       list(bundle.labels), lambda images: detection.bundle_heatmaps(bundle, images))
         return Classifier(path, "bundle", shape, int(np.prod(output)), list(bundle.labels),
                           lambda images: classify.bundle_scores(bundle, images))
     if path.endswith((".keras", ".h5")):
-        from converters.cli.common import load_keras
+        from converters.cli.common import keras_box_coding, load_keras
 
         model = load_keras(path)
         if len(model.inputs) != 1 or len(model.input_shape) != 4:
             raise TinyVisionError(f"{path} must take one image input [N, H, W, C], it takes {model.input_shape}")
         shape = tuple(int(d) for d in model.input_shape[1:])
+        coding = keras_box_coding(model, path)
+        if coding is not None:
+            return detection.BoxDetector(path, "float", shape, coding, [],
+                                         lambda images: detection.keras_heatmaps(model, images))
         if detection.is_detector_output(model.output_shape):
             return detection.Detector(path, "float", shape, tuple(int(d) for d in model.output_shape[1:]), [],
                                       lambda images: detection.keras_heatmaps(model, images))
         return Classifier(path, "float", shape, int(model.output_shape[-1]), [],
                           lambda images: classify.keras_scores(model, images))
     from converters.ir import Model
-    from converters.quantize import read_labels
+    from converters.quantize import read_metadata
     from tinyvision.fileio import read_tflite_bytes
 
     data = read_tflite_bytes(path)
@@ -77,10 +98,15 @@ def open_model(path):
     if len(graph.inputs) != 1 or len(graph.inputs[0].shape) != 4:
         raise TinyVisionError(f"{path} must take one image input [1, H, W, C]")
     shape, output = tuple(int(d) for d in graph.inputs[0].shape[1:]), tuple(graph.outputs[0].shape)
+    metadata = read_metadata(data) or {"labels": [], "box_coding": None}
+    labels = metadata["labels"]
+    if metadata["box_coding"] is not None:
+        return detection.BoxDetector(path, "int8", shape, metadata["box_coding"], labels,
+                                     lambda images: detection.tflm_heatmaps(data, images, os.path.basename(path)))
     if detection.is_detector_output(output):
-        return detection.Detector(path, "int8", shape, tuple(int(d) for d in output[1:]), read_labels(data),
+        return detection.Detector(path, "int8", shape, tuple(int(d) for d in output[1:]), labels,
                                   lambda images: detection.tflm_heatmaps(data, images, os.path.basename(path)))
-    return Classifier(path, "int8", shape, int(np.prod(output)), read_labels(data),
+    return Classifier(path, "int8", shape, int(np.prod(output)), labels,
                       lambda images: classify.tflm_scores(data, images, os.path.basename(path)))
 
 

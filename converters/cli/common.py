@@ -9,10 +9,15 @@ from tinyvision.errors import TinyVisionError
 
 DATASET_HELP = (
     "builtin (8 shape classes), builtin_vww (person / no person), builtin_detection (circles, squares and "
-    "triangles with exact boxes, for centroid detectors), folder:PATH (one sub-folder per class) "
-    "or tfrecord:GLOB (tf.train.Example with image/encoded, image/class/label)"
+    "triangles with exact boxes, for centroid and box detectors), folder:PATH (one sub-folder per class) "
+    "or tfrecord:GLOB (tf.train.Example with image/encoded, image/class/label; for a box detector, TF Object "
+    "Detection API Examples); box detectors also read voc:FOLDER (Pascal VOC) and "
+    "coco:ANNOTATIONS_JSON[:IMAGE_FOLDER] (COCO instances; images default to the JSON's folder)"
 )
 DETECTION_DATASET = "builtin_detection"
+# The attribute of a box detector's .h5 file that holds its BoxCoding (JSON): QAT flattens the BoxHead, and
+# with it the anchors, into builtin layers.
+BOX_CODING_ATTRIBUTE = "tinyvision_box_coding"
 
 
 VALIDATION_SPLIT_HELP = ("folder: datasets: the fraction of images held out for validation (the same files on "
@@ -47,6 +52,9 @@ def dataset(spec, resolution, split="train", samples=2000, seed=0, batch_size=32
                                          validation_split=validation_split or None, subset=subset)
     if kind == "tfrecord" and path:
         return data.tfrecord_dataset(path, resolution, batch_size=batch_size, shuffle=shuffle, seed=seed), None
+    if kind in ("voc", "coco"):
+        raise TinyVisionError(f"--dataset={spec} holds boxes: it is for box detectors (a model with a BoxHead), "
+                              "not for this model")
     raise TinyVisionError(f"unknown --dataset {spec!r}: expected {DATASET_HELP}")
 
 
@@ -106,10 +114,41 @@ def load_keras(path):
         raise TinyVisionError(f"cannot load Keras model {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
-def save_keras(model, path):
+def keras_box_coding(model, path):
+    """A box detector's BoxCoding: its BoxHead's, else (a QAT model, whose BoxHead QAT flattened) the one
+    ``save_keras`` stored in its .h5 file; None for any other model."""
+    from tinyvision.detection import BoxCoding
+    from tinyvision.layers import BoxHead
+
+    heads = [layer for layer in model.layers if isinstance(layer, BoxHead)]
+    if heads:
+        return BoxCoding.of(heads[0])
+    stored = None
+    if path.endswith(".h5"):
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            stored = f.attrs.get(BOX_CODING_ATTRIBUTE)
+    if stored is None:
+        # QAT keeps the BoxHead's layer names (quant_box_head_sigmoid): its output is boxes, not a heatmap.
+        if model.layers[-1].name.endswith("box_head_sigmoid"):
+            raise TinyVisionError(f"{path} is a box detector (its output is a BoxHead's) without its anchors: "
+                                  "save a QAT box detector with tinyvision train, which stores them in the .h5")
+        return None
+    import json
+
+    try:
+        return BoxCoding.from_dict(json.loads(stored), f"{path}: {BOX_CODING_ATTRIBUTE}")
+    except ValueError:
+        raise TinyVisionError(f"{path}: {BOX_CODING_ATTRIBUTE} is not JSON") from None
+
+
+def save_keras(model, path, box_coding=None):
     """Save as .keras (or .h5) atomically: Keras writes a temp file in the same folder, renamed into place.
 
-    QAT models must be .h5: tfmot's quantize wrappers do not reload from .keras files.
+    QAT models must be .h5: tfmot's quantize wrappers do not reload from .keras files. A box detector's
+    ``box_coding`` goes into an .h5 file's attributes (``keras_box_coding`` reads it back), since a QAT model
+    has lost its BoxHead; a .keras box detector keeps its BoxHead, which carries the coding itself.
     """
     suffix = os.path.splitext(path)[1]
     if suffix not in (".keras", ".h5"):
@@ -128,12 +167,23 @@ def save_keras(model, path):
             # tf_keras calls HDF5 "legacy"; tfmot's QAT models reload only from it (see above).
             warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
             model.save(tmp)
+        if box_coding is not None and suffix == ".h5":
+            _store_box_coding(tmp, box_coding)
         os.replace(tmp, path)
     except OSError as e:
         raise TinyVisionError(f"cannot write {path}: {e.strerror or e}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _store_box_coding(h5_path, box_coding):
+    import json
+
+    import h5py
+
+    with h5py.File(h5_path, "a") as f:
+        f.attrs[BOX_CODING_ATTRIBUTE] = json.dumps(box_coding.to_dict())
 
 
 def _is_qat(model):

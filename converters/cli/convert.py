@@ -9,6 +9,10 @@ bit-exact against the model before it (tf.lite.Interpreter for the order, TFLM f
 
   tinyvision convert --model=out/model_qat.h5 --dataset=builtin_vww --output=out/model.tflite
   tinyvision convert --model=theirs.tflite --output=theirs_reordered.tflite
+
+A box detector (a BoxHead, or a QAT .h5 that train saved) calibrates on box data (builtin_detection, voc:,
+coco:, tfrecord:), and its anchors and coding go into the .tflite's metadata (box_coding.json) and from there
+into a bundle's plan.json, so evaluate, predict and export --arduino decode its boxes.
 """
 from absl import flags
 
@@ -77,7 +81,7 @@ def run():
 
 
 def _quantize_keras(path):
-    from converters.cli.common import dataset, image_resolution, load_keras, progress
+    from converters.cli.common import dataset, image_resolution, keras_box_coding, load_keras, progress
     from converters.quantize import to_int8_tflite
     from tinyvision.errors import TinyVisionError
 
@@ -86,16 +90,36 @@ def _quantize_keras(path):
                               "the model will see (normally its training data; builtin or builtin_vww for the "
                               "built-in data)")
     model = load_keras(path)
-    calibration, labels = dataset(FLAGS.dataset, image_resolution(model), "train", FLAGS.calibration_samples)
-    classes = model.output_shape[-1]
-    if labels is not None and len(labels) != classes:
-        raise TinyVisionError(f"--dataset={FLAGS.dataset} has {len(labels)} classes but {path} has {classes} "
-                              "outputs: calibrate on the data the model was trained on")
+    coding = keras_box_coding(model, path)
+    if coding is not None:
+        calibration, labels = _box_calibration(model, coding)
+    else:
+        calibration, labels = dataset(FLAGS.dataset, image_resolution(model), "train", FLAGS.calibration_samples)
+        classes = model.output_shape[-1]
+        if labels is not None and len(labels) != classes:
+            raise TinyVisionError(f"--dataset={FLAGS.dataset} has {len(labels)} classes but {path} has {classes} "
+                                  "outputs: calibrate on the data the model was trained on")
     print(f"calibrating on up to {FLAGS.calibration_samples} images of {FLAGS.dataset}" +
           (f" (labels: {', '.join(labels)})" if labels else " (no class names: the model gets no labels)"))
     with progress("quantizing to int8 (TFLite converter)"):
         return to_int8_tflite(model, calibration, labels=labels, per_channel_dense=FLAGS.per_channel_dense,
-                              max_samples=FLAGS.calibration_samples)
+                              max_samples=FLAGS.calibration_samples, box_coding=coding)
+
+
+def _box_calibration(model, coding):
+    """(calibration images, class names) of a box detector from box data."""
+    from converters.cli.box_data import box_dataset, is_box_spec
+    from converters.cli.common import image_resolution
+    from tinyvision.errors import TinyVisionError
+
+    if not is_box_spec(FLAGS.dataset):
+        raise TinyVisionError(f"{FLAGS.model} is a box detector: calibrate it on box data (builtin_detection, voc:, "
+                              f"coco: or tfrecord:), not --dataset={FLAGS.dataset}")
+    images, _, names = box_dataset(FLAGS.dataset, image_resolution(model), "train", FLAGS.calibration_samples)
+    if len(names) != coding.classes:
+        raise TinyVisionError(f"--dataset={FLAGS.dataset} has {len(names)} classes but the box head of "
+                              f"{FLAGS.model} {coding.classes}: calibrate on the data the model was trained on")
+    return images, names
 
 
 def _per_tensor_dense(model_bytes, name):

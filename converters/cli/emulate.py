@@ -49,9 +49,9 @@ def report(result, board):
     lines = [f"emulated Cortex-M4F (qemu mps2-an386, {board.ram_bytes // 1024:,} KB RAM as {board.name}), the board's "
              f"TFLM library: {sketch_line}"]
     same = "(equal)" if result.score_diff == 0 else f"(differ by up to {result.score_diff})"
-    if sketch_line.startswith("detections="):  # a centroid detector: its heatmap is too long to print
+    if sketch_line.startswith("detections="):  # a centroid or box detector: its output is too long to print
         lines += [f"  {line}" for line in run.lines if line.startswith("detection ")]
-        lines.append(f"  heatmap  {run.scores.size} values on the emulator and the host {same}")
+        lines.append(f"  output   {run.scores.size} values on the emulator and the host {same}")
     else:
         lines += [f"  class    {run.predicted} on the emulator, {host_best} on the host",
                   f"  scores   emulator {run.scores.tolist()}  host {result.host_scores.tolist()}  {same}"]

@@ -13,6 +13,12 @@ precision, recall and F1 per model (a detection is right when an object of its c
 --tolerance cells), and whether the int8 forms find exactly the same detections.
 
   tinyvision evaluate --model=out/det_qat.h5,out/det.tflite,out/det_bundle --dataset=builtin_detection
+
+Box detectors (models that carry a box coding: a BoxHead, or the anchors train / convert store) are evaluated
+on box data (builtin_detection, voc:, coco:, tfrecord:; files on their --validation_split part, or whole
+with 0): mAP@0.5 (VOC) and mAP@.5:.95 (COCO) per model, and whether the int8 forms give the same boxes.
+
+  tinyvision evaluate --model=out/box_qat.h5,out/box.tflite,out/box_bundle --dataset=voc:data/voc
 """
 import numpy as np
 from absl import flags
@@ -27,23 +33,33 @@ flags.DEFINE_integer("samples", 500, "largest number of images evaluated (built-
 flags.DEFINE_string("confusion", None, "write the confusion matrices to this PNG")
 flags.DEFINE_integer("seed", 0, "built-in data seed")
 flags.DEFINE_float("threshold", 0.5, "detectors: the class probability a heatmap peak must reach")
+flags.DEFINE_float("box_threshold", 0.05, "box detectors: the score (objectness x class) a box must reach; low, "
+                   "since mAP ranks the boxes by score itself")
+flags.DEFINE_float("iou_threshold", 0.5, "box detectors: NMS drops a box overlapping a better one of its class by "
+                   "more")
 flags.DEFINE_integer("tolerance", 1, "detectors: how many cells (Chebyshev) a detection may lie from its object's "
                      "centre cell")
 FLAGS = flags.FLAGS
 
 
 def run():
-    from converters.cli.classifier import KINDS, model_list, open_classifier, open_model
+    from converters.cli.classifier import KINDS, as_classifier, model_list, open_model
     from converters.cli.common import DETECTION_DATASET, dataset_arrays, progress
     from tinyvision.analysis.accuracy import Evaluation, plot_confusion
     from tinyvision.errors import TinyVisionError
 
     if not FLAGS.dataset:
         raise TinyVisionError("--dataset is required (the labelled images to evaluate on)")
-    if FLAGS.dataset == DETECTION_DATASET:
-        evaluate_detectors([open_model(path) for path in model_list(FLAGS.model)])
+    from tinyvision.detection.runtime import BoxDetector
+
+    models = [open_model(path) for path in model_list(FLAGS.model)]
+    if any(isinstance(m, BoxDetector) for m in models):
+        evaluate_box_detectors(models)
         return
-    classifiers = [open_classifier(path) for path in model_list(FLAGS.model)]
+    if FLAGS.dataset == DETECTION_DATASET:
+        evaluate_detectors(models)
+        return
+    classifiers = [as_classifier(m) for m in models]
     shapes = {c.input_shape for c in classifiers}
     if len(shapes) != 1:
         raise TinyVisionError("the models take different images: " +
@@ -97,6 +113,58 @@ def format_results(evaluations, names):
 
 
 
+def evaluate_box_detectors(detectors):
+    """mAP@0.5 and mAP@.5:.95 of each box detector on the box data's val split; which int8 forms agree."""
+    from converters.cli.box_data import box_dataset, is_box_spec, mean_average_precisions
+    from converters.cli.classifier import KINDS
+    from converters.cli.common import progress
+    from tinyvision.detection.runtime import BoxDetector
+    from tinyvision.errors import TinyVisionError
+
+    for d in detectors:
+        if not isinstance(d, BoxDetector):
+            raise TinyVisionError(f"{d.path} is not a box detector (it carries no box coding): evaluate box "
+                                  "detectors apart from other models")
+    if len({(d.input_shape, d.coding) for d in detectors}) != 1:
+        raise TinyVisionError("the box detectors take different images or decode differently: " +
+                              ", ".join(f"{d.name} {d.input_shape} {d.coding}" for d in detectors))
+    if not is_box_spec(FLAGS.dataset):
+        raise TinyVisionError(f"box detectors are evaluated on box data (builtin_detection, voc:, coco:, "
+                              f"tfrecord:), not --dataset={FLAGS.dataset}")
+    if not 0 <= FLAGS.box_threshold < 1 or not 0 < FLAGS.iou_threshold <= 1:
+        raise TinyVisionError(f"--box_threshold must lie in [0, 1) and --iou_threshold in (0, 1], got "
+                              f"{FLAGS.box_threshold} and {FLAGS.iou_threshold}")
+    first = detectors[0]
+    height, width, channels = first.input_shape
+    if height != width or channels != 3:
+        raise TinyVisionError(f"box data is fitted to square RGB images; {first.name} takes {first.input_shape}")
+    images, records, names = box_dataset(FLAGS.dataset, height, "val", FLAGS.samples, FLAGS.seed,
+                                         FLAGS.validation_split)
+    if len(names) != first.coding.classes:
+        raise TinyVisionError(f"--dataset={FLAGS.dataset} has {len(names)} classes, {first.name} "
+                              f"{first.coding.classes}")
+    images, records = images[:FLAGS.samples], records[:FLAGS.samples]
+    results = []
+    for d in detectors:
+        with progress(f"detecting boxes with {d.name} ({KINDS[d.kind]}) on {len(images)} images"):
+            found = d.detections(images, FLAGS.box_threshold, FLAGS.iou_threshold)
+        results.append((d, found, mean_average_precisions(found, records)))
+    for line in format_box_results(results, sum(len(r.classes) for r in records)):
+        print(line)
+
+
+def format_box_results(results, objects):
+    """Text lines: mAP@0.5 and mAP@.5:.95 per model, and which int8 forms detect exactly alike."""
+    width = max(12, *(len(d.name) + 2 for d, _, _ in results))
+    lines = [f"box detection at score threshold {FLAGS.box_threshold:g}, NMS IoU {FLAGS.iou_threshold:g}, "
+             f"{objects} objects:",
+             f"{'model':<{width}}{'form':<8}{'mAP@0.5':>10}{'mAP@.5:.95':>12}{'boxes':>8}"]
+    for d, found, (voc, coco) in results:
+        lines.append(f"{d.name:<{width}}{d.kind:<8}{voc:>10.4f}{coco:>12.4f}{sum(map(len, found)):>8}")
+    lines += _same_detection_lines([(d, found) for d, found, _ in results if d.kind != "float"])
+    return lines
+
+
 def evaluate_detectors(detectors):
     """Centroid precision / recall / F1 of each detector on the built-in detection data's val split."""
     from converters.cli.classifier import KINDS
@@ -141,8 +209,11 @@ def format_detection_results(results, objects):
     for d, _, s in results:
         lines.append(f"{d.name:<{width}}{d.kind:<8}{s.precision:>10.4f}{s.recall:>8.4f}{s.f1:>8.4f}{s.tp:>6}"
                      f"{s.fp:>6}{s.fn:>6}")
-    quantized = [(d, found) for d, found, _ in results if d.kind != "float"]
-    for (a, found_a), (b, found_b) in zip(quantized, quantized[1:]):
-        same = found_a == found_b
-        lines.append(f"{b.name} vs {a.name}: {'the same detections on every image' if same else 'detections differ'}")
+    lines += _same_detection_lines([(d, found) for d, found, _ in results if d.kind != "float"])
     return lines
+
+
+def _same_detection_lines(quantized):
+    """Whether each int8 form (int8 .tflite, bundle) detects exactly what the one before it detects."""
+    return [f"{b.name} vs {a.name}: {'the same detections on every image' if found_a == found_b else 'detections differ'}"
+            for (a, found_a), (b, found_b) in zip(quantized, quantized[1:])]

@@ -13,7 +13,7 @@ COMMANDS = {
     "convert": "convert a .keras model to int8 .tflite, or rewrite a .tflite (operator order, per-patch bundle)",
     "analyze": "measure a .tflite or a bundle on TFLM: arena, live-memory profile, plot",
     "export": "write C arrays of a .tflite, or an Arduino sketch of a bundle",
-    "evaluate": "accuracy (centroid F1 for detectors) of float, int8 (TFLM) and bundle forms of a model on labelled data",
+    "evaluate": "accuracy (centroid F1, box mAP for detectors) of float, int8 (TFLM) and bundle forms of a model on labelled data",
     "predict": "class names and scores (or detections) of image files from a .tflite, a bundle or a Keras model",
     "emulate": "run a bundle's Arduino sketch on an emulated Cortex-M4 (qemu) and compare with the host",
 }

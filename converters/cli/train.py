@@ -8,6 +8,13 @@ TensorFlow's own distribution (multi-worker reads TF_CONFIG).
 
 A centroid detector (per-cell heatmap output) trains on builtin_detection with the background-weighted
 centroid loss, and the float and QAT models' centroid F1 on the val split is printed.
+
+A box detector (a model with a BoxHead) trains with BoxLoss on its BoxCoding's targets from box data:
+builtin_detection, voc:FOLDER, coco:ANNOTATIONS_JSON[:IMAGE_FOLDER] or tfrecord:GLOB (TF Object Detection
+API); the float and QAT models' mAP@0.5 (VOC) and mAP@.5:.95 (COCO) on the val split are printed, and the
+saved .h5 keeps the anchors and coding (QAT flattens the BoxHead).
+
+  tinyvision train --model=out/boxes.keras --dataset=voc:data/voc --validation_split=0.2 --output=out/boxes_qat.h5
 """
 from absl import flags
 
@@ -32,7 +39,7 @@ FLAGS = flags.FLAGS
 
 def run():
     from converters.cli.common import (DETECTION_DATASET, dataset, has_validation_data, image_resolution,
-                                       load_keras, save_keras)
+                                       keras_box_coding, load_keras, save_keras)
     from tinyvision.data.detection import DEFAULT_STRIDE
     from tinyvision.detection.runtime import is_detector_output
     from tinyvision.errors import TinyVisionError
@@ -42,12 +49,16 @@ def run():
         raise TinyVisionError("--model and --output are required")
     model = load_keras(FLAGS.model)
     resolution = image_resolution(model)
+    coding = keras_box_coding(model, FLAGS.model)
+    if coding is not None:
+        train_box_detector(model, coding, resolution)
+        return
     detector = is_detector_output(model.output_shape)
     if detector != (FLAGS.dataset == DETECTION_DATASET) or (FLAGS.val_dataset and detector != (
             FLAGS.val_dataset == DETECTION_DATASET)):
         raise TinyVisionError(f"{FLAGS.model} outputs {model.output_shape}: " + (
             f"a centroid detector trains on --dataset={DETECTION_DATASET}" if detector else
-            f"a classifier cannot train on {DETECTION_DATASET}, which is for centroid detectors"))
+            f"a classifier cannot train on {DETECTION_DATASET}, which is for centroid and box detectors"))
     if detector and model.output_shape[1] * DEFAULT_STRIDE != resolution:
         raise TinyVisionError(f"{DETECTION_DATASET} has one target cell per {DEFAULT_STRIDE} x {DEFAULT_STRIDE} "
                               f"pixels; {FLAGS.model} maps "
@@ -75,6 +86,60 @@ def run():
         print_centroid_f1(result, resolution, max(FLAGS.samples // 4, 64))
     save_keras(result.model, FLAGS.output)
     print(f"wrote {FLAGS.output}")
+
+
+def train_box_detector(model, coding, resolution):
+    """Train a box detector on box targets, print its float and QAT mAP on the val split and save it."""
+    from converters.cli.box_data import EXTRA_ANCHOR_IOU, box_dataset, has_box_validation, is_box_spec
+    from converters.cli.common import save_keras
+    from tinyvision.detection.box_coding import box_targets
+    from tinyvision.errors import TinyVisionError
+    from tinyvision.training import train
+
+    for spec in filter(None, (FLAGS.dataset, FLAGS.val_dataset)):
+        if not is_box_spec(spec):
+            raise TinyVisionError(f"{FLAGS.model} is a box detector: it trains on box data (builtin_detection, "
+                                  f"voc:, coco: or tfrecord:), not --dataset={spec}")
+    grid = tuple(model.output_shape[1:3])
+    if grid[0] * coding.stride != resolution or grid[1] * coding.stride != resolution:
+        raise TinyVisionError(f"{FLAGS.model}: its box head has a stride of {coding.stride} px but maps {resolution} "
+                              f"px to {grid} cells")
+    split = FLAGS.validation_split if FLAGS.val_dataset is None else 0.0
+    images, records, names = box_dataset(FLAGS.dataset, resolution, "train", FLAGS.samples, FLAGS.seed, split)
+    if len(names) != coding.classes:
+        raise TinyVisionError(f"--dataset={FLAGS.dataset} has {len(names)} classes ({', '.join(names)}), the box "
+                              f"head of {FLAGS.model} {coding.classes}")
+    val_spec = FLAGS.val_dataset or (FLAGS.dataset if has_box_validation(FLAGS.dataset, split) else None)
+    val = None
+    if val_spec:
+        val = box_dataset(val_spec, resolution, "val", max(FLAGS.samples // 4, 64), FLAGS.seed, split)
+    else:
+        print("no validation data: no mAP is reported (give --val_dataset or --validation_split)")
+    targets = box_targets(records, coding, grid, EXTRA_ANCHOR_IOU)
+    val_data = None if val is None else (val[0], box_targets(val[1], coding, grid, EXTRA_ANCHOR_IOU))
+    print(f"training on {len(images)} images of {FLAGS.dataset} (classes: {', '.join(names)})")
+    result = train(model, (images, targets), val_data, epochs=FLAGS.epochs, qat=FLAGS.qat, qat_epochs=FLAGS.qat_epochs,
+                   strategy=FLAGS.strategy, learning_rate=FLAGS.learning_rate, batch_size=FLAGS.batch_size,
+                   seed=FLAGS.seed)
+    print(f"seconds: {result.seconds:.1f}")
+    if val is not None:
+        print_box_map(result, coding, val)
+    save_keras(result.model, FLAGS.output, box_coding=coding)
+    print(f"wrote {FLAGS.output}")
+
+
+def print_box_map(result, coding, val):
+    """mAP@0.5 (VOC) and mAP@.5:.95 (COCO) of the float and the trained model on the val images."""
+    from converters.cli.box_data import MAP_SCORE_THRESHOLD, mean_average_precisions
+    from tinyvision.detection.runtime import keras_heatmaps
+
+    images, records, _ = val
+    models = [("float", result.float_model)] + ([("QAT", result.model)] if FLAGS.qat else [])
+    for phase, model in models:
+        found = [coding.decode(o, MAP_SCORE_THRESHOLD) for o in keras_heatmaps(model, images).values]
+        voc, coco = mean_average_precisions(found, records)
+        print(f"{phase} mAP@0.5 {voc:.4f} mAP@.5:.95 {coco:.4f} (score threshold {MAP_SCORE_THRESHOLD}, "
+              f"{len(images)} val images)")
 
 
 def print_centroid_f1(result, resolution, samples):

@@ -5,6 +5,10 @@
     <sketch_name>.ino                        tflm_app/tinyvision_sketch.ino
     tinyvision_runtime.{h,cpp}               plan checks, window copy, output placement, preprocessing
     centroid_decoder.{h,cpp}                 detections of a centroid detector's int8 heatmap
+    box_decoder.{h,cpp}                      a box detector's boxes (with NMS) from its int8 output; only
+                                             for a box detector (plan.json box_coding)
+    box_config.h                             TINYVISION_BOX_DETECTOR and, for a box detector, its anchors,
+                                             coding and the decoder's thresholds
     patch_runner_tflm.{h,cpp}                the TFLM glue (interpreters resident or one at a time, one arena)
     model_data.{h,cpp}                       every model in one alignas(16) flash image in which equal
                                              weights and quantization vectors are stored once
@@ -60,7 +64,9 @@ BUILD_CONFIG = "build_config.h"
 RUNTIME_FILES = ("tinyvision_runtime.h", "tinyvision_runtime.cpp", "patch_runner_tflm.h", "patch_runner_tflm.cpp",
                  "centroid_decoder.h", "centroid_decoder.cpp")
 # No TFLM in these: measurable anywhere.
-PLAIN_SOURCES = ("tinyvision_runtime.cpp", "centroid_decoder.cpp", "plan_data.cpp", "test_image.cpp")
+BOX_FILES = ("box_decoder.h", "box_decoder.cpp")  # a box detector's sketch only
+PLAIN_SOURCES = ("tinyvision_runtime.cpp", "centroid_decoder.cpp", "box_decoder.cpp", "plan_data.cpp",
+                 "test_image.cpp")
 ARM_CXXFLAGS = ("-Os", "-std=c++17", "-fno-exceptions", "-fno-rtti", "-ffunction-sections", "-fdata-sections")
 
 # RAM outside the arena, from sizeof() on Cortex-M4 (arm-none-eabi-g++ 12.2 against the TFLM headers of
@@ -69,6 +75,10 @@ INTERPRETER_BYTES = 176  # tflite::MicroInterpreter: one InterpreterSlot per mod
 RESOLVER_BYTES, RESOLVER_BYTES_PER_OP = 12, 44  # tflite::MicroMutableOpResolver<N> = 12 + 44 N
 # PatchRunner (220) + image source and view (40) + error state (8) + the detection list (16 x 8), rounded up
 SKETCH_GLOBALS_BYTES = 400
+BOX_DETECTIONS_BYTES = 16 * 24  # a box detector's sketch: kMaxBoxDetections tinyvision::BoxDetection of 24 B
+# The box decoder's thresholds in a box detector's sketch: YOLOv5's detection defaults (score = objectness x
+# class score; NMS drops a box overlapping a better one of its class by more).
+BOX_SCORE_THRESHOLD, BOX_IOU_THRESHOLD = 0.25, 0.5
 CAMERA_FRAME_BYTES = 160 * 120 * 2  # QQVGA RGB565 frame buffer of the camera build
 CAMERA_EXTRA_BYTES = CAMERA_FRAME_BYTES + 256 + 64  # + pixel LUT + FrameImage
 # Flash of the TFLM glue (patch_runner_tflm.cpp, 2,949 B text measured as above against
@@ -118,7 +128,7 @@ class ExportReport:
     flash_available: int
     ram: dict  # breakdown
     flash: dict  # breakdown
-    arm_size: dict  # {"text", "data", "bss"} of the plain sources, or None without the toolchain
+    arm_size: dict  # {"text", "data", "bss", "sources"} of the plain sources, or None without the toolchain
 
     @property
     def camera_fits(self):
@@ -127,8 +137,8 @@ class ExportReport:
     def summary(self):
         ram = ", ".join(f"{k} {v:,}" for k, v in self.ram.items())
         flash = ", ".join(f"{k} {v:,}" for k, v in self.flash.items())
-        measured = (f"arm-none-eabi-size of {' + '.join(PLAIN_SOURCES)}: text {self.arm_size['text']:,}, "
-                    f"data {self.arm_size['data']:,}, bss {self.arm_size['bss']:,}"
+        measured = (f"arm-none-eabi-size of {' + '.join(self.arm_size['sources'])}: "
+                    f"text {self.arm_size['text']:,}, data {self.arm_size['data']:,}, bss {self.arm_size['bss']:,}"
                     if self.arm_size else "no arm-none-eabi toolchain: runtime size estimated")
         camera = f"camera build {self.camera_ram_bytes:,} B"
         if not self.camera_fits:
@@ -168,8 +178,9 @@ def export_arduino(bundle_dir, out_dir, board="nano33ble", test_image=None, sket
     name = _sketch_name(bundle_dir, sketch_name)
     image, label, default_names = prepare_test_image(bundle, test_image)
     output = tuple(bundle.models[bundle.tail].output_shape)
-    # A centroid detector's class names name its heatmap channels.
-    num_classes = int(output[-1]) if _is_heatmap(output) else int(np.prod(output))
+    # A box detector's class names name its object classes; a centroid detector's its heatmap channels.
+    num_classes = (bundle.box_coding["classes"] if bundle.box_coding else
+                   int(output[-1]) if _is_heatmap(output) else int(np.prod(output)))
     if bundle.labels and default_names is not None and list(default_names) != list(bundle.labels):
         label = -1  # a built-in sample says nothing about the classes of the user's model
     names = _class_names(class_names, bundle.labels or default_names, num_classes)
@@ -224,15 +235,21 @@ def _refuse_per_channel_dense(bundle, bundle_dir):
 
 
 def load_for_export(path):
-    """The bundle at ``path``, or a plain .tflite file wrapped as a whole_model bundle (measured on TFLM)."""
+    """The bundle at ``path``, or a plain .tflite file wrapped as a whole_model bundle (measured on TFLM; a box
+    detector's coding taken from its metadata, as convert puts it into a bundle's plan)."""
     from converters.patching import read_bundle, whole_model
     from converters.patching.bundle import finalize
 
     if not os.path.isfile(path):
         return read_bundle(path)
+    from converters.quantize import read_metadata
     from tinyvision.fileio import read_tflite_bytes
 
-    return finalize(whole_model(read_tflite_bytes(path), os.path.basename(path)))
+    data = read_tflite_bytes(path)
+    bundle = finalize(whole_model(data, os.path.basename(path)))
+    coding = (read_metadata(data) or {}).get("box_coding")
+    bundle.box_coding = None if coding is None else coding.to_dict()
+    return bundle
 
 
 def fit_report(bundle, board="nano33ble"):
@@ -326,12 +343,13 @@ def prepare_test_image(bundle, test_image=None):
         output = tuple(bundle.models[bundle.tail].output_shape)
         if _is_heatmap(output) and H == W and H % output[0] == 0 and output[0] >= 4:
             # A centroid detector: the first scene of the built-in detection data's test split with objects in it.
-            from tinyvision.data.detection import detection_class_names, render_detection_sample
+            from tinyvision.data.detection import DETECTION_CLASSES, detection_class_names, render_detection_sample
 
             stride = H // output[0]
             scenes = (render_detection_sample(i, resolution=H, split="test", stride=stride) for i in range(1, 99))
             pixels = next(s for s in scenes if len(s.classes)).image
-            return pixels_to_image(pixels, (H, W, C), scale, zero_point), -1, list(detection_class_names())
+            names = DETECTION_CLASSES if bundle.box_coding else detection_class_names()  # no background class
+            return pixels_to_image(pixels, (H, W, C), scale, zero_point), -1, list(names)
         classes = int(np.prod(output))
         if classes == 2:
             variant, subset = "vww", None
@@ -407,8 +425,9 @@ def _test_label(given, default, test_image, names, num_classes):
 def render_sketch(bundle, sketch_name, image, label, class_names):
     """{file name: text} of the whole sketch folder."""
     files = {f"{sketch_name}.ino": _read_app(SKETCH_TEMPLATE)}
-    for file_name in RUNTIME_FILES:
+    for file_name in RUNTIME_FILES + (BOX_FILES if bundle.box_coding else ()):
         files[file_name] = _read_app(file_name)
+    files["box_config.h"] = render_box_config(bundle)
     flash = model_image(bundle)
     files["model_data.h"], files["model_data.cpp"] = render_model_image(bundle, flash)
     files["plan_data.h"], files["plan_data.cpp"] = render_plan_data(bundle, flash, class_names)
@@ -453,6 +472,9 @@ and `tinyvision error: <cause> (index <i>)` when the plan or TFLM fails. Classes
 The test image in flash (`test_image.cpp`) is class {expected}; `label=` is printed for it only.
 A centroid detector (its tail outputs a heatmap) prints `detections=<n>` in place of `class=... label=...`,
 then one `detection class=<index> (<name>) x=<cell column> y=<cell row> score=<probability>` line per detection.
+A box detector (`box_config.h`: its anchors and coding) prints `detections=<n>` too, then one
+`detection class=<index> (<name>) box=<x0>,<y0>,<x1>,<y1> score=<objectness x class score>` line per box (pixels of
+the model input; score >= kTinyVisionBoxScoreThreshold, class-wise NMS at IoU kTinyVisionBoxIouThreshold).
 
 ## Switch the image source
 
@@ -507,6 +529,39 @@ def render_model_image(bundle, flash):
         "",
     ])
     return header, source
+
+
+def render_box_config(bundle):
+    """box_config.h: whether the sketch decodes boxes and, for a box detector, what BoxDecoderConfig needs (the
+    plan's box_coding, the image size the boxes are clipped to, the thresholds). Floats are written as hex
+    literals, so the device decodes with exactly the float32 values Python's BoxCoding uses."""
+    lines = ["// Generated by tinyvision (converters.export.arduino). Do not edit.",
+             "#ifndef TINYVISION_BOX_CONFIG_H_", "#define TINYVISION_BOX_CONFIG_H_", ""]
+    coding = bundle.box_coding
+    if not coding:
+        lines += ["// Not a box detector: the sketch prints class scores or centroid detections.",
+                  "#define TINYVISION_BOX_DETECTOR 0"]
+    else:
+        H, W, _ = (int(d) for d in bundle.image["shape"])
+        anchors = ", ".join(_float_literal(v) for a in coding["anchors"] for v in a)
+        lines += ["// A box detector (tinyvision.detection.BoxCoding): anchors (w, h) in input pixels, object classes,",
+                  "// pixels per cell; boxes are clipped to the image; YOLOv5's score and NMS IoU thresholds.",
+                  "#define TINYVISION_BOX_DETECTOR 1",
+                  "#include <stdint.h>",
+                  f"constexpr uint32_t kTinyVisionBoxAnchors = {len(coding['anchors'])};",
+                  f"constexpr float kTinyVisionBoxAnchorSizes[] = {{{anchors}}};",
+                  f"constexpr uint32_t kTinyVisionBoxClasses = {coding['classes']};",
+                  f"constexpr float kTinyVisionBoxStride = {_float_literal(coding['stride'])};",
+                  f"constexpr float kTinyVisionImageWidth = {_float_literal(W)};",
+                  f"constexpr float kTinyVisionImageHeight = {_float_literal(H)};",
+                  f"constexpr float kTinyVisionBoxScoreThreshold = {_float_literal(BOX_SCORE_THRESHOLD)};",
+                  f"constexpr double kTinyVisionBoxIouThreshold = {float(BOX_IOU_THRESHOLD).hex()};"]
+    return "\n".join(lines + ["", "#endif  // TINYVISION_BOX_CONFIG_H_", ""])
+
+
+def _float_literal(value):
+    """A C++ float literal of exactly float32(value)."""
+    return float(np.float32(value)).hex() + "f"
 
 
 def render_plan_data(bundle, flash, class_names=()):
@@ -710,7 +765,9 @@ def _memory_report(bundle, profile, folder, target, image, files, camera):
         "op resolver": RESOLVER_BYTES + RESOLVER_BYTES_PER_OP * num_ops,
         "globals": SKETCH_GLOBALS_BYTES,
     }
-    arm = arm_size(folder, PLAIN_SOURCES, profile.arch_flags)
+    if bundle.box_coding:
+        ram["box detections"] = BOX_DETECTIONS_BYTES
+    arm = arm_size(folder, [f for f in PLAIN_SOURCES if f in files], profile.arch_flags)
     flash = {"models": len(model_image(bundle).data)}
     if arm is not None:
         flash["runtime + plan + test image (measured)"] = arm["text"] + arm["data"]
@@ -800,7 +857,7 @@ def arm_size(folder, sources, arch_flags):
             raise TinyVisionError(f"arm-none-eabi-size failed: {done.stderr.strip()}")
     # Berkeley format; the last line is the total: text data bss dec hex filename
     text, data, bss = (int(v) for v in done.stdout.strip().splitlines()[-1].split()[:3])
-    return {"text": text, "data": data, "bss": bss}
+    return {"text": text, "data": data, "bss": bss, "sources": list(sources)}
 
 
 # ---------------------------------------------------------------- helpers

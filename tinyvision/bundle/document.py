@@ -114,6 +114,7 @@ class Bundle:
     arena: dict = None
     stats: dict = dataclasses.field(default_factory=dict)
     labels: list = dataclasses.field(default_factory=list)  # class names of the tail's outputs, when known
+    box_coding: dict = None  # a box detector's BoxCoding.to_dict(): what decodes the tail's output into boxes
 
     @property
     def last_stage(self):
@@ -170,6 +171,7 @@ class Bundle:
             "arena": self.arena,
             "stats": self.stats,
             **({"labels": list(self.labels)} if self.labels else {}),
+            **({"box_coding": self.box_coding} if self.box_coding else {}),
         }
 
     @classmethod
@@ -183,7 +185,7 @@ class Bundle:
         patches = [Patch(p["model"], Window(**p["window"]), Box(**p["output"]), p["stage"]) for p in plan["patches"]]
         return cls(plan["kind"], plan["source"], plan["image"], list(plan["stages"]), models, patches,
                    plan["tail"]["model"], plan.get("arena"), plan.get("stats") or {},
-                   list(plan.get("labels") or []))
+                   list(plan.get("labels") or []), plan.get("box_coding"))
 
 
 # ---------------------------------------------------------------- validation

@@ -153,7 +153,9 @@ PLAN = Obj({
                   "baseline": Obj({"macs": Int(0, 1 << 50), "flash_bytes": Int()}, optional=("macs", "flash_bytes"))},
                  optional=("macs", "mac_overhead", "flash_bytes", "baseline")),
     "labels": List(Str(), 1),
-}, optional=("stats", "labels"))
+    "box_coding": Obj({"anchors": List(List(Float(0, exclusive_low=True), 2, 2), 1),
+                       "classes": Int(1, MAX_DIMENSION), "stride": Int(1, MAX_DIMENSION)}),
+}, optional=("stats", "labels", "box_coding"))
 
 
 def check_plan_fields(plan):

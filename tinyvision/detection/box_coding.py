@@ -43,6 +43,24 @@ class BoxCoding:
         """The coding of a BoxHead layer (or anything with its ``anchors``, ``classes`` and ``stride``)."""
         return cls(head.anchors, head.classes, head.stride)
 
+    def to_dict(self):
+        """The coding as JSON-ready data, which converted models carry (TFLite metadata, plan.json)."""
+        return {"anchors": [list(a) for a in self.anchors], "classes": self.classes, "stride": self.stride}
+
+    @classmethod
+    def from_dict(cls, data, where="box coding"):
+        """The inverse of :meth:`to_dict`; TinyVisionError naming ``where`` for anything malformed."""
+        try:
+            anchors, classes, stride = data["anchors"], data["classes"], data["stride"]
+            valid = (isinstance(classes, int) and classes >= 1 and isinstance(stride, int) and stride >= 1 and
+                     len(anchors) >= 1 and all(len(a) == 2 and min(a) > 0 for a in anchors))
+        except (KeyError, TypeError):
+            valid = False
+        if not valid:
+            raise TinyVisionError(f"{where}: expected {{anchors: [[w, h], ...], classes: int, stride: int}}, "
+                                  f"got {data!r:.200}")
+        return cls(anchors, classes, stride)
+
     @property
     def fields(self):
         """Channels per anchor: 4 box offsets, objectness, the class scores."""

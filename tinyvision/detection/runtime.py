@@ -2,7 +2,9 @@
 
 The int8 forms return the raw int8 heatmaps with their output scale and zero point, which is what
 the device decodes (``decode_centroids`` with ``quantize_threshold``); every TFLM run happens in one
-isolated subprocess, as in ``tinyvision.runtime.classify``.
+isolated subprocess, as in ``tinyvision.runtime.classify``. A box detector's outputs (``BoxHead``: per cell
+and anchor, box offsets, objectness and class scores) come back the same way, as a ``Heatmaps`` of its raw
+output, and ``BoxDetector`` decodes them with the model's ``BoxCoding``.
 """
 import dataclasses
 import os
@@ -61,6 +63,38 @@ class Detector:
     @property
     def stride(self):
         return self.input_shape[0] // self.grid[0]
+
+
+@dataclasses.dataclass
+class BoxDetector:
+    """What ``converters.cli.classifier.open_model`` gives for an anchor-based box detector. path, kind,
+    input_shape, labels as for Detector (labels name the object classes); coding: its BoxCoding; outputs:
+    float32 images [N, H, W, C] -> Heatmaps of the raw head outputs [N, gh, gw, A * (5 + classes)]."""
+
+    path: str
+    kind: str
+    input_shape: tuple
+    coding: object
+    labels: list
+    outputs: object
+
+    @property
+    def name(self):
+        return os.path.basename(os.path.normpath(self.path))
+
+    @property
+    def num_classes(self):
+        return self.coding.classes
+
+    def class_name(self, index):
+        return self.labels[index] if index < len(self.labels) else f"class {index}"
+
+    def detections(self, images, threshold, iou_threshold=0.5):
+        """Per image, its [BoxDetection] by descending score, decoded as the device decodes (BoxCoding.decode)."""
+        out = self.outputs(images)
+        height, width = self.input_shape[:2]
+        return [self.coding.decode(o, threshold, iou_threshold, scale=out.scale, zero_point=out.zero_point,
+                                   image_size=(height, width)) for o in out.values]
 
 
 def is_detector_output(shape):
