@@ -184,7 +184,8 @@ Status PatchRunner::CreateInterpreter(uint16_t m) {
   }
   // Re-creating over a section a destroyed interpreter used is safe: Create
   // placement-news fresh allocator objects there and keeps no other state.
-  tflite::MicroAllocator* allocator = persistent == nullptr ? nullptr : CreateAllocator(*persistent, CreationLimit(plan_, m));
+  tflite::MicroAllocator* allocator =
+      persistent == nullptr ? nullptr : CreateAllocator(*persistent, CreationLimit(plan_, m));
   if (allocator == nullptr) return Status::kAllocateFailed;
   tflite::MicroInterpreter* interpreter =
       new (slots_[one_at_a_time() ? 0 : m].bytes) tflite::MicroInterpreter(model, resolver_, allocator);

@@ -13,7 +13,8 @@ stage's buffer, and so on. The search:
 Every stage piece (from cut a to cut b over grid p) is built once with ``split_patch_stage`` on
 the tail after cut a and estimated without TFLM: a stage-k patch needs its head (planned with
 ``converters.planning.plan_graph``) plus the buffers of stages k - 1 and k (which a 1x1 segment's
-head holds: it reads and writes them in place), the tail its own head; the shared region is the largest of those (the offline layout is rarely larger). MACs and flash
+head holds: it reads and writes them in place), the tail its own head; the shared region is the
+largest of those (the offline layout is rarely larger). MACs and flash
 add up over the pieces. Persistent sections are measured on TFLM only for the Pareto set (shared vs
 MAC overhead), all in one subprocess.
 """

@@ -22,7 +22,8 @@ So each stage-k patch model is planned with the buffers of stages k - 1 and k as
 ``reserved`` ranges, and the tail with its input ``pinned`` at the last stage's
 offset. A stage-k model that reads all of stage k - 1 and fills all of stage k
 (``in_place``: a 1x1 stage, a segment of the tail) has its input and output pinned
-on those buffers instead, and the runtime copies neither. The stage offsets are chosen among a few layouts (``_stage_offset_candidates``:
+on those buffers instead, and the runtime copies neither. The stage offsets are
+chosen among a few layouts (``_stage_offset_candidates``:
 stacked above every patch model's own plan, at the bottom, the last one where the
 tail's unconstrained plan puts its input, consecutive stages side by side so that stage
 k + 2 reuses stage k's memory); the smallest shared region wins.
@@ -171,8 +172,11 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
                           if role == "patch" and stage_of[name] == 0] + [0]))
     pinned = free[tails[0]].offsets[tail_input] if tails else None
     best, failure = None, None
+
     def beside_stages(name, plan):  # bytes a patch model needs besides its stage buffers
-        return max(0, plan.size - spans[stage_of[name] - 1] - spans[stage_of[name]]) if name in stage_io else plan.size
+        if name not in stage_io:
+            return plan.size
+        return max(0, plan.size - spans[stage_of[name] - 1] - spans[stage_of[name]])
 
     phases = [((k - 1, k), align_up(max(beside_stages(name, p) for (name, role, _), p in zip(models, free)
                                         if role == "patch" and stage_of[name] == k)))

@@ -128,8 +128,9 @@ def _check_stage_floors(bundle, fail):
 
 
 def _check_offline_plans(bundle, fail):
-    """Each model's OfflineMemoryAllocation against the arena; returns the bytes of the shared region each
-    model's plan occupies (None when the models carry no plans)."""
+    """Each model's OfflineMemoryAllocation against the arena; returns per model the bytes of the shared region
+    its plan occupies and whether it plans its input and output on its stage buffers (None when the models
+    carry no plans)."""
     from converters.planning import METADATA_NAME
 
     carried = [METADATA_NAME in m.model().metadata for m in bundle.models]
@@ -152,9 +153,10 @@ def _check_offline_plans(bundle, fail):
 
 def _check_model_plan(bundle, i, fail):
     """Model ``i``'s offline plan is a valid TFLM plan inside the shared region that keeps the stage buffers
-    its stage does not own free (and, for the tail, reads its input at the last stage), with the kernel
-    scratch of the host and of the board placed outside them. Returns the bytes it occupies with the
-    scratch of both kernel sets, as the converter planned it (``deployment_scratch``)."""
+    its stage does not own free (the tail reads its input at the last stage; a model that may run in place
+    either keeps them free or has its input and output exactly on them), with the kernel scratch of the host
+    and of the board placed outside them. Returns the bytes it occupies with the scratch of both kernel sets,
+    as the converter planned it (``deployment_scratch``), and whether it runs in place."""
     from converters.planning import (MemoryPlan, align_up, check_plan, deployment_heads, deployment_scratch,
                                      in_place_candidates, read_offline_plan, target_scratch, tensor_lifetimes)
 
@@ -163,12 +165,13 @@ def _check_model_plan(bundle, i, fail):
     graph = model.main
     try:
         offsets = read_offline_plan(model, m.file)
+        stage_pins = _stage_pins(bundle, i, graph, offsets) if m.role == "patch" else {}
         lifetimes = tensor_lifetimes(graph)
         stages = [(s["offset"], s["offset"] + align_up(s["size"])) for s in arena["stages"]]
         if m.role == "tail":
             reserved, pinned = (), ({graph.inputs[0]: arena["stages"][-1]["offset"]} if stages else {})
-        elif _stage_pins(bundle, i, graph, offsets):
-            reserved, pinned = (), _stage_pins(bundle, i, graph, offsets)
+        elif stage_pins:
+            reserved, pinned = (), stage_pins
         else:
             k = next(p.stage for p in bundle.patches if p.model == i)
             reserved, pinned = tuple(stages[j] for j in (k - 1, k) if j >= 0), {}
@@ -182,7 +185,7 @@ def _check_model_plan(bundle, i, fail):
         _, head = target_scratch(plan, deployment_scratch(graph, m.file), "host and the board", m.file)
     except TinyVisionError as e:
         fail(f"models[{i}]'s offline plan does not fit the arena: {e}")
-    return max(head, plan.size)
+    return max(head, plan.size), bool(stage_pins)
 
 
 def _stage_pins(bundle, i, graph, offsets):
@@ -194,15 +197,6 @@ def _stage_pins(bundle, i, graph, offsets):
     stages = bundle.arena["stages"]
     pins = {graph.inputs[0]: stages[k - 1]["offset"], graph.outputs[0]: stages[k]["offset"]}
     return pins if all(offsets.get(t) == at for t, at in pins.items()) else {}
-
-
-def _planned_in_place(bundle):
-    """The models whose offline plans read and write their stage buffers in place."""
-    from converters.planning import read_offline_plan
-
-    return [i for i in bundle.whole_stage_models()
-            if _stage_pins(bundle, i, bundle.models[i].graph(), read_offline_plan(bundle.models[i].model(),
-                                                                                   bundle.models[i].file))]
 
 
 def _expected_arena(bundle, planned):
@@ -219,9 +213,11 @@ def _expected_arena(bundle, planned):
     else:
         reserve = temp_reserve([m.graph() for m in bundle.models], mode)
         offsets = [s["offset"] for s in arena["stages"]]
-        shared = align_up(max(planned + [o + align_up(b) for o, b in zip(offsets, bundle.stage_bytes)]))
+        occupied = [size for size, _ in planned]
+        shared = align_up(max(occupied + [o + align_up(b) for o, b in zip(offsets, bundle.stage_bytes)]))
+        in_place = [i for i, (_, on_stages) in enumerate(planned) if on_stages]
         expected = arena_section(shared, offsets, bundle.stage_bytes, [m.persistent_bytes for m in bundle.models],
-                                 mode, reserve, _planned_in_place(bundle))
+                                 mode, reserve, in_place)
         expected["offline_plans"] = True
     expected["interpreters"] = mode
     if "unplanned_reason" in arena:
