@@ -14,7 +14,9 @@ or wait states, so the instruction counts are those of the same code on the Nano
 
 Printed per row: the arena bytes TFLM touched (of the arena constant), instructions per inference
 with those of each stage, the tail and interpreter creation (re-creating interpreters in
-one_at_a_time mode), the ratio to the unsplit model, and whether the scores equal the host's.
+one_at_a_time mode), the ratio to the unsplit model, the search's estimate of that ratio
+(``tinyvision.analysis.latency``) and whether the scores equal the host's. --max_latency_overhead
+is passed to each auto conversion.
 """
 import os
 import subprocess
@@ -37,6 +39,7 @@ flags.DEFINE_string("model", "mobilenet_v2_0.35_144", "zoo model name or a .tfli
 flags.DEFINE_multi_string("patches", ["auto", "6:4x4,13:2x2"], "convert --patches of each bundle, or a bundle "
                           "folder converted from --model already")
 # --max_mac_overhead, --calibration and --cache_dir are those of benchmarks/bundles.py, imported above.
+flags.DEFINE_float("max_latency_overhead", None, "--max_latency_overhead of convert --patches=auto (default: none)")
 flags.DEFINE_string("arduino_lib", None, "the board's TFLM library folder (default: ../shared/third_party/"
                     "Chirale_TensorFlowLite beside the repository, else the Arduino libraries folder's)")
 FLAGS = flags.FLAGS
@@ -64,6 +67,8 @@ def convert(path, patches, output):
                f"--output={output}"]
     if patches == "auto":
         command += [f"--board={BOARD}", f"--max_mac_overhead={FLAGS.max_mac_overhead}"]
+        if FLAGS.max_latency_overhead is not None:
+            command.append(f"--max_latency_overhead={FLAGS.max_latency_overhead}")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -73,21 +78,26 @@ def convert(path, patches, output):
 
 
 def emulate(path, lib_dir):
+    """(the emulator's ``Emulation``, the estimated instructions per inference) of a model or bundle folder."""
+    from converters.export.arduino import load_for_export
+    from tinyvision.analysis.latency import bundle_instructions
     from tinyvision.runtime.board import run_bundle
 
     (result,) = run_bundle(path, ("cortex-m4",), lib_dir, board=BOARD).values()
-    return result
+    return result, bundle_instructions(load_for_export(path))["inference"]
 
 
-def row(name, result, baseline):
+def row(name, emulated, baseline):
+    result, estimate = emulated
     counts = result.run.instructions()
     arena = result.run.arena
     parts = ", ".join(f"{k} {v / 1e6:.1f}" for k, v in counts.items() if k.startswith("stage") or k == "tail")
-    ratio = counts["inference"] / baseline if baseline else 1.0
+    ratio = counts["inference"] / baseline[0] if baseline else 1.0
+    estimated_ratio = estimate / baseline[1] if baseline else 1.0
     creation = counts["creation"] / counts["inference"]
     exact = "equal" if result.bit_exact else f"differ (stages {result.stage_mismatches}, scores by {result.score_diff})"
-    return (f"{name:<24} {arena['used']:>10,} {counts['inference'] / 1e6:>9.1f} M {ratio:>6.2f}x  "
-            f"creation {counts['creation'] / 1e6:.1f} M ({creation:.1%})  [{parts}]  scores {exact}")
+    return (f"{name:<24} {arena['used']:>10,} {counts['inference'] / 1e6:>9.1f} M {ratio:>6.2f}x "
+            f"(estimated {estimated_ratio:.2f}x)  creation {counts['creation'] / 1e6:.1f} M ({creation:.1%})  [{parts}]  scores {exact}")
 
 
 def main(argv):
@@ -98,7 +108,7 @@ def main(argv):
           f"memory map), library {os.path.basename(lib_dir)}")
     print(f"{'':<24} {'arena used':>10} {'instructions':>11} {'ratio':>6}")
     unsplit = emulate(path, lib_dir)
-    baseline = unsplit.run.instructions()["inference"]
+    baseline = unsplit[0].run.instructions()["inference"], unsplit[1]
     print(row("unsplit", unsplit, baseline), flush=True)
     with tempfile.TemporaryDirectory(prefix="tinyvision-latency-") as work:
         for i, patches in enumerate(FLAGS.patches):

@@ -251,6 +251,7 @@ void loop() {
   PrintMs(" latency_ms=", result.total_us);
   PrintMs(" patches_ms=", result.patch_us);
   PrintMs(" tail_ms=", result.tail_us);
+  PrintMs(" copy_ms=", result.copy_us);
   PrintMs(" create_ms=", result.create_us);
   Serial.print(" arena_used=");
   Serial.print(arena.used);

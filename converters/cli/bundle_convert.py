@@ -92,7 +92,8 @@ MEASURED_POINTS, MAX_MEASURED_POINTS = 4, 10
 
 def auto_bundle(model, model_bytes, name, FLAGS):
     """``--patches=auto``: the finalized bundle of least static RAM (arena + runtime objects, as
-    ``export --arduino`` counts it) within --max_mac_overhead, --max_flash_overhead and the board's RAM
+    ``export --arduino`` counts it) within --max_mac_overhead, --max_latency_overhead, --max_flash_overhead and
+    the board's RAM
     and flash (or --budget / --flash_budget); the whole model when no split beats it. Every point is
     built and measured before it is taken; one over a budget (its estimate was too low) gives way to
     the next. A tunnel model (InputSegmentation/PatchTunnel) takes its tunnels."""
@@ -123,8 +124,10 @@ def auto_bundle(model, model_bytes, name, FLAGS):
     def fits(c):
         return c.sram <= sram_budget and c.measured_flash <= flash_budget and c.flash <= model_flash_limit
 
+    slower = FLAGS.max_latency_overhead
     limits = (f"SRAM <= {sram_budget:,} B, {flash_limit}, MAC overhead <= {100 * FLAGS.max_mac_overhead:.0f}%, "
-              f"model flash <= {model_flash_limit:,} B")
+              + ("" if slower is None else f"estimated instructions <= {1 + slower:.2f}x, ")
+              + f"model flash <= {model_flash_limit:,} B")
     points = candidate_points(model)
     if not points:
         try:
@@ -135,7 +138,8 @@ def auto_bundle(model, model_bytes, name, FLAGS):
             return _tunnels_or_whole(tunnels, whole, unsplit, fits, limits, name, board, FLAGS)
     chosen, bundle = (unsplit, whole) if fits(unsplit) else (None, None)
     result = search(model, FLAGS.max_mac_overhead, name, interpreters=FLAGS.interpreters, sram_budget=sram_budget,
-                    flash_budget=min(flash_budget - fixed_flash, model_flash_limit), objects=objects) if points else None
+                    flash_budget=min(flash_budget - fixed_flash, model_flash_limit), objects=objects,
+                    max_latency_overhead=slower) if points else None
     tried = []
     for c in result.ranked if result else []:
         if chosen is not None and (c.sram >= chosen.sram or len(tried) >= MEASURED_POINTS):
@@ -169,7 +173,8 @@ def auto_bundle(model, model_bytes, name, FLAGS):
               "with no patch stage (export --arduino takes it as is)")
     else:
         print(f"chosen: {chosen.label}: {chosen.sram:,} B SRAM (unsplit {unsplit.sram:,} B), "
-              f"{chosen.measured_flash:,} B flash with the runtime, MAC overhead {100 * chosen.mac_overhead:.1f}%")
+              f"{chosen.measured_flash:,} B flash with the runtime, MAC overhead {100 * chosen.mac_overhead:.1f}%, "
+              f"Cortex-M4F instructions {1 + chosen.latency_overhead:.2f}x (estimated)")
     return bundle
 
 

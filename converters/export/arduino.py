@@ -465,7 +465,8 @@ Once a second, one line per inference on Serial (USB):
 
 ```
 class=<index> (<name>) score=<dequantized score> label=<expected class> (<name>) latency_ms=<all>
-  patches_ms=<patch stages> tail_ms=<tail> create_ms=<interpreter creation> arena_used=<bytes>/<arena size>
+  patches_ms=<patch stages> tail_ms=<tail> copy_ms=<copying windows and outputs> create_ms=<interpreter
+  creation> arena_used=<bytes>/<arena size>
 ```
 
 and `tinyvision error: <cause> (index <i>)` when the plan or TFLM fails. Classes: {classes}.

@@ -14,8 +14,9 @@ Every stage piece (from cut a to cut b over grid p) is built once with ``split_p
 the tail after cut a and estimated without TFLM: a stage-k patch needs its head (planned with
 ``converters.planning.plan_graph``) plus the buffers of stages k - 1 and k (which a 1x1 segment's
 head holds: it reads and writes them in place), the tail its own head; the shared region is the
-largest of those (the offline layout is rarely larger). MACs and flash
-add up over the pieces. Persistent sections are measured on TFLM only for the Pareto set (shared vs
+largest of those (the offline layout is rarely larger). MACs, flash and
+instructions on the Cortex-M4F (``tinyvision.analysis.latency``: each patch's Invoke, the copies and, one
+interpreter at a time, each re-creation) add up over the pieces. Persistent sections are measured on TFLM only for the Pareto set (shared vs
 MAC overhead), all in one subprocess.
 """
 import dataclasses
@@ -45,12 +46,14 @@ class Candidate:
     """One chain of stages [(n, p), ...] (none: the whole model). shared: estimated shared region (bytes);
     persistent: measured TFLM persistent bytes (sum or largest section, per interpreter mode), or None;
     flash: bytes of its model files; objects: the runtime's RAM beside the arena (interpreter objects,
-    op resolver, globals); sram / sram_flash_total: what the export measured once the bundle was built."""
+    op resolver, globals); sram / sram_flash_total: what the export measured once the bundle was built;
+    latency_overhead: estimated Cortex-M4F instructions per inference over the unsplit model's, less 1."""
 
     stages: tuple
     shared: int
     mac_overhead: float
     flash: int
+    latency_overhead: float = 0.0
     persistent: int = None
     objects: int = 0
     measured_sram: int = None
@@ -125,8 +128,8 @@ def candidate_points(model, limit=MAX_POINTS):
 @dataclasses.dataclass
 class _Piece:
     """A stage from cut a to cut b over grid p (or the tail after a cut): its models' largest head, its
-    buffer span, MACs, flash, largest AllocateTensors temporaries (``converters.planning.temp_reserve``)
-    and model files (persistent measured on TFLM for the Pareto set only)."""
+    buffer span, MACs, flash, largest AllocateTensors temporaries (``converters.planning.temp_reserve``),
+    model files (persistent measured on TFLM for the Pareto set only) and estimated instructions."""
 
     head: int
     span: int
@@ -134,6 +137,7 @@ class _Piece:
     flash: int
     temp: int
     datas: tuple
+    instructions: float
     sections: list = None  # TFLM persistent bytes of each model (aligned), once measured
 
 
@@ -142,16 +146,20 @@ class _Pieces:
 
     def __init__(self, model, name, interpreters):
         from tinyvision.analysis.cost import model_cost
+        from tinyvision.analysis.latency import default_model
 
         self.name = name
         self.interpreters = interpreters
         self.baseline_macs = model_cost(model).macs
+        self.baseline_instructions = default_model().invoke(model.main)  # created once, at setup
         self.tails = {0: model}
         self.tail_pieces = {}
         self.pieces = {}
 
     def piece(self, a, b, p):
         """The ``_Piece`` (a, b, p), or None when it cannot be split (e.g. a grid finer than the stage)."""
+        from tinyvision.analysis.latency import bundle_instructions
+
         key = (a, b, p)
         if key not in self.pieces:
             try:
@@ -161,6 +169,8 @@ class _Pieces:
                 return None
             heads, temps = _heads(bundle), _temps(bundle, self.interpreters)
             patch = [i for i, m in enumerate(bundle.models) if m.role == "patch"]
+            in_place = patch if p == 1 and a else ()  # a segment: the runtime copies nothing
+            instructions = bundle_instructions(bundle, interpreters=self.interpreters, in_place=in_place)
             self.pieces[key] = _Piece(
                 max(heads[i] for i in patch),
                 _align(math.prod(bundle.last_stage["shape"])),
@@ -168,12 +178,13 @@ class _Pieces:
                 _flash([bundle.models[i] for i in patch]) + PLAN_BYTES_PER_PATCH * len(bundle.patches),
                 max(temps[i] for i in patch),
                 tuple(bundle.models[i].data for i in patch),
+                instructions["stage 0"],
             )
             tail = bundle.models[bundle.tail]
             if b not in self.tail_pieces:
                 self.tails[b] = tail.parsed
                 self.tail_pieces[b] = _Piece(heads[bundle.tail], 0, tail.macs, _flash([tail]), temps[bundle.tail],
-                                            (tail.data,))
+                                            (tail.data,), instructions["tail"])
         return self.pieces[key]
 
     def parts(self, stages):
@@ -209,7 +220,9 @@ class _Pieces:
         flash = tail.flash + sum(q.flash for q in pieces)
         macs += tail.macs
         overhead = round(macs / self.baseline_macs - 1, 6) if self.baseline_macs else 0.0
-        return Candidate(tuple(stages), peak, overhead, flash)
+        instructions = tail.instructions + sum(q.instructions for q in pieces)
+        slower = round(instructions / self.baseline_instructions - 1, 6) if self.baseline_instructions else 0.0
+        return Candidate(tuple(stages), peak, overhead, flash, slower)
 
 
 def _flash(models):
@@ -279,9 +292,9 @@ def _flash_front(candidates):
 
 
 def search(model, max_mac_overhead, name="model.tflite", grids=GRIDS, log=None, interpreters=DEFAULT_INTERPRETERS,
-           max_stages=MAX_STAGES, sram_budget=None, flash_budget=None, objects=0):
+           max_stages=MAX_STAGES, sram_budget=None, flash_budget=None, objects=0, max_latency_overhead=None):
     """Evaluate stage chains; returns a ``SearchResult`` whose ``ranked`` lists the chains with overhead
-    <= ``max_mac_overhead``, estimated SRAM (shared + persistent + ``objects``) <= ``sram_budget`` and
+    <= ``max_mac_overhead``, estimated latency overhead <= ``max_latency_overhead``, estimated SRAM (shared + persistent + ``objects``) <= ``sram_budget`` and
     model flash <= ``flash_budget`` (None: no limit), smallest estimated SRAM first.
     interpreters: the bundle's arena mode: persistent is the sum of the models' sections ("resident")
     or the largest of them ("one_at_a_time"). max_stages: 1 is MCUNetV2's single patch stage.
@@ -299,7 +312,8 @@ def search(model, max_mac_overhead, name="model.tflite", grids=GRIDS, log=None, 
         return chains
 
     def eligible(c):
-        return c.mac_overhead <= max_mac_overhead and (flash_budget is None or c.flash <= flash_budget)
+        return (c.mac_overhead <= max_mac_overhead and (flash_budget is None or c.flash <= flash_budget)
+                and (max_latency_overhead is None or c.latency_overhead <= max_latency_overhead))
 
     front = measured(_flash_front(candidates))
     if interpreters == "one_at_a_time":
@@ -444,7 +458,8 @@ def _next_cuts(pieces, points, blocks, a):
 
 def format_table(result, chosen=None, unsplit=None):
     """The Pareto table as text lines: SRAM (arena + runtime objects; TFLM-measured through the real layout
-    where the point was built, else estimated: shared region estimated, persistent measured), MACs, flash;
+    where the point was built, else estimated: shared region estimated, persistent measured), MACs,
+    estimated Cortex-M4F instructions (``tinyvision.analysis.latency``), flash;
     ``unsplit`` (the measured whole model), when given, last. ``result`` None: that row alone."""
     rows = [] if result is None else list(result.pareto) + [
         c for c in result.ranked if c.measured_sram is not None and c not in result.pareto]
@@ -452,10 +467,10 @@ def format_table(result, chosen=None, unsplit=None):
     labels = ["unsplit (measured)" if c is unsplit else c.label[2:] for c in rows]
     width = max([LABEL_WIDTH] + [len(label) for label in labels])
     lines = [f"{'stages (n grid)':<{width}} {'shared':>8} {'persistent':>10} {'SRAM':>9} {'':<9} {'MAC +%':>7} "
-             f"{'model flash':>11}"]
+             f"{'M4 instr +%':>11} {'model flash':>11}"]
     for c, label in zip(rows, labels):
         mark = "  <- chosen" if c is chosen else ""
         how = "measured" if c.measured_sram is not None else "estimate"
         lines.append(f"{label:<{width}} {c.shared:>8,} {c.persistent:>10,} {c.sram:>9,} {how:<9} "
-                     f"{100 * c.mac_overhead:>6.1f}% {c.flash:>11,}{mark}")
+                     f"{100 * c.mac_overhead:>6.1f}% {100 * c.latency_overhead:>10.1f}% {c.flash:>11,}{mark}")
     return lines

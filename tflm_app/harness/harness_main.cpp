@@ -10,6 +10,11 @@
 //                             instructions) spent, the printing above excluded
 //   arena size=<> shared=<> persistent=<> used=<> creation=<> tflm_max=<>
 //   harness exit <code>       0: an inference ran; 1: the sketch reported an error
+// Built with -DTINYVISION_HARNESS_PROFILE, it then creates and invokes each model
+// of the plan once more, on its own, and prints (before the exit line):
+//   profile model <m> create <ns>          its MicroInterpreter's construction and AllocateTensors
+//   profile op <m> <index> <name> <ns>     each operator of its Invoke, in order
+//   profile model <m> failed               it could not be created or invoked on its own
 #include <string.h>
 
 #include "Arduino.h"
@@ -60,6 +65,58 @@ void ObserveBuffer(void*, uint16_t stage, const int8_t* data, size_t bytes) {
   g_mark = Clock();
 }
 
+#ifdef TINYVISION_HARNESS_PROFILE
+// The clock of each operator of one Invoke, printed once it returns (printing
+// during the run would be counted).
+class OpClock : public tflite::MicroProfilerInterface {
+ public:
+  uint32_t BeginEvent(const char* tag) override {
+    if (count_ < kMaxEvents) {
+      tags_[count_] = tag;
+      begin_[count_] = HarnessNanos();
+    }
+    return count_++;
+  }
+  void EndEvent(uint32_t handle) override {
+    if (handle < kMaxEvents) spent_[handle] = HarnessNanos() - begin_[handle];
+  }
+  void Reset() { count_ = 0; }
+  void Print(uint16_t model) const {
+    for (uint32_t i = 0; i < count_ && i < kMaxEvents; ++i) {
+      printf("profile op %u %lu %s %llu\n", unsigned(model), static_cast<unsigned long>(i), tags_[i],
+             static_cast<unsigned long long>(spent_[i]));
+    }
+  }
+
+ private:
+  static constexpr uint32_t kMaxEvents = 512;
+  const char* tags_[kMaxEvents] = {};
+  uint64_t begin_[kMaxEvents] = {};
+  uint64_t spent_[kMaxEvents] = {};
+  uint32_t count_ = 0;
+};
+
+// After the inference: each model alone in the sketch's arena (whose contents
+// are no longer needed), with a fresh interpreter as one_at_a_time mode makes.
+void ProfileModels() {
+  static OpClock clock;
+  for (uint16_t m = 0; m < kTinyVisionPlan.num_models; ++m) {
+    const tflite::Model* model = tflite::GetModel(kTinyVisionPlan.models[m].data);
+    const uint64_t start = HarnessNanos();
+    tflite::MicroInterpreter interpreter(model, g_resolver, g_arena, sizeof(g_arena), nullptr, &clock);
+    const bool created = interpreter.AllocateTensors() == kTfLiteOk;
+    const uint64_t create = HarnessNanos() - start;
+    clock.Reset();
+    if (!created || interpreter.Invoke() != kTfLiteOk) {
+      printf("profile model %u failed\n", unsigned(m));
+      continue;
+    }
+    printf("profile model %u create %llu\n", unsigned(m), static_cast<unsigned long long>(create));
+    clock.Print(m);
+  }
+}
+#endif
+
 }  // namespace
 
 uint32_t micros() { return uint32_t(Clock() / 1000u); }
@@ -79,6 +136,9 @@ int main() {
          static_cast<unsigned long>(arena.persistent_used), static_cast<unsigned long>(arena.used),
          static_cast<unsigned long>(arena.creation_bytes), static_cast<unsigned long>(arena.tflm_max_model_bytes));
   const int code = g_error == nullptr ? 0 : 1;
+#ifdef TINYVISION_HARNESS_PROFILE
+  if (code == 0) ProfileModels();
+#endif
   printf("harness exit %d\n", code);
   fflush(stdout);
   return code;

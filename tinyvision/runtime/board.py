@@ -38,7 +38,8 @@ BOARD_HZ = 64_000_000  # Nano 33 BLE: nRF52840 Cortex-M4F at 64 MHz
 NANO_MEMORY = (1024 * 1024, 256 * 1024)  # (code, RAM) bytes of a sketch exported before build_config.h named them
 _BOARD_MEMORY = re.compile(r"#define TINYVISION_BOARD_(RAM|FLASH)_BYTES (\d+)")
 # A classifier's line starts "class=<index>", a centroid detector's "detections=<count>".
-_SKETCH_LINE = re.compile(r"^(?:class=(-?\d+)|detections=\d+).* create_ms=([\d.]+) arena_used=(\d+)/(\d+)")
+_SKETCH_LINE = re.compile(r"^(?:class=(-?\d+)|detections=\d+).* copy_ms=([\d.]+) create_ms=([\d.]+) "
+                          r"arena_used=(\d+)/(\d+)")
 
 
 @dataclasses.dataclass
@@ -48,8 +49,9 @@ class SketchRun:
     target: "host" or "cortex-m4"; lines: the sketch's own Serial output; error: the sketch's
     "tinyvision error: ..." line, or None; stages: per stage, the flat int8 buffer once complete;
     scores: the tail's int8 output; clocks: {"setup0", "stage0", ..., "tail0": nanoseconds}, which
-    on the emulator are instructions; create_ms: the sketch's create_ms; arena: the harness's
-    ``arena`` line ({"size", "shared", "persistent", "used", "creation", "tflm_max"}, bytes).
+    on the emulator are instructions; create_ms / copy_ms: the sketch's; arena: the harness's
+    ``arena`` line ({"size", "shared", "persistent", "used", "creation", "tflm_max"}, bytes);
+    profile: with ``profile=True``, per model index a ``ModelProfile`` of it created and invoked alone.
     """
 
     target: str
@@ -62,6 +64,8 @@ class SketchRun:
     create_ms: float
     arena: dict
     predicted: int = -1
+    copy_ms: float = 0.0
+    profile: dict = dataclasses.field(default_factory=dict)
 
     def instructions(self):
         """{"setup", "stage 0", ..., "tail", "inference", "creation"}: instructions on the emulator."""
@@ -73,16 +77,28 @@ class SketchRun:
         out["tail"] = self.clocks["tail0"]
         out["inference"] = sum(self.clocks[f"stage{k}"] for k in range(len(self.stages))) + out["tail"]
         out["creation"] = int(round(self.create_ms * 1e6))  # the sketch prints 0.1 ms, i.e. 100,000 instructions
+        out["copy"] = int(round(self.copy_ms * 1e6))
         return out
 
 
+@dataclasses.dataclass
+class ModelProfile:
+    """One model of a sketch's plan, created and invoked alone by the profiling harness: create (clock of its
+    MicroInterpreter's construction and AllocateTensors) and ops ([(operator name, clock)] of one Invoke, in
+    the model's order); on the emulator, instructions. None for a model that could not run alone."""
+
+    create: int = None
+    ops: list = dataclasses.field(default_factory=list)
+
+
 def build_sketch(sketch_dir, target="host", lib_dir=None, build_dir=None, jobs=None, obj_cache=None,
-                 verbose=False):
+                 verbose=False, profile=False):
     """Path of the harness program (host) or ELF (cortex-m4) built from ``sketch_dir``.
 
     lib_dir: the Arduino TFLM library (default ``arduino_lib.default_lib_dir()``), built once and
     cached (``arduino_lib.build_library``); the sketch is compiled into ``build_dir`` (default
-    ``<sketch_dir>/.harness-build``). obj_cache: a folder keeping the sketch's object files keyed by
+    ``<sketch_dir>/.harness-build``). profile: after the inference, the harness creates and invokes every
+    model alone and prints the clock of its creation and of each operator (``SketchRun.profile``). obj_cache: a folder keeping the sketch's object files keyed by
     their source, the files they include and the command, for callers that build many similar sketches.
     TinyVisionError for a missing toolchain or library, or a compile error.
     """
@@ -107,6 +123,8 @@ def build_sketch(sketch_dir, target="host", lib_dir=None, build_dir=None, jobs=N
             cmd[1:1] = SKETCH_CXX_FLAGS
         if src.endswith("harness_main.cpp"):
             cmd.insert(1, f'-DTINYVISION_SKETCH="{os.path.join(sketch_dir, ino[0])}"')
+            if profile:
+                cmd.insert(1, "-DTINYVISION_HARNESS_PROFILE")
         if src.endswith(PLATFORM_SOURCE["cortex-m4"]):
             cmd.insert(1, f"-DHARNESS_RAM_LOG2={ram_bytes.bit_length() - 1}")
         objects.append(obj)
@@ -220,10 +238,13 @@ def _qemu():
 def parse_output(text, target, stderr=""):
     """The ``SketchRun`` of the harness's output ``text`` (see tflm_app/harness/harness_main.cpp)."""
     lines, stages, clocks, arena = [], {}, {}, {}
-    scores, error, code, counts, create_ms, predicted = None, None, None, False, 0.0, -1
+    scores, error, code, counts, create_ms, copy_ms, predicted = None, None, None, False, 0.0, 0.0, -1
+    profile = {}
     for line in text.splitlines():
         head, _, rest = line.partition(" ")
-        if head == "buffer":
+        if head == "profile":
+            _add_profile_line(profile, rest.split())
+        elif head == "buffer":
             name, _, hexdigits = rest.partition(" ")
             values = np.frombuffer(bytes.fromhex(hexdigits), dtype=np.int8)
             if name == "scores":
@@ -245,7 +266,7 @@ def parse_output(text, target, stderr=""):
                 error = line[len("tinyvision error: "):]
             m = _SKETCH_LINE.search(line)
             if m:
-                predicted, create_ms = int(m.group(1) or -1), float(m.group(2))
+                predicted, copy_ms, create_ms = int(m.group(1) or -1), float(m.group(2)), float(m.group(3))
     if code is None:
         tail = "; ".join((lines + stderr.strip().splitlines())[-3:]) or "no output"
         raise TinyVisionError(f"the {target} run of the sketch ended without a result: {tail}")
@@ -253,13 +274,27 @@ def parse_output(text, target, stderr=""):
         raise TinyVisionError(f"the sketch faulted on the emulated Cortex-M4 (out of the board's RAM, or a bad "
                               f"access): {'; '.join(lines[-3:])}")
     ordered = [stages[k] for k in sorted(stages)]
-    return SketchRun(target, lines, error, ordered, scores, clocks, counts, create_ms, arena, predicted)
+    return SketchRun(target, lines, error, ordered, scores, clocks, counts, create_ms, arena, predicted, copy_ms,
+                     {m: p for m, p in profile.items() if p is not None})
 
 
-def run_sketch(sketch_dir, target="host", lib_dir=None, jobs=None, timeout=600, obj_cache=None, verbose=False):
+def _add_profile_line(profile, words):
+    """Records one ``profile`` line's words (after "profile") in ``profile`` ({model: ModelProfile or None})."""
+    kind, model = words[0], int(words[1])
+    if kind == "model" and words[2] == "failed":
+        profile[model] = None
+    elif kind == "model":
+        profile[model] = ModelProfile(create=int(words[3]))
+    elif profile.get(model) is not None:
+        profile[model].ops.append((words[3], int(words[4])))
+
+
+def run_sketch(sketch_dir, target="host", lib_dir=None, jobs=None, timeout=600, obj_cache=None, verbose=False,
+               profile=False):
     """Build ``sketch_dir`` for ``target`` in a temporary folder and run it once: a ``SketchRun``."""
     with tempfile.TemporaryDirectory(prefix="tinyvision-harness-") as build_dir:
-        exe = build_sketch(sketch_dir, target, lib_dir, build_dir, jobs=jobs, obj_cache=obj_cache, verbose=verbose)
+        exe = build_sketch(sketch_dir, target, lib_dir, build_dir, jobs=jobs, obj_cache=obj_cache, verbose=verbose,
+                           profile=profile)
         return run_program(exe, target, timeout)
 
 
@@ -286,13 +321,13 @@ class Emulation:
 
 
 def run_bundle(model_path, targets=("cortex-m4",), lib_dir=None, image=None, jobs=None, timeout=600, obj_cache=None,
-               verbose=False, board="nano33ble"):
+               verbose=False, board="nano33ble", profile=False):
     """Export ``model_path`` (a bundle folder, or a .tflite run whole) as a sketch for ``board`` with ``image`` as
     its test image and run it on each of ``targets`` and on the host's ``PatchRunner``: {target: ``Emulation``}.
 
     image: as ``export_arduino``'s test_image (None: the built-in dataset's sample, an image file, pixels, or an
     int8 (H, W, C) image). board: the profile the sketch is exported for; the emulator takes its memory map
-    (``"mps2-an386"``: 4 MB of RAM, for models too large for the Nano).
+    (``"mps2-an386"``: 4 MB of RAM, for models too large for the Nano). profile: as ``build_sketch``'s.
     """
     from converters.export.arduino import export_arduino, load_for_export, prepare_test_image
     from converters.export.board_kernels import bundle_board_differences
@@ -314,7 +349,7 @@ def run_bundle(model_path, targets=("cortex-m4",), lib_dir=None, image=None, job
         report = export_arduino(model_path, folder, board=board, test_image=x, verbose=False)
         for target in targets:
             run = run_sketch(report.sketch_dir, target, lib_dir, jobs=jobs, timeout=timeout, obj_cache=obj_cache,
-                             verbose=verbose)
+                             verbose=verbose, profile=profile)
             results[target] = dataclasses.replace(compare_with_host(run, host, want), board_differences=known)
     return results
 
