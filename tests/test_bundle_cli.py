@@ -64,6 +64,25 @@ def test_grid_convert_then_analyze(small_mobilenet):
     assert result["flash_bytes"] == image_size(files) < sum(len(f) for f in files)  # border variants share weights
 
 
+def test_a_chain_may_end_in_segments(small_mobilenet):
+    """`--patches=N:2x2,M:1x1`: a 1x1 stage is a segment of the tail, run in place on the stage buffers;
+    a first stage of one tile is refused as a grid, in one line."""
+    from converters.patching import split_points
+
+    path, n = small_mobilenet
+    later = [m for m in split_points(path.read_bytes()) if m > n]
+    out = path.parent / "segment_bundle"
+    done = _cli("convert", f"--model={path}", f"--patches={n}:2x2,{later[len(later) // 2]}:1x1", f"--output={out}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    plan = json.loads((out / "plan.json").read_text())
+    assert len(plan["stages"]) == 2 and plan["arena"]["in_place"] == [len(plan["models"]) - 2]
+    assert "verified: bit-exact" in done.stdout
+
+    done = _cli("convert", f"--model={path}", "--patches=1x1", f"--split={n}", f"--output={path.parent / 'no'}")
+    assert done.returncode != 0 and "a grid needs at least 2 tiles" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
 def test_auto_search_picks_a_split(small_mobilenet):
     path, _ = small_mobilenet
     out = path.parent / "auto_bundle"

@@ -9,26 +9,26 @@ from converters.cli.units import parse_bytes
 from tinyvision.errors import TinyVisionError
 
 
-def _grid(text, flag):
-    """'P', 'PxP' or 'RxC' -> p or (rows, cols); TinyVisionError otherwise."""
+def _grid(text, flag, least=2):
+    """'P', 'PxP' or 'RxC' -> p or (rows, cols), of at least ``least`` tiles; TinyVisionError otherwise."""
     match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*", text)
     if not match:
         raise TinyVisionError(f"--patches={flag!r}: expected 'auto', 'tunnels', a grid like 3x3 or 2x4, or a chain "
-                              "of stages like 6:4x4,13:2x2")
+                              "of stages like 6:4x4,13:2x2 (1x1: a segment)")
     rows, cols = int(match.group(1)), int(match.group(2) or match.group(1))
-    if rows < 1 or cols < 1 or rows * cols < 2:
+    if rows < 1 or cols < 1 or rows * cols < least:
         raise TinyVisionError(f"--patches={flag!r}: a grid needs at least 2 tiles")
     return rows if rows == cols else (rows, cols)
 
 
 def _chain(text):
-    """'N:GRID,N:GRID,...' -> [(n, grid), ...]."""
+    """'N:GRID,N:GRID,...' -> [(n, grid), ...]; a stage may be one 1x1 tile (a segment: a sequential model)."""
     stages = []
     for part in text.split(","):
         n, _, grid = part.partition(":")
         if not n.strip().isdigit():
             raise TinyVisionError(f"--patches={text!r}: {part!r} is not N:GRID (an operator count and a grid)")
-        stages.append((int(n), _grid(grid, text)))
+        stages.append((int(n), _grid(grid, text, least=1)))
     return stages
 
 
