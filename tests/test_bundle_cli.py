@@ -48,8 +48,10 @@ def test_grid_convert_then_analyze(small_mobilenet):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     for key in ("head_bytes", "tail_bytes", "total_bytes", "image_bytes", "mac_overhead", "flash_bytes",
-                "bit_exact", "baseline"):
+                "bit_exact", "baseline", "instructions"):
         assert key in result, key
+    # the patches' halo and re-created interpreters cost instructions (estimated for the Cortex-M4F)
+    assert result["instructions"] > result["baseline"]["instructions"] > 0
     assert result["bit_exact"] is True
     # convert reorders and plans the model before the split; the plan still names the user's file
     assert result["source"] == str(path) and result["source_sha256_match"] is True

@@ -243,3 +243,26 @@ def test_augment_is_seeded_and_moves_boxes_with_the_pixels():
             mirrored.append(centre[0] > centre[1])
     assert any(mirrored) and not all(mirrored)
     _refused(lambda: augment(sample, 40, seed=0, mode="pad"), "letterbox, stretch")
+
+
+def test_augmented_training_data_moves_the_targets_with_the_pixels():
+    """Box training's data (converters.cli.box_data.augmented_training_data): every record once per epoch, a new
+    flip and crop each epoch, and the targets decode to boxes on the rectangles of the image they go with."""
+    from converters.cli.box_data import augmented_training_data
+    from tinyvision.data.normalization import denormalize
+    from tinyvision.detection import BoxCoding
+
+    records = [_rectangles([[4 + 2 * i, 6, 20 + 2 * i, 22], [34, 30 - i, 54, 50 - i]], 64, 64) for i in range(4)]
+    coding = BoxCoding(((16.0, 16.0), (24.0, 24.0)), classes=2, stride=16)
+    data = augmented_training_data(records, coding, (4, 4), 64, seed=3)
+    assert int(data.cardinality()) == 4
+    epochs = [[(denormalize(x.numpy()), y.numpy()) for x, y in data] for _ in range(2)]
+    assert all(len(e) == 4 for e in epochs)
+    assert {image.tobytes() for image, _ in epochs[0]} != {image.tobytes() for image, _ in epochs[1]}
+    found = 0
+    for image, targets in epochs[0] + epochs[1]:
+        assert image.shape == (64, 64, 3) and targets.shape == (4, 4, 2 * (5 + 2))
+        for box in coding.decode(targets, threshold=0.5):
+            np.testing.assert_allclose(_box_of_pixels(image, box.box), box.box, atol=1.5)
+            found += 1
+    assert found >= 8

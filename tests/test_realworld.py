@@ -68,6 +68,8 @@ def test_analyze_names_the_reference_and_what_tflite_does(name):
     assert "\n" not in verdict["detail"] and "migration" not in verdict["detail"]
     if tflite == "refuses":
         assert "quantized_dimension" in verdict["detail"] and "13 more" in verdict["detail"]
+    # every operator gets a Cortex-M4F estimate (kernels the profile never met fall back to the fit over all)
+    assert result["instructions"] == sum(op["instructions"] for op in result["ops"]) > result["macs"]
 
 
 def test_source_edges_of_exported_models():

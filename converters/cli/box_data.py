@@ -29,7 +29,21 @@ def is_box_spec(spec):
 
 
 def box_dataset(spec, resolution, split="train", samples=2000, seed=0, validation_split=0.0):
-    """(float32 images [N, R, R, 3] in [-1, 1], [AnnotatedImage] with boxes in those pixels, class names).
+    """(float32 images [N, R, R, 3] in [-1, 1], [AnnotatedImage] with boxes in those pixels, class names):
+    ``box_records`` with their images stacked."""
+    records, names = box_records(spec, resolution, split, samples, seed, validation_split)
+    return stacked_images(records), records, names
+
+
+def stacked_images(records):
+    """float32 [N, R, R, 3] in [-1, 1]: the records' images, as the models take them."""
+    from tinyvision.data.normalization import normalize
+
+    return normalize(np.stack([r.image for r in records]))
+
+
+def box_records(spec, resolution, split="train", samples=2000, seed=0, validation_split=0.0):
+    """([AnnotatedImage] of uint8 R x R images with boxes in their pixels, class names).
 
     builtin_detection renders ``samples`` scenes of ``split``; a file dataset with a ``validation_split`` gives
     its last ``int(validation_split * N)`` records (file order) for "val" and "test", the others for "train";
@@ -39,7 +53,6 @@ def box_dataset(spec, resolution, split="train", samples=2000, seed=0, validatio
     from tinyvision.data.detection import DETECTION_CLASSES, detection_samples
     from tinyvision.data.detection_augment import resize
     from tinyvision.data.detection_formats import annotated
-    from tinyvision.data.normalization import normalize
 
     if spec == DETECTION_DATASET:
         records, names = [annotated(s) for s in detection_samples(samples, resolution, seed, split)], DETECTION_CLASSES
@@ -51,7 +64,33 @@ def box_dataset(spec, resolution, split="train", samples=2000, seed=0, validatio
         if not records:
             raise TinyVisionError(f"{spec} has no {split} images (--validation_split={validation_split})")
         records = [resize(r, resolution) for r in records]
-    return normalize(np.stack([r.image for r in records])), records, list(names)
+    return records, list(names)
+
+
+def augmented_training_data(records, coding, grid, resolution, seed=0):
+    """An unbatched tf.data.Dataset of (float32 image in [-1, 1], ``coding.targets``): each epoch every record
+    once, in a new order, randomly flipped and cropped (``tinyvision.data.detection_augment.augment``: the boxes
+    move with the pixels, objects mostly cropped away are dropped). Only the records' uint8 pixels stay in
+    memory; the float images and targets are made as the epoch runs."""
+    import itertools
+
+    import tensorflow as tf
+
+    from tinyvision.data.detection_augment import augment
+    from tinyvision.data.normalization import normalize
+
+    epochs = itertools.count()
+
+    def epoch():
+        e = next(epochs)
+        for i in np.random.default_rng((seed, e)).permutation(len(records)):
+            record = augment(records[i], resolution, seed=(seed, e, int(i)))
+            yield normalize(record.image), coding.targets(record.boxes, record.classes, grid, EXTRA_ANCHOR_IOU)
+
+    slots = coding.targets(np.zeros((0, 4), np.float32), np.zeros(0, np.int64), grid).shape
+    data = tf.data.Dataset.from_generator(epoch, output_signature=(
+        tf.TensorSpec((resolution, resolution, 3), tf.float32), tf.TensorSpec(slots, tf.float32)))
+    return data.apply(tf.data.experimental.assert_cardinality(len(records)))
 
 
 def has_box_validation(spec, validation_split):

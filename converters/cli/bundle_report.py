@@ -30,12 +30,14 @@ def _baseline(source_bytes, stats):
     """head/tail/total/image/MACs/flash of the unsplit model on stock TFLM (None where unknown)."""
     base = stats.get("baseline", {})
     result = {"head_bytes": None, "tail_bytes": None, "total_bytes": None, "image_bytes": None,
-              "mac_overhead": 0.0, "macs": base.get("macs"), "flash_bytes": base.get("flash_bytes")}
+              "mac_overhead": 0.0, "macs": base.get("macs"), "flash_bytes": base.get("flash_bytes"),
+              "instructions": None}
     if source_bytes is None:
         return result
     from converters.export.flash_image import image_size
     from converters.ir import Model
     from tinyvision.analysis import model_cost
+    from tinyvision.analysis.latency import default_model
     from tinyvision.runtime import tflm
 
     report = tflm.measure(source_bytes, name="source")
@@ -46,7 +48,8 @@ def _baseline(source_bytes, stats):
         image *= int(d)
     result.update(head_bytes=int(report.head_bytes), tail_bytes=int(report.tail_bytes),
                   total_bytes=int(report.total_bytes), image_bytes=image,
-                  macs=int(model_cost(model).macs), flash_bytes=image_size([source_bytes]))
+                  macs=int(model_cost(model).macs), flash_bytes=image_size([source_bytes]),
+                  instructions=int(default_model().invoke(model.main)))
     return result
 
 
@@ -64,13 +67,15 @@ def analyze_bundle(folder, verify=True):
     (arena), image_bytes (H*W*C int8), mac_overhead (fraction), macs, flash_bytes (the models' flash image), bit_exact
     (bundle vs source on TFLM; None when the source .tflite is not found or verify is off), board_differences
     (one line per operator the Arduino TFLM library computes differently from the host: which, and by how
-    much; converters.export.board_kernels), models (per model),
+    much; converters.export.board_kernels), instructions (Cortex-M4F instructions per inference, estimated:
+    ``tinyvision.analysis.latency``, interpreter re-creation included), models (per model),
     baseline (the same keys for the unsplit source on stock TFLM; None values when the source is missing).
     """
     from converters.export.board_kernels import bundle_board_differences
     from converters.export.flash_image import image_size
-    from tinyvision.bundle import read_bundle
     from converters.planning import persistent_span
+    from tinyvision.analysis.latency import bundle_instructions
+    from tinyvision.bundle import read_bundle
 
     bundle = read_bundle(folder)
     plan = bundle.plan()
@@ -97,6 +102,7 @@ def analyze_bundle(folder, verify=True):
         "mac_overhead": stats.get("mac_overhead"),
         "macs": stats.get("macs"),
         "flash_bytes": image_size([m.data for m in bundle.models]),
+        "instructions": int(bundle_instructions(bundle)["inference"]),
         "offline_plans": bool(arena.get("offline_plans", False)),
         "source": source_path,
         "source_sha256_match": (hashlib.sha256(source_bytes).hexdigest() == bundle.source.get("sha256")
@@ -144,6 +150,8 @@ def format_report(result):
     lines.append(f"{'MACs':<32} {_fmt(base['macs'], ''):>14} {_fmt(result['macs'], ''):>14}")
     if result["mac_overhead"] is not None:
         lines.append(f"{'MAC overhead':<32} {'0.0 %':>14} {100 * result['mac_overhead']:>12.1f} %")
+    lines.append(f"{'Cortex-M4F instructions (est.)':<32} {_fmt(base['instructions'], ''):>14} "
+                 f"{_fmt(result['instructions'], ''):>14}")
     lines.append("")
     lines.append(f"{'model':<24} {'role':<6} {'runs':>4} {'head':>10} {'persistent':>11} {'MACs':>12} {'flash':>10}")
     for m in result["models"]:

@@ -34,6 +34,8 @@ flags.DEFINE_integer("samples", 2000, "built-in dataset: training samples")
 flags.DEFINE_integer("batch_size", 32, "global batch size")
 flags.DEFINE_float("learning_rate", 2e-3, "float training learning rate")
 flags.DEFINE_integer("seed", 0, "data and initialization seed")
+flags.DEFINE_bool("augment", True, "box detectors: flip and crop each training image at random every epoch, the "
+                  "boxes moved with it")
 FLAGS = flags.FLAGS
 
 
@@ -90,7 +92,8 @@ def run():
 
 def train_box_detector(model, coding, resolution):
     """Train a box detector on box targets, print its float and QAT mAP on the val split and save it."""
-    from converters.cli.box_data import EXTRA_ANCHOR_IOU, box_dataset, has_box_validation, is_box_spec
+    from converters.cli.box_data import (EXTRA_ANCHOR_IOU, augmented_training_data, box_dataset, box_records,
+                                         has_box_validation, is_box_spec, stacked_images)
     from converters.cli.common import save_keras
     from tinyvision.detection.box_coding import box_targets
     from tinyvision.errors import TinyVisionError
@@ -105,7 +108,7 @@ def train_box_detector(model, coding, resolution):
         raise TinyVisionError(f"{FLAGS.model}: its box head has a stride of {coding.stride} px but maps {resolution} "
                               f"px to {grid} cells")
     split = FLAGS.validation_split if FLAGS.val_dataset is None else 0.0
-    images, records, names = box_dataset(FLAGS.dataset, resolution, "train", FLAGS.samples, FLAGS.seed, split)
+    records, names = box_records(FLAGS.dataset, resolution, "train", FLAGS.samples, FLAGS.seed, split)
     if len(names) != coding.classes:
         raise TinyVisionError(f"--dataset={FLAGS.dataset} has {len(names)} classes ({', '.join(names)}), the box "
                               f"head of {FLAGS.model} {coding.classes}")
@@ -115,10 +118,14 @@ def train_box_detector(model, coding, resolution):
         val = box_dataset(val_spec, resolution, "val", max(FLAGS.samples // 4, 64), FLAGS.seed, split)
     else:
         print("no validation data: no mAP is reported (give --val_dataset or --validation_split)")
-    targets = box_targets(records, coding, grid, EXTRA_ANCHOR_IOU)
+    if FLAGS.augment:
+        training_data = augmented_training_data(records, coding, grid, resolution, FLAGS.seed)
+    else:
+        training_data = (stacked_images(records), box_targets(records, coding, grid, EXTRA_ANCHOR_IOU))
     val_data = None if val is None else (val[0], box_targets(val[1], coding, grid, EXTRA_ANCHOR_IOU))
-    print(f"training on {len(images)} images of {FLAGS.dataset} (classes: {', '.join(names)})")
-    result = train(model, (images, targets), val_data, epochs=FLAGS.epochs, qat=FLAGS.qat, qat_epochs=FLAGS.qat_epochs,
+    print(f"training on {len(records)} images of {FLAGS.dataset} (classes: {', '.join(names)})"
+          + (", randomly flipped and cropped each epoch" if FLAGS.augment else ""))
+    result = train(model, training_data, val_data, epochs=FLAGS.epochs, qat=FLAGS.qat, qat_epochs=FLAGS.qat_epochs,
                    strategy=FLAGS.strategy, learning_rate=FLAGS.learning_rate, batch_size=FLAGS.batch_size,
                    seed=FLAGS.seed)
     print(f"seconds: {result.seconds:.1f}")

@@ -18,11 +18,14 @@ def analyze_tflite(model_bytes, name="model", verify=True, search_min_arena=True
     output overlap its dying input, as ``convert``'s does, goes below it), macs, params, flash_bytes,
     reference ("TFLM": what rewrites are checked against), tflite_interpreter (``tflite_agreement`` on
     random input, a fact about the model), per_channel_dense (warnings), persistent_kinds (TFLM's tail by
-    kind: {kind: bytes}), ops (per-operator rows; their persistent_bytes, with ``persistent_ops``, are what
-    each operator adds to TFLM's tail: ``tinyvision.analysis.persistent``).
+    kind: {kind: bytes}), instructions (Cortex-M4F instructions of one inference on the board's TFLM
+    library, estimated: ``tinyvision.analysis.latency``), ops (per-operator rows; their persistent_bytes, with
+    ``persistent_ops``, are what each operator adds to TFLM's tail: ``tinyvision.analysis.persistent``; their
+    instructions estimated).
     """
     from converters.patching.edges import int8_core
     from converters.quantize import per_channel_fully_connected
+    from tinyvision.analysis.latency import default_model
 
     model = Model.from_bytes(model_bytes, name=name)
     tflm.require_int8(int8_core(model)[0], name)  # a float input QUANTIZE / output DEQUANTIZE is fine
@@ -32,6 +35,7 @@ def analyze_tflite(model_bytes, name="model", verify=True, search_min_arena=True
     cost = model_cost(model, name)
     min_arena = tflm.min_arena_bytes(model_bytes, name=name) if search_min_arena else None
     per_op = _persistent_per_op(model_bytes, name) if persistent_ops else None
+    instructions = [round(default_model().op(op)) for op in model.main.ops]
     result = {
         "model": name,
         "head_bytes": report.head_bytes,
@@ -51,10 +55,12 @@ def analyze_tflite(model_bytes, name="model", verify=True, search_min_arena=True
         "tflite_interpreter": tflite_agreement(model_bytes, name) if verify else None,
         "per_channel_dense": [str(w) for w in per_channel_fully_connected(model_bytes)],
         "persistent_kinds": {kind: size for kind, size, _ in report.persistent_kinds},
+        "instructions": sum(instructions),
         "ops": [
             {"index": m.index, "opcode": m.opcode, "output": m.output, "live_bytes": m.live_bytes,
              "persistent_bytes": None if per_op is None else per_op[m.index],
-             "macs": c.macs, "flash_bytes": c.flash_bytes, "shape": _output_shape(model.main.ops[m.index])}
+             "macs": c.macs, "flash_bytes": c.flash_bytes, "shape": _output_shape(model.main.ops[m.index]),
+             "instructions": instructions[m.index]}
             for m, c in zip(profile.ops, cost.ops)
         ],
     }
@@ -104,6 +110,8 @@ def board_arena(model_bytes, name="model"):
 
 def format_table(result):
     """Human-readable text of ``analyze_tflite``'s dict."""
+    from tinyvision.runtime.board import BOARD_HZ
+
     lines = [f"{'#':>4} {'op':<20} {'live B':>10} {'persist. B':>10} {'MACs':>12} {'output shape':>16}  output"]
     for row in result["ops"]:
         shape = "x".join(map(str, row["shape"]))
@@ -121,6 +129,8 @@ def format_table(result):
         lines.append(f"smallest arena_size that runs: {result['min_arena_bytes']:,} B; on the Nano 33 BLE "
                      f"(CMSIS-NN scratch, head {result['board_head_bytes']:,} B): {result['board_arena_bytes']:,} B")
     lines.append(f"MACs {result['macs']:,}, params {result['params']:,}, flash {result['flash_bytes']:,} B")
+    lines.append(f"Cortex-M4F (board's TFLM, CMSIS-NN): about {result['instructions'] / 1e6:.1f} M instructions per "
+                 f"inference, estimated ({result['instructions'] / BOARD_HZ * 1e3:.0f} ms at 64 MHz at best)")
     tflite = result["tflite_interpreter"]
     if tflite is not None:
         lines.append(f"reference: {result['reference']}; tf.lite.Interpreter {tflite['verdict']} "

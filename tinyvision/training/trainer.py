@@ -95,7 +95,8 @@ def train(model, train_ds, val_ds=None, epochs=5, qat=True, qat_epochs=None, str
         float_model = _build_in_scope(model, strategy)
         from_logits = _outputs_logits(float_model) if from_logits is None else from_logits
         loss = _default_loss(float_model, from_logits) if loss is None else loss
-        _compile(float_model, learning_rate, epochs * steps if steps else None, loss)
+        metrics = [] if _box_heads(float_model) else ["accuracy"]  # a box output has no class per sample
+        _compile(float_model, learning_rate, epochs * steps if steps else None, loss, metrics)
     float_history, float_accuracy = {}, None
     if epochs:
         _fit_batchnorm_momentum(float_model, epochs * steps if steps else None, verbose)
@@ -109,7 +110,7 @@ def train(model, train_ds, val_ds=None, epochs=5, qat=True, qat_epochs=None, str
     with strategy.scope():
         qat_model = quantize(float_model)
         qat_lr = learning_rate / 10 if qat_learning_rate is None else qat_learning_rate
-        _compile(qat_model, qat_lr, qat_epochs * steps if steps else None, loss)
+        _compile(qat_model, qat_lr, qat_epochs * steps if steps else None, loss, metrics)
     _say(verbose, f"QAT fine-tuning: {qat_epochs} epoch(s)")
     qat_history = qat_model.fit(train_ds, validation_data=val_ds, epochs=qat_epochs, verbose=verbose,
                                 callbacks=callbacks).history
@@ -182,10 +183,14 @@ def _outputs_logits(model):
     return getattr(last, "activation", None) not in (tf.keras.activations.softmax, tf.nn.softmax)
 
 
-def _default_loss(model, from_logits):
+def _box_heads(model):
     from tinyvision.layers import BoxHead
 
-    heads = [layer for layer in model.layers if isinstance(layer, BoxHead)]
+    return [layer for layer in model.layers if isinstance(layer, BoxHead)]
+
+
+def _default_loss(model, from_logits):
+    heads = _box_heads(model)
     if heads:
         from tinyvision.detection import BoxLoss
 
@@ -197,10 +202,10 @@ def _default_loss(model, from_logits):
     return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
 
 
-def _compile(model, learning_rate, decay_steps, loss):
+def _compile(model, learning_rate, decay_steps, loss, metrics):
     schedule = (tf.keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps, alpha=0.05)
                 if decay_steps else learning_rate)
-    model.compile(optimizer=tf.keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"])
+    model.compile(optimizer=tf.keras.optimizers.Adam(schedule), loss=loss, metrics=metrics)
 
 
 def _as_dataset(data, batch_size, shuffle, seed, multi_worker, what):
@@ -240,7 +245,10 @@ def _steps_per_epoch(ds):
 def _accuracy(model, val_ds, verbose, phase):
     if val_ds is None:
         return None
-    accuracy = float(model.evaluate(val_ds, verbose=0, return_dict=True)["accuracy"])
+    scores = model.evaluate(val_ds, verbose=0, return_dict=True)
+    if "accuracy" not in scores:  # a box detector: its callers score mAP
+        return None
+    accuracy = float(scores["accuracy"])
     _say(verbose, f"{phase} validation accuracy: {accuracy:.4f}")
     return accuracy
 
