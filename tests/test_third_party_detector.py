@@ -4,7 +4,8 @@ heatmap 12 x 12 x 2 out with the background first, no TFLite metadata).
 
 tinyvision must see a centroid detector in it, feed it pixels as its trainers did (p - 128 in int8, not
 tinyvision's own [-1, 1]), split it into a bundle bit-exact on TFLM whose centroids are the model's, and run
-predict, evaluate and export on it; a damaged copy gets one line and a non-zero exit.
+predict, evaluate and export on it (the sketch prints the bundle's centroids); a damaged copy gets one line and a
+non-zero exit.
 Skipped when ../shared/models is absent (a user's checkout).
 """
 import json
@@ -173,3 +174,27 @@ def test_a_damaged_copy_gets_one_line(tmp_path, damage, commands):
         assert lines[-1].startswith("error: ") and "broken.tflite" in lines[-1], (command, lines)
         assert "Traceback" not in done.stderr, command
     assert not (tmp_path / "out").exists()
+
+
+LIB_DIR = os.path.join(os.path.dirname(ROOT), "shared", "third_party", "Chirale_TensorFlowLite")
+
+
+def test_the_sketch_prints_the_bundle_centroids(bundle, tmp_path, faces):
+    """export --arduino's sketch, built against the board's TFLM library on the host (32-bit), prints the
+    centroids the Python decoder finds in the host PatchRunner's heatmap of the same test image."""
+    from test_detection import CXX, _builds_32bit_programs
+
+    if CXX is None or not os.path.isdir(LIB_DIR) or not _builds_32bit_programs(tmp_path):
+        pytest.skip("needs g++ -m32 (g++-multilib) and the board's TFLM library at ../shared/third_party")
+    from tinyvision.detection import decode_centroids, quantize_threshold
+    from tinyvision.runtime.board import run_bundle
+
+    result = run_bundle(bundle, ("host",), LIB_DIR, image=faces[0])["host"]
+    assert result.score_diff == 0 and not any(result.stage_mismatches)
+    want = decode_centroids(result.host_scores.reshape(12, 12, 2), quantize_threshold(0.5, 1 / 256, -128), 16)
+    assert want  # the sketch's threshold is 0.5: the drawn faces must give it something to print
+    lines = result.run.lines
+    assert f"detections={len(want)} " in next(line for line in lines if line.startswith("detections="))
+    got = [line.split() for line in lines if line.startswith("detection ")]
+    assert [(int(g[1].split("=")[1]) - 1, int(g[2][2:]), int(g[3][2:])) for g in got] == \
+        [(d.cls, d.x, d.y) for d in want]
