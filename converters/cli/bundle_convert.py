@@ -61,10 +61,11 @@ def convert_to_bundle(model_bytes, FLAGS, source_bytes=None):
         if FLAGS.split is None:
             raise TinyVisionError(f"--patches={FLAGS.patches} needs --split=N (operators run per patch)")
         bundle = split_patch_stage(model, FLAGS.split, grid, name)
-    metadata = read_metadata(model_bytes) or {"labels": [], "box_coding": None}
+    metadata = read_metadata(model_bytes) or {"labels": [], "box_coding": None, "normalization": None}
     bundle.labels = metadata["labels"]
     if metadata["box_coding"] is not None:
         bundle.box_coding = metadata["box_coding"].to_dict()
+    bundle.take_normalization(metadata["normalization"])
     if source_bytes is not None:  # also in a whole_model bundle: the user's file, not its optimized bytes
         bundle.source["sha256"] = hashlib.sha256(source_bytes).hexdigest()
     if getattr(FLAGS, "model", None):

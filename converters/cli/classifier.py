@@ -1,9 +1,11 @@
 """One view of the three model forms a user classifies (or detects) with: Keras file, int8 .tflite, bundle folder."""
 import dataclasses
+import functools
 import os
 
 import numpy as np
 
+from tinyvision.data.normalization import renormalize
 from tinyvision.errors import TinyVisionError
 
 KINDS = {"float": "Keras (host)", "int8": "int8 on TFLM", "bundle": "bundle on PatchRunner (TFLM)"}
@@ -53,7 +55,8 @@ def open_model(path):
     """A Classifier, a ``tinyvision.detection.runtime.BoxDetector`` when the model carries a box coding (a
     BoxHead; the coding train stored in a QAT .h5; a .tflite's box_coding.json metadata; a bundle plan's
     box_coding), else a ``Detector`` when it outputs a per-cell heatmap [1, rows, columns, classes + 1], for a
-    .keras/.h5 file, an int8 .tflite file or a bundle folder."""
+    .keras/.h5 file, an int8 .tflite file or a bundle folder. Each takes tinyvision's images in [-1, 1] and feeds
+    the model its own pixel normalization (metadata; plan.json; for a model trained elsewhere, p - 128 in int8)."""
     from tinyvision.detection import runtime as detection
     from tinyvision.runtime import classify
 
@@ -63,16 +66,17 @@ def open_model(path):
         bundle = read_bundle(path)
         shape = tuple(int(d) for d in bundle.image["shape"])
         output = (1, *bundle.models[bundle.tail].output_shape)  # plan shapes leave out the batch
+        fed = functools.partial(_fed, normalization=bundle.pixel_normalization)
         if bundle.box_coding:
             from tinyvision.detection import BoxCoding
 
             return detection.BoxDetector(path, "bundle", shape, BoxCoding.from_dict(bundle.box_coding),
-                                         list(bundle.labels), lambda images: detection.bundle_heatmaps(bundle, images))
+                                         list(bundle.labels), fed(functools.partial(detection.bundle_heatmaps, bundle)))
         if detection.is_detector_output(output):
-            return detection.Detector(path, "bundle", shape, tuple(int(d) for d in output[1:]),
-                                      list(bundle.labels), lambda images: detection.bundle_heatmaps(bundle, images))
+            return detection.Detector(path, "bundle", shape, tuple(int(d) for d in output[1:]), list(bundle.labels),
+                                      fed(functools.partial(detection.bundle_heatmaps, bundle)))
         return Classifier(path, "bundle", shape, int(np.prod(output)), list(bundle.labels),
-                          lambda images: classify.bundle_scores(bundle, images))
+                          fed(functools.partial(classify.bundle_scores, bundle)))
     if path.endswith((".keras", ".h5")):
         from converters.cli.common import keras_box_coding, load_keras
 
@@ -98,16 +102,36 @@ def open_model(path):
     if len(graph.inputs) != 1 or len(graph.inputs[0].shape) != 4:
         raise TinyVisionError(f"{path} must take one image input [1, H, W, C]")
     shape, output = tuple(int(d) for d in graph.inputs[0].shape[1:]), tuple(graph.outputs[0].shape)
-    metadata = read_metadata(data) or {"labels": [], "box_coding": None}
-    labels = metadata["labels"]
+    metadata = read_metadata(data) or {"labels": [], "box_coding": None, "normalization": None}
+    labels, name = metadata["labels"], os.path.basename(path)
+    fed = functools.partial(_fed, normalization=_tflite_normalization(graph.inputs[0], metadata["normalization"]))
     if metadata["box_coding"] is not None:
         return detection.BoxDetector(path, "int8", shape, metadata["box_coding"], labels,
-                                     lambda images: detection.tflm_heatmaps(data, images, os.path.basename(path)))
+                                     fed(functools.partial(detection.tflm_heatmaps, data, name=name)))
     if detection.is_detector_output(output):
         return detection.Detector(path, "int8", shape, tuple(int(d) for d in output[1:]), labels,
-                                  lambda images: detection.tflm_heatmaps(data, images, os.path.basename(path)))
+                                  fed(functools.partial(detection.tflm_heatmaps, data, name=name)))
     return Classifier(path, "int8", shape, int(np.prod(output)), labels,
-                      lambda images: classify.tflm_scores(data, images, os.path.basename(path)))
+                      fed(functools.partial(classify.tflm_scores, data, name=name)))
+
+
+def _fed(run, normalization):
+    """``run`` (float32 images -> outputs) on tinyvision's images in [-1, 1] turned into the model's own input."""
+    return lambda images: run(renormalize(images, normalization))
+
+
+def _tflite_normalization(image_input, stored):
+    """(mean, std) of a .tflite's pixels: its metadata's (``stored``), else for an int8 input (a model trained
+    elsewhere) ``input_normalization``'s convention for the input's quantization, else tinyvision's."""
+    from tinyvision.data.normalization import NORMALIZATION, input_normalization
+
+    if stored is not None:
+        return tuple(stored)
+    quantization = image_input.quantization
+    if image_input.dtype != np.int8 or quantization is None:
+        return NORMALIZATION
+    return input_normalization(None, float(quantization.scale.reshape(-1)[0]),
+                               int(quantization.zero_point.reshape(-1)[0]))
 
 
 def model_list(values):

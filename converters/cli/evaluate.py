@@ -10,7 +10,8 @@ Folder datasets are evaluated on their validation subset (--validation_split, as
 
 Centroid detectors (models whose output is a per-cell heatmap) are evaluated on builtin_detection: centroid
 precision, recall and F1 per model (a detection is right when an object of its class has its centre within
---tolerance cells), and whether the int8 forms find exactly the same detections.
+--tolerance cells), and whether the int8 forms find exactly the same detections. A detector with other classes
+than the scenes' three (one trained elsewhere, e.g. an Edge Impulse FOMO model) is scored class-agnostic.
 
   tinyvision evaluate --model=out/det_qat.h5,out/det.tflite,out/det_bundle --dataset=builtin_detection
 
@@ -168,8 +169,8 @@ def format_box_results(results, objects):
 def evaluate_detectors(detectors):
     """Centroid precision / recall / F1 of each detector on the built-in detection data's val split."""
     from converters.cli.classifier import KINDS
-    from converters.cli.common import progress
-    from tinyvision.data.detection import detection_arrays
+    from converters.cli.common import DETECTION_DATASET, progress
+    from tinyvision.data.detection import DETECTION_CLASSES, detection_arrays, detection_class_names
     from tinyvision.detection import score_detections
     from tinyvision.detection.runtime import Detector
     from tinyvision.errors import TinyVisionError
@@ -191,11 +192,18 @@ def evaluate_detectors(detectors):
         raise TinyVisionError(f"builtin_detection gives square RGB images in whole cells; {first.name} takes "
                               f"{first.input_shape} with a {first.grid} grid")
     images, _, samples = detection_arrays(FLAGS.samples, height, FLAGS.seed, "val", first.stride)
+    # A detector trained elsewhere (a face detector, say) has other classes than the built-in scenes.
+    other_classes = {d.name for d in detectors if d.num_classes != len(detection_class_names())}
+    if other_classes:
+        print(f"{', '.join(sorted(other_classes))}: not the {len(DETECTION_CLASSES)} classes of {DETECTION_DATASET} "
+              f"({', '.join(DETECTION_CLASSES)}), so scored class-agnostic (a detection of any class matches an object "
+              "of any class): where it puts centres on these scenes, not how well it finds what it was trained for")
     results = []
     for d in detectors:
         with progress(f"detecting with {d.name} ({KINDS[d.kind]}) on {len(images)} images"):
             found = d.heatmaps(images).detections(FLAGS.threshold)
-        results.append((d, found, score_detections(found, samples, d.stride, FLAGS.tolerance)))
+        results.append((d, found, score_detections(found, samples, d.stride, FLAGS.tolerance,
+                                                   class_agnostic=d.name in other_classes)))
     for line in format_detection_results(results, sum(len(s.classes) for s in samples)):
         print(line)
 

@@ -44,7 +44,10 @@ def run():
         raise TinyVisionError("--image is required (one or more image files)")
     if FLAGS.top < 1:
         raise TinyVisionError(f"--top must be at least 1, got {FLAGS.top}")
-    (path,) = model_list([FLAGS.model])
+    paths = model_list([FLAGS.model])
+    if len(paths) != 1:
+        raise TinyVisionError(f"predict runs one model, got {len(paths)}: {', '.join(paths)} (evaluate compares forms)")
+    (path,) = paths
     classifier = open_model(path)
     height, width, channels = classifier.input_shape
     if height != width or channels != 3:

@@ -51,7 +51,7 @@ import numpy as np
 
 from converters.export.boards import get_board
 from converters.export.c_array import c_string
-from tinyvision.data.normalization import NORMALIZATION_MEAN, NORMALIZATION_STD
+from tinyvision.data.normalization import NORMALIZATION, NORMALIZATION_MEAN, NORMALIZATION_STD
 from tinyvision.errors import TinyVisionError
 from tinyvision.fileio import read_bytes, replace_folder
 
@@ -236,7 +236,8 @@ def _refuse_per_channel_dense(bundle, bundle_dir):
 
 def load_for_export(path):
     """The bundle at ``path``, or a plain .tflite file wrapped as a whole_model bundle (measured on TFLM; a box
-    detector's coding taken from its metadata, as convert puts it into a bundle's plan)."""
+    detector's coding and the pixel normalization taken from its metadata, as convert puts them into a bundle's
+    plan)."""
     from converters.patching import read_bundle, whole_model
     from converters.patching.bundle import finalize
 
@@ -247,8 +248,9 @@ def load_for_export(path):
 
     data = read_tflite_bytes(path)
     bundle = finalize(whole_model(data, os.path.basename(path)))
-    coding = (read_metadata(data) or {}).get("box_coding")
-    bundle.box_coding = None if coding is None else coding.to_dict()
+    metadata = read_metadata(data) or {"box_coding": None, "normalization": None}
+    bundle.box_coding = None if metadata["box_coding"] is None else metadata["box_coding"].to_dict()
+    bundle.take_normalization(metadata["normalization"])
     return bundle
 
 
@@ -324,13 +326,14 @@ def to_channels(pixels, channels):
     raise TinyVisionError(f"cannot turn {pixels.shape[-1]}-channel pixels into a {channels}-channel image")
 
 
-def pixels_to_image(pixels, shape, scale, zero_point):
-    """uint8 pixels of any size -> int8 (H, W, C) model image, exactly as the sketch's camera path."""
+def pixels_to_image(pixels, shape, scale, zero_point, normalization=NORMALIZATION):
+    """uint8 pixels of any size -> int8 (H, W, C) model image, exactly as the sketch's camera path;
+    normalization: the model's (mean, std) (``Bundle.pixel_normalization``)."""
     pixels = np.asarray(pixels)
     H, W, C = shape
     crop = center_crop(pixels.shape[1], pixels.shape[0], W, H)
     resized = to_channels(resize_nearest(pixels, crop, H, W), C)
-    return pixel_lut(scale, zero_point)[resized]
+    return pixel_lut(scale, zero_point, *normalization)[resized]
 
 
 def prepare_test_image(bundle, test_image=None):
@@ -338,7 +341,7 @@ def prepare_test_image(bundle, test_image=None):
     from tinyvision.data import SHAPE_CLASSES, class_names, render_sample
 
     H, W, C = (int(d) for d in bundle.image["shape"])
-    scale, zero_point = float(bundle.image["scale"]), int(bundle.image["zero_point"])
+    pixel_mapping = float(bundle.image["scale"]), int(bundle.image["zero_point"]), bundle.pixel_normalization
     if test_image is None:
         output = tuple(bundle.models[bundle.tail].output_shape)
         if _is_heatmap(output) and H == W and H % output[0] == 0 and output[0] >= 4:
@@ -349,7 +352,7 @@ def prepare_test_image(bundle, test_image=None):
             scenes = (render_detection_sample(i, resolution=H, split="test", stride=stride) for i in range(1, 99))
             pixels = next(s for s in scenes if len(s.classes)).image
             names = DETECTION_CLASSES if bundle.box_coding else detection_class_names()  # no background class
-            return pixels_to_image(pixels, (H, W, C), scale, zero_point), -1, list(names)
+            return pixels_to_image(pixels, (H, W, C), *pixel_mapping), -1, list(names)
         classes = int(np.prod(output))
         if classes == 2:
             variant, subset = "vww", None
@@ -361,9 +364,9 @@ def prepare_test_image(bundle, test_image=None):
         names = class_names(variant, subset)
         if len(names) != classes:
             names, label = None, -1
-        return pixels_to_image(pixels, (H, W, C), scale, zero_point), int(label), names
+        return pixels_to_image(pixels, (H, W, C), *pixel_mapping), int(label), names
     if isinstance(test_image, (str, os.PathLike)):
-        return pixels_to_image(_decode_image_file(test_image), (H, W, C), scale, zero_point), -1, None
+        return pixels_to_image(_decode_image_file(test_image), (H, W, C), *pixel_mapping), -1, None
     x = np.asarray(test_image)
     if x.dtype == np.int8:
         if x.shape != (H, W, C):
@@ -371,7 +374,7 @@ def prepare_test_image(bundle, test_image=None):
         return np.ascontiguousarray(x), -1, None
     if x.dtype != np.uint8 or x.ndim not in (2, 3) or (x.ndim == 3 and x.shape[-1] not in (1, 3)) or 0 in x.shape:
         raise TinyVisionError(f"test image pixels must be uint8 (h, w, 3) or (h, w), got {x.dtype.name} {x.shape}")
-    return pixels_to_image(x, (H, W, C), scale, zero_point), -1, None
+    return pixels_to_image(x, (H, W, C), *pixel_mapping), -1, None
 
 
 def _decode_image_file(path):
@@ -574,6 +577,7 @@ def render_plan_data(bundle, flash, class_names=()):
     H, W, C = (int(d) for d in bundle.image["shape"])
     arena = bundle.arena
     mode = interpreter_mode(bundle)
+    pixel_mean, pixel_std = bundle.pixel_normalization
     header = "\n".join([
         "// Generated by tinyvision (converters.export.arduino) from plan.json. Do not edit.",
         "#ifndef TINYVISION_PLAN_DATA_H_",
@@ -589,9 +593,10 @@ def render_plan_data(bundle, flash, class_names=()):
         f"// arena.interpreters \"{mode}\": interpreter objects alive at once.",
         f"constexpr uint16_t kTinyVisionNumInterpreterSlots = {interpreter_slots(bundle)};",
         f"constexpr uint32_t kTinyVisionNumClassNames = {len(class_names)};",
-        "// Pixel normalization of training: (p - mean) / std (tinyvision.data.normalization).",
-        f"constexpr float kTinyVisionPixelMean = {_c_float(NORMALIZATION_MEAN)};",
-        f"constexpr float kTinyVisionPixelStd = {_c_float(NORMALIZATION_STD)};",
+        "// Pixel normalization of the model's training: (p - mean) / std (plan.json normalization; absent:",
+        "// tinyvision's own, tinyvision.data.normalization).",
+        f"constexpr float kTinyVisionPixelMean = {_c_float(pixel_mean)};",
+        f"constexpr float kTinyVisionPixelStd = {_c_float(pixel_std)};",
         "",
         "extern const tinyvision::Plan kTinyVisionPlan;",
         "extern const char* const kTinyVisionClassNames[];",

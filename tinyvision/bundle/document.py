@@ -14,6 +14,7 @@ import dataclasses
 import numpy as np
 
 from tinyvision.bundle.schema import FORMAT, KINDS
+from tinyvision.data.normalization import NORMALIZATION, input_normalization
 from tinyvision.errors import TinyVisionError
 
 ALIGN = 16
@@ -115,6 +116,18 @@ class Bundle:
     stats: dict = dataclasses.field(default_factory=dict)
     labels: list = dataclasses.field(default_factory=list)  # class names of the tail's outputs, when known
     box_coding: dict = None  # a box detector's BoxCoding.to_dict(): what decodes the tail's output into boxes
+    normalization: tuple = None  # (mean, std) of the source's pixels -> input, when not tinyvision's own
+
+    @property
+    def pixel_normalization(self):
+        """(mean, std): pixel p is the image value (p - mean) / std, before ``image``'s quantization."""
+        return self.normalization or NORMALIZATION
+
+    def take_normalization(self, stored):
+        """Record the source model's pixel normalization: ``stored`` (its metadata's) or, for a model without one,
+        ``input_normalization``'s convention for ``image``'s quantization; tinyvision's own stays out of the plan."""
+        normalization = input_normalization(stored, self.image["scale"], self.image["zero_point"])
+        self.normalization = None if normalization == NORMALIZATION else normalization
 
     @property
     def last_stage(self):
@@ -172,6 +185,8 @@ class Bundle:
             "stats": self.stats,
             **({"labels": list(self.labels)} if self.labels else {}),
             **({"box_coding": self.box_coding} if self.box_coding else {}),
+            **({"normalization": {"mean": self.normalization[0], "std": self.normalization[1]}}
+               if self.normalization else {}),
         }
 
     @classmethod
@@ -185,7 +200,8 @@ class Bundle:
         patches = [Patch(p["model"], Window(**p["window"]), Box(**p["output"]), p["stage"]) for p in plan["patches"]]
         return cls(plan["kind"], plan["source"], plan["image"], list(plan["stages"]), models, patches,
                    plan["tail"]["model"], plan.get("arena"), plan.get("stats") or {},
-                   list(plan.get("labels") or []), plan.get("box_coding"))
+                   list(plan.get("labels") or []), plan.get("box_coding"),
+                   (plan["normalization"]["mean"], plan["normalization"]["std"]) if plan.get("normalization") else None)
 
 
 # ---------------------------------------------------------------- validation

@@ -20,6 +20,7 @@ IMAGE_DTYPES = ("int8",)
 MAX_BYTES = 1 << 30
 MAX_DIMENSION = 1 << 16
 MAX_ITEMS = 1 << 16  # models, patches, stages
+MAX_NORMALIZATION = 1e6  # |mean| and std of a pixel normalization: far beyond the 0..255 pixels
 
 
 class Int:
@@ -155,7 +156,9 @@ PLAN = Obj({
     "labels": List(Str(), 1),
     "box_coding": Obj({"anchors": List(List(Float(0, exclusive_low=True), 2, 2), 1),
                        "classes": Int(1, MAX_DIMENSION), "stride": Int(1, MAX_DIMENSION)}),
-}, optional=("stats", "labels", "box_coding"))
+    "normalization": Obj({"mean": Float(-MAX_NORMALIZATION, MAX_NORMALIZATION),
+                          "std": Float(0, MAX_NORMALIZATION, exclusive_low=True)}),
+}, optional=("stats", "labels", "box_coding", "normalization"))
 
 
 def check_plan_fields(plan):

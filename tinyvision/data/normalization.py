@@ -7,6 +7,10 @@ Images are stored and decoded as uint8 RGB (0..255) and fed to models as float32
 
 The same (mean, std) pair is written into the .tflite metadata (NormalizationOptions),
 so an application can turn camera pixels into model input without reading this code.
+
+Models trained elsewhere carry no such metadata; ``input_normalization`` gives the (mean, std)
+tinyvision feeds them with (the int8 convention of Edge Impulse, TFLM's examples and MLPerf Tiny),
+and ``renormalize`` turns tinyvision's images into that input.
 """
 import numpy as np
 
@@ -31,3 +35,23 @@ def normalize_tf(pixels):
     import tensorflow as tf
 
     return (tf.cast(pixels, tf.float32) - NORMALIZATION_MEAN) / NORMALIZATION_STD
+
+
+def input_normalization(stored, scale, zero_point):
+    """(mean, std) that turn pixels into a model's float input: ``stored`` (its metadata's NormalizationOptions,
+    a bundle's plan.json ``normalization``) when there is one, else the convention of int8 image models trained
+    elsewhere (Edge Impulse, TFLM's person detection, MLPerf Tiny): pixel p is the int8 input p - 128, i.e. the
+    input's quantization (``scale``, ``zero_point``) spans the pixels 0..255: mean = 128 + zero_point, std = 1 / scale.
+    An Edge Impulse model (scale 1/255, zero point -128) so takes p / 255."""
+    if stored is not None:
+        return float(stored[0]), float(stored[1])
+    return 128.0 + float(zero_point), 1.0 / float(scale)
+
+
+def renormalize(images, normalization):
+    """float32 images in [-1, 1] (tinyvision's) -> the float input of a model that takes (pixel - mean) / std."""
+    if tuple(normalization) == NORMALIZATION:
+        return images
+    mean, std = normalization
+    pixels = np.asarray(images, np.float32) * NORMALIZATION_STD + NORMALIZATION_MEAN
+    return ((pixels - np.float32(mean)) / np.float32(std)).astype(np.float32)

@@ -30,12 +30,13 @@ class CentroidScore:
         return CentroidScore(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn)
 
 
-def match_centroids(detections, centres, classes, stride, tolerance=1):
+def match_centroids(detections, centres, classes, stride, tolerance=1, class_agnostic=False):
     """Match one image's detections to its objects -> (CentroidScore, matched object index or -1 per detection).
 
     detections: list of Detection (cell x, y; class; score); centres: float [n, 2] object centres (x, y)
     in pixels; classes: int [n]; stride: pixels per cell. A detection matches an object of its class
-    whose centre lies in a cell at most ``tolerance`` cells away (Chebyshev; 0: the same cell).
+    (of any class when ``class_agnostic``: a detector whose classes are not the data's) whose centre lies
+    in a cell at most ``tolerance`` cells away (Chebyshev; 0: the same cell).
     Detections are taken by descending score (ties: in the given order), each object at most once.
     """
     centres = np.asarray(centres, np.float64).reshape(-1, 2)
@@ -51,7 +52,8 @@ def match_centroids(detections, centres, classes, stride, tolerance=1):
     for i in order:
         d = detections[i]
         distance = np.maximum(np.abs(cells[:, 0] - d.x), np.abs(cells[:, 1] - d.y))
-        candidates = np.flatnonzero((classes == d.cls) & ~taken & (distance <= tolerance))
+        same_class = True if class_agnostic else classes == d.cls
+        candidates = np.flatnonzero(same_class & ~taken & (distance <= tolerance))
         if len(candidates):
             # The nearest centre in pixels from the detection's cell centre.
             offsets = centres[candidates] - (np.array([d.x, d.y]) + 0.5) * stride
@@ -62,11 +64,12 @@ def match_centroids(detections, centres, classes, stride, tolerance=1):
     return CentroidScore(tp, len(detections) - tp, len(centres) - tp), matched
 
 
-def score_detections(per_image_detections, samples, stride, tolerance=1):
+def score_detections(per_image_detections, samples, stride, tolerance=1, class_agnostic=False):
     """CentroidScore summed over images: ``samples`` are DetectionSample (or anything with centres / classes)."""
     if len(per_image_detections) != len(samples):
         raise TinyVisionError(f"{len(per_image_detections)} detection lists for {len(samples)} images")
     total = CentroidScore(0, 0, 0)
     for detections, sample in zip(per_image_detections, samples):
-        total = total + match_centroids(detections, sample.centres, sample.classes, stride, tolerance)[0]
+        total = total + match_centroids(detections, sample.centres, sample.classes, stride, tolerance,
+                                        class_agnostic)[0]
     return total
