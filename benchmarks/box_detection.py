@@ -1,9 +1,9 @@
-"""Box detection benchmark: the zoo's YOLO-style MobileNetV2-0.35 box detector at 224 px, trained on the built-in
-detection scenes, as float (QAT Keras), int8 .tflite on TFLM and patch bundle, with mAP and TFLM arenas.
+"""Box detection benchmark: the zoo's YOLO-style MobileNetV2-0.35 box detector (160 px by default), trained on the
+built-in detection scenes, as float (QAT Keras), int8 .tflite on TFLM and patch bundle, with mAP and TFLM arenas.
 
-    python benchmarks/box_detection.py [--samples=1500] [--epochs=10] [--work_dir=DIR] [--json]
+    python benchmarks/box_detection.py [--resolution=160] [--samples=3000] [--epochs=40] [--work_dir=DIR] [--json]
 
-Steps: ``models.build("yolo_mobilenet_v2_0.35_224")`` (k-means anchors of the scenes), ``tinyvision.training.train``
+Steps: ``models.build("yolo_mobilenet_v2_0.35_224", resolution=...)`` (k-means anchors of the scenes), ``tinyvision.training.train``
 on ``BoxCoding.targets`` (float epochs, then one QAT epoch; ``BoxLoss``), ``converters.quantize.to_int8_tflite``,
 then the real CLI ``convert --patches=auto`` (bit-exact on TFLM, or it fails). Each form's outputs on the val
 scenes decode with ``BoxCoding.decode`` (the device decoder's rules) and score VOC mAP@0.5 and COCO
@@ -18,7 +18,8 @@ from absl import app, flags
 from cli_runs import arena_table, cli, define_flags, run_and_print, split_figures
 
 MODEL = "yolo_mobilenet_v2_0.35_224"
-define_flags(1500, 10, "128KiB", 0.3)
+define_flags(3000, 40, "128KiB", 0.3)
+flags.DEFINE_integer("resolution", 160, "input side in pixels (a multiple of the head's stride, 16)")
 flags.DEFINE_float("threshold", 0.05, "score threshold of the decoder (low: mAP ranks the detections)")
 flags.DEFINE_float("extra_iou", 0.3, "a box also trains every anchor of its cell whose shape it overlaps by more")
 FLAGS = flags.FLAGS
@@ -33,14 +34,14 @@ def train_and_convert(work):
     from tinyvision.detection.box_coding import box_targets
     from tinyvision.training import train
 
-    built = models.build(MODEL)
+    built = models.build(MODEL, resolution=FLAGS.resolution)
     coding = BoxCoding.of(built.get_layer("box_head"))
     resolution = built.input_shape[1]
     images, _, samples = detection_arrays(FLAGS.samples, resolution)
     targets = box_targets(samples, coding, built.output_shape[1:3], FLAGS.extra_iou)
     start = time.time()
-    result = train(lambda: models.build(MODEL, anchors=coding.anchors), (images, targets), epochs=FLAGS.epochs,
-                   qat_epochs=1, learning_rate=FLAGS.learning_rate, batch_size=32, seed=0, verbose=2)
+    result = train(lambda: models.build(MODEL, resolution=resolution, anchors=coding.anchors), (images, targets),
+                   epochs=FLAGS.epochs, qat_epochs=1, learning_rate=FLAGS.learning_rate, batch_size=32, seed=0, verbose=2)
     seconds = time.time() - start
     tflite = os.path.join(work, "box.tflite")
     with open(tflite, "wb") as f:
@@ -79,7 +80,7 @@ def run(work):
     unsplit = tflm.measure(data, name="box.tflite")
     b = read_bundle(bundle)
     return {
-        "model": MODEL, "anchors": [list(a) for a in coding.anchors],
+        "model": f"{MODEL} at {FLAGS.resolution} px", "anchors": [list(a) for a in coding.anchors],
         "train": {"samples": FLAGS.samples, "epochs": FLAGS.epochs, "qat_epochs": 1, "extra_iou": FLAGS.extra_iou,
                   "seconds": round(seconds)},
         "eval": {"images": len(samples), "objects": int(sum(len(s.classes) for s in samples)),
