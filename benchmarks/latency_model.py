@@ -20,7 +20,6 @@ Then every run (--fit and --check) prints its measured instructions per stage, t
 ``cortex_m4_instructions.json`` (what the search uses); without it the shipped one is only checked.
 """
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -32,7 +31,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import tinyvision  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from latency import library_dir  # noqa: E402  (and its flags: --arduino_lib, --calibration, --cache_dir)
+from latency import convert, library_dir  # noqa: E402  (and its flags: --arduino_lib, --calibration, --cache_dir)
 from tinyvision.analysis import latency  # noqa: E402
 from tinyvision.errors import TinyVisionError  # noqa: E402
 
@@ -62,7 +61,7 @@ def nonnegative_lstsq(x, y):
 
 
 def prepared(spec, work):
-    """(path run by the harness, label): the model, or the bundle folder `tinyvision convert` made of it."""
+    """The path the harness runs: the model, or the bundle folder `tinyvision convert` made of it."""
     from bundles import _build_fingerprint, int8_model
 
     source, _, patches = spec.partition("@")
@@ -71,12 +70,7 @@ def prepared(spec, work):
     if not patches:
         return source
     folder = os.path.join(work, f"bundle{len(os.listdir(work))}")
-    command = [sys.executable, "-m", "converters.cli.main", "convert", f"--model={source}", f"--patches={patches}",
-               f"--output={folder}"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=ROOT))
-    if done.returncode != 0:
-        raise TinyVisionError(f"convert {spec} failed: {done.stderr.strip().splitlines()[-1:]}")
+    convert(source, patches, folder)
     return folder
 
 
@@ -104,10 +98,9 @@ def samples(bundle, run):
 
 
 def copied_bytes(bundle):
+    """Bytes the runtime copied in one inference of ``bundle``."""
     in_place = set((bundle.arena or {}).get("in_place", []))
-    graphs = [m.graph() for m in bundle.models]
-    return sum(graphs[p.model].inputs[0].nbytes + graphs[p.model].outputs[0].nbytes
-               for p in bundle.patches if p.model not in in_place)
+    return sum(latency.copied_bytes(bundle.models[p.model].graph()) for p in bundle.patches if p.model not in in_place)
 
 
 def fit(runs):

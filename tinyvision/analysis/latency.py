@@ -94,6 +94,12 @@ def default_model():
     return InstructionModel.load()
 
 
+def copied_bytes(graph):
+    """Bytes the runtime copies around one run of a patch model that does not run in place: its window in,
+    its output out."""
+    return graph.inputs[0].nbytes + graph.outputs[0].nbytes
+
+
 def bundle_instructions(bundle, costs=None, interpreters=None, in_place=None):
     """{"stage k": ..., "tail": ..., "creation": ..., "inference": ...}: estimated instructions of one inference
     of ``bundle`` (a ``tinyvision.bundle`` Bundle) as tflm_app's PatchRunner runs it, creation included in
@@ -106,6 +112,7 @@ def bundle_instructions(bundle, costs=None, interpreters=None, in_place=None):
     one_at_a_time = (interpreters or arena.get("interpreters", "one_at_a_time")) == "one_at_a_time"
     in_place = set(arena.get("in_place", []) if in_place is None else in_place)
     out, creation, previous = {}, 0.0, bundle.tail if bundle.stages else None
+    invokes = {}  # per model: a stage runs most of its models many times
     for k in range(len(bundle.stages)):
         runs = [p for p in bundle.patches if p.stage == k]
         if one_at_a_time:  # as ``converters.patching.bundle.finalize`` orders them: each model created once
@@ -113,9 +120,11 @@ def bundle_instructions(bundle, costs=None, interpreters=None, in_place=None):
         part = 0.0
         for p in runs:
             graph = graphs[p.model]
-            part += costs.invoke(graph)
+            if p.model not in invokes:
+                invokes[p.model] = costs.invoke(graph)
+            part += invokes[p.model]
             if p.model not in in_place:
-                part += costs.copy_per_byte * (graph.inputs[0].nbytes + graph.outputs[0].nbytes)
+                part += costs.copy_per_byte * copied_bytes(graph)
             if one_at_a_time and p.model != previous:
                 made = costs.create(graph)
                 part, creation, previous = part + made, creation + made, p.model
