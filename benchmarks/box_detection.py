@@ -1,7 +1,8 @@
 """Box detection benchmark: the zoo's YOLO-style MobileNetV2-0.35 box detector (160 px by default), trained on the
 built-in detection scenes, as float (QAT Keras), int8 .tflite on TFLM and patch bundle, with mAP and TFLM arenas.
 
-    python benchmarks/box_detection.py [--resolution=160] [--samples=3000] [--epochs=40] [--work_dir=DIR] [--json]
+    python benchmarks/box_detection.py [--resolution=160] [--samples=3000] [--epochs=40] [--augment] [--work_dir=DIR]
+                                       [--json]
 
 Steps: ``models.build("yolo_mobilenet_v2_0.35_224", resolution=...)`` (k-means anchors of the scenes), ``tinyvision.training.train``
 on ``BoxCoding.targets`` (float epochs, then one QAT epoch; ``BoxLoss``), ``converters.quantize.to_int8_tflite``,
@@ -22,6 +23,8 @@ define_flags(3000, 40, "128KiB", 0.3)
 flags.DEFINE_integer("resolution", 160, "input side in pixels (a multiple of the head's stride, 16)")
 flags.DEFINE_float("threshold", 0.05, "score threshold of the decoder (low: mAP ranks the detections)")
 flags.DEFINE_float("extra_iou", 0.3, "a box also trains every anchor of its cell whose shape it overlaps by more")
+flags.DEFINE_bool("augment", False, "flip and crop each training scene at random every epoch, as `tinyvision train` "
+                  "does by default")
 FLAGS = flags.FLAGS
 
 
@@ -38,9 +41,17 @@ def train_and_convert(work):
     coding = BoxCoding.of(built.get_layer("box_head"))
     resolution = built.input_shape[1]
     images, _, samples = detection_arrays(FLAGS.samples, resolution)
-    targets = box_targets(samples, coding, built.output_shape[1:3], FLAGS.extra_iou)
+    grid = built.output_shape[1:3]
+    if FLAGS.augment:  # the same scenes, flipped and cropped anew each epoch
+        from converters.cli.box_data import augmented_training_data
+        from tinyvision.data.detection_formats import annotated
+
+        records = [annotated(s) for s in samples]
+        data = augmented_training_data(records, coding, grid, resolution, extra_iou=FLAGS.extra_iou)
+    else:
+        data = (images, box_targets(samples, coding, grid, FLAGS.extra_iou))
     start = time.time()
-    result = train(lambda: models.build(MODEL, resolution=resolution, anchors=coding.anchors), (images, targets),
+    result = train(lambda: models.build(MODEL, resolution=resolution, anchors=coding.anchors), data,
                    epochs=FLAGS.epochs, qat_epochs=1, learning_rate=FLAGS.learning_rate, batch_size=32, seed=0, verbose=2)
     seconds = time.time() - start
     tflite = os.path.join(work, "box.tflite")
@@ -82,7 +93,7 @@ def run(work):
     return {
         "model": f"{MODEL} at {FLAGS.resolution} px", "anchors": [list(a) for a in coding.anchors],
         "train": {"samples": FLAGS.samples, "epochs": FLAGS.epochs, "qat_epochs": 1, "extra_iou": FLAGS.extra_iou,
-                  "seconds": round(seconds)},
+                  "augment": FLAGS.augment, "seconds": round(seconds)},
         "eval": {"images": len(samples), "objects": int(sum(len(s.classes) for s in samples)),
                  "threshold": FLAGS.threshold},
         "map": {form: {"voc_map50": s[0], "coco_map": s[1]} for form, s in scores.items()},
@@ -95,7 +106,8 @@ def run(work):
 def report(r):
     u, bn = r["unsplit_arena"], r["bundle_arena"]
     lines = [f"{r['model']}: trained on {r['train']['samples']} images, {r['train']['epochs']} float + 1 QAT epochs "
-             f"in {r['train']['seconds']} s (extra anchors over IoU {r['train']['extra_iou']}); anchors "
+             f"in {r['train']['seconds']} s{', flipped and cropped each epoch' if r['train']['augment'] else ''} "
+             f"(extra anchors over IoU {r['train']['extra_iou']}); anchors "
              f"{[[round(v, 1) for v in a] for a in r['anchors']]} px",
              f"{r['eval']['images']} val images, {r['eval']['objects']} objects, score threshold "
              f"{r['eval']['threshold']}", "", f"{'form':<8}{'mAP@0.5':>10}{'mAP@.5:.95':>12}"]

@@ -31,6 +31,22 @@ def int8_tflite(keras_model, samples=8, seed=0, per_channel_dense=False):
     return int8_converter(keras_model, representative, per_channel_dense).convert()
 
 
+def two_output_cnn(head_channels, hidden=16, samples=8):
+    """An int8 CNN with two outputs, as a detector has one per scale: a stride-2 convolution on a 32x32x3 image,
+    then a 1x1 head on its 16x16 map and another after a second stride-2 convolution (8x8). The converter
+    orders the outputs."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(0)
+    layers = tf.keras.layers
+    image = tf.keras.Input((32, 32, 3))
+    x = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu6")(image)
+    fine = layers.Conv2D(head_channels, 1)(x)
+    coarse = layers.Conv2D(head_channels, 1)(layers.Conv2D(hidden, 3, strides=2, padding="same",
+                                                           activation="relu6")(x))
+    return int8_tflite(tf.keras.Model(image, [fine, coarse]), samples=samples)
+
+
 def reference_outputs(model_bytes, x):
     """Outputs of ``model_bytes`` on tf.lite.Interpreter (default kernels) for the input array ``x``."""
     import tensorflow as tf

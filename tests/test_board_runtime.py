@@ -12,7 +12,9 @@ Every stage buffer must equal the host PatchRunner's (tflite-micro, the referenc
 scores too (the models' rescaling global MEANs rewritten by converters.passes.board_mean, as convert
 rewrites them, which the older library would compute through float), the arena bytes TFLM touched must stay within the
 exported arena constant, and the C++ Init must refuse tampered plans. The library is built once per cache ($TINYVISION_CACHE or
-~/.cache/tinyvision), the sketches' objects once per test session.
+~/.cache/tinyvision), the sketches' objects once per test session. A tail with two outputs (a detector with one
+output per scale) runs the same way, every output bit-exact. How the harness's output is read needs none of that
+and always runs.
 """
 import copy
 import os
@@ -21,15 +23,15 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import int8_tflite, randomize
+from conftest import int8_tflite, randomize, two_output_cnn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIB_DIR = os.path.join(os.path.dirname(ROOT), "shared", "third_party", "Chirale_TensorFlowLite")
 
 HAS_M4 = all(shutil.which(t) for t in ("arm-none-eabi-g++", "qemu-system-arm"))
-pytestmark = pytest.mark.skipif(not os.path.isdir(LIB_DIR) or not HAS_M4,
-                                reason="needs arm-none-eabi-g++, qemu-system-arm and the board's TFLM library at "
-                                       "../shared/third_party")
+needs_board = pytest.mark.skipif(not os.path.isdir(LIB_DIR) or not HAS_M4,
+                                 reason="needs arm-none-eabi-g++, qemu-system-arm and the board's TFLM library at "
+                                        "../shared/third_party")
 
 
 def _builds_32bit_programs():
@@ -130,6 +132,7 @@ def mobilenet_bundle(request, mobilenet48, tmp_path_factory):
                              interpreters=mode)
 
 
+@needs_board
 def test_mobilenet_bundles_run_board_exact(mobilenet_bundle, obj_cache):
     import json
 
@@ -141,6 +144,7 @@ def test_mobilenet_bundles_run_board_exact(mobilenet_bundle, obj_cache):
 # ---------------------------------------------------------------- seed-003 tunnels, random CNN
 
 
+@needs_board
 def test_seed003_tunnels_run_board_exact(tmp_path, obj_cache):
     import models
     from converters.patching import split_tunnels
@@ -156,6 +160,7 @@ def test_seed003_tunnels_run_board_exact(tmp_path, obj_cache):
     assert_board_exact(run_everywhere(folder, obj_cache), folder)
 
 
+@needs_board
 def test_random_cnn_runs_board_exact(tmp_path, obj_cache):
     from test_patching import build_random_cnn
 
@@ -167,6 +172,141 @@ def test_random_cnn_runs_board_exact(tmp_path, obj_cache):
     up_to_the_pool = max_stage_ops(data)  # the rewritten pool is a 1x1 DEPTHWISE_CONV_2D no 2x3 grid can cut
     folder = write_finalized(split_patch_stage(board_exact(data), up_to_the_pool, (2, 3)), tmp_path / "random_cnn")
     assert_board_exact(run_everywhere(folder, obj_cache), folder)
+
+
+# ---------------------------------------------------------------- a tail with several outputs
+
+
+@pytest.fixture(scope="module")
+def two_output_model():
+    """``conftest.two_output_cnn``: heads of 16x16x12 and 8x8x12."""
+    return two_output_cnn(12)
+
+
+@needs_board
+@pytest.mark.parametrize("mode", ["resident", "one_at_a_time"])
+def test_two_output_tail_runs_board_exact(mode, two_output_model, tmp_path, obj_cache):
+    """2x2 patches of the first convolution, then a tail with both outputs: every output bit-exact with the host
+    PatchRunner, in the model's output order, one sketch line per output."""
+    from converters.patching import read_bundle, split_patch_stage, split_points
+
+    folder = write_finalized(split_patch_stage(two_output_model, split_points(two_output_model)[0], 2),
+                             tmp_path / "two_outputs", interpreters=mode)
+    bundle = read_bundle(folder)
+    shapes = bundle.models[bundle.tail].output_shapes
+    assert len(shapes) == 2
+    sizes = [int(np.prod(s)) for s in shapes]
+    for target, e in run_everywhere(folder, obj_cache).items():
+        assert e.stage_mismatches == [0] and e.score_diff == 0, (target, e.stage_mismatches, e.score_diff)
+        assert [o.size for o in e.run.outputs] == sizes, target
+        np.testing.assert_array_equal(np.concatenate(e.run.outputs), e.run.scores)
+        host = np.split(e.host_scores, np.cumsum(sizes)[:-1])
+        for got, want in zip(e.run.outputs, host):
+            np.testing.assert_array_equal(got, want)
+        for i, (shape, want) in enumerate(zip(shapes, host)):
+            line = f"output={i} shape={'x'.join(str(d) for d in shape)} max="
+            assert any(ln.startswith(line) and ln.endswith(f" at={int(np.argmax(want))}") for ln in e.run.lines), (
+                target, e.run.lines)
+        assert e.run.predicted == -1 and e.run.arena["used"] <= e.run.arena["size"]
+
+
+@needs_board
+def test_cpp_init_refuses_wrong_output_counts_and_shapes(two_output_model, tmp_path, obj_cache):
+    """A plan that gives the two-output tail one output, its outputs in the other order, or a patch model two
+    outputs: the C++ Init refuses each (the model's outputs differ from the plan's, or ValidatePlan)."""
+    from converters.export.arduino import export_arduino, model_image, render_plan_data
+    from converters.patching import read_bundle, split_patch_stage, split_points
+    from tinyvision.runtime.board import run_sketch
+
+    folder = write_finalized(split_patch_stage(two_output_model, split_points(two_output_model)[0], 2),
+                             tmp_path / "bundle")
+    sketch = export_arduino(folder, tmp_path / "sketch", sketch_name="outputs", verbose=False).sketch_dir
+    good = run_sketch(sketch, TARGETS[0], LIB_DIR, obj_cache=obj_cache)
+    assert good.error is None and len(good.outputs) == 2
+    bundle = read_bundle(folder)
+    tail = bundle.models[bundle.tail]
+    cases = {
+        "one output": lambda b: setattr(b.models[b.tail], "output_shapes", tail.output_shapes[:1]),
+        "outputs swapped": lambda b: setattr(b.models[b.tail], "output_shapes", tail.output_shapes[::-1]),
+        "a patch model with two outputs": lambda b: setattr(b.models[0], "output_shapes",
+                                                            b.models[0].output_shapes * 2),
+    }
+    refused = {"one output": "differ from the plan", "outputs swapped": "differ from the plan",
+               "a patch model with two outputs": "a patch model needs one output, a tail 1..8"}
+    for name, edit in cases.items():
+        tampered = copy.deepcopy(bundle)
+        edit(tampered)
+        copy_dir = tmp_path / name.replace(" ", "_")
+        shutil.copytree(sketch, copy_dir)
+        _, source = render_plan_data(tampered, model_image(bundle))
+        (copy_dir / "plan_data.cpp").write_text(source)
+        run = run_sketch(str(copy_dir), TARGETS[0], LIB_DIR, obj_cache=obj_cache)
+        assert run.error is not None and refused[name] in run.error and run.scores is None, (name, run.lines)
+
+
+# ---------------------------------------------------------------- the harness's output, read
+
+
+HARNESS_OUTPUT = """harness instructions
+clock setup0 1200
+clock stage0 5000
+buffer 0 00017f80
+clock tail0 3000
+buffer scores 0aff
+output=0 shape=1x1x2 max=0.1000 at=0
+output=1 shape=3 max=0.2000 at=1
+outputs=2 latency_ms=0.0 patches_ms=0.0 tail_ms=0.0 copy_ms=0.5 create_ms=1.5 arena_used=900/1024
+arena size=1024 shared=600 persistent=300 used=900 creation=0 tflm_max=700
+harness exit 0
+"""
+
+
+def test_parse_output_reads_every_tail_output():
+    """``buffer scores`` is output 0, ``buffer scores<i>`` output i: ``outputs`` holds each, ``scores`` their
+    concatenation; the clock of the tail is read once."""
+    from tinyvision.runtime.board import parse_output
+
+    text = HARNESS_OUTPUT.replace("buffer scores 0aff\n", "buffer scores 0aff\nbuffer scores1 80017f\n")
+    run = parse_output(text, "cortex-m4")
+    assert run.error is None and run.counts_instructions
+    assert [o.tolist() for o in run.outputs] == [[10, -1], [-128, 1, 127]]
+    assert run.scores.dtype == np.int8 and run.scores.tolist() == [10, -1, -128, 1, 127]
+    assert [s.tolist() for s in run.stages] == [[0, 1, 127, -128]]
+    assert run.clocks == {"setup0": 1200, "stage0": 5000, "tail0": 3000}
+    assert run.predicted == -1 and run.copy_ms == 0.5 and run.create_ms == 1.5
+    assert run.lines[:2] == ["output=0 shape=1x1x2 max=0.1000 at=0", "output=1 shape=3 max=0.2000 at=1"]
+    assert run.instructions()["inference"] == 8000
+
+    one = parse_output(HARNESS_OUTPUT, "host")  # one output, as every single-output sketch prints it
+    assert [o.tolist() for o in one.outputs] == [[10, -1]] and one.scores.tolist() == [10, -1]
+
+    from tinyvision.errors import TinyVisionError
+
+    with pytest.raises(TinyVisionError, match=r"printed tail outputs \[0, 2\], not 0 to 1"):
+        parse_output(text.replace("buffer scores1 ", "buffer scores2 "), "host")
+    failed = parse_output("harness wall clock\ntinyvision error: Invoke failed (index 4)\nharness exit 1\n", "host")
+    assert failed.scores is None and failed.outputs == [] and failed.error == "Invoke failed (index 4)"
+
+
+def test_host_outputs_flatten_as_the_board_prints_them():
+    """The host PatchRunner's outputs (one array, or a list for several, each with its batch dimension) compare
+    with the board's concatenated scores."""
+    from tinyvision.errors import TinyVisionError
+    from tinyvision.runtime.board import compare_with_host, flat_outputs, parse_output
+
+    single = np.array([[[[10, -1]]]], np.int8)
+    several = [single, np.array([[-128, 1, 127]], np.int8)]
+    assert flat_outputs(single).tolist() == [10, -1]
+    assert flat_outputs(several).tolist() == flat_outputs(tuple(several)).tolist() == [10, -1, -128, 1, 127]
+    run = parse_output(HARNESS_OUTPUT.replace("buffer scores 0aff\n", "buffer scores 0aff\nbuffer scores1 80017f\n"),
+                       "host")
+    stage = [np.array([0, 1, 127, -128], np.int8)]
+    e = compare_with_host(run, flat_outputs(several), stage)
+    assert e.bit_exact and e.stage_mismatches == [0]
+    e = compare_with_host(run, flat_outputs([single, np.array([[-128, 3, 127]], np.int8)]), stage)
+    assert not e.bit_exact and e.score_diff == 2
+    with pytest.raises(TinyVisionError, match="5 scores; the host 1 and 2"):
+        compare_with_host(run, flat_outputs(single), stage)
 
 
 # ---------------------------------------------------------------- tampered plans: the C++ Init refuses them
@@ -206,6 +346,7 @@ def _tampered_sketches(bundle):
     return cases
 
 
+@needs_board
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("mode", ["resident", "one_at_a_time"])
 def test_cpp_init_refuses_tampered_plans(mode, target, mobilenet48, tmp_path, obj_cache):
@@ -245,6 +386,7 @@ def _cli(*args):
                           env=env, timeout=1200)
 
 
+@needs_board
 def test_emulate_command(mobilenet48, tmp_path):
     from converters.patching import split_stages
 
@@ -258,6 +400,7 @@ def test_emulate_command(mobilenet48, tmp_path):
     assert "B touched" in out, out
 
 
+@needs_board
 def test_emulate_runs_a_whole_model_on_a_larger_map(tmp_path, mobilenet48):
     """A .tflite runs whole; exported for the mps2-an386 profile the emulator gives it 4 MB of RAM."""
     model = tmp_path / "model.tflite"
@@ -268,6 +411,7 @@ def test_emulate_runs_a_whole_model_on_a_larger_map(tmp_path, mobilenet48):
     assert "none (a whole model)" in done.stdout, done.stdout
 
 
+@needs_board
 def test_emulate_refuses_what_it_cannot_run(tmp_path):
     done = _cli("emulate", f"--model={tmp_path / 'missing.tflite'}", f"--arduino_lib={LIB_DIR}")
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr

@@ -244,3 +244,20 @@ def test_image_folder_validation_split(tmp_path):
         image_folder_dataset(tmp_path, 8, validation_split=1.5, subset="training")
     with pytest.raises(TinyVisionError, match="subset must be one of"):
         image_folder_dataset(tmp_path, 8, validation_split=0.2)
+
+
+def test_grey_models_get_the_grey_the_board_makes():
+    """A one-channel model (TFLM's person detection) is fed grey with the weights of the board's camera path,
+    (77 R + 150 G + 29 B) / 256; RGB models get the images unchanged; other channel counts are refused."""
+    from tinyvision.data.normalization import fed_image_shape, normalize, to_model_channels
+
+    pixels = np.array([[[[255, 0, 0], [0, 255, 0], [0, 0, 255], [200, 100, 50]]]], np.uint8)
+    grey = to_model_channels(normalize(pixels), 1)
+    assert grey.shape == (1, 1, 4, 1) and grey.dtype == np.float32
+    want = normalize((pixels.astype(np.float64) @ np.array([77, 150, 29]) / 256)[..., None])
+    np.testing.assert_allclose(grey, want, atol=1e-6)
+    rgb = normalize(pixels)
+    assert to_model_channels(rgb, 3) is not None and np.array_equal(to_model_channels(rgb, 3), rgb)
+    assert fed_image_shape((96, 96, 1)) == fed_image_shape((96, 96, 3)) == (96, 96, 3)
+    with pytest.raises(TinyVisionError, match="takes 4-channel images; tinyvision feeds RGB or grey"):
+        fed_image_shape((96, 96, 4), "m.tflite")

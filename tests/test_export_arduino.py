@@ -342,3 +342,70 @@ def test_argument_errors(bundle_dir, tmp_path):
     with pytest.raises(TinyVisionError, match="plan.json"):
         export_arduino(tmp_path, tmp_path / "out")
     assert not os.path.exists(tmp_path / "out")
+
+
+@pytest.fixture(scope="module")
+def two_output_tflite(tmp_path_factory):
+    """A plain int8 .tflite with two outputs (``conftest.two_output_cnn``: 16x16x6 and 8x8x6), exported whole."""
+    from conftest import two_output_cnn
+
+    path = tmp_path_factory.mktemp("model") / "two_scales.tflite"
+    path.write_bytes(two_output_cnn(6, hidden=8, samples=2))
+    return str(path)
+
+
+OUTPUT_LINE = re.compile(r"^    \{(\d), \{([\du, ]+)\}\},  // model (\d+) output (\d+)$", re.M)
+MODEL_OUTPUTS = re.compile(r"kTinyVisionModels \+ \d+u, \d+u, tinyvision::ModelRole::k\w+, \{[^}]*\}\}, "
+                           r"kOutputs \+ (\d+), (\d+),")
+
+
+def plan_outputs(plan_source):
+    """Per model of a generated plan_data.cpp, its output shapes as the C tables hold them."""
+    table = [tuple(int(d.strip().rstrip("u")) for d in dims.split(",")) for _, dims, _, _ in
+             OUTPUT_LINE.findall(plan_source)]
+    return [table[int(first):int(first) + int(count)] for first, count in MODEL_OUTPUTS.findall(plan_source)]
+
+
+def test_plan_lists_every_model_output(bundle_dir, tmp_path):
+    from converters.export.arduino import export_arduino
+    from converters.patching import read_bundle
+
+    sketch = export_arduino(bundle_dir, tmp_path, verbose=False).sketch_dir
+    with open(os.path.join(sketch, "plan_data.cpp")) as f:
+        outputs = plan_outputs(f.read())
+    assert outputs == [[tuple(m.output_shape)] for m in read_bundle(bundle_dir).models]
+
+
+def test_a_tail_with_several_outputs(two_output_tflite, tmp_path):
+    """The plan lists both outputs in the model's order; no class names or test label (refused when given); the
+    sketch's README describes the output lines; a box coding does not make it a box detector."""
+    from converters.export.arduino import (BOX_FILES, decodes_boxes, export_arduino, load_for_export,
+                                           render_box_config, render_sketch)
+
+    bundle = load_for_export(two_output_tflite)
+    shapes = bundle.models[bundle.tail].output_shapes
+    assert sorted(shapes) == [(8, 8, 6), (16, 16, 6)]
+    report = export_arduino(two_output_tflite, tmp_path, verbose=False)
+    with open(os.path.join(report.sketch_dir, "plan_data.cpp")) as f:
+        plan = f.read()
+    assert plan_outputs(plan) == [list(shapes)]
+    with open(os.path.join(report.sketch_dir, "plan_data.h")) as f:
+        assert "kTinyVisionNumClassNames = 0;" in f.read()
+    with open(os.path.join(report.sketch_dir, "test_image.h")) as f:
+        assert "kTinyVisionTestLabel = -1;" in f.read()
+    with open(os.path.join(report.sketch_dir, "README.md")) as f:
+        readme = f.read()
+    assert "Classes: none (the model has 2 outputs)." in readme and "`output=<i> shape=<h>x<w>x<c>" in readme
+
+    with pytest.raises(TinyVisionError, match="^class names given for a model with 2 outputs: class names and test "
+                                              "labels apply to a single-output model only$"):
+        export_arduino(two_output_tflite, tmp_path / "named", class_names=["a", "b"], verbose=False)
+    with pytest.raises(TinyVisionError, match="^a test label given for a model with 2 outputs"):
+        export_arduino(two_output_tflite, tmp_path / "labelled", test_label=0, verbose=False)
+    assert not os.path.exists(tmp_path / "named") and not os.path.exists(tmp_path / "labelled")
+
+    bundle.box_coding = {"anchors": [[8.0, 8.0]], "classes": 1, "stride": 4}  # 6 channels: one anchor, one class
+    assert not decodes_boxes(bundle)
+    assert "#define TINYVISION_BOX_DETECTOR 0" in render_box_config(bundle)
+    image = np.zeros((32, 32, 3), np.int8)
+    assert not set(BOX_FILES) & set(render_sketch(bundle, "boxes", image, -1, []))

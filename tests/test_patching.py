@@ -351,13 +351,13 @@ def test_models_that_cannot_be_split(tmp_path, small_cnn_tflite):
     tf, L = _keras()
     x_in = tf.keras.Input((12, 12, 3))
     x = L.Conv2D(4, 3, padding="same")(x_in)
-    two_outputs = int8_tflite(tf.keras.Model(x_in, [L.Dense(2)(L.Flatten()(x)), L.Dense(3)(L.Flatten()(x))]))
+    nine_outputs = int8_tflite(tf.keras.Model(x_in, [L.Dense(k + 1)(L.Flatten()(x)) for k in range(9)]))
     converter = tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(x_in, L.GlobalAveragePooling2D()(x)))
     float_model = converter.convert()
     model = Model.from_bytes(small_cnn_tflite)
     model.main.inputs[0].shape_signature = (1, -1, -1, 3)
     dynamic = model.to_bytes()
-    for data, message in [(two_outputs, "2 outputs"), (float_model, "not an int8 model"), (dynamic, "dynamic shape")]:
+    for data, message in [(nine_outputs, "has 9 outputs: a bundle's tail makes 1 to 8"), (float_model, "not an int8 model"), (dynamic, "dynamic shape")]:
         with pytest.raises(TinyVisionError, match=message):
             split_patch_stage(data, 1, 2)
         with pytest.raises(TinyVisionError, match=message):

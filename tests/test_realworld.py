@@ -78,10 +78,10 @@ def test_source_edges_of_exported_models():
 
     core, edges = int8_core(Model.from_bytes(load("tinyengine_vww")))
     assert (edges.lead_ops, edges.input_dtype, edges.layout) == (1, "float32", "NHWC")
-    assert edges.output_quant is not None and core.main.inputs[0].shape == (1, 80, 80, 3)
+    assert edges.output_quants is not None and core.main.inputs[0].shape == (1, 80, 80, 3)
     assert {np.dtype(t.dtype).name for t in core.main.inputs + core.main.outputs} == {"int8"}
     core, edges = int8_core(Model.from_bytes(load(PYTORCH)))
-    assert (edges.lead_ops, edges.input_dtype, edges.layout, edges.output_quant) == (1, "int8", "NCHW", None)
+    assert (edges.lead_ops, edges.input_dtype, edges.layout, edges.output_quants) == (1, "int8", "NCHW", None)
     assert core.main.inputs[0].shape == (1, 224, 224, 3) and core.main.ops[0].opcode == "PAD"
 
 
@@ -190,3 +190,48 @@ def test_person_detect_auto_below_a_third_of_the_head(tmp_path, capsys):
     assert picked.arena["shared"]["size"] <= 18_432 and picked.arena["size"] <= 46_000
     assert picked.arena.get("in_place") and picked.stats["mac_overhead"] <= 0.15
     assert picked.stats["flash_bytes"] <= 1.25 * picked.stats["baseline"]["flash_bytes"]  # one flash image
+
+
+def test_predict_and_evaluate_feed_a_grey_model_grey(tmp_path):
+    """TFLM's person detection takes 96x96x1: predict and evaluate give it the grey of tinyvision's RGB images
+    (the board's camera weights) in its own int8 convention (no metadata: pixel - 128)."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)).save(image)
+    model = os.path.join(MODELS, "person_detect.tflite")
+    cli = [sys.executable, "-m", "converters.cli.main"]
+    done = subprocess.run([*cli, "predict", f"--model={model}", f"--image={image}"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert done.stdout.startswith(f"{image}: class ")
+    done = subprocess.run([*cli, "evaluate", f"--model={model}", "--dataset=builtin_vww", "--samples=16"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert "person_detect.tflite" in done.stdout and "accuracy" in done.stdout.lower()
+
+
+def test_export_a_model_without_labels_names_its_classes_from_a_file(tmp_path):
+    """export --arduino of a plain .tflite (run whole) with --labels: the sketch prints those names; a file with
+    the wrong count is refused and nothing is written."""
+    import glob
+    import subprocess
+    import sys
+
+    model = os.path.join(MODELS, "person_detect.tflite")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("no_person\nperson\n")
+    cli = [sys.executable, "-m", "converters.cli.main", "export", "--arduino", f"--model={model}"]
+    done = subprocess.run([*cli, f"--labels={labels}", f"--output={tmp_path / 'sketch'}"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr[-1500:]
+    (plan_data,) = glob.glob(str(tmp_path / "sketch" / "*" / "plan_data.cpp"))
+    with open(plan_data) as f:
+        assert '"no_person",\n    "person",' in f.read()
+    labels.write_text("person\n")
+    done = subprocess.run([*cli, f"--labels={labels}", f"--output={tmp_path / 'refused'}"], capture_output=True,
+                          text=True)
+    assert done.returncode == 1 and done.stderr.strip().endswith("1 class names given, the model has 2 outputs")
+    assert not (tmp_path / "refused").exists()

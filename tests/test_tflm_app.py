@@ -8,7 +8,8 @@
   (byte-identical buffers, stage by stage), and the compiled plan carries the stages, arena
   mode, temp_reserve and interpreter slots.
 - A plan written from Python with channel offsets and a padded stage section, resident
-  and with one_at_a_time's overlapping persistent sections.
+  and with one_at_a_time's overlapping persistent sections, and a tail with one or two
+  outputs (every model's output shapes reach the compiled plan, in output order).
 - Out-of-range plans (both arena modes, one to three stages), windows, boxes and buffers:
   error codes, no write outside the buffers (guard bytes, -fsanitize=address,undefined).
 - The camera preprocessing (RGB565 / RGB888 / grey, crop, resize, LUT) against the
@@ -97,6 +98,13 @@ def check_arena_txt(io, bundle):
         assert (int(offset), int(section_size)) == (section["offset"], section["size"])
 
 
+def check_outputs_txt(io, bundle):
+    """stage_check's outputs.txt (from the compiled plan): every model's output shapes, in output order."""
+    lines = (io / "outputs.txt").read_text().splitlines()
+    assert [[tuple(int(d) for d in shape.split("x")) for shape in line.split()] for line in lines] == [
+        [tuple(int(d) for d in shape) for shape in m.output_shapes] for m in bundle.models]
+
+
 def sketch_sources(sketch):
     """The plain-C++ sources of an exported sketch (everything but the TFLM glue and the .ino)."""
     return sorted(os.path.join(sketch, f) for f in os.listdir(sketch)
@@ -144,6 +152,7 @@ def test_stages_match_host_patch_runner(bundle_dir, tmp_path):
     test_image, _, _ = prepare_test_image(bundle)
     np.testing.assert_array_equal(read_int8(io / "test_image.bin"), test_image.reshape(-1))
     check_arena_txt(io, bundle)
+    check_outputs_txt(io, bundle)
 
 
 ONE_AT_A_TIME_ARENA = {  # the persistent sections share one slot above shared; AllocateTensors may use [0, 128)
@@ -153,18 +162,20 @@ ONE_AT_A_TIME_ARENA = {  # the persistent sections share one slot above shared; 
 
 
 @needs_cxx
+@pytest.mark.parametrize("tail_outputs", [((1, 1, 3),), ((1, 1, 3), (2, 5, 18))], ids=["one_output", "two_outputs"])
 @pytest.mark.parametrize("one_at_a_time", [False, True], ids=["resident", "one_at_a_time"])
-def test_channel_offsets_and_padded_stage_from_python_plan(tmp_path, one_at_a_time):
-    """A plan written from Python: two patches fill different channel ranges of the same pixels."""
+def test_channel_offsets_and_padded_stage_from_python_plan(tmp_path, one_at_a_time, tail_outputs):
+    """A plan written from Python: two patches fill different channel ranges of the same pixels; the tail has
+    one output, or two (a detector with one output per scale), which the compiled plan lists in order."""
     from converters.export.arduino import render_plan_data, render_test_image
     from converters.export.flash_image import FlashImage
     from tinyvision.bundle import Box, Bundle, BundleModel, Patch, Window
 
     H, W, C, Hs, Ws, Cs = 9, 11, 2, 4, 5, 6
     models = [
-        BundleModel("wide", "patch", b"\x00" * 20, (9, 11, 2), (4, 5, 4), 0, 100, 64),
-        BundleModel("narrow", "patch", b"\x01" * 20, (6, 7, 2), (4, 5, 2), 0, 100, 64),
-        BundleModel("tail", "tail", b"\x02" * 20, (4, 5, 6), (1, 1, 3), 0, 200, 64),
+        BundleModel("wide", "patch", b"\x00" * 20, (9, 11, 2), ((4, 5, 4),), 0, 100, 64),
+        BundleModel("narrow", "patch", b"\x01" * 20, (6, 7, 2), ((4, 5, 2),), 0, 100, 64),
+        BundleModel("tail", "tail", b"\x02" * 20, (4, 5, 6), tail_outputs, 0, 200, 64),
     ]
     patches = [Patch(0, Window(0, 0, 11, 9), Box(0, 0, 0, 5, 4, 4)),
                Patch(1, Window(2, 1, 7, 6), Box(0, 0, 4, 5, 4, 2))]
@@ -209,6 +220,7 @@ def test_channel_offsets_and_padded_stage_from_python_plan(tmp_path, one_at_a_ti
     np.testing.assert_array_equal(read_int8(io / "window_1.bin"), image[1:7, 2:9].reshape(-1))
     assert [(io / f"model_{m}.bin").read_bytes() for m in range(3)] == [flash.model(m) for m in range(3)]
     check_arena_txt(io, bundle)
+    check_outputs_txt(io, bundle)
 
 
 @needs_cxx

@@ -197,7 +197,6 @@ Status PatchRunner::CreateInterpreter(uint16_t m) {
   interpreters_[m] = interpreter;
   const size_t bytes = interpreter->arena_used_bytes();
   if (bytes > max_model_bytes_) max_model_bytes_ = uint32_t(bytes);
-  if (interpreter->inputs_size() != 1 || interpreter->outputs_size() != 1) return Status::kTensorMismatch;
   return Status::kOk;
 }
 
@@ -228,10 +227,16 @@ Status PatchRunner::Activate(uint16_t m, uint32_t* create_us) {
 
 Status PatchRunner::CheckModel(uint16_t m) {
   const ModelInfo& info = plan_.models[m];
-  const TfLiteTensor* in = interpreters_[m]->input(0);
-  const TfLiteTensor* out = interpreters_[m]->output(0);
-  if (!Int8Tensor(in) || !Int8Tensor(out) || !SameDims(in, info.input) || !SameDims(out, info.output)) {
+  tflite::MicroInterpreter* interpreter = interpreters_[m];
+  // ValidatePlan bounds num_outputs: one for a patch model, 1..kMaxOutputs for the tail (RunResult's room).
+  if (interpreter->inputs_size() != 1 || interpreter->outputs_size() != info.num_outputs) {
     return Status::kTensorMismatch;
+  }
+  const TfLiteTensor* in = interpreter->input(0);
+  if (!Int8Tensor(in) || !SameDims(in, info.input)) return Status::kTensorMismatch;
+  for (uint16_t i = 0; i < info.num_outputs; ++i) {
+    const TfLiteTensor* y = interpreter->output(i);
+    if (!Int8Tensor(y) || !SameDims(y, info.outputs[i])) return Status::kTensorMismatch;
   }
   if (info.role == ModelRole::kTail && plan_.num_stages == 0) {  // a whole model: reads the image
     if (!SameQuant(in, plan_.image_quant) || in->bytes != Volume(plan_.image)) return Status::kTensorMismatch;
@@ -247,6 +252,7 @@ Status PatchRunner::CheckModel(uint16_t m) {
   }
   // A valid plan runs every patch model in the patches of one stage k.
   const uint16_t k = uint16_t(ModelStage(plan_, m));
+  const TfLiteTensor* out = interpreter->output(0);  // its only output
   if (!SameQuant(in, SourceQuant(plan_, k)) || !SameQuant(out, plan_.stages[k].quant)) {
     return Status::kTensorMismatch;
   }
@@ -352,11 +358,16 @@ Status PatchRunner::Run(const ImageSource& image, RunResult* result) {
   if (tail->Invoke() != kTfLiteOk) return Fail(Status::kInvokeFailed, plan_.tail_model);
   r.tail_us = Elapsed(micros_, tail_start);
   r.total_us = Elapsed(micros_, start);
-  const TfLiteTensor* out = tail->output(0);
-  Observe(plan_.num_stages, out->data.int8, out->bytes);
-  r.scores = out->data.int8;
-  r.num_scores = out->bytes;
-  r.score_quant = {out->params.scale, out->params.zero_point};
+  // Graph outputs live until the end of the graph in TFLM's plan: after Invoke all of them hold their values.
+  r.num_outputs = plan_.models[plan_.tail_model].num_outputs;  // CheckModel: the interpreter's output count
+  for (uint16_t i = 0; i < r.num_outputs; ++i) {
+    const TfLiteTensor* out = tail->output(i);
+    r.outputs[i] = {out->data.int8, out->bytes, {out->params.scale, out->params.zero_point}};
+    Observe(uint16_t(plan_.num_stages + i), out->data.int8, out->bytes);
+  }
+  r.scores = r.outputs[0].data;
+  r.num_scores = r.outputs[0].size;
+  r.score_quant = r.outputs[0].quant;
   *result = r;
   return Status::kOk;
 }

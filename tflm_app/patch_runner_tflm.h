@@ -31,9 +31,10 @@
 // painting.
 //
 // Init() checks what the plan promises against what TFLM actually did: tensor
-// shapes / types / quantization (a stage-k patch model reads its source's
-// quantization and writes stage k's), the tail's input tensor planned exactly
-// at arena + the last stage's offset, and (probe) that no patch model of
+// counts, shapes / types / quantization (one input per model, one output per
+// patch model, the plan's outputs for the tail; a stage-k patch model reads
+// its source's quantization and writes stage k's), the tail's input tensor
+// planned exactly at arena + the last stage's offset, and (probe) that no patch model of
 // stage k has tensors or scratch buffers in the buffers of stage k - 1 (which
 // it reads from) or stage k (which holds its stage's earlier outputs). Run()
 // then executes the plan stage by stage.
@@ -77,10 +78,22 @@ class ReservePlanner : public tflite::GreedyMemoryPlanner {
 // Returns a time stamp in microseconds (Arduino: micros); may be null.
 typedef uint32_t (*MicrosFn)();
 
+// One output of the tail model: int8, in the arena, valid until the next Run.
+struct TailOutput {
+  const int8_t* data;
+  size_t size;  // bytes (= values)
+  Quant quant;
+};
+
 struct RunResult {
-  const int8_t* scores;  // the tail output (int8, in the arena; valid until the next Run)
+  // The tail's output 0 (what the classifier and the decoders read); outputs[0] holds the same.
+  const int8_t* scores;
   size_t num_scores;
   Quant score_quant;
+  // Every output of the tail, in the model's output order (a detector may have one per scale):
+  // outputs[0 .. num_outputs), num_outputs = the plan's tail num_outputs.
+  TailOutput outputs[kMaxOutputs];
+  uint16_t num_outputs;
   uint32_t patch_us;   // every patch of every stage: interpreter creation (one_at_a_time) + window copy + invoke
                        // + placement
   uint32_t copy_us;    // the part of patch_us spent copying windows and placing outputs
@@ -90,10 +103,11 @@ struct RunResult {
 };
 
 // Called by Run with each stage's buffer as soon as the stage is complete
-// (stage < plan.num_stages), and with the tail's output (stage ==
-// plan.num_stages), while they still hold those values: a later stage or the
-// tail may reuse the memory. For harnesses that compare every buffer with
-// another runtime (tflm_app/harness); the sketch sets none.
+// (stage < plan.num_stages), and with each of the tail's outputs after the
+// tail ran (stage == plan.num_stages + i for output i, in output order), while
+// they still hold those values: a later stage or the tail may reuse the
+// memory. For harnesses that compare every buffer with another runtime
+// (tflm_app/harness); the sketch sets none.
 typedef void (*BufferObserver)(void* context, uint16_t stage, const int8_t* data, size_t bytes);
 
 // Arena bytes measured by painting: Init fills the arena with a pattern, and

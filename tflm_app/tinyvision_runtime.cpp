@@ -4,6 +4,10 @@
 #include <math.h>
 #include <string.h>
 
+// The value of a macro as a string literal (kMaxOutputs in a status line).
+#define TINYVISION_STRINGIFY_(x) #x
+#define TINYVISION_STRINGIFY(x) TINYVISION_STRINGIFY_(x)
+
 namespace tinyvision {
 namespace {
 
@@ -171,7 +175,8 @@ Status ValidatePatches(const Plan& plan, int32_t* where) {
         uint64_t(b.y) + b.h > stage.h || uint64_t(b.c) + b.channels > stage.c) {
       return Fail(Status::kBoxOutsideStage, i, where);
     }
-    if (!DimsAre(model.output, b.h, b.w, b.channels)) return Fail(Status::kBoxShapeMismatch, i, where);
+    // ValidatePlan gave every patch model exactly one output.
+    if (!DimsAre(model.outputs[0], b.h, b.w, b.channels)) return Fail(Status::kBoxShapeMismatch, i, where);
   }
   const uint16_t last = plan.patches[plan.num_patches - 1].stage;
   if (last + 1 != plan.num_stages) return Fail(Status::kEmptyStage, last + 1, where);
@@ -203,6 +208,8 @@ const char* StatusString(Status status) {
       return "bad plan (no models, patches or stages, too many models, unknown interpreter mode, or too few "
              "interpreter slots)";
     case Status::kBadShape: return "bad shape (zero or too large dimension)";
+    case Status::kBadOutputs:
+      return "a patch model needs one output, a tail 1.." TINYVISION_STRINGIFY(TINYVISION_MAX_OUTPUTS);
     case Status::kBadModelIndex: return "model index out of range";
     case Status::kWrongModelRole: return "patch names the tail model, or tail names a patch model";
     case Status::kBadInPlace: return "an in-place model is not the one whole-stage patch of a stage k >= 1";
@@ -237,7 +244,8 @@ const char* StatusString(Status status) {
     case Status::kCreationOutsideReserve:
       return "creating an interpreter wrote shared bytes above arena.temp_reserve or into a stage buffer holding "
              "data (temp_reserve or persistent section too small)";
-    case Status::kTensorMismatch: return "model tensor differs from the plan (shape, type or quantization)";
+    case Status::kTensorMismatch:
+      return "model tensors differ from the plan (count, shape, type or quantization)";
     case Status::kModelExceedsSection: return "a model's measured TFLM head or tail exceeds its arena section";
     case Status::kStageNotPlanned:
       return "a model's input or output is not where the plan says (in place on the stage buffers, or not)";
@@ -272,8 +280,16 @@ Status ValidatePlan(const Plan& plan, int32_t* where) {
   if (plan.tail_model >= plan.num_models) return Fail(Status::kBadModelIndex, -1, where);
   for (uint16_t m = 0; m < plan.num_models; ++m) {
     const ModelInfo& model = plan.models[m];
-    if (!ValidDims(model.input) || !ValidDims(model.output)) return Fail(Status::kBadShape, m, where);
+    if (!ValidDims(model.input)) return Fail(Status::kBadShape, m, where);
     if ((m == plan.tail_model) != (model.role == ModelRole::kTail)) return Fail(Status::kWrongModelRole, m, where);
+    // A patch model's one output fills its box of the stage buffer; only the tail (a detector with one
+    // output per scale) may have several.
+    const uint16_t max_outputs = model.role == ModelRole::kTail ? kMaxOutputs : 1;
+    if (model.num_outputs == 0 || model.num_outputs > max_outputs) return Fail(Status::kBadOutputs, m, where);
+    if (model.outputs == nullptr) return Fail(Status::kNullArgument, m, where);
+    for (uint16_t i = 0; i < model.num_outputs; ++i) {
+      if (!ValidDims(model.outputs[i])) return Fail(Status::kBadShape, m, where);
+    }
   }
   const Shape3& last = whole_model ? plan.image : plan.stages[plan.num_stages - 1].shape;
   if (!DimsAre(plan.models[plan.tail_model].input, last.h, last.w, last.c)) {

@@ -42,6 +42,7 @@ enum class Status : uint8_t {
   kNullArgument,         // a required pointer is null
   kBadPlan,              // no models / patches / stages (except a whole model), too many models, unknown mode, too few slots
   kBadShape,             // a zero dimension, or a product that overflows 32 bits
+  kBadOutputs,           // a patch model without exactly one output, or a tail with none or over kMaxOutputs
   kBadModelIndex,        // a patch or arena section names a model that does not exist
   kWrongModelRole,       // a patch names the tail model, or the tail a patch model
   kWindowOutsideImage,   // a stage-0 patch window (or a camera crop) reaches past the image
@@ -75,7 +76,7 @@ enum class Status : uint8_t {
   kBadInPlace,           // an in-place model is not the whole-stage patch of a stage k >= 1
   kAllocateFailed,       // MicroInterpreter::AllocateTensors failed (section or temp_reserve too small, missing op)
   kCreationOutsideReserve,  // one_at_a_time: creating an interpreter wrote shared bytes above CreationLimit
-  kTensorMismatch,       // a model's input/output tensor differs from the plan (shape, type, quantization)
+  kTensorMismatch,       // a model's input/output tensors differ from the plan (count, shape, type, quantization)
   kStageNotPlanned,      // an in-place model's tensors are not on its stage buffers (or another's are); or
                          // the tail's input tensor is not at arena + the last stage's offset, or is there when
                          // the plan says it is not (arena.tail_input_at_stage false)
@@ -127,7 +128,11 @@ struct ModelInfo {
   uint32_t data_size;
   ModelRole role;
   Dims input;                 // without batch, e.g. {3, {40, 40, 3}}
-  Dims output;                // e.g. {3, {9, 9, 16}} or {1, {10}}
+  // The outputs without batch, in the model's output order, e.g. {3, {9, 9, 16}} or {1, {10}}: exactly one
+  // for a patch model (its box of the stage buffer), 1..kMaxOutputs for the tail (a detector may have one
+  // output per scale). num_outputs Dims at `outputs`, in flash like the rest of the plan.
+  const Dims* outputs;
+  uint16_t num_outputs;
   uint32_t nonpersistent_bytes;  // TFLM head measured by the converter: at most arena.shared.size
   uint32_t persistent_bytes;     // TFLM tail measured by the converter: at most its persistent section
   // plan.json arena.in_place lists the model: the one patch of a stage k >= 1,
@@ -201,6 +206,13 @@ struct Plan {
 #define TINYVISION_MAX_MODELS 32
 #endif
 constexpr uint16_t kMaxModels = TINYVISION_MAX_MODELS;
+// Largest number of outputs the tail may have (RunResult keeps one entry per
+// output in fixed storage).
+#ifndef TINYVISION_MAX_OUTPUTS
+#define TINYVISION_MAX_OUTPUTS 8
+#endif
+constexpr uint16_t kMaxOutputs = TINYVISION_MAX_OUTPUTS;
+static_assert(kMaxOutputs >= 1, "TINYVISION_MAX_OUTPUTS: the tail has at least one output");
 constexpr uint32_t kArenaAlignment = 16;
 
 // Checks every rule of docs/bundle-format.md that the plan alone decides:
@@ -209,6 +221,8 @@ constexpr uint32_t kArenaAlignment = 16;
 // - windows inside their source (the image for stage 0, else the previous
 //   stage's buffer), with the model's input height/width and the source's
 //   channels;
+// - every patch model has one output, the tail 1..kMaxOutputs, every shape
+//   rank 1..4 without a zero dimension;
 // - output boxes inside their stage's buffer, with the model's output shape,
 //   covering that buffer exactly once;
 // - the tail's input is the last stage's shape; quantizations are valid;

@@ -26,7 +26,11 @@
 // and a box detector (box_config.h: TINYVISION_BOX_DETECTOR 1) prints the same detections= line, then one
 // line per box (box_decoder.h, score >= kTinyVisionBoxScoreThreshold, after NMS, at most kMaxBoxDetections):
 //   detection class=<index> (<name>) box=<x0>,<y0>,<x1>,<y1> score=<objectness x class score>
-// (box corners in pixels of the model's input image, 2 decimals);
+// (box corners in pixels of the model's input image, 2 decimals).
+// A tail with several outputs (a detector with one output per scale; no class names, no decoder) prints
+// one line per output, in the model's output order:
+//   output=<i> shape=<d0>x<d1>x... max=<dequantized largest value, 4 decimals> at=<its flat index>
+// then, in place of class=... or detections=..., outputs=<count> latency_ms=... (as above);
 // and one line per error:
 //   tinyvision error: <cause> (index <i>)
 // where <i> is the patch, model, persistent section or stage the cause is
@@ -117,9 +121,11 @@ static void PrintClass(int32_t index) {
 static constexpr float kCentroidThreshold = 0.5f;
 static tinyvision::CentroidDetection g_detections[tinyvision::kMaxCentroidDetections];
 
-// The tail's output as a heatmap (rows, cols, channels), or false for a classifier's scores.
+// The tail's one output as a heatmap (rows, cols, channels), or false for a classifier's scores.
 static bool HeatmapShape(uint32_t* rows, uint32_t* cols, uint32_t* channels) {
-  const tinyvision::Dims& out = kTinyVisionPlan.models[kTinyVisionPlan.tail_model].output;
+  const tinyvision::ModelInfo& tail = kTinyVisionPlan.models[kTinyVisionPlan.tail_model];
+  if (tail.num_outputs != 1) return false;
+  const tinyvision::Dims& out = tail.outputs[0];
   if (out.rank != 3 || out.d[0] * out.d[1] < 2) return false;
   *rows = out.d[0];
   *cols = out.d[1];
@@ -147,7 +153,7 @@ static tinyvision::BoxDetection g_boxes[tinyvision::kMaxBoxDetections];
 
 // The boxes of the tail's output (rows x cols x anchors * (5 + classes)), decoded as export wrote the coding.
 static uint32_t DecodeBoxDetections(const tinyvision::RunResult& result) {
-  const tinyvision::Dims& out = kTinyVisionPlan.models[kTinyVisionPlan.tail_model].output;
+  const tinyvision::Dims& out = kTinyVisionPlan.models[kTinyVisionPlan.tail_model].outputs[0];  // the only one
   const tinyvision::BoxDecoderConfig config = {
       out.d[0], out.d[1], kTinyVisionBoxAnchors, kTinyVisionBoxClasses, kTinyVisionBoxAnchorSizes,
       kTinyVisionBoxStride, kTinyVisionImageWidth, kTinyVisionImageHeight, result.score_quant.scale,
@@ -173,6 +179,28 @@ static void PrintBoxes(uint32_t count) {
   }
 }
 #endif
+
+// A tail with several outputs: per output, its shape and its largest value with where it is (the sketch
+// knows no decoder for them; this shows each output is there and plausible).
+static void PrintOutputs(const tinyvision::RunResult& result) {
+  const tinyvision::ModelInfo& tail = kTinyVisionPlan.models[kTinyVisionPlan.tail_model];
+  for (uint16_t i = 0; i < result.num_outputs; ++i) {
+    const tinyvision::TailOutput& out = result.outputs[i];
+    const tinyvision::Dims& dims = tail.outputs[i];
+    const int32_t best = tinyvision::Argmax(out.data, out.size);  // Init checked the output is not empty
+    Serial.print("output=");
+    Serial.print(i);
+    Serial.print(" shape=");
+    for (uint8_t d = 0; d < dims.rank; ++d) {
+      if (d > 0) Serial.print("x");
+      Serial.print(dims.d[d]);
+    }
+    Serial.print(" max=");
+    Serial.print(tinyvision::Dequantize(out.data[best], out.quant), 4);
+    Serial.print(" at=");
+    Serial.println(best);
+  }
+}
 
 void setup() {
   tflite::InitializeTarget();  // starts Serial and waits up to 4 s for the monitor
@@ -222,32 +250,38 @@ void loop() {
   }
   const tinyvision::ArenaUsage arena = g_runner.MeasureArena();
   uint32_t rows = 0, cols = 0, channels = 0, detections = 0;
+  bool heatmap = false;
+  if (result.num_outputs > 1) {  // class names, heatmap and box decoders all read one output
+    PrintOutputs(result);
+    Serial.print("outputs=");
+    Serial.print(result.num_outputs);
+  } else {
 #if TINYVISION_BOX_DETECTOR
-  const bool heatmap = false;
-  detections = DecodeBoxDetections(result);
-  Serial.print("detections=");
-  Serial.print(detections);
-#else
-  const bool heatmap = HeatmapShape(&rows, &cols, &channels);
-  if (heatmap) {
-    const int8_t threshold = tinyvision::QuantizeThreshold(kCentroidThreshold, result.score_quant.scale,
-                                                           result.score_quant.zero_point);
-    detections = tinyvision::DecodeCentroids(result.scores, result.num_scores, rows, cols, channels, threshold,
-                                             g_detections, tinyvision::kMaxCentroidDetections);
+    detections = DecodeBoxDetections(result);
     Serial.print("detections=");
     Serial.print(detections);
-  } else {
-    const int32_t best = tinyvision::Argmax(result.scores, result.num_scores);
-    Serial.print("class=");
-    PrintClass(best);
-    Serial.print(" score=");
-    Serial.print(tinyvision::Dequantize(result.scores[best], result.score_quant), 3);
+#else
+    heatmap = HeatmapShape(&rows, &cols, &channels);
+    if (heatmap) {
+      const int8_t threshold = tinyvision::QuantizeThreshold(kCentroidThreshold, result.score_quant.scale,
+                                                             result.score_quant.zero_point);
+      detections = tinyvision::DecodeCentroids(result.scores, result.num_scores, rows, cols, channels, threshold,
+                                               g_detections, tinyvision::kMaxCentroidDetections);
+      Serial.print("detections=");
+      Serial.print(detections);
+    } else {
+      const int32_t best = tinyvision::Argmax(result.scores, result.num_scores);
+      Serial.print("class=");
+      PrintClass(best);
+      Serial.print(" score=");
+      Serial.print(tinyvision::Dequantize(result.scores[best], result.score_quant), 3);
 #if !TINYVISION_USE_CAMERA
-    Serial.print(" label=");  // the expected class of the test image (-1: unknown)
-    PrintClass(kTinyVisionTestLabel);
+      Serial.print(" label=");  // the expected class of the test image (-1: unknown)
+      PrintClass(kTinyVisionTestLabel);
+#endif
+    }
 #endif
   }
-#endif
   PrintMs(" latency_ms=", result.total_us);
   PrintMs(" patches_ms=", result.patch_us);
   PrintMs(" tail_ms=", result.tail_us);

@@ -67,7 +67,7 @@ def box_records(spec, resolution, split="train", samples=2000, seed=0, validatio
     return records, list(names)
 
 
-def augmented_training_data(records, coding, grid, resolution, seed=0):
+def augmented_training_data(records, coding, grid, resolution, seed=0, extra_iou=EXTRA_ANCHOR_IOU):
     """An unbatched tf.data.Dataset of (float32 image in [-1, 1], ``coding.targets``): each epoch every record
     once, in a new order, randomly flipped and cropped (``tinyvision.data.detection_augment.augment``: the boxes
     move with the pixels, objects mostly cropped away are dropped). Only the records' uint8 pixels stay in
@@ -85,7 +85,7 @@ def augmented_training_data(records, coding, grid, resolution, seed=0):
         e = next(epochs)
         for i in np.random.default_rng((seed, e)).permutation(len(records)):
             record = augment(records[i], resolution, seed=(seed, e, int(i)))
-            yield normalize(record.image), coding.targets(record.boxes, record.classes, grid, EXTRA_ANCHOR_IOU)
+            yield normalize(record.image), coding.targets(record.boxes, record.classes, grid, extra_iou)
 
     slots = coding.targets(np.zeros((0, 4), np.float32), np.zeros(0, np.int64), grid).shape
     data = tf.data.Dataset.from_generator(epoch, output_signature=(

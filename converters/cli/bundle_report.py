@@ -2,6 +2,7 @@
 import hashlib
 import os
 
+from tinyvision.bundle import output_shapes_entry
 from tinyvision.fileio import read_bytes
 from tinyvision.runtime.patch_runner import verify_bundle
 
@@ -111,7 +112,7 @@ def analyze_bundle(folder, verify=True):
         "verify_detail": None,
         "models": [{"name": m.name, "role": m.role, "runs": runs[i], "head_bytes": m.nonpersistent_bytes,
                     "persistent_bytes": m.persistent_bytes, "macs": m.macs, "flash_bytes": len(m.data),
-                    "input_shape": list(m.input_shape), "output_shape": list(m.output_shape)}
+                    "input_shape": list(m.input_shape), **output_shapes_entry(m.output_shapes)}
                    for i, m in enumerate(bundle.models)],
     }
     if verify and source_bytes is not None:

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from tinyvision.data.normalization import renormalize
+from tinyvision.data.normalization import renormalize, to_model_channels
 from tinyvision.errors import TinyVisionError
 
 KINDS = {"float": "Keras (host)", "int8": "int8 on TFLM", "bundle": "bundle on PatchRunner (TFLM)"}
@@ -65,8 +65,9 @@ def open_model(path):
 
         bundle = read_bundle(path)
         shape = tuple(int(d) for d in bundle.image["shape"])
+        _check_one_output(path, len(bundle.models[bundle.tail].output_shapes))
         output = (1, *bundle.models[bundle.tail].output_shape)  # plan shapes leave out the batch
-        fed = functools.partial(_fed, normalization=bundle.pixel_normalization)
+        fed = functools.partial(_fed, normalization=bundle.pixel_normalization, channels=shape[2])
         if bundle.box_coding:
             from tinyvision.detection import BoxCoding
 
@@ -83,16 +84,19 @@ def open_model(path):
         model = load_keras(path)
         if len(model.inputs) != 1 or len(model.input_shape) != 4:
             raise TinyVisionError(f"{path} must take one image input [N, H, W, C], it takes {model.input_shape}")
+        _check_one_output(path, len(model.outputs))
         shape = tuple(int(d) for d in model.input_shape[1:])
         coding = keras_box_coding(model, path)
+
+        def fed(run):  # tinyvision's own normalization: only a grey model's images change
+            return lambda images: run(model, to_model_channels(images, shape[2]))
+
         if coding is not None:
-            return detection.BoxDetector(path, "float", shape, coding, [],
-                                         lambda images: detection.keras_heatmaps(model, images))
+            return detection.BoxDetector(path, "float", shape, coding, [], fed(detection.keras_heatmaps))
         if detection.is_detector_output(model.output_shape):
             return detection.Detector(path, "float", shape, tuple(int(d) for d in model.output_shape[1:]), [],
-                                      lambda images: detection.keras_heatmaps(model, images))
-        return Classifier(path, "float", shape, int(model.output_shape[-1]), [],
-                          lambda images: classify.keras_scores(model, images))
+                                      fed(detection.keras_heatmaps))
+        return Classifier(path, "float", shape, int(model.output_shape[-1]), [], fed(classify.keras_scores))
     from converters.ir import Model
     from converters.quantize import read_metadata
     from tinyvision.fileio import read_tflite_bytes
@@ -101,10 +105,12 @@ def open_model(path):
     graph = Model.from_bytes(data, os.path.basename(path)).main
     if len(graph.inputs) != 1 or len(graph.inputs[0].shape) != 4:
         raise TinyVisionError(f"{path} must take one image input [1, H, W, C]")
+    _check_one_output(path, len(graph.outputs))
     shape, output = tuple(int(d) for d in graph.inputs[0].shape[1:]), tuple(graph.outputs[0].shape)
     metadata = read_metadata(data) or {"labels": [], "box_coding": None, "normalization": None}
     labels, name = metadata["labels"], os.path.basename(path)
-    fed = functools.partial(_fed, normalization=_tflite_normalization(graph.inputs[0], metadata["normalization"]))
+    fed = functools.partial(_fed, normalization=_tflite_normalization(graph.inputs[0], metadata["normalization"]),
+                            channels=shape[2])
     if metadata["box_coding"] is not None:
         return detection.BoxDetector(path, "int8", shape, metadata["box_coding"], labels,
                                      fed(functools.partial(detection.tflm_heatmaps, data, name=name)))
@@ -115,9 +121,17 @@ def open_model(path):
                       fed(functools.partial(classify.tflm_scores, data, name=name)))
 
 
-def _fed(run, normalization):
-    """``run`` (float32 images -> outputs) on tinyvision's images in [-1, 1] turned into the model's own input."""
-    return lambda images: run(renormalize(images, normalization))
+def _check_one_output(path, count):
+    if count != 1:
+        raise TinyVisionError(f"{path} has {count} outputs: predict and evaluate read one (class scores, a heatmap "
+                              "or a box grid); a model with several output heads needs its own decoder "
+                              "(analyze, convert and export --arduino take it)")
+
+
+def _fed(run, normalization, channels):
+    """``run`` (float32 images -> outputs) on tinyvision's RGB images in [-1, 1] turned into the model's own input
+    (its normalization; grey for a one-channel model)."""
+    return lambda images: run(renormalize(to_model_channels(images, channels), normalization))
 
 
 def _tflite_normalization(image_input, stored):

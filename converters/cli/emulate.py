@@ -45,11 +45,15 @@ def report(result, board):
     arena = run.arena
     counts = run.instructions()
     host_best = int(result.host_scores.argmax())
-    sketch_line = next(line for line in run.lines if line.startswith(("class=", "detections=")))
+    sketch_line = next(line for line in run.lines if line.startswith(("class=", "detections=", "outputs=")))
     lines = [f"emulated Cortex-M4F (qemu mps2-an386, {board.ram_bytes // 1024:,} KB RAM as {board.name}), the board's "
              f"TFLM library: {sketch_line}"]
     same = "(equal)" if result.score_diff == 0 else f"(differ by up to {result.score_diff})"
-    if sketch_line.startswith("detections="):  # a centroid or box detector: its output is too long to print
+    if sketch_line.startswith("outputs="):  # several output heads: the sketch prints each one's maximum
+        lines += [f"  {line}" for line in run.lines if line.startswith("output=")]
+        lines.append(f"  output   {run.scores.size} values in {len(run.outputs)} outputs on the emulator and the "
+                     f"host {same}")
+    elif sketch_line.startswith("detections="):  # a centroid or box detector: its output is too long to print
         lines += [f"  {line}" for line in run.lines if line.startswith("detection ")]
         lines.append(f"  output   {run.scores.size} values on the emulator and the host {same}")
     else:

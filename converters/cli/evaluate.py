@@ -47,6 +47,7 @@ def run():
     from converters.cli.classifier import KINDS, as_classifier, model_list, open_model
     from converters.cli.common import DETECTION_DATASET, dataset_arrays, progress
     from tinyvision.analysis.accuracy import Evaluation, plot_confusion
+    from tinyvision.data.normalization import fed_image_shape
     from tinyvision.errors import TinyVisionError
 
     if not FLAGS.dataset:
@@ -70,8 +71,8 @@ def run():
         raise TinyVisionError("the models have different class counts: " +
                               ", ".join(f"{c.name} {c.num_classes}" for c in classifiers))
     shape, num_classes = shapes.pop(), classes.pop()
-    images, labels, names = dataset_arrays(FLAGS.dataset, shape, "val", FLAGS.samples, FLAGS.seed,
-                                           FLAGS.validation_split)
+    images, labels, names = dataset_arrays(FLAGS.dataset, fed_image_shape(shape, classifiers[0].name), "val",
+                                           FLAGS.samples, FLAGS.seed, FLAGS.validation_split)
     if names is not None and len(names) != num_classes:
         raise TinyVisionError(f"{FLAGS.dataset} has {len(names)} classes, the model has {num_classes} outputs")
     names = names or next((c.labels for c in classifiers if c.labels), None) or [f"class {i}" for i in
@@ -119,6 +120,7 @@ def evaluate_box_detectors(detectors):
     from converters.cli.box_data import box_dataset, is_box_spec, mean_average_precisions
     from converters.cli.classifier import KINDS
     from converters.cli.common import progress
+    from tinyvision.data.normalization import fed_image_shape
     from tinyvision.detection.runtime import BoxDetector
     from tinyvision.errors import TinyVisionError
 
@@ -136,9 +138,9 @@ def evaluate_box_detectors(detectors):
         raise TinyVisionError(f"--box_threshold must lie in [0, 1) and --iou_threshold in (0, 1], got "
                               f"{FLAGS.box_threshold} and {FLAGS.iou_threshold}")
     first = detectors[0]
-    height, width, channels = first.input_shape
-    if height != width or channels != 3:
-        raise TinyVisionError(f"box data is fitted to square RGB images; {first.name} takes {first.input_shape}")
+    height, width, _ = fed_image_shape(first.input_shape, first.name)
+    if height != width:
+        raise TinyVisionError(f"box data is fitted to square images; {first.name} takes {first.input_shape}")
     images, records, names = box_dataset(FLAGS.dataset, height, "val", FLAGS.samples, FLAGS.seed,
                                          FLAGS.validation_split)
     if len(names) != first.coding.classes:
@@ -171,6 +173,7 @@ def evaluate_detectors(detectors):
     from converters.cli.classifier import KINDS
     from converters.cli.common import DETECTION_DATASET, progress
     from tinyvision.data.detection import DETECTION_CLASSES, detection_arrays, detection_class_names
+    from tinyvision.data.normalization import fed_image_shape
     from tinyvision.detection import score_detections
     from tinyvision.detection.runtime import Detector
     from tinyvision.errors import TinyVisionError
@@ -187,9 +190,9 @@ def evaluate_detectors(detectors):
     if FLAGS.tolerance < 0:
         raise TinyVisionError(f"--tolerance must be >= 0 cells, got {FLAGS.tolerance}")
     first = detectors[0]
-    height, width, channels = first.input_shape
-    if height != width or channels != 3 or height % first.grid[0]:
-        raise TinyVisionError(f"builtin_detection gives square RGB images in whole cells; {first.name} takes "
+    height, width, _ = fed_image_shape(first.input_shape, first.name)
+    if height != width or height % first.grid[0]:
+        raise TinyVisionError(f"builtin_detection gives square images in whole cells; {first.name} takes "
                               f"{first.input_shape} with a {first.grid} grid")
     images, _, samples = detection_arrays(FLAGS.samples, height, FLAGS.seed, "val", first.stride)
     # A detector trained elsewhere (a face detector, say) has other classes than the built-in scenes.

@@ -8,7 +8,8 @@ the host), plus the head the board's CMSIS-NN kernel scratch adds, unless --aren
   tinyvision export --model=out/bundle --arduino --test_image=photos/cat/01.jpg --output=out/sketch
   tinyvision export --model=out/model.tflite --arduino --output=out/sketch   (the unsplit model)
 
-The sketch prints class names: the model's metadata labels (from the dataset it was converted with).
+The sketch prints class names: --labels (a file, one name per line), else the model's metadata labels
+(from the dataset it was converted with).
 Its test image is --test_image, else the first held-out image of --dataset, else a built-in sample.
 """
 from absl import flags
@@ -26,6 +27,8 @@ flags.DEFINE_string("test_label", None, "--arduino: the test image's class (name
                     "name when that is a class, or the dataset's label")
 flags.DEFINE_string("dataset", None, "--arduino: take the test image from this dataset (the one the model was "
                     "trained on): a folder:PATH's first held-out image, or a built-in sample")
+flags.DEFINE_string("labels", None, "--arduino: class names file (one per line) for a model without metadata "
+                    "labels, printed by the sketch")
 flags.DEFINE_float("validation_split", 0.2, "--arduino with a folder: --dataset: the held-out fraction (as train)")
 FLAGS = flags.FLAGS
 
@@ -46,14 +49,15 @@ def run():
     if FLAGS.arduino:
         from converters.export.arduino import export_arduino
 
-        if FLAGS.verify:
+        if FLAGS.verify and os.path.isdir(FLAGS.model):  # a .tflite runs whole, as it is: nothing to check
             _check_bit_exact(FLAGS.model)
         test_image = FLAGS.test_image or _dataset_test_image(FLAGS.dataset, FLAGS.validation_split)
         export_arduino(FLAGS.model, FLAGS.output, board=FLAGS.board, camera=FLAGS.camera, test_image=test_image,
-                       test_label=FLAGS.test_label)
+                       test_label=FLAGS.test_label, class_names=_labels_file(FLAGS.labels))
         return
-    if FLAGS.test_image or FLAGS.test_label or FLAGS.dataset:
-        raise TinyVisionError("--test_image, --test_label and --dataset are sketch options: use them with --arduino")
+    if FLAGS.test_image or FLAGS.test_label or FLAGS.dataset or FLAGS.labels:
+        raise TinyVisionError("--test_image, --test_label, --dataset and --labels are sketch options: use them with "
+                              "--arduino")
     if os.path.isdir(FLAGS.model):
         raise TinyVisionError(f"{FLAGS.model} is a folder: export a bundle with --arduino")
     model_bytes = read_tflite_bytes(FLAGS.model)
@@ -75,6 +79,18 @@ def run():
     for path in paths:
         print(f"wrote {path}")
     print(f"arena size constant: {arena:,} B ({note})")
+
+
+def _labels_file(path):
+    """The class names of a --labels file (one per line, blank lines at the end dropped), or None without one."""
+    if path is None:
+        return None
+    from tinyvision.fileio import read_bytes
+
+    names = read_bytes(path, "labels file").decode("utf-8", "replace").splitlines()
+    while names and not names[-1].strip():
+        names.pop()
+    return names
 
 
 def _check_bit_exact(folder):

@@ -33,6 +33,7 @@ def run():
 
     from converters.cli.classifier import model_list, open_model
     from tinyvision.data.loaders import decode_image_file
+    from tinyvision.data.normalization import fed_image_shape
     from tinyvision.detection.runtime import BoxDetector, Detector
     from tinyvision.errors import TinyVisionError
     from tinyvision.fileio import read_bytes
@@ -49,9 +50,9 @@ def run():
         raise TinyVisionError(f"predict runs one model, got {len(paths)}: {', '.join(paths)} (evaluate compares forms)")
     (path,) = paths
     classifier = open_model(path)
-    height, width, channels = classifier.input_shape
-    if height != width or channels != 3:
-        raise TinyVisionError(f"{classifier.name} takes {classifier.input_shape} images; predict feeds square RGB")
+    height, width, _ = fed_image_shape(classifier.input_shape, classifier.name)
+    if height != width:
+        raise TinyVisionError(f"{classifier.name} takes {classifier.input_shape} images; predict feeds square ones")
     if FLAGS.labels:
         classifier.labels = read_bytes(FLAGS.labels, "labels file").decode("utf-8", "replace").splitlines()
         if len(classifier.labels) != classifier.num_classes:

@@ -6,7 +6,8 @@
     tinyvision_runtime.{h,cpp}               plan checks, window copy, output placement, preprocessing
     centroid_decoder.{h,cpp}                 detections of a centroid detector's int8 heatmap
     box_decoder.{h,cpp}                      a box detector's boxes (with NMS) from its int8 output; only
-                                             for a box detector (plan.json box_coding)
+                                             for a box detector (plan.json box_coding) whose tail has one
+                                             output
     box_config.h                             TINYVISION_BOX_DETECTOR and, for a box detector, its anchors,
                                              coding and the decoder's thresholds
     patch_runner_tflm.{h,cpp}                the TFLM glue (interpreters resident or one at a time, one arena)
@@ -85,8 +86,9 @@ CAMERA_EXTRA_BYTES = CAMERA_FRAME_BYTES + 256 + 64  # + pixel LUT + FrameImage
 # Chirale_TensorFlowLite 2.0.0): it cannot be compiled here without TFLM's headers.
 GLUE_CODE_BYTES = 3072
 # Plan tables when they cannot be compiled: sizeof() on Cortex-M4 of tinyvision::ModelInfo / PatchInfo /
-# PersistentSection / StageInfo, and of Plan plus the class-name table's terminator.
-PLAN_BYTES_PER_MODEL, PLAN_BYTES_PER_PATCH, PLAN_BYTES_PER_SECTION, PLAN_BYTES_PER_STAGE = 64, 44, 12, 28
+# PersistentSection / StageInfo / Dims (one per model output), and of Plan plus the class-name table's terminator.
+PLAN_BYTES_PER_MODEL, PLAN_BYTES_PER_PATCH, PLAN_BYTES_PER_SECTION, PLAN_BYTES_PER_STAGE = 56, 44, 12, 28
+PLAN_BYTES_PER_OUTPUT = 20
 PLAN_FIXED_BYTES = 76
 ALIGN = 16
 # plan.json arena.interpreters -> tinyvision::InterpreterMode (absent: "resident").
@@ -161,7 +163,9 @@ def export_arduino(bundle_dir, out_dir, board="nano33ble", test_image=None, sket
     sketch_name: folder and .ino name; default "tinyvision_<bundle folder name>".
     class_names: one name per model output, printed by the sketch; default the bundle's labels (its
         source model's metadata), else the built-in dataset's names when the test image comes from it
-        and the class count matches, else none.
+        and the class count matches, else none. A tail with several outputs (a detector with one per
+        scale) has none: the sketch prints each output's largest value, and class_names or test_label
+        given for it is refused.
     test_label: the test image's class (an index or a class name) printed as the expected label;
         default: the built-in image's own label, or for an image file in a folder named after a
         class (a folder: dataset's layout), that class; else unknown (-1).
@@ -177,14 +181,23 @@ def export_arduino(bundle_dir, out_dir, board="nano33ble", test_image=None, sket
     _refuse_per_channel_dense(bundle, bundle_dir)
     name = _sketch_name(bundle_dir, sketch_name)
     image, label, default_names = prepare_test_image(bundle, test_image)
-    output = tuple(bundle.models[bundle.tail].output_shape)
-    # A box detector's class names name its object classes; a centroid detector's its heatmap channels.
-    num_classes = (bundle.box_coding["classes"] if bundle.box_coding else
-                   int(output[-1]) if _is_heatmap(output) else int(np.prod(output)))
-    if bundle.labels and default_names is not None and list(default_names) != list(bundle.labels):
-        label = -1  # a built-in sample says nothing about the classes of the user's model
-    names = _class_names(class_names, bundle.labels or default_names, num_classes)
-    label = _test_label(test_label, label, test_image, names, num_classes)
+    outputs = bundle.models[bundle.tail].output_shapes
+    if len(outputs) > 1:
+        # The sketch prints each output's largest value: class names and labels belong to one output's classes.
+        for given, what in ((class_names, "class names"), (test_label, "a test label")):
+            if given is not None:
+                raise TinyVisionError(f"{what} given for a model with {len(outputs)} outputs: class names and test "
+                                      f"labels apply to a single-output model only")
+        names, label = [], -1
+    else:
+        output = tuple(outputs[0])
+        # A box detector's class names name its object classes; a centroid detector's its heatmap channels.
+        num_classes = (bundle.box_coding["classes"] if bundle.box_coding else
+                       int(output[-1]) if _is_heatmap(output) else int(np.prod(output)))
+        if bundle.labels and default_names is not None and list(default_names) != list(bundle.labels):
+            label = -1  # a built-in sample says nothing about the classes of the user's model
+        names = _class_names(class_names, bundle.labels or default_names, num_classes)
+        label = _test_label(test_label, label, test_image, names, num_classes)
     files = render_sketch(bundle, name, image, label, names)
 
     out_dir = os.path.abspath(os.fspath(out_dir))
@@ -343,7 +356,9 @@ def prepare_test_image(bundle, test_image=None):
     H, W, C = (int(d) for d in bundle.image["shape"])
     pixel_mapping = float(bundle.image["scale"]), int(bundle.image["zero_point"]), bundle.pixel_normalization
     if test_image is None:
-        output = tuple(bundle.models[bundle.tail].output_shape)
+        outputs = bundle.models[bundle.tail].output_shapes
+        output = tuple(outputs[0])  # a detector with one output per scale: the grid of the first
+        several = len(outputs) > 1
         if _is_heatmap(output) and H == W and H % output[0] == 0 and output[0] >= 4:
             # A centroid detector: the first scene of the built-in detection data's test split with objects in it.
             from tinyvision.data.detection import DETECTION_CLASSES, detection_class_names, render_detection_sample
@@ -352,7 +367,10 @@ def prepare_test_image(bundle, test_image=None):
             scenes = (render_detection_sample(i, resolution=H, split="test", stride=stride) for i in range(1, 99))
             pixels = next(s for s in scenes if len(s.classes)).image
             names = DETECTION_CLASSES if bundle.box_coding else detection_class_names()  # no background class
-            return pixels_to_image(pixels, (H, W, C), *pixel_mapping), -1, list(names)
+            return pixels_to_image(pixels, (H, W, C), *pixel_mapping), -1, None if several else list(names)
+        if several:  # no classes to draw a sample of
+            pixels, _ = render_sample(1, resolution=max(H, W), split="test", variant="shapes")
+            return pixels_to_image(pixels, (H, W, C), *pixel_mapping), -1, None
         classes = int(np.prod(output))
         if classes == 2:
             variant, subset = "vww", None
@@ -394,6 +412,12 @@ def _is_heatmap(output):
     return len(output) == 3 and output[0] * output[1] > 1
 
 
+def decodes_boxes(bundle):
+    """Whether the sketch decodes boxes: a box coding (plan.json box_coding) and a tail with one output, the one
+    the box decoder reads. A tail with several outputs gets each output's largest value printed instead."""
+    return bool(bundle.box_coding) and len(bundle.models[bundle.tail].output_shapes) == 1
+
+
 def _class_names(given, default, num_classes):
     if given is None:
         return list(default) if default is not None and len(default) == num_classes else []
@@ -428,7 +452,7 @@ def _test_label(given, default, test_image, names, num_classes):
 def render_sketch(bundle, sketch_name, image, label, class_names):
     """{file name: text} of the whole sketch folder."""
     files = {f"{sketch_name}.ino": _read_app(SKETCH_TEMPLATE)}
-    for file_name in RUNTIME_FILES + (BOX_FILES if bundle.box_coding else ()):
+    for file_name in RUNTIME_FILES + (BOX_FILES if decodes_boxes(bundle) else ()):
         files[file_name] = _read_app(file_name)
     files["box_config.h"] = render_box_config(bundle)
     flash = model_image(bundle)
@@ -443,7 +467,9 @@ def render_sketch(bundle, sketch_name, image, label, class_names):
 def render_readme(bundle, sketch_name, label, class_names):
     """The sketch folder's README.md: what it runs and prints, and the two switches a user turns."""
     H, W, C = (int(d) for d in bundle.image["shape"])
-    classes = ", ".join(f"{i} {n}" for i, n in enumerate(class_names)) or "indices only (the model has no labels)"
+    outputs = bundle.models[bundle.tail].output_shapes
+    classes = (f"none (the model has {len(outputs)} outputs)" if len(outputs) > 1 else
+               ", ".join(f"{i} {n}" for i, n in enumerate(class_names)) or "indices only (the model has no labels)")
     expected = (f"{label} ({class_names[label]})" if 0 <= label < len(class_names) else
                 str(label) if label >= 0 else "-1 (unknown)")
     return f"""# {sketch_name}
@@ -479,6 +505,9 @@ then one `detection class=<index> (<name>) x=<cell column> y=<cell row> score=<p
 A box detector (`box_config.h`: its anchors and coding) prints `detections=<n>` too, then one
 `detection class=<index> (<name>) box=<x0>,<y0>,<x1>,<y1> score=<objectness x class score>` line per box (pixels of
 the model input; score >= kTinyVisionBoxScoreThreshold, class-wise NMS at IoU kTinyVisionBoxIouThreshold).
+A model with several outputs (a detector with one output per scale) has no classes and no decoder on the board: it
+prints one `output=<i> shape=<h>x<w>x<c> max=<largest value, dequantized> at=<its flat index>` line per output, in
+the model's output order, then `outputs=<n>` in place of `class=... label=...`.
 
 ## Switch the image source
 
@@ -542,7 +571,11 @@ def render_box_config(bundle):
     lines = ["// Generated by tinyvision (converters.export.arduino). Do not edit.",
              "#ifndef TINYVISION_BOX_CONFIG_H_", "#define TINYVISION_BOX_CONFIG_H_", ""]
     coding = bundle.box_coding
-    if not coding:
+    if coding and not decodes_boxes(bundle):
+        lines += ["// A box coding for a tail with several outputs: the box decoder reads one, so the sketch",
+                  "// prints each output's largest value instead.",
+                  "#define TINYVISION_BOX_DETECTOR 0"]
+    elif not coding:
         lines += ["// Not a box detector: the sketch prints class scores or centroid detections.",
                   "#define TINYVISION_BOX_DETECTOR 0"]
     else:
@@ -604,12 +637,15 @@ def render_plan_data(bundle, flash, class_names=()):
         "#endif  // TINYVISION_PLAN_DATA_H_",
         "",
     ])
-    models, in_place_models = [], set(arena.get("in_place", []))
+    models, outputs, in_place_models = [], [], set(arena.get("in_place", []))
     for i, (m, offset) in enumerate(zip(bundle.models, flash.offsets)):
         role = "kTail" if m.role == "tail" else "kPatch"
+        # Every model's output shapes in one table: a model points at its first and counts them.
+        first = len(outputs)
+        outputs += [f"    {_c_dims(shape)},  // model {i} output {j}" for j, shape in enumerate(m.output_shapes)]
         models.append(f"    {{{c_string(m.name)}, kTinyVisionModels + {offset}u, {len(flash.data) - offset}u, "
-                      f"tinyvision::ModelRole::{role}, {_c_dims(m.input_shape)}, {_c_dims(m.output_shape)}, "
-                      f"{int(m.nonpersistent_bytes or 0)}u, {int(m.persistent_bytes or 0)}u, "
+                      f"tinyvision::ModelRole::{role}, {_c_dims(m.input_shape)}, kOutputs + {first}, "
+                      f"{len(m.output_shapes)}, {int(m.nonpersistent_bytes or 0)}u, {int(m.persistent_bytes or 0)}u, "
                       f"{'true' if i in in_place_models else 'false'}}},")
     patches = []
     for p in bundle.patches:
@@ -636,8 +672,11 @@ def render_plan_data(bundle, flash, class_names=()):
         "",
         "namespace {",
         "",
+        *_c_table("tinyvision::Dims", "kOutputs", "output shapes without batch (HWC), model by model in output order",
+                  outputs),
         "const tinyvision::ModelInfo kModels[] = {",
-        "    // name, flatbuffer, bytes, role, input HWC, output HWC, TFLM head, TFLM tail, in place on its stages",
+        "    // name, flatbuffer, bytes, role, input HWC, first output, outputs, TFLM head, TFLM tail, in place on its",
+        "    // stages",
         *models,
         "};",
         "",
@@ -771,7 +810,7 @@ def _memory_report(bundle, profile, folder, target, image, files, camera):
         "op resolver": RESOLVER_BYTES + RESOLVER_BYTES_PER_OP * num_ops,
         "globals": SKETCH_GLOBALS_BYTES,
     }
-    if bundle.box_coding:
+    if decodes_boxes(bundle):
         ram["box detections"] = BOX_DETECTIONS_BYTES
     arm = arm_size(folder, [f for f in PLAIN_SOURCES if f in files], profile.arch_flags)
     flash = {"models": len(model_image(bundle).data)}
@@ -780,6 +819,7 @@ def _memory_report(bundle, profile, folder, target, image, files, camera):
         ram["globals"] += arm["data"] + arm["bss"]
     else:
         plan = (PLAN_FIXED_BYTES + PLAN_BYTES_PER_MODEL * num_models + PLAN_BYTES_PER_PATCH * len(bundle.patches)
+                + PLAN_BYTES_PER_OUTPUT * sum(len(m.output_shapes) for m in bundle.models)
                 + PLAN_BYTES_PER_SECTION * num_models + PLAN_BYTES_PER_STAGE * len(bundle.stages)
                 + sum(len(m.name) + 1 for m in bundle.models))
         flash["test image"] = _align(image.size)

@@ -4,16 +4,19 @@ Exporters wrap the int8 network in ops that are no part of it:
 
 * a float input quantized by a leading QUANTIZE (MCUNet / TinyEngine models, float I/O);
 * an NCHW input turned into NHWC by a leading TRANSPOSE with perm (0, 2, 3, 1) (PyTorch exports);
-* a float output made by a trailing DEQUANTIZE.
+* a float output made by a DEQUANTIZE (one per output of a model with several).
 
 Patch splitting works on the core between them. The bundle's image is the core's int8 NHWC
 input: on the device the image sources produce it directly (camera pixels -> int8), so a float
 window (4x the bytes) never enters the arena. On the host, ``SourceEdges`` turns the source
 model's own inputs into that image (TFLM's QUANTIZE rounding, the transpose) and the tail's
-int8 output back into the source's output (TFLM's DEQUANTIZE arithmetic), bit for bit.
+int8 outputs back into the source's outputs (TFLM's DEQUANTIZE arithmetic), bit for bit.
 
 Op counts (``n`` of a stage) stay those of the model being split, edges included, so the op
 indices ``analyze`` prints for it are the ones a ``--patches`` chain names: ``lead_ops`` converts.
+Output DEQUANTIZEs may sit anywhere after the op that makes their output (a detector exports
+each scale's output as soon as it is computed), but a stage never ends after an output is made
+(the rest of the model would read two tensors), so every cut lies before them all.
 """
 import dataclasses
 
@@ -31,8 +34,8 @@ class SourceEdges:
     lead_ops: ops before the core (QUANTIZE and/or TRANSPOSE, 0..2); input_shape / input_dtype: the
     source's input (with batch); layout: "NCHW" when the source transposes its input, else "NHWC";
     image_quant: (scale, zero point) of the core's input, which a float input is quantized with;
-    output_quant: (scale, zero point) the tail's int8 output is dequantized with, None when the
-    source's output is the core's.
+    output_quants: per output of the source, the (scale, zero point) the tail's int8 output is
+    dequantized with; None when the source's outputs are the core's.
     """
 
     lead_ops: int = 0
@@ -40,11 +43,11 @@ class SourceEdges:
     input_dtype: str = "int8"
     layout: str = "NHWC"
     image_quant: tuple = None
-    output_quant: tuple = None
+    output_quants: tuple = None
 
     @property
     def trivial(self):
-        return self.lead_ops == 0 and self.output_quant is None
+        return self.lead_ops == 0 and self.output_quants is None
 
     def plan(self):
         """The optional ``input`` / ``output`` entries of the plan's ``source`` (docs/bundle-format.md)."""
@@ -53,22 +56,26 @@ class SourceEdges:
         entries = {}
         if self.lead_ops:
             entries["input"] = {"shape": list(self.input_shape), "dtype": self.input_dtype, "layout": self.layout}
-        if self.output_quant is not None:
-            entries["output"] = {"dtype": "float32", "scale": self.output_quant[0], "zero_point": self.output_quant[1]}
+        if self.output_quants is not None:
+            described = [{"dtype": "float32", "scale": scale, "zero_point": zero_point}
+                         for scale, zero_point in self.output_quants]
+            entries.update({"output": described[0]} if len(described) == 1 else {"outputs": described})
         return entries
 
     @classmethod
     def from_plan(cls, plan):
         """The edges a plan records (trivial when its source has no ``input`` / ``output`` entries)."""
         source, image = plan.get("source", {}), plan["image"]
-        given, output = source.get("input"), source.get("output")
+        given = source.get("input")
+        outputs = [source["output"]] if source.get("output") is not None else source.get("outputs")
         edges = cls(image_quant=(float(image["scale"]), int(image["zero_point"])))
         if given is not None:
             lead = int(given["dtype"] != "int8") + int(given["layout"] == "NCHW")
             edges = dataclasses.replace(edges, lead_ops=lead, input_shape=tuple(given["shape"]),
                                         input_dtype=given["dtype"], layout=given["layout"])
-        if output is not None:
-            edges = dataclasses.replace(edges, output_quant=(float(output["scale"]), int(output["zero_point"])))
+        if outputs is not None:
+            edges = dataclasses.replace(edges, output_quants=tuple(
+                (float(output["scale"]), int(output["zero_point"])) for output in outputs))
         return edges
 
     def images(self, inputs):
@@ -81,10 +88,12 @@ class SourceEdges:
         return np.ascontiguousarray(x, dtype=np.int8)
 
     def outputs(self, tail_outputs):
-        """The tail's int8 outputs -> the source model's outputs."""
-        if self.output_quant is None:
+        """The tail's int8 outputs (an array, or a list of them for several outputs) -> the source model's."""
+        if self.output_quants is None:
             return tail_outputs
-        return dequantize_like_tflm(tail_outputs, *self.output_quant)
+        if len(self.output_quants) == 1:
+            return dequantize_like_tflm(tail_outputs, *self.output_quants[0])
+        return [dequantize_like_tflm(y, *q) for y, q in zip(tail_outputs, self.output_quants)]
 
 
 def quantize_like_tflm(x, scale, zero_point):
@@ -126,49 +135,60 @@ def _lead_op(graph, tensor, index):
     return None
 
 
+def _output_dequantize(graph, result):
+    """The DEQUANTIZE op that makes the graph output ``result`` from an int8 per-tensor tensor only it reads (or
+    None)."""
+    op = graph.producers().get(result)
+    if (op is None or op.opcode != "DEQUANTIZE" or np.dtype(result.dtype) != np.float32
+            or np.dtype(op.inputs[0].dtype) != np.int8 or not _per_tensor(op.inputs[0])
+            or _only_reader(graph, op.inputs[0]) is not op):
+        return None
+    return op
+
+
 def int8_core(model):
     """(core ``Model``, ``SourceEdges``): ``model`` without its input QUANTIZE / NCHW TRANSPOSE and its
-    output DEQUANTIZE. A model without them is returned as is (the same object, trivial edges).
+    output DEQUANTIZEs. A model without them is returned as is (the same object, trivial edges).
 
-    Only edges that are the first ops (input side) or the last op (output side) are taken, so that
-    op counts of the source and of the core differ by ``lead_ops`` exactly.
+    Input edges are taken only as the first ops, so that op counts of the source and of the core
+    differ by ``lead_ops`` up to the first output; output DEQUANTIZEs only when every output has one.
     """
     graph = model.main
-    if len(model.subgraphs) != 1 or len(graph.inputs) != 1 or len(graph.outputs) != 1:
+    if len(model.subgraphs) != 1 or len(graph.inputs) != 1 or not graph.outputs:
         return model, SourceEdges()
     source = graph.inputs[0]
     image, kinds = source, []
     while (kind := _lead_op(graph, image, len(kinds))) is not None and kind not in kinds:
         kinds.append(kind)
         image = graph.ops[len(kinds) - 1].outputs[0]
-    last, output_quant = graph.ops[-1] if graph.ops else None, None
-    result = graph.outputs[0]
-    if (last is not None and last.opcode == "DEQUANTIZE" and last.outputs[0] is result
-            and np.dtype(result.dtype) == np.float32 and np.dtype(last.inputs[0].dtype) == np.int8
-            and _per_tensor(last.inputs[0]) and _only_reader(graph, last.inputs[0]) is last):
-        q = last.inputs[0].quantization
-        output_quant = (float(q.scale.reshape(-1)[0]), int(q.zero_point.reshape(-1)[0]))
-    if not kinds and output_quant is None:
+    dequantizes = [_output_dequantize(graph, result) for result in graph.outputs]
+    if any(op is None for op in dequantizes):
+        dequantizes = []
+    if not kinds and not dequantizes:
         return model, SourceEdges()
-    if len(kinds) == len(graph.ops) - (output_quant is not None):
+    if len(kinds) + len(dequantizes) == len(graph.ops):
         raise TinyVisionError("the model is only its input and output conversions: nothing to split")
     from converters.planning.metadata import METADATA_NAME
 
     core = model.copy()
     core.metadata.pop(METADATA_NAME, None)  # an offline plan of the source indexes tensors the core drops
     g = core.main
-    end = len(g.ops) - (output_quant is not None)
-    g.inputs = [g.ops[len(kinds) - 1].outputs[0]] if kinds else g.inputs
-    g.outputs = [g.ops[-1].inputs[0]] if output_quant is not None else g.outputs
-    g.ops = g.ops[len(kinds):end]
+    dropped = {graph.ops.index(op) for op in dequantizes} | set(range(len(kinds)))
+    if kinds:
+        g.inputs = [g.ops[len(kinds) - 1].outputs[0]]
+    if dequantizes:
+        g.outputs = [g.ops[graph.ops.index(op)].inputs[0] for op in dequantizes]
+    g.ops = [op for i, op in enumerate(g.ops) if i not in dropped]
     g.prune_tensors()
     image_q = image.quantization
+    output_quants = tuple((float(op.inputs[0].quantization.scale.reshape(-1)[0]),
+                           int(op.inputs[0].quantization.zero_point.reshape(-1)[0])) for op in dequantizes)
     edges = SourceEdges(
         lead_ops=len(kinds), input_shape=tuple(source.shape), input_dtype=np.dtype(source.dtype).name,
         layout="NCHW" if "TRANSPOSE" in kinds else "NHWC",
         image_quant=(float(image_q.scale.reshape(-1)[0]), int(image_q.zero_point.reshape(-1)[0])) if _per_tensor(
             image) else None,
-        output_quant=output_quant)
+        output_quants=output_quants or None)
     return core, edges
 
 

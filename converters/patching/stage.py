@@ -32,6 +32,7 @@ from tensorflow.lite.python import schema_py_generated as schema
 from converters.ir import Graph, Model, Op, Tensor
 from converters.patching import geometry as geo
 from tinyvision.bundle import Box, Bundle, BundleModel, Patch, Window, hwc, quant_dict
+from tinyvision.bundle.schema import MAX_OUTPUTS
 from converters.patching.dilated import stage_view
 from converters.patching.edges import SourceEdges, int8_core
 from tinyvision.errors import TinyVisionError
@@ -64,17 +65,17 @@ def core_of(model, name="model"):
 
 
 def check_model(model, name="model"):
-    """Raise TinyVisionError unless ``model`` is a static-shape int8 model with one NHWC input and one output."""
+    """Raise TinyVisionError unless ``model`` is a static-shape int8 model with one NHWC input and at most
+    ``MAX_OUTPUTS`` outputs (the tail makes them all)."""
     if len(model.subgraphs) != 1:
         raise TinyVisionError(
             f"{name} has {len(model.subgraphs)} subgraphs (control flow): cannot split it into patches")
     graph = model.main
-    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
-        raise TinyVisionError(
-            f"{name} has {len(graph.inputs)} inputs and {len(graph.outputs)} outputs: "
-            "patch inference needs exactly one of each"
-        )
-    for role, t in (("input", graph.inputs[0]), ("output", graph.outputs[0])):
+    if len(graph.inputs) != 1:
+        raise TinyVisionError(f"{name} has {len(graph.inputs)} inputs: patch inference needs one image input")
+    if not 1 <= len(graph.outputs) <= MAX_OUTPUTS:
+        raise TinyVisionError(f"{name} has {len(graph.outputs)} outputs: a bundle's tail makes 1 to {MAX_OUTPUTS}")
+    for role, t in (("input", graph.inputs[0]), *(("output", y) for y in graph.outputs)):
         if np.dtype(t.dtype) != np.int8:
             raise TinyVisionError(f"{name} is not an int8 model: its {role} {t.name!r} is {np.dtype(t.dtype).name}")
     for t in graph.used_tensors():

@@ -101,8 +101,8 @@ def split_tunnels(model, name="model.tflite"):
         for t in op.inputs:
             if t is not None and not t.is_constant and len(origin.get(t, ())) == 1:
                 raise TinyVisionError(f"{name}: head op {op.opcode} reads tunnel tensor {t.name!r} besides the merge")
-    if graph.outputs[0] is stage or origin[graph.outputs[0]] != every:
-        raise TinyVisionError(f"{name}: the model output must come after the tunnel merge")
+    if any(y is stage or origin[y] != every for y in graph.outputs):
+        raise TinyVisionError(f"{name}: the model's outputs must come after the tunnel merge")
 
     models, index_of, patches, offset = [], {}, [], 0
     for end in ends:

@@ -5,9 +5,11 @@
 // Arduino API of Arduino.h. On top of the sketch's own Serial lines it prints
 // (tinyvision.runtime.board parses them):
 //   buffer <stage> <hex>      each stage buffer as soon as its stage is complete
-//   buffer scores <hex>       the tail's output
-//   clock <name> <ns>         setup, each stage, the tail: clock (emulator:
-//                             instructions) spent, the printing above excluded
+//   buffer scores <hex>       the tail's output 0
+//   buffer scores<i> <hex>    the tail's output i >= 1 (scores1, scores2, ...), for a
+//                             tail with several outputs
+//   clock <name> <ns>         setup, each stage, the tail (tail0, once, at output 0):
+//                             clock (emulator: instructions) spent, the printing above excluded
 //   arena size=<> shared=<> persistent=<> used=<> creation=<> tflm_max=<>
 //   harness exit <code>       0: an inference ran; 1: the sketch reported an error
 // Built with -DTINYVISION_HARNESS_PROFILE, it then creates and invokes each model
@@ -49,12 +51,14 @@ void PrintHex(const int8_t* data, size_t bytes) {
   }
 }
 
+// The runner's BufferObserver: stage k < num_stages is stage k's buffer, num_stages + i the tail's output i.
 void ObserveBuffer(void*, uint16_t stage, const int8_t* data, size_t bytes) {
   const uint64_t now = Clock();
-  const bool scores = stage == kTinyVisionPlan.num_stages;
-  if (scores) {
+  if (stage == kTinyVisionPlan.num_stages) {  // output 0: the tail has just run
     PrintClock("tail", 0, now - g_mark);
     printf("buffer scores ");
+  } else if (stage > kTinyVisionPlan.num_stages) {  // the tail's further outputs: nothing ran since output 0
+    printf("buffer scores%u ", unsigned(stage - kTinyVisionPlan.num_stages));
   } else {
     PrintClock("stage", stage, now - g_mark);
     printf("buffer %u ", unsigned(stage));

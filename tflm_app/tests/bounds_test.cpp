@@ -69,8 +69,10 @@ class Guarded {
 // ---------------------------------------------------------------------------
 // A valid one-stage plan: a 20x20x3 image split into two 12-row windows (one
 // shared patch model, output 4x8x4 each) filling an 8x8x4 stage at arena
-// offset 1024; a 10-class tail. The arrays have room for TwoStages.
+// offset 1024; a 10-class tail. The arrays have room for TwoStages, and for a
+// tail with one output too many. outputs[m] holds model m's output shapes.
 struct PlanFixture {
+  Dims outputs[4][kMaxOutputs + 1];
   ModelInfo models[4];
   PatchInfo patches[4];
   StageInfo stages[3];
@@ -78,8 +80,10 @@ struct PlanFixture {
   Plan plan;
 
   PlanFixture() {
-    models[0] = {"patch", nullptr, 0, ModelRole::kPatch, {3, {12, 20, 3, 0}}, {3, {4, 8, 4, 0}}, 900, 1000, false};
-    models[1] = {"tail", nullptr, 0, ModelRole::kTail, {3, {8, 8, 4, 0}}, {3, {1, 1, 10, 0}}, 900, 1000, false};
+    outputs[0][0] = {3, {4, 8, 4, 0}};
+    outputs[1][0] = {3, {1, 1, 10, 0}};
+    models[0] = {"patch", nullptr, 0, ModelRole::kPatch, {3, {12, 20, 3, 0}}, outputs[0], 1, 900, 1000, false};
+    models[1] = {"tail", nullptr, 0, ModelRole::kTail, {3, {8, 8, 4, 0}}, outputs[1], 1, 900, 1000, false};
     patches[0] = {0, 0, {0, 0, 20, 12}, {0, 0, 0, 8, 4, 4}};
     patches[1] = {0, 0, {0, 8, 20, 12}, {0, 4, 0, 8, 4, 4}};
     stages[0] = {{8, 8, 4}, {0.02f, -100}, {1024, 256}};
@@ -117,8 +121,8 @@ static void OneAtATime(PlanFixture& f) {
 // 4x4x6 stage-1 buffer at arena offset 1280, which the tail reads.
 static void TwoStages(PlanFixture& f) {
   f.models[1].input = {3, {4, 4, 6, 0}};
-  f.models[2] = {"patch_s1", nullptr, 0, ModelRole::kPatch, {3, {5, 8, 4, 0}}, {3, {2, 4, 6, 0}}, 900, 1000,
-                 false};
+  f.outputs[2][0] = {3, {2, 4, 6, 0}};
+  f.models[2] = {"patch_s1", nullptr, 0, ModelRole::kPatch, {3, {5, 8, 4, 0}}, f.outputs[2], 1, 900, 1000, false};
   f.patches[2] = {2, 1, {0, 0, 8, 5}, {0, 0, 0, 4, 2, 6}};
   f.patches[3] = {2, 1, {0, 3, 8, 5}, {0, 2, 0, 4, 2, 6}};
   f.stages[1] = {{4, 4, 6}, {0.05f, 3}, {1280, 96}};
@@ -189,7 +193,7 @@ static void TestValidatePlan() {
       {"box channels past the stage", [](PlanFixture& f) { f.patches[0].output.c = 1; }, Status::kBoxOutsideStage, 0},
       {"box y wraps 32 bits", [](PlanFixture& f) { f.patches[0].output.y = 0xFFFFFFFFu; },
        Status::kBoxOutsideStage, 0},
-      {"box differs from the model output", [](PlanFixture& f) { f.models[0].output.d[2] = 2; },
+      {"box differs from the model output", [](PlanFixture& f) { f.outputs[0][0].d[2] = 2; },
        Status::kBoxShapeMismatch, 0},
       {"tail input is not the stage", [](PlanFixture& f) { f.models[1].input.d[0] = 7; },
        Status::kStageShapeMismatch, 1},
@@ -241,7 +245,7 @@ static void TestValidatePlan() {
       {"stage volume past 32 bits", [](PlanFixture& f) { f.stages[0].shape = {65536, 65536, 4}; },
        Status::kBadShape, 0},
       {"model rank 0", [](PlanFixture& f) { f.models[0].input.rank = 0; }, Status::kBadShape, 0},
-      {"model rank 5", [](PlanFixture& f) { f.models[1].output.rank = 5; }, Status::kBadShape, 1},
+      {"model rank 5", [](PlanFixture& f) { f.outputs[1][0].rank = 5; }, Status::kBadShape, 1},
       {"zero scale", [](PlanFixture& f) { f.plan.image_quant.scale = 0.0f; }, Status::kBadQuantization, -1},
       {"negative scale", [](PlanFixture& f) { f.stages[0].quant.scale = -1.0f; }, Status::kBadQuantization, 0},
       {"NaN scale", [](PlanFixture& f) { f.stages[0].quant.scale = NAN; }, Status::kBadQuantization, 0},
@@ -297,7 +301,7 @@ static void TestValidateTwoStagePlan() {
        [](PlanFixture& f) { f.models[2].input.d[2] = 3; }, Status::kWindowShapeMismatch, 2},
       {"box outside its stage", [](PlanFixture& f) { f.patches[2].output.y = 3; }, Status::kBoxOutsideStage, 2},
       {"box inside stage 0 but outside its own stage", [](PlanFixture& f) {
-         f.models[2].output = {3, {2, 4, 4, 0}};
+         f.outputs[2][0] = {3, {2, 4, 4, 0}};
          f.patches[2].output = {0, 0, 0, 4, 2, 4};
          f.patches[3].output = {4, 0, 0, 4, 2, 4};
        }, Status::kBoxOutsideStage, 3},
@@ -364,6 +368,76 @@ static void TestValidateTwoStagePlan() {
   CheckPlanCases(one_at_a_time, sizeof(one_at_a_time) / sizeof(one_at_a_time[0]), TwoStagesOneAtATime);
 }
 
+// The tail model (index 1) with `count` outputs: a 2x2x18 grid per output
+// after the fixture's 10 scores, as a detector has one output per scale.
+static void TailOutputs(PlanFixture& f, uint16_t count) {
+  for (uint16_t i = 1; i < count && i <= kMaxOutputs; ++i) f.outputs[1][i] = {3, {2, 2, 18, 0}};
+  f.models[1].num_outputs = count;
+}
+
+// The fixture's tail alone, reading the 20x20x3 image: a whole model (no stage, no patch).
+static void WholeModel(PlanFixture& f) {
+  f.models[0] = f.models[1];
+  f.models[0].input = {3, {20, 20, 3, 0}};
+  f.models[0].outputs = f.outputs[0];
+  f.outputs[0][0] = {3, {1, 1, 10, 0}};
+  f.persistent[0] = {0, {2048, 1024}};
+  f.plan.num_stages = 0;
+  f.plan.stages = nullptr;
+  f.plan.num_patches = 0;
+  f.plan.patches = nullptr;
+  f.plan.num_models = 1;
+  f.plan.tail_model = 0;
+  f.plan.arena.num_persistent = 1;
+  f.plan.arena.size = 3072;
+  f.plan.arena.tail_input_at_stage = false;  // a whole model's input is copied from the image
+}
+
+// Only the tail may have several outputs (up to kMaxOutputs): a patch model's
+// one output fills its box of the stage buffer.
+static void TestValidateOutputs() {
+  const PlanCase cases[] = {
+      {"a tail with two outputs", [](PlanFixture& f) { TailOutputs(f, 2); }, Status::kOk, -1},
+      {"a tail with kMaxOutputs outputs", [](PlanFixture& f) { TailOutputs(f, kMaxOutputs); }, Status::kOk, -1},
+      {"a tail with kMaxOutputs + 1 outputs", [](PlanFixture& f) { TailOutputs(f, kMaxOutputs + 1); },
+       Status::kBadOutputs, 1},
+      {"a tail without outputs", [](PlanFixture& f) { TailOutputs(f, 0); }, Status::kBadOutputs, 1},
+      {"a patch model with two outputs", [](PlanFixture& f) {
+         f.outputs[0][1] = {3, {4, 8, 4, 0}};
+         f.models[0].num_outputs = 2;
+       }, Status::kBadOutputs, 0},
+      {"a patch model without outputs", [](PlanFixture& f) { f.models[0].num_outputs = 0; }, Status::kBadOutputs, 0},
+      {"a tail's second output with a zero dimension", [](PlanFixture& f) {
+         TailOutputs(f, 2);
+         f.outputs[1][1].d[1] = 0;
+       }, Status::kBadShape, 1},
+      {"a tail's last output rank 5", [](PlanFixture& f) {
+         TailOutputs(f, kMaxOutputs);
+         f.outputs[1][kMaxOutputs - 1].rank = 5;
+       }, Status::kBadShape, 1},
+      {"null output list", [](PlanFixture& f) { f.models[1].outputs = nullptr; }, Status::kNullArgument, 1},
+      {"a whole model", WholeModel, Status::kOk, -1},
+      {"a whole model with three outputs", [](PlanFixture& f) {
+         WholeModel(f);
+         f.outputs[0][1] = {1, {7, 0, 0, 0}};
+         f.outputs[0][2] = {4, {1, 2, 3, 4}};
+         f.models[0].num_outputs = 3;
+       }, Status::kOk, -1},
+      {"a whole model with kMaxOutputs + 1 outputs", [](PlanFixture& f) {
+         WholeModel(f);
+         for (uint16_t i = 1; i <= kMaxOutputs; ++i) f.outputs[0][i] = {1, {5, 0, 0, 0}};
+         f.models[0].num_outputs = kMaxOutputs + 1;
+       }, Status::kBadOutputs, 0},
+  };
+  CheckPlanCases(cases, sizeof(cases) / sizeof(cases[0]), nullptr);
+  {  // the two-output tail of a two-stage plan, one interpreter at a time
+    PlanFixture f;
+    TwoStagesOneAtATime(f);
+    TailOutputs(f, 2);
+    CHECK_STATUS(ValidatePlan(f.plan), Status::kOk);
+  }
+}
+
 // one_at_a_time: creating a model may write up to temp_reserve, less where a
 // stage buffer that holds data while it is created starts lower.
 static void TestCreationLimit() {
@@ -387,8 +461,8 @@ static void TestThreeStagesReuse() {
   PlanFixture f;
   TwoStages(f);
   f.stages[2] = {{4, 4, 6}, {0.05f, 3}, {1024, 96}};  // over stage 0's buffer
-  f.models[3] = {"patch_s2", nullptr, 0, ModelRole::kPatch, {3, {4, 4, 6, 0}}, {3, {4, 4, 6, 0}}, 900, 1000,
-                 false};
+  f.outputs[3][0] = {3, {4, 4, 6, 0}};
+  f.models[3] = {"patch_s2", nullptr, 0, ModelRole::kPatch, {3, {4, 4, 6, 0}}, f.outputs[3], 1, 900, 1000, false};
   const PatchInfo patches[5] = {f.patches[0], f.patches[1], f.patches[2], f.patches[3],
                                 {3, 2, {0, 0, 4, 4}, {0, 0, 0, 4, 4, 6}}};
   const PersistentSection persistent[4] = {f.persistent[0], f.persistent[1], f.persistent[2], {3, {5120, 1024}}};
@@ -677,6 +751,7 @@ int main() {
   TestValidatePlan();
   TestValidateOneAtATimePlan();
   TestValidateTwoStagePlan();
+  TestValidateOutputs();
   TestThreeStagesReuse();
   TestCreationLimit();
   TestStageSource();

@@ -16,6 +16,7 @@
 //   DIR/test_image.bin  kTinyVisionTestImage
 //   DIR/arena.txt       "<interpreters> <temp_reserve> <interpreter slots> <arena size> <section offsets>",
 //                       then one line per stage: "<h> <w> <c> <scale> <zero point> <offset> <size>"
+//   DIR/outputs.txt     one line per model: its output shapes in output order, "<d0>x<d1>x... <d0>x..."
 // The arena and every window have guard bytes around them, and no arena byte
 // outside the stages' h * w * c bytes may change; any failure exits non-zero.
 #include <stdio.h>
@@ -152,6 +153,17 @@ int main(int argc, char** argv) {
     arena_txt += line;
   }
   if (!WriteFile(dir + "/arena.txt", arena_txt.data(), arena_txt.size())) return 3;
+  std::string outputs_txt;
+  for (uint16_t m = 0; m < plan.num_models; ++m) {
+    const ModelInfo& model = plan.models[m];
+    for (uint16_t i = 0; i < model.num_outputs; ++i) {
+      for (uint8_t d = 0; d < model.outputs[i].rank; ++d) {
+        outputs_txt += (d > 0 ? "x" : i > 0 ? " " : "") + std::to_string(model.outputs[i].d[d]);
+      }
+    }
+    outputs_txt += "\n";
+  }
+  if (!WriteFile(dir + "/outputs.txt", outputs_txt.data(), outputs_txt.size())) return 3;
   printf("stage_check: %u patches placed in %u stages\n", unsigned(plan.num_patches), unsigned(plan.num_stages));
   return 0;
 }

@@ -13,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-from tinyvision.bundle.schema import FORMAT, KINDS
+from tinyvision.bundle.schema import FORMAT, KINDS, MAX_OUTPUTS
 from tinyvision.data.normalization import NORMALIZATION, input_normalization
 from tinyvision.errors import TinyVisionError
 
@@ -71,7 +71,7 @@ class BundleModel:
     role: str  # "patch" or "tail"
     data: bytes
     input_shape: tuple  # HWC
-    output_shape: tuple  # HWC
+    output_shapes: tuple  # HWC of each output, in the model's output order: one, or several for a tail
     macs: int = 0
     nonpersistent_bytes: int = None  # TFLM head
     persistent_bytes: int = None  # TFLM tail
@@ -83,8 +83,15 @@ class BundleModel:
         from tinyvision.analysis.cost import model_cost
 
         g = model.main
-        return cls(name, role, bytes(data), hwc(g.inputs[0].shape), hwc(g.outputs[0].shape),
+        return cls(name, role, bytes(data), hwc(g.inputs[0].shape), tuple(hwc(y.shape) for y in g.outputs),
                    macs=int(model_cost(model).macs), parsed=model)
+
+    @property
+    def output_shape(self):
+        """HWC of the model's one output (TinyVisionError for a tail with several: read ``output_shapes``)."""
+        if len(self.output_shapes) != 1:
+            raise TinyVisionError(f"{self.file} has {len(self.output_shapes)} outputs, not one")
+        return self.output_shapes[0]
 
     def model(self):
         """The parsed ``converters.ir.Model`` of ``data`` (parsed once; reset ``parsed`` when ``data`` changes)."""
@@ -174,7 +181,7 @@ class Bundle:
             "stages": self.stages,
             "models": [
                 {"name": m.name, "file": m.file, "role": m.role, "input_shape": list(m.input_shape),
-                 "output_shape": list(m.output_shape), "nonpersistent_bytes": m.nonpersistent_bytes,
+                 **output_shapes_entry(m.output_shapes), "nonpersistent_bytes": m.nonpersistent_bytes,
                  "persistent_bytes": m.persistent_bytes, "macs": m.macs}
                 for m in self.models
             ],
@@ -193,7 +200,7 @@ class Bundle:
     def from_plan(cls, plan, model_bytes):
         """A Bundle from a plan that passed ``schema.check_plan_fields`` and its model files' bytes (plan order)."""
         models = [
-            BundleModel(m["name"], m["role"], data, tuple(m["input_shape"]), tuple(m["output_shape"]),
+            BundleModel(m["name"], m["role"], data, tuple(m["input_shape"]), _output_shapes_of(m),
                         m["macs"], m["nonpersistent_bytes"], m["persistent_bytes"])
             for m, data in zip(plan["models"], model_bytes)
         ]
@@ -202,6 +209,20 @@ class Bundle:
                    plan["tail"]["model"], plan.get("arena"), plan.get("stats") or {},
                    list(plan.get("labels") or []), plan.get("box_coding"),
                    (plan["normalization"]["mean"], plan["normalization"]["std"]) if plan.get("normalization") else None)
+
+
+def output_shapes_entry(shapes):
+    """A plan model's output field: ``output_shape`` for one output, ``output_shapes`` for several."""
+    if len(shapes) == 1:
+        return {"output_shape": list(shapes[0])}
+    return {"output_shapes": [list(s) for s in shapes]}
+
+
+def _output_shapes_of(entry):
+    """The HWC output shapes of a plan model entry (its ``output_shape`` or its ``output_shapes``)."""
+    if entry.get("output_shapes") is not None:
+        return tuple(tuple(s) for s in entry["output_shapes"])
+    return (tuple(entry["output_shape"]),)
 
 
 # ---------------------------------------------------------------- validation
@@ -259,14 +280,17 @@ def validate(bundle, where="bundle"):
         if m.role == "tail" and i != bundle.tail:
             fail(f"model {m.name!r} has role 'tail' but the tail is model {bundle.tail}")
         graph = m.graph()
-        if len(graph.inputs) != 1 or len(graph.outputs) != 1:
-            fail(f"{m.file} must have one input and one output")
+        if len(graph.inputs) != 1 or not graph.outputs or (m.role == "patch" and len(graph.outputs) != 1):
+            fail(f"{m.file} must have one input and " + ("one output" if m.role == "patch" else "outputs"))
+        if len(graph.outputs) > MAX_OUTPUTS:
+            fail(f"{m.file} has {len(graph.outputs)} outputs, at most {MAX_OUTPUTS} are supported")
         x, y = graph.inputs[0], graph.outputs[0]
-        if np.dtype(x.dtype) != np.int8 or np.dtype(y.dtype) != np.int8:
+        if any(np.dtype(t.dtype) != np.int8 for t in (x, *graph.outputs)):
             fail(f"{m.file} must take and produce int8")
-        if hwc(x.shape) != tuple(m.input_shape) or hwc(y.shape) != tuple(m.output_shape):
-            fail(f"{m.file} is {hwc(x.shape)} -> {hwc(y.shape)}, the plan says {tuple(m.input_shape)} -> "
-                 f"{tuple(m.output_shape)}")
+        shapes = tuple(hwc(t.shape) for t in graph.outputs)
+        if hwc(x.shape) != tuple(m.input_shape) or shapes != tuple(m.output_shapes):
+            fail(f"{m.file} is {hwc(x.shape)} -> {_shapes_text(shapes)}, the plan says {tuple(m.input_shape)} -> "
+                 f"{_shapes_text(m.output_shapes)}")
         if m.role == "patch":
             if i not in stage_of:
                 fail(f"patch model {m.file} is not used by any patch")
@@ -301,6 +325,10 @@ def validate(bundle, where="bundle"):
         _check_cover(k, shape, [p.output for p in bundle.patches if p.stage == k], fail)
     if bundle.arena is not None:
         _validate_arena(bundle, fail)
+
+
+def _shapes_text(shapes):
+    return " + ".join(str(tuple(s)) for s in shapes)
 
 
 def _check_cover(stage, shape, boxes, fail):

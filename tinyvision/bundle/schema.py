@@ -20,6 +20,7 @@ IMAGE_DTYPES = ("int8",)
 MAX_BYTES = 1 << 30
 MAX_DIMENSION = 1 << 16
 MAX_ITEMS = 1 << 16  # models, patches, stages
+MAX_OUTPUTS = 8  # outputs of a tail (tflm_app's TINYVISION_MAX_OUTPUTS)
 MAX_NORMALIZATION = 1e6  # |mean| and std of a pixel normalization: far beyond the 0..255 pixels
 
 
@@ -117,6 +118,7 @@ def _fail(path, value, expected):
 
 _QUANTIZED = {"shape": Shape(), "dtype": Str(IMAGE_DTYPES), "scale": Float(0, exclusive_low=True),
               "zero_point": Int(-128, 127)}
+_DEQUANTIZED = Obj({"dtype": Str(("float32",)), "scale": Float(0, exclusive_low=True), "zero_point": Int(-128, 127)})
 _SECTION = Obj({"offset": Int(), "size": Int()})
 PLAN = Obj({
     "format": Str((FORMAT,)),
@@ -127,15 +129,16 @@ PLAN = Obj({
         # what the source model does at its edges instead of the bundle (converters/patching/edges.py)
         "input": Obj({"shape": List(Int(1, MAX_DIMENSION), 1, 4), "dtype": Str(("int8", "float32")),
                       "layout": Str(("NHWC", "NCHW"))}),
-        "output": Obj({"dtype": Str(("float32",)), "scale": Float(0, exclusive_low=True),
-                       "zero_point": Int(-128, 127)}),
-    }, optional=("sha256", "path", "input", "output")),
+        "output": _DEQUANTIZED,
+        "outputs": List(_DEQUANTIZED, 2, MAX_OUTPUTS),  # one per output of a source with several
+    }, optional=("sha256", "path", "input", "output", "outputs")),
     "image": Obj(_QUANTIZED),
     "stages": List(Obj({**_QUANTIZED, "tensor": Str()}, optional=("tensor",))),  # none in a whole_model bundle
     "models": List(Obj({
         "name": Str(), "file": Str(), "role": Str(ROLES), "input_shape": Shape(), "output_shape": Shape(),
+        "output_shapes": List(Shape(), 2, MAX_OUTPUTS),  # in place of output_shape: a tail with several outputs
         "nonpersistent_bytes": Int(), "persistent_bytes": Int(), "macs": Int(0, 1 << 50),
-    }), 1),
+    }, optional=("output_shape", "output_shapes")), 1),
     "patches": List(Obj({
         "model": Int(0, MAX_ITEMS), "stage": Int(0, MAX_ITEMS),
         "window": Obj({"x": Int(0, MAX_DIMENSION), "y": Int(0, MAX_DIMENSION),
@@ -164,3 +167,11 @@ PLAN = Obj({
 def check_plan_fields(plan):
     """Raise TinyVisionError unless the parsed ``plan.json`` has every field ``PLAN`` lists, of its type and range."""
     PLAN.check(plan, "")
+    for i, model in enumerate(plan["models"]):
+        given = [key for key in ("output_shape", "output_shapes") if model.get(key) is not None]
+        if len(given) != 1:
+            raise TinyVisionError(f"models[{i}] needs exactly one of output_shape and output_shapes, "
+                                  f"it has {len(given)}")
+    source = plan["source"]
+    if source.get("output") is not None and source.get("outputs") is not None:
+        raise TinyVisionError("source has both output and outputs")

@@ -10,9 +10,12 @@ so an application can turn camera pixels into model input without reading this c
 
 Models trained elsewhere carry no such metadata; ``input_normalization`` gives the (mean, std)
 tinyvision feeds them with (the int8 convention of Edge Impulse, TFLM's examples and MLPerf Tiny),
-and ``renormalize`` turns tinyvision's images into that input.
+and ``renormalize`` turns tinyvision's images into that input; ``to_model_channels`` makes them grey
+for a model that takes one channel (TFLM's person detection, grayscale Edge Impulse models).
 """
 import numpy as np
+
+from tinyvision.errors import TinyVisionError
 
 NORMALIZATION_MEAN = 127.5
 NORMALIZATION_STD = 127.5
@@ -35,6 +38,28 @@ def normalize_tf(pixels):
     import tensorflow as tf
 
     return (tf.cast(pixels, tf.float32) - NORMALIZATION_MEAN) / NORMALIZATION_STD
+
+
+# Grey from RGB as the board's camera path makes it (tflm_app MakeFrameImageSource: (77 R + 150 G + 29 B) >> 8).
+GREY_WEIGHTS = (77 / 256, 150 / 256, 29 / 256)
+
+
+def fed_image_shape(input_shape, name="the model"):
+    """The (H, W, 3) RGB images tinyvision's data gives a model taking ``input_shape`` (H, W, 1 or 3); a grey
+    model's images are made grey by ``to_model_channels``. TinyVisionError for other channel counts."""
+    height, width, channels = input_shape
+    if channels not in (1, 3):
+        raise TinyVisionError(f"{name} takes {channels}-channel images; tinyvision feeds RGB or grey")
+    return height, width, 3
+
+
+def to_model_channels(images, channels):
+    """float images [N, H, W, 3] -> [N, H, W, channels]: as they are for 3, grey (``GREY_WEIGHTS``) for 1. The
+    weights add up to 1, so grey of normalized RGB is the normalized grey of the pixels."""
+    images = np.asarray(images, np.float32)
+    if channels == 3:
+        return images
+    return (images @ np.asarray(GREY_WEIGHTS, np.float32))[..., None].astype(np.float32)
 
 
 def input_normalization(stored, scale, zero_point):

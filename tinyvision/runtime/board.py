@@ -11,9 +11,9 @@ runs it:
   ``qemu-system-arm -machine mps2-an386`` with 256 KB of RAM enforced by the MPU, semihosting for
   output and ``-icount shift=0``, so that the harness clock counts instructions.
 
-The result (``SketchRun``) holds the sketch's own Serial lines, every stage buffer and the scores
-(as each was complete), the arena bytes TFLM touched, and the clock per stage (instructions on the
-emulator).
+The result (``SketchRun``) holds the sketch's own Serial lines, every stage buffer and the tail's
+outputs (as each was complete), the arena bytes TFLM touched, and the clock per stage (instructions on
+the emulator).
 """
 import dataclasses
 import hashlib
@@ -37,9 +37,12 @@ BOARD_HZ = 64_000_000  # Nano 33 BLE: nRF52840 Cortex-M4F at 64 MHz
 
 NANO_MEMORY = (1024 * 1024, 256 * 1024)  # (code, RAM) bytes of a sketch exported before build_config.h named them
 _BOARD_MEMORY = re.compile(r"#define TINYVISION_BOARD_(RAM|FLASH)_BYTES (\d+)")
-# A classifier's line starts "class=<index>", a centroid detector's "detections=<count>".
-_SKETCH_LINE = re.compile(r"^(?:class=(-?\d+)|detections=\d+).* copy_ms=([\d.]+) create_ms=([\d.]+) "
+# A classifier's line starts "class=<index>", a detector's "detections=<count>", that of a model with several
+# outputs "outputs=<count>".
+_SKETCH_LINE = re.compile(r"^(?:class=(-?\d+)|detections=\d+|outputs=\d+).* copy_ms=([\d.]+) create_ms=([\d.]+) "
                           r"arena_used=(\d+)/(\d+)")
+# The harness's name of the tail's output i: "scores" for 0, "scores<i>" for the others.
+_OUTPUT_NAME = re.compile(r"scores(\d*)\Z")
 
 
 @dataclasses.dataclass
@@ -48,7 +51,9 @@ class SketchRun:
 
     target: "host" or "cortex-m4"; lines: the sketch's own Serial output; error: the sketch's
     "tinyvision error: ..." line, or None; stages: per stage, the flat int8 buffer once complete;
-    scores: the tail's int8 output; clocks: {"setup0", "stage0", ..., "tail0": nanoseconds}, which
+    scores: the tail's int8 outputs, flat and concatenated in output order (the one output of most
+    models), or None when the tail did not run; outputs: each output's flat int8 values, in output
+    order; clocks: {"setup0", "stage0", ..., "tail0": nanoseconds}, which
     on the emulator are instructions; create_ms / copy_ms: the sketch's; arena: the harness's
     ``arena`` line ({"size", "shared", "persistent", "used", "creation", "tflm_max"}, bytes);
     profile: with ``profile=True``, per model index a ``ModelProfile`` of it created and invoked alone.
@@ -66,6 +71,7 @@ class SketchRun:
     predicted: int = -1
     copy_ms: float = 0.0
     profile: dict = dataclasses.field(default_factory=dict)
+    outputs: list = dataclasses.field(default_factory=list)
 
     def instructions(self):
         """{"setup", "stage 0", ..., "tail", "inference", "creation"}: instructions on the emulator."""
@@ -237,8 +243,8 @@ def _qemu():
 
 def parse_output(text, target, stderr=""):
     """The ``SketchRun`` of the harness's output ``text`` (see tflm_app/harness/harness_main.cpp)."""
-    lines, stages, clocks, arena = [], {}, {}, {}
-    scores, error, code, counts, create_ms, copy_ms, predicted = None, None, None, False, 0.0, 0.0, -1
+    lines, stages, outputs, clocks, arena = [], {}, {}, {}, {}
+    error, code, counts, create_ms, copy_ms, predicted = None, None, False, 0.0, 0.0, -1
     profile = {}
     for line in text.splitlines():
         head, _, rest = line.partition(" ")
@@ -247,8 +253,9 @@ def parse_output(text, target, stderr=""):
         elif head == "buffer":
             name, _, hexdigits = rest.partition(" ")
             values = np.frombuffer(bytes.fromhex(hexdigits), dtype=np.int8)
-            if name == "scores":
-                scores = values
+            output = _OUTPUT_NAME.match(name)
+            if output:
+                outputs[int(output.group(1) or 0)] = values
             else:
                 stages[int(name)] = values
         elif head == "clock":
@@ -273,9 +280,14 @@ def parse_output(text, target, stderr=""):
     if code == 2:
         raise TinyVisionError(f"the sketch faulted on the emulated Cortex-M4 (out of the board's RAM, or a bad "
                               f"access): {'; '.join(lines[-3:])}")
+    if sorted(outputs) != list(range(len(outputs))):
+        raise TinyVisionError(f"the {target} run of the sketch printed tail outputs {sorted(outputs)}, not 0 to "
+                              f"{len(outputs) - 1}")
     ordered = [stages[k] for k in sorted(stages)]
+    tail = [outputs[i] for i in range(len(outputs))]
+    scores = np.concatenate(tail) if tail else None
     return SketchRun(target, lines, error, ordered, scores, clocks, counts, create_ms, arena, predicted, copy_ms,
-                     {m: p for m, p in profile.items() if p is not None})
+                     {m: p for m, p in profile.items() if p is not None}, tail)
 
 
 def _add_profile_line(profile, words):
@@ -343,7 +355,7 @@ def run_bundle(model_path, targets=("cortex-m4",), lib_dir=None, image=None, job
     x, _, _ = prepare_test_image(bundle, image)
     host_scores, host_stages = PatchRunner(bundle).run(x, return_stage=True, timeout=timeout)
     want = [s[0].reshape(-1) for s in host_stages]
-    host = host_scores[0].reshape(-1)
+    host = flat_outputs(host_scores)
     results = {}
     with tempfile.TemporaryDirectory(prefix="tinyvision-emulate-") as folder:
         report = export_arduino(model_path, folder, board=board, test_image=x, verbose=False)
@@ -354,8 +366,17 @@ def run_bundle(model_path, targets=("cortex-m4",), lib_dir=None, image=None, job
     return results
 
 
+def flat_outputs(outputs):
+    """The host ``PatchRunner``'s tail output for one image as ``SketchRun.scores`` holds the board's: flat int8
+    values, the outputs of a tail with several (a list or tuple of arrays, each with its batch dimension)
+    concatenated in output order."""
+    if isinstance(outputs, (list, tuple)):
+        return np.concatenate([np.asarray(y)[0].reshape(-1) for y in outputs])
+    return np.asarray(outputs)[0].reshape(-1)
+
+
 def compare_with_host(run, host_scores, host_stages):
-    """The ``Emulation`` of a ``SketchRun`` against the host's flat scores and stage buffers."""
+    """The ``Emulation`` of a ``SketchRun`` against the host's flat scores (``flat_outputs``) and stage buffers."""
     if run.error is not None:
         raise TinyVisionError(f"the sketch failed on the {run.target} runtime: {run.error}")
     if run.scores is None or run.scores.shape != host_scores.shape or len(run.stages) != len(host_stages):

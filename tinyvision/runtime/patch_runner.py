@@ -155,8 +155,12 @@ def with_outputs(model, tensor_names):
 def compare_runs(outputs, stages, reference_outputs, reference_stages, reference="the source model on TFLM"):
     """A ``Verification`` of a bundle's outputs and stage buffers against ``reference``'s."""
     stage_bad = sum(_differences(got, want.reshape(got.shape))[0] for got, want in zip(stages, reference_stages))
-    bad, max_diff = _differences(outputs, reference_outputs)
-    n = len(outputs)
+    got, want = output_list(outputs), output_list(reference_outputs)
+    if len(got) != len(want):
+        raise TinyVisionError(f"the bundle gives {len(got)} outputs, {reference} {len(want)}")
+    per_output = [_differences(a, b) for a, b in zip(got, want)]
+    bad, max_diff = sum(b for b, _ in per_output), max(d for _, d in per_output)
+    n = len(got[0])
     if stage_bad == 0 and bad == 0:
         detail = f"bit-exact with {reference} on {n} random inputs (stage buffers and outputs)"
     else:
@@ -200,11 +204,22 @@ def run_bundle_job(model_data, plan, images):
             buffers[p["stage"]][o["y"]:o["y"] + o["h"], o["x"]:o["x"] + o["w"], o["c"]:o["c"] + o["channels"]] = (
                 out.reshape(o["h"], o["w"], o["channels"]))
         tail_input = buffers[-1] if buffers else image  # a whole_model bundle's tail reads the image
-        (result,) = tflm.invoke(interpreters[tail], [tail_input.reshape(shapes[tail])], files[tail])
-        outputs.append(result[0])
+        outputs.append([y[0] for y in tflm.invoke(interpreters[tail], [tail_input.reshape(shapes[tail])],
+                                                   files[tail])])
         for values, buffer in zip(stages, buffers):
             values.append(buffer)
-    return BundleRun(np.stack(outputs), [np.stack(values) for values in stages])
+    return BundleRun(stacked_outputs(outputs), [np.stack(values) for values in stages])
+
+
+def stacked_outputs(per_input):
+    """Per input, the list of a model's outputs -> (N, ...) for one output, or a list of them, one per output."""
+    stacked = [np.stack(values) for values in zip(*per_input)]
+    return stacked[0] if len(stacked) == 1 else stacked
+
+
+def output_list(outputs):
+    """``stacked_outputs``' result as a list with one entry per output."""
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
 
 def reference_job(original, reference, inputs, stage_count):
@@ -216,14 +231,14 @@ def reference_job(original, reference, inputs, stage_count):
         reference, None, "the source model with its stage tensors as outputs")
     outputs, stages = [], [[] for _ in range(stage_count)]
     for x in inputs:
-        (want,) = tflm.invoke(source, [x[None]], "the source model")
+        want = tflm.invoke(source, [x[None]], "the source model")
         got = tflm.invoke(copy, [x[None]], "the source model with its stage tensors as outputs")
-        if not np.array_equal(got[0], want):
+        if not all(np.array_equal(a, b) for a, b in zip(got, want)):
             raise TinyVisionError("internal error: outputting the stage tensors changed the source model's outputs")
-        outputs.append(want[0])
-        for values, tensor in zip(stages, got[1:]):
+        outputs.append([y[0] for y in want])
+        for values, tensor in zip(stages, got[len(want):]):
             values.append(tensor[0] if tensor.shape[:1] == (1,) else tensor)
-    return np.stack(outputs), [np.stack(values) for values in stages]
+    return stacked_outputs(outputs), [np.stack(values) for values in stages]
 
 
 def _differences(got, want):
@@ -246,6 +261,8 @@ def verify_job(model_data, plan, original, reference, inputs, defect):
         outputs, stages = reference_job(original, reference, inputs, len(plan["stages"]))
         return compare_runs(edges.outputs(run.outputs), run.stages, outputs, stages)
     runs = tflm.reference_runs(reference, [[x[None]] for x in inputs], "the source model")
-    stages = [np.stack([r[1 + k][0] for r in runs]) for k in range(len(plan["stages"]))]
-    return compare_runs(edges.outputs(run.outputs), run.stages, np.stack([r[0][0] for r in runs]), stages,
+    count = len(runs[0]) - len(plan["stages"])
+    stages = [np.stack([r[count + k][0] for r in runs]) for k in range(len(plan["stages"]))]
+    outputs = stacked_outputs([[y[0] for y in r[:count]] for r in runs])
+    return compare_runs(edges.outputs(run.outputs), run.stages, outputs, stages,
                         f"the source model on tf.lite.Interpreter ({defect})")
