@@ -1,7 +1,7 @@
 """Box detection benchmark: the zoo's YOLO-style MobileNetV2-0.35 box detector (160 px by default), trained on the
 built-in detection scenes, as float (QAT Keras), int8 .tflite on TFLM and patch bundle, with mAP and TFLM arenas.
 
-    python benchmarks/box_detection.py [--resolution=160] [--samples=3000] [--epochs=40] [--augment] [--work_dir=DIR]
+    python benchmarks/box_detection.py [--resolution=160] [--samples=3000] [--epochs=40] [--noaugment] [--work_dir=DIR]
                                        [--json]
 
 Steps: ``models.build("yolo_mobilenet_v2_0.35_224", resolution=...)`` (k-means anchors of the scenes), ``tinyvision.training.train``
@@ -23,8 +23,8 @@ define_flags(3000, 40, "128KiB", 0.3)
 flags.DEFINE_integer("resolution", 160, "input side in pixels (a multiple of the head's stride, 16)")
 flags.DEFINE_float("threshold", 0.05, "score threshold of the decoder (low: mAP ranks the detections)")
 flags.DEFINE_float("extra_iou", 0.3, "a box also trains every anchor of its cell whose shape it overlaps by more")
-flags.DEFINE_bool("augment", False, "flip and crop each training scene at random every epoch, as `tinyvision train` "
-                  "does by default")
+flags.DEFINE_bool("augment", True, "flip and crop each training scene at random every epoch, as `tinyvision train` "
+                  "does by default (--noaugment: the fixed scenes)")
 FLAGS = flags.FLAGS
 
 
