@@ -1,7 +1,7 @@
 """Models with several outputs (YOLO-style detectors: one output per scale) split into patch bundles whose
 tail makes every output, bit-exact on TFLM; float-I/O exports (a DEQUANTIZE per output, wherever the
-exporter put it) run their int8 core. The real-world case, when ../shared/models has it, is MCUNet's
-person detector from tinyengine (float in, three float outputs at strides 8, 16 and 32)."""
+exporter put it) run their int8 core; outputs of rank 3 (a detector's anchors) too. The real-world cases, when
+../shared/models has them, are MCUNet's person detector from tinyengine and MediaPipe's BlazeFace."""
 import json
 import os
 import shutil
@@ -15,13 +15,15 @@ from converters.ir import Model
 from tinyvision.errors import TinyVisionError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINYENGINE_DETECTOR = os.path.join(ROOT, os.pardir, "shared", "models", "tinyengine_detection.tflite")
+SHARED_MODELS = os.path.join(ROOT, os.pardir, "shared", "models")
 LIB_DIR = os.path.join(ROOT, os.pardir, "shared", "third_party", "Chirale_TensorFlowLite")
 
 
-def _two_scale_detector(float_io):
+def _two_scale_detector(float_io, anchor_rows=False):
     """A 64x64 detector with a head at stride 8 (8x8x9) and one at stride 16 (4x4x9), converted to int8 by the
-    real TFLite converter; ``float_io``: float input and outputs (QUANTIZE in, a DEQUANTIZE per output)."""
+    real TFLite converter; ``float_io``: float input and outputs (QUANTIZE in, a DEQUANTIZE per output);
+    ``anchor_rows``: each head reshaped to one row per cell, (1, 64, 9) and (1, 16, 9), as BlazeFace's are (the
+    converter lists them the other way round)."""
     import tensorflow as tf
 
     from converters.quantize import int8_converter
@@ -38,7 +40,10 @@ def _two_scale_detector(float_io):
     fine = layers.Conv2D(24, 1, activation="relu")(x)
     y = layers.DepthwiseConv2D(3, 2, padding="same", activation="relu")(fine)
     y = layers.Conv2D(32, 1, activation="relu")(y)
-    model = randomize(tf.keras.Model(image, [layers.Conv2D(9, 1)(fine), layers.Conv2D(9, 1)(y)]), seed=3)
+    heads = [layers.Conv2D(9, 1)(fine), layers.Conv2D(9, 1)(y)]
+    if anchor_rows:
+        heads = [layers.Reshape((h.shape[1] * h.shape[2], 9))(h) for h in heads]
+    model = randomize(tf.keras.Model(image, heads), seed=3)
     rng = np.random.default_rng(0)
     samples = rng.uniform(-1, 1, (8, 1, 64, 64, 3)).astype(np.float32)
     converter = int8_converter(model, lambda: ([s] for s in samples))
@@ -51,10 +56,10 @@ def _two_scale_detector(float_io):
 def detectors(tmp_path_factory):
     folder = tmp_path_factory.mktemp("multi_output")
     paths = {}
-    for name, float_io in (("int8", False), ("float_io", True)):
+    for name, float_io, anchor_rows in (("int8", False, False), ("float_io", True, False), ("rows", True, True)):
         paths[name] = str(folder / f"two_scale_{name}.tflite")
         with open(paths[name], "wb") as f:
-            f.write(_two_scale_detector(float_io))
+            f.write(_two_scale_detector(float_io, anchor_rows))
     return paths
 
 
@@ -77,8 +82,9 @@ def test_the_int8_core_drops_every_output_dequantize(detectors):
         q for q, _ in edges.output_quants]
 
 
-@pytest.mark.parametrize("name", ["int8", "float_io"])
-def test_a_two_stage_split_makes_every_output_bit_exact(detectors, name):
+@pytest.mark.parametrize("name, shapes", [("int8", ((8, 8, 9), (4, 4, 9))), ("float_io", ((8, 8, 9), (4, 4, 9))),
+                                          ("rows", ((1, 16, 9), (1, 64, 9)))])
+def test_a_two_stage_split_makes_every_output_bit_exact(detectors, name, shapes):
     """Two patch stages ahead of a tail that makes both heads; the host runner gives the source's own outputs."""
     from converters.patching import split_stages
     from converters.patching.bundle import finalize
@@ -87,10 +93,10 @@ def test_a_two_stage_split_makes_every_output_bit_exact(detectors, name):
     from tinyvision.runtime.patch_runner import PatchRunner, verify_bundle
 
     original = _read(detectors[name])
-    lead = int(name == "float_io")
+    lead = int(name != "int8")
     bundle = finalize(split_stages(original, [(lead + 3, 2), (lead + 5, 2)], f"{name}.tflite"))
     tail = bundle.models[bundle.tail]
-    assert tail.output_shapes == ((8, 8, 9), (4, 4, 9))
+    assert tail.output_shapes == shapes
     with pytest.raises(TinyVisionError, match="has 2 outputs, not one"):
         tail.output_shape
     check = verify_bundle(bundle, original, n_inputs=3)
@@ -147,25 +153,39 @@ def test_predict_names_why_it_cannot_read_several_outputs(detectors, tmp_path):
         "output heads needs its own decoder (analyze, convert and export --arduino take it)")
 
 
-@pytest.mark.skipif(not os.path.isfile(TINYENGINE_DETECTOR), reason="../shared/models/tinyengine_detection.tflite "
-                    "(mit-han-lab/tinyengine assets/detection.tflite) is absent")
-def test_mcunet_person_detector_patches_into_the_nano(tmp_path):
-    """MCUNet's detector (128x160 float in, int8 core with an FPN, three float outputs whose DEQUANTIZEs sit
-    between the core's ops): stock TFLM needs 386,272 B of arena, more than the Nano's SRAM; the auto bundle
-    (82,976 B) is bit-exact on all three outputs on TFLM and on the emulated Cortex-M4F."""
+# name in ../shared/models: (its outputs in plan.json, an arena the auto bundle stays under)
+REAL_DETECTORS = {
+    # MCUNet's person detector (mit-han-lab/tinyengine assets/detection.tflite): 128x160 float in, an int8 core
+    # with a feature pyramid, three float YOLOv3 outputs whose DEQUANTIZEs sit between the core's ops; stock TFLM
+    # needs 386,272 B of arena, the auto bundle 82,976 B
+    "tinyengine_detection": ([[4, 5, 18], [8, 10, 18], [16, 20, 18]], 96 << 10),
+    # MediaPipe's BlazeFace as OpenMV ships it (openmv/openmv lib/models/blazeface_front_128.tflite): 128x128 float
+    # in, four float outputs of rank 3 (anchors x values); stock 475,824 B, the auto bundle 102,992 B
+    "blazeface_front_128": ([[1, 512, 16], [1, 512, 1], [1, 384, 1], [1, 384, 16]], 112 << 10),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_DETECTORS))
+def test_detectors_others_trained_patch_bit_exact_onto_the_nano(name, tmp_path):
+    """convert --patches=auto of a real multi-output detector: every output bit-exact on TFLM (convert checks
+    it) and on the emulated Cortex-M4F, in an arena the Nano holds."""
+    model = os.path.join(SHARED_MODELS, f"{name}.tflite")
+    if not os.path.isfile(model):
+        pytest.skip(f"../shared/models/{name}.tflite is absent")
+    shapes, ceiling = REAL_DETECTORS[name]
     out = tmp_path / "bundle"
-    done = subprocess.run([sys.executable, "-m", "converters.cli.main", "convert", f"--model={TINYENGINE_DETECTOR}",
+    done = subprocess.run([sys.executable, "-m", "converters.cli.main", "convert", f"--model={model}",
                            "--patches=auto", f"--output={out}"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "verified: bit-exact" in done.stdout
     plan = json.loads((out / "plan.json").read_text())
-    assert plan["models"][plan["tail"]["model"]]["output_shapes"] == [[4, 5, 18], [8, 10, 18], [16, 20, 18]]
-    assert plan["arena"]["size"] <= 96 << 10
+    assert plan["models"][plan["tail"]["model"]]["output_shapes"] == shapes
+    assert plan["arena"]["size"] <= ceiling
     if not os.path.isdir(LIB_DIR) or not shutil.which("qemu-system-arm") or not shutil.which("arm-none-eabi-g++"):
         return
     from tinyvision.runtime.board import run_bundle
 
     (emulated,) = run_bundle(str(out), ("cortex-m4",), LIB_DIR).values()
     assert emulated.stage_mismatches == [0] * len(plan["stages"]) and emulated.score_diff == 0
-    assert [o.size for o in emulated.run.outputs] == [360, 1440, 5760]
+    assert [o.size for o in emulated.run.outputs] == [int(np.prod(s)) for s in shapes]
     assert emulated.run.arena["used"] <= plan["arena"]["size"]

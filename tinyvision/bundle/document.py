@@ -7,7 +7,8 @@ has checked. ``validate`` checks the plan against itself and its models' graphs
 ``tinyvision.bundle.derive`` then compares every figure the model files determine.
 
 Shapes in the plan are HWC without the batch dimension; a rank-2 model tensor
-``(1, C)`` (a pooled tunnel output, a head's input) is ``[1, 1, C]``.
+``(1, C)`` (a pooled tunnel output, a head's input) is ``[1, 1, C]``, a rank-3 output ``(1, N, C)`` (a detector's
+anchors) ``[1, N, C]``.
 """
 import dataclasses
 
@@ -21,11 +22,12 @@ ALIGN = 16
 
 
 def hwc(shape):
-    """``(1, H, W, C)`` -> (H, W, C); ``(1, C)`` -> (1, 1, C)."""
+    """``(1, H, W, C)`` -> (H, W, C); ``(1, N, C)`` -> (1, N, C) (a detector's N anchors of C values each);
+    ``(1, C)`` -> (1, 1, C)."""
     shape = tuple(int(d) for d in shape)
-    if len(shape) not in (2, 4) or shape[0] != 1:
-        raise TinyVisionError(f"tensor shape {shape} is neither (1, H, W, C) nor (1, C)")
-    return shape[1:] if len(shape) == 4 else (1, 1, shape[1])
+    if len(shape) not in (2, 3, 4) or shape[0] != 1:
+        raise TinyVisionError(f"tensor shape {shape} is neither (1, H, W, C), (1, N, C) nor (1, C)")
+    return (1,) * (4 - len(shape)) + shape[1:]
 
 
 def quant_dict(tensor):
