@@ -370,9 +370,9 @@ def flat_outputs(outputs):
     """The host ``PatchRunner``'s tail output for one image as ``SketchRun.scores`` holds the board's: flat int8
     values, the outputs of a tail with several (a list or tuple of arrays, each with its batch dimension)
     concatenated in output order."""
-    if isinstance(outputs, (list, tuple)):
-        return np.concatenate([np.asarray(y)[0].reshape(-1) for y in outputs])
-    return np.asarray(outputs)[0].reshape(-1)
+    from tinyvision.runtime.patch_runner import output_list
+
+    return np.concatenate([np.asarray(y)[0].reshape(-1) for y in output_list(outputs)])
 
 
 def compare_with_host(run, host_scores, host_stages):
