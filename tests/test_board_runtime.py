@@ -144,10 +144,9 @@ def test_mobilenet_bundles_run_board_exact(mobilenet_bundle, obj_cache):
 # ---------------------------------------------------------------- seed-003 tunnels, random CNN
 
 
-@needs_board
-def test_seed003_tunnels_run_board_exact(tmp_path, obj_cache):
+@pytest.fixture(scope="module")
+def seed003_int8():
     import models
-    from converters.patching import split_tunnels
     from converters.quantize import to_int8_tflite
     from tinyvision.data import synthetic_arrays
 
@@ -155,8 +154,20 @@ def test_seed003_tunnels_run_board_exact(tmp_path, obj_cache):
     model = randomize(models.build("seed003_imagenet", resolution=64, patch_size=16, stages=stages, head_units=16,
                                    classes=5))
     images, _ = synthetic_arrays(4, resolution=64)
-    folder = write_finalized(split_tunnels(board_exact(to_int8_tflite(model, images, max_samples=4))),
-                             tmp_path / "tunnels")
+    return board_exact(to_int8_tflite(model, images, max_samples=4))
+
+
+@needs_board
+@pytest.mark.parametrize("segments, mode", [(None, "resident"), ([3, 10], "one_at_a_time"), ([3, 10], "resident")])
+def test_seed003_tunnels_run_board_exact(segments, mode, seed003_int8, tmp_path, obj_cache):
+    """The 17 tunnels whole, and each cut into three segments run tunnel after tunnel: every segment reads its
+    own link stage (the last one into its box of the merged stage), the middle one in place."""
+    from converters.patching import read_bundle, split_tunnels
+
+    folder = write_finalized(split_tunnels(seed003_int8, segments=segments), tmp_path / "tunnels", interpreters=mode)
+    bundle = read_bundle(folder)
+    assert len(bundle.stages) == 1 + 2 * 17 * bool(segments)
+    assert len(bundle.arena.get("in_place", [])) == 17 * bool(segments)
     assert_board_exact(run_everywhere(folder, obj_cache), folder)
 
 

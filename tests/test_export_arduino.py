@@ -124,7 +124,7 @@ def two_stage_bundle_dir(tmp_path_factory, small_cnn_tflite):
 
 
 PATCH_LINE = re.compile(r"^    \{(\d+), (\d+), \{(\d+)u, (\d+)u, (\d+)u, (\d+)u\}, "
-                        r"\{(\d+)u, (\d+)u, (\d+)u, (\d+)u, (\d+)u, (\d+)u\}\},$", re.M)
+                        r"\{(\d+)u, (\d+)u, (\d+)u, (\d+)u, (\d+)u, (\d+)u\}(?:, (-?\d+))?\},$", re.M)
 STAGE_LINE = re.compile(r"^    \{\{(\d+)u, (\d+)u, (\d+)u\}, \{(\S+)f, (-?\d+)\}, \{(\d+)u, (\d+)u\}\},$", re.M)
 
 
@@ -144,9 +144,10 @@ def test_two_stage_plan_data(two_stage_bundle_dir, tmp_path):
     assert stages == [(*(int(d) for d in s["shape"]), np.float32(s["scale"]), int(s["zero_point"]),
                        a["offset"], a["size"]) for s, a in zip(bundle.stages, bundle.arena["stages"])]
     assert "kStages, 2," in plan
-    patches = [tuple(int(v) for v in m) for m in PATCH_LINE.findall(plan)]
+    # A patch's source (PatchInfo::source) follows only when plan.json gives one.
+    patches = [tuple(int(v) if v else None for v in m) for m in PATCH_LINE.findall(plan)]
     assert patches == [(p.model, p.stage, p.window.x, p.window.y, p.window.w, p.window.h, p.output.x, p.output.y,
-                        p.output.c, p.output.w, p.output.h, p.output.channels) for p in bundle.patches]
+                        p.output.c, p.output.w, p.output.h, p.output.channels, p.source) for p in bundle.patches]
     assert [p[1] for p in patches] == sorted(p[1] for p in patches) and {p[1] for p in patches} == {0, 1}
     assert report.ram["arena"] == bundle.arena["size"]
     assert report.ram["interpreters"] == INTERPRETER_BYTES

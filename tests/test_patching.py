@@ -114,7 +114,7 @@ def test_chained_stages_are_bit_exact(mobilenet):
     assert [s["shape"] for s in bundle.stages] == [[16, 16, 8], [16, 16, 8], [8, 8, 16]]
     assert [p.stage for p in bundle.patches] == [0] * 9 + [1] * 4 + [2] * 2
     for p in bundle.patches:  # later stages read windows of the stage before, never the image
-        source = bundle.source_of(p.stage)["shape"]
+        source = bundle.source_of(p)["shape"]
         assert p.window.y + p.window.h <= source[0] and p.window.x + p.window.w <= source[1]
     assert all(bundle.models[p.model].name.startswith(f"stage{p.stage}_") for p in bundle.patches if p.stage)
     single = split_patch_stage(mobilenet, cuts[0], 3)
@@ -132,9 +132,14 @@ def test_chain_arena_keeps_live_stages_apart(mobilenet):
     (a, b) = [(s["offset"], s["offset"] + s["size"]) for s in bundle.arena["stages"]]
     assert a[1] <= b[0] or b[1] <= a[0]
     bad = copy.deepcopy(bundle)
-    bad.patches[-1].stage = 0  # a stage-1 patch moved before stage 1: out of order
-    with pytest.raises(TinyVisionError, match="runs after a patch of stage 1|serves stages"):
+    bad.patches[-1].stage = 0  # a stage-1 patch's model made a stage-0 one: it serves two stages
+    with pytest.raises(TinyVisionError, match="serves stage 1 from stage 0 and stage 0 from the image|never read"):
         validate(bad)
+    swapped = copy.deepcopy(bundle)  # stage 1 read before stage 0 is complete: a half fill
+    first_reader = next(i for i, p in enumerate(swapped.patches) if p.stage == 1)
+    swapped.patches.insert(first_reader - 1, swapped.patches.pop(first_reader))
+    with pytest.raises(TinyVisionError, match="patch outputs of stage 0 cover"):
+        validate(swapped)
 
 
 def test_segments_run_in_place_on_the_stage_buffers(mobilenet):
@@ -164,7 +169,7 @@ def test_segments_run_in_place_on_the_stage_buffers(mobilenet):
                                 interpreters="one_at_a_time",
                                 patch_stages={bundle.models[p.model].name: p.stage for p in bundle.patches})
     assert bundle.arena["shared"]["size"] < with_copies.arena["shared"]["size"]
-    with pytest.raises(TinyVisionError, match="must be a patch model of stage 1 or later"):
+    with pytest.raises(TinyVisionError, match="must be a patch model reading a stage buffer"):
         layout_bundle([(m.name, m.role, g) for m, g in zip(bundle.models, graphs)],
                       [m.persistent_bytes for m in bundle.models], bundle.stage_bytes,
                       patch_stages={bundle.models[p.model].name: p.stage for p in bundle.patches},

@@ -162,3 +162,66 @@ def test_qat_shared_tunnels_split_into_one_model():
     assert bundle.stats["flash_bytes"] < bundle.stats["baseline"]["flash_bytes"]
     result = verify_bundle(bundle, data, n_inputs=2)
     assert result.ok, result.detail
+
+
+# ---------------------------------------------------------------- tunnels cut into segments
+
+
+def test_segmented_tunnels_run_one_tunnel_after_another_bit_exact(imagenet_int8, tmp_path):
+    from converters.patching import write_bundle
+    from converters.patching.bundle import finalize
+    from tinyvision.bundle import check_derived, read_bundle
+    from tinyvision.bundle.schedule import IMAGE
+
+    _, data = imagenet_int8
+    whole = finalize(split_tunnels(data), interpreters="one_at_a_time")
+    bundle = split_tunnels(data, segments=[3])
+    parts = {bundle.models[p.model].name.rsplit("_part", 1)[1] for p in bundle.patches}
+    assert parts == {"0", "1"} and len(bundle.stages) == 17 + 1  # a link stage per tunnel, then the merge
+    # tunnel by tunnel: part 0 fills the tunnel's link stage from the image, part 1 reads it into the merge
+    assert [(p.stage, p.reads) for p in bundle.patches[:4]] == [(0, IMAGE), (17, 0), (1, IMAGE), (17, 1)]
+    schedule = bundle.schedule()
+    assert schedule.interleaved() and (0, 17) in schedule.together() and (0, 1) not in schedule.together()
+    finalize(bundle, interpreters="one_at_a_time")
+    assert [p.model for p in bundle.patches[:2]] == [0, 1]  # one_at_a_time keeps the interleaved order
+    assert bundle.arena["persistent"][0]["size"] < whole.arena["persistent"][0]["size"]
+    result = verify_bundle(bundle, data, n_inputs=2)
+    assert result.ok, result.detail
+    folder = write_bundle(bundle, str(tmp_path / "segmented"))
+    check_derived(read_bundle(folder), "segmented")  # liveness-derived reservations and floors re-derived
+
+
+def test_segment_cuts_are_chosen_and_checked(imagenet_int8):
+    _, data = imagenet_int8
+    with pytest.raises(TinyVisionError, match="cannot be cut after op 1000 "):
+        split_tunnels(data, segments=[1000])
+    auto = split_tunnels(data, segments="auto")
+    tunnel_models = {p.model for p in auto.patches}
+    assert len(tunnel_models) >= 17 and len(auto.stages) == len(tunnel_models) - 17 + 1
+
+
+@pytest.mark.parametrize("order, message", [
+    ([(1, 0), (0, -1)], "reads stage 0 before any patch fills it"),
+    ([(0, -1), (1, 0), (0, -1)], "stage 0's last fill .* is never read"),
+    ([(0, -1)], "the tail reads stage 1 before any patch fills it"),
+    ([(0, 1), (1, -1)], "reads stage 1: a patch reads the image or an earlier stage"),
+])
+def test_schedule_refuses_orders_no_runtime_can_follow(order, message):
+    from tinyvision.bundle.schedule import Schedule
+
+    with pytest.raises(TinyVisionError, match=message):
+        Schedule(2, order)
+
+
+def test_schedule_liveness_of_grouped_and_interleaved_orders():
+    from tinyvision.bundle.schedule import Schedule
+
+    grouped = Schedule(3, [(0, -1), (0, -1), (1, 0), (2, 1), (2, 1)])
+    assert not grouped.interleaved() and grouped.together() == {(0, 1), (1, 2)}
+    assert [sorted(grouped.live_at(i)) for i in range(6)] == [[0], [0], [0, 1], [1, 2], [1, 2], [2]]
+    # two tunnels of two segments: the link stages 0 and 1 hold one tunnel's data each, stage 2 collects both
+    tunnels = Schedule(3, [(0, -1), (2, 0), (1, -1), (2, 1)])
+    assert tunnels.interleaved() and tunnels.together() == {(0, 2), (1, 2)}
+    assert [len(f.writes) for f in tunnels.fills] == [1, 2, 1]
+    refilled = Schedule(2, [(0, -1), (1, 0), (0, -1), (1, 0)])  # one link stage refilled per tunnel
+    assert [f.stage for f in refilled.fills] == [0, 1, 0] and refilled.live_at(2) == {0, 1}

@@ -44,10 +44,6 @@ bool TouchesRange(const TfLiteTensor* t, const uint8_t* begin, size_t size) {
   return a < b + size && b < a + t->bytes;
 }
 
-// The first stage whose buffer a patch model of stage k must leave alone:
-// stage k - 1 is its source, stage k holds the outputs of earlier patches.
-uint16_t LiveStart(uint16_t k) { return k == 0 ? 0 : uint16_t(k - 1); }
-
 uint32_t Elapsed(MicrosFn micros, uint32_t since) { return micros == nullptr ? 0 : micros() - since; }
 uint32_t Now(MicrosFn micros) { return micros == nullptr ? 0 : micros(); }
 
@@ -88,7 +84,10 @@ PatchRunner::PatchRunner(const Plan& plan, const tflite::MicroOpResolver& resolv
       arena_size_(arena_size),
       slots_(slots),
       num_slots_(num_slots),
-      micros_(micros) {}
+      micros_(micros) {
+  // The slots hold no interpreter of this runner yet (whatever their bytes are).
+  for (size_t i = 0; slots_ != nullptr && i < num_slots_; ++i) slots_[i].interpreter = nullptr;
+}
 
 PatchRunner::~PatchRunner() { DestroyInterpreters(); }
 
@@ -148,7 +147,7 @@ Status PatchRunner::InitOneAtATime(bool probe_stage) {
     s = CheckModel(m);
     if (s == Status::kOk && probe_stage) s = ProbePatch(m);
     if (s != Status::kOk) return Fail(s, m);
-    DestroyInterpreter(m);
+    DestroyInterpreters();
   }
   return Status::kOk;
 }
@@ -187,37 +186,45 @@ Status PatchRunner::CreateInterpreter(uint16_t m) {
   tflite::MicroAllocator* allocator =
       persistent == nullptr ? nullptr : CreateAllocator(*persistent, CreationLimit(plan_, m));
   if (allocator == nullptr) return Status::kAllocateFailed;
-  tflite::MicroInterpreter* interpreter =
-      new (slots_[one_at_a_time() ? 0 : m].bytes) tflite::MicroInterpreter(model, resolver_, allocator);
+  InterpreterSlot& slot = slots_[Slot(m)];
+  tflite::MicroInterpreter* interpreter = new (slot.bytes) tflite::MicroInterpreter(model, resolver_, allocator);
   // A failed AllocateTensors is abandoned, not destroyed: ~MicroInterpreter
   // calls every node's free() through registrations that a failure in
   // PrepareNodeAndRegistrationDataFromFlatbuffer (missing operator) leaves
   // unset. Its storage is simply reused.
   if (interpreter->AllocateTensors() != kTfLiteOk) return Status::kAllocateFailed;
-  interpreters_[m] = interpreter;
+  slot.interpreter = interpreter;
+  if (one_at_a_time()) live_model_ = m;
   const size_t bytes = interpreter->arena_used_bytes();
   if (bytes > max_model_bytes_) max_model_bytes_ = uint32_t(bytes);
   return Status::kOk;
+}
+
+// Model m's live interpreter, or null: resident, the one in its own slot;
+// one_at_a_time, the one in slot 0 if it is m's.
+tflite::MicroInterpreter* PatchRunner::Interpreter(uint16_t m) const {
+  if (one_at_a_time() && live_model_ != int32_t(m)) return nullptr;
+  const size_t slot = Slot(m);
+  return slot < num_slots_ ? slots_[slot].interpreter : nullptr;
 }
 
 // ~MicroInterpreter only calls the kernels' free() (none of the builtin
 // kernels has one); the allocator and planner objects in the arena own
 // nothing. It must run before the section is reused: free() is reached
 // through node data in that section.
-void PatchRunner::DestroyInterpreter(uint16_t m) {
-  if (interpreters_[m] != nullptr) interpreters_[m]->~MicroInterpreter();
-  interpreters_[m] = nullptr;
-}
-
 void PatchRunner::DestroyInterpreters() {
-  for (uint16_t m = 0; m < kMaxModels; ++m) DestroyInterpreter(m);
+  for (size_t i = 0; slots_ != nullptr && i < num_slots_; ++i) {
+    if (slots_[i].interpreter != nullptr) slots_[i].interpreter->~MicroInterpreter();
+    slots_[i].interpreter = nullptr;
+  }
+  live_model_ = -1;
 }
 
 // The interpreter of model m, ready to run: always there in resident mode;
 // in one_at_a_time mode created (after destroying the previous model's) when
 // m is not the model that ran last.
 Status PatchRunner::Activate(uint16_t m, uint32_t* create_us) {
-  if (interpreters_[m] != nullptr) return Status::kOk;
+  if (Interpreter(m) != nullptr) return Status::kOk;
   const uint32_t start = Now(micros_);
   DestroyInterpreters();
   const Status s = CreateInterpreter(m);
@@ -227,7 +234,7 @@ Status PatchRunner::Activate(uint16_t m, uint32_t* create_us) {
 
 Status PatchRunner::CheckModel(uint16_t m) {
   const ModelInfo& info = plan_.models[m];
-  tflite::MicroInterpreter* interpreter = interpreters_[m];
+  tflite::MicroInterpreter* interpreter = Interpreter(m);
   // ValidatePlan bounds num_outputs: one for a patch model, 1..kMaxOutputs for the tail (RunResult's room).
   if (interpreter->inputs_size() != 1 || interpreter->outputs_size() != info.num_outputs) {
     return Status::kTensorMismatch;
@@ -250,17 +257,19 @@ Status PatchRunner::CheckModel(uint16_t m) {
     if (at_stage != plan_.arena.tail_input_at_stage) return Status::kStageNotPlanned;
     return Status::kOk;
   }
-  // A valid plan runs every patch model in the patches of one stage k.
+  // A valid plan runs every patch model in the patches of one stage k, all reading one source.
   const uint16_t k = uint16_t(ModelStage(plan_, m));
+  const int32_t source = ModelSource(plan_, m);
   const TfLiteTensor* out = interpreter->output(0);  // its only output
-  if (!SameQuant(in, SourceQuant(plan_, k)) || !SameQuant(out, plan_.stages[k].quant)) {
+  if (!SameQuant(in, SourceQuant(plan_, source)) || !SameQuant(out, plan_.stages[k].quant)) {
     return Status::kTensorMismatch;
   }
   // Both ways, as for the tail: an in-place model's tensors are its stage buffers, any other's avoid them.
-  const bool on_stages = k > 0 && in->data.raw == StageData(k - 1) && out->data.raw == StageData(k);
+  const bool on_stages =
+      source >= 0 && in->data.raw == StageData(uint16_t(source)) && out->data.raw == StageData(k);
   if (on_stages != info.in_place) return Status::kStageNotPlanned;
-  if (info.in_place) return Status::kOk;
-  for (uint16_t s = LiveStart(k); s <= k; ++s) {
+  for (uint16_t s = 0; s < plan_.num_stages; ++s) {
+    if (!Guarded(m, s)) continue;
     const Section& section = plan_.stages[s].section;
     if (TouchesRange(in, arena_ + section.offset, section.size) ||
         TouchesRange(out, arena_ + section.offset, section.size)) {
@@ -270,21 +279,35 @@ Status PatchRunner::CheckModel(uint16_t m) {
   return Status::kOk;
 }
 
+// Whether patch model m must leave stage s's buffer alone: s is live where m
+// runs (a stage-k model: always its source stage and k), and not one of an
+// in-place model's own two, which are its input and output tensors.
+bool PatchRunner::Guarded(uint16_t m, uint16_t s) const {
+  const int32_t k = ModelStage(plan_, m);
+  if (plan_.models[m].in_place && (int32_t(s) == k || int32_t(s) == ModelSource(plan_, m))) return false;
+  return StageLiveWhereModelRuns(plan_, m, s);
+}
+
 // Scratch buffers are invisible through the public API, so the only way to
-// know a patch model of stage k leaves the buffers of stages k - 1 and k
+// know a patch model leaves the buffers of the stages live where it runs
 // alone is to run it: paint them, invoke the patch model once, and look. The
 // tail is not probed: it runs last.
 Status PatchRunner::ProbePatch(uint16_t m) {
-  // An in-place model owns both live stage buffers: they are its input and output.
-  if (plan_.models[m].role != ModelRole::kPatch || plan_.models[m].in_place) return Status::kOk;
-  const uint16_t k = uint16_t(ModelStage(plan_, m));
-  for (uint16_t s = LiveStart(k); s <= k; ++s) {
+  if (plan_.models[m].role != ModelRole::kPatch) return Status::kOk;
+  bool any = false;
+  for (uint16_t s = 0; s < plan_.num_stages; ++s) {
+    if (!Guarded(m, s)) continue;
     memset(arena_ + plan_.stages[s].section.offset, kPaint, plan_.stages[s].section.size);
+    any = true;
   }
-  TfLiteTensor* in = interpreters_[m]->input(0);
-  memset(in->data.raw, 0, in->bytes);  // not in those buffers: CheckModel
-  if (interpreters_[m]->Invoke() != kTfLiteOk) return Status::kInvokeFailed;
-  for (uint16_t s = LiveStart(k); s <= k; ++s) {
+  // Only an in-place model can have nothing to guard (a grouped plan's: its own two stages are all that is live).
+  if (!any) return Status::kOk;
+  tflite::MicroInterpreter* interpreter = Interpreter(m);
+  TfLiteTensor* in = interpreter->input(0);
+  memset(in->data.raw, 0, in->bytes);  // not in those buffers (CheckModel); in place: its source stage's buffer
+  if (interpreter->Invoke() != kTfLiteOk) return Status::kInvokeFailed;
+  for (uint16_t s = 0; s < plan_.num_stages; ++s) {
+    if (!Guarded(m, s)) continue;
     const uint8_t* buffer = arena_ + plan_.stages[s].section.offset;
     for (uint32_t i = 0; i < plan_.stages[s].section.size; ++i) {
       if (buffer[i] != kPaint) return Status::kPatchTouchesStage;
@@ -309,22 +332,26 @@ Status PatchRunner::Run(const ImageSource& image, RunResult* result) {
     return Fail(Status::kImageSizeMismatch, -1);
   }
   RunResult r = {};
-  ArrayImage view = {};     // stage k > 0: stage k - 1's buffer
-  ImageSource source = {};  // where the current stage's windows come from
+  ArrayImage view = {};     // a source stage's buffer
+  ImageSource source = {};  // where the current patch's window comes from
   const uint32_t start = Now(micros_);
   for (uint16_t i = 0; i < plan_.num_patches; ++i) {
     const PatchInfo& patch = plan_.patches[i];
     const StageInfo& stage = plan_.stages[patch.stage];
+    const int32_t from = PatchSource(patch);
     Status s = Status::kOk;
-    if (i == 0 || patch.stage != plan_.patches[i - 1].stage) {  // the previous stage's buffer is complete
-      if (i > 0) ObserveStage(plan_.patches[i - 1].stage);
-      s = StageSource(plan_, patch.stage, image, reinterpret_cast<const int8_t*>(arena_), plan_.arena.size, &view,
+    // A fill of the stage this patch reads has just been completed (grouped plans: the previous stage ended).
+    if (observer_ != nullptr && from >= 0 && FillCompleteAt(plan_, uint16_t(from), i)) {
+      ObserveStage(uint16_t(from));
+    }
+    if (i == 0 || from != PatchSource(plan_.patches[i - 1])) {  // StageSource depends on the source only
+      s = StageSource(plan_, from, image, reinterpret_cast<const int8_t*>(arena_), plan_.arena.size, &view,
                       &source);
       if (s != Status::kOk) return Fail(s, i);
     }
     s = Activate(patch.model, &r.create_us);
     if (s != Status::kOk) return Fail(s, i);
-    tflite::MicroInterpreter* interpreter = interpreters_[patch.model];
+    tflite::MicroInterpreter* interpreter = Interpreter(patch.model);
     const bool in_place = plan_.models[patch.model].in_place;  // CheckModel: its tensors are the stage buffers
     TfLiteTensor* in = interpreter->input(0);
     uint32_t t = Now(micros_);
@@ -340,12 +367,13 @@ Status PatchRunner::Run(const ImageSource& image, RunResult* result) {
     r.copy_us += Elapsed(micros_, t);
     if (s != Status::kOk) return Fail(s, i);
   }
-  if (plan_.num_stages > 0) ObserveStage(uint16_t(plan_.num_stages - 1));  // a whole model has no stage
+  // The tail is the last stage's only reader: its one fill is complete. A whole model has no stage.
+  if (plan_.num_stages > 0) ObserveStage(uint16_t(plan_.num_stages - 1));
   r.patch_us = Elapsed(micros_, start);
   const uint32_t tail_start = Now(micros_);
   const Status s = Activate(plan_.tail_model, &r.create_us);
   if (s != Status::kOk) return Fail(s, plan_.tail_model);
-  tflite::MicroInterpreter* tail = interpreters_[plan_.tail_model];
+  tflite::MicroInterpreter* tail = Interpreter(plan_.tail_model);
   if (plan_.num_stages == 0) {  // a whole model: the image is its input
     const Window all = {0, 0, plan_.image.w, plan_.image.h};
     const Status copied = CopyWindow(image, all, tail->input(0)->data.int8, tail->input(0)->bytes);

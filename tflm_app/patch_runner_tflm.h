@@ -34,10 +34,14 @@
 // counts, shapes / types / quantization (one input per model, one output per
 // patch model, the plan's outputs for the tail; a stage-k patch model reads
 // its source's quantization and writes stage k's), the tail's input tensor
-// planned exactly at arena + the last stage's offset, and (probe) that no patch model of
-// stage k has tensors or scratch buffers in the buffers of stage k - 1 (which
-// it reads from) or stage k (which holds its stage's earlier outputs). Run()
-// then executes the plan stage by stage.
+// planned exactly at arena + the last stage's offset, and (probe) that no
+// patch model has tensors or scratch buffers in the buffer of a stage live
+// where it runs (StageLiveWhereModelRuns): for a stage-k model its source
+// stage (PatchSource: which it reads from; k - 1 by default) and stage k (which holds the fill's earlier outputs),
+// in an interleaved plan also, e.g., the last stage holding the earlier
+// tunnels' boxes; an in-place model's own two stages are its tensors, the
+// others it must leave alone too. Run() then executes the plan's patches in
+// plan order (grouped by stage or interleaved) and the tail.
 #ifndef TINYVISION_PATCH_RUNNER_TFLM_H_
 #define TINYVISION_PATCH_RUNNER_TFLM_H_
 
@@ -54,8 +58,12 @@ namespace tinyvision {
 
 // Storage for one interpreter object; the sketch declares one per model in
 // resident mode and one in one_at_a_time mode (static, so no heap is used).
+// `interpreter` is PatchRunner's: the object constructed in `bytes`, or null
+// (the runner keeps no per-model storage of its own, so a plan may list many
+// models).
 struct InterpreterSlot {
   alignas(tflite::MicroInterpreter) unsigned char bytes[sizeof(tflite::MicroInterpreter)];
+  tflite::MicroInterpreter* interpreter;
 };
 
 // TFLM's GreedyMemoryPlanner, kept below a limit. MicroAllocator's
@@ -102,12 +110,14 @@ struct RunResult {
   uint32_t total_us;
 };
 
-// Called by Run with each stage's buffer as soon as the stage is complete
-// (stage < plan.num_stages), and with each of the tail's outputs after the
-// tail ran (stage == plan.num_stages + i for output i, in output order), while
-// they still hold those values: a later stage or the tail may reuse the
-// memory. For harnesses that compare every buffer with another runtime
-// (tflm_app/harness); the sketch sets none.
+// Called by Run with a stage's buffer each time a fill of it is complete
+// (stage < plan.num_stages; just before the fill's first read: once per
+// stage in a grouped plan, once per refill in an interleaved one, never half
+// filled), and with each of the tail's outputs after the tail ran (stage ==
+// plan.num_stages + i for output i, in output order), while they still hold
+// those values: a later patch or the tail may reuse the memory. For harnesses
+// that compare every buffer with another runtime (tflm_app/harness; the last
+// call per stage is the buffer's final state); the sketch sets none.
 typedef void (*BufferObserver)(void* context, uint16_t stage, const int8_t* data, size_t bytes);
 
 // Arena bytes measured by painting: Init fills the arena with a pattern, and
@@ -136,17 +146,19 @@ class PatchRunner {
 
   // Validates the plan, creates and allocates every interpreter, checks the
   // tensors against the plan; with probe_stage, also invokes each patch model
-  // of stage k once on a zero input and fails if the buffer of stage k - 1 or
-  // k changed. one_at_a_time: creates the models one after another
-  // (destroying each again) and also fails if creating one wrote shared bytes
-  // above its CreationLimit, i.e. could overwrite a stage buffer during Run.
+  // once on a zero input and fails if the buffer of a stage live where it runs
+  // changed (an in-place model: one other than its own two; one without such
+  // a stage is not invoked). one_at_a_time: creates the models one after
+  // another (destroying each again) and also fails if creating one wrote
+  // shared bytes above its CreationLimit, i.e. could overwrite a stage buffer
+  // during Run.
   Status Init(bool probe_stage = true);
 
-  // Runs every patch in plan order on its stage's source (stage 0: `image`,
-  // whose shape must be plan.image; stage k > 0: stage k - 1's buffer), then
+  // Runs every patch in plan order on its source (PatchSource: `image`,
+  // whose shape must be plan.image, or an earlier stage's buffer), then
   // the tail on the last stage. one_at_a_time: creates each model's
-  // interpreter when the model changes from one patch to the next, and the
-  // tail's before it runs.
+  // interpreter when the model changes from one patch to the next (in an
+  // interleaved plan that is every patch), and the tail's before it runs.
   Status Run(const ImageSource& image, RunResult* result);
 
   ArenaUsage MeasureArena() const;
@@ -169,9 +181,11 @@ class PatchRunner {
   Status InitResident(bool probe_stage);
   Status InitOneAtATime(bool probe_stage);
   tflite::MicroAllocator* CreateAllocator(const Section& persistent, uint32_t creation_limit);
+  size_t Slot(uint16_t m) const { return one_at_a_time() ? 0 : m; }
+  tflite::MicroInterpreter* Interpreter(uint16_t m) const;
   Status CreateInterpreter(uint16_t m);
-  void DestroyInterpreter(uint16_t m);
   void DestroyInterpreters();
+  bool Guarded(uint16_t m, uint16_t stage) const;
   Status Activate(uint16_t m, uint32_t* create_us);
   Status CheckModel(uint16_t m);
   void Observe(uint16_t stage, const int8_t* data, size_t bytes) const;
@@ -189,8 +203,8 @@ class PatchRunner {
   MicrosFn micros_;
   BufferObserver observer_ = nullptr;
   void* observer_context_ = nullptr;
-  tflite::MicroInterpreter* interpreters_[kMaxModels] = {};  // one_at_a_time: at most one non-null
-  ReservePlanner planner_;                                    // one_at_a_time: the live interpreter's planner
+  int32_t live_model_ = -1;  // one_at_a_time: the model whose interpreter is in slot 0 (-1: none)
+  ReservePlanner planner_;   // one_at_a_time: the live interpreter's planner
   uint32_t max_model_bytes_ = 0;
   uint32_t creation_bytes_ = 0;
   bool painted_ = false;

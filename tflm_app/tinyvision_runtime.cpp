@@ -54,6 +54,57 @@ Status Fail(Status status, int32_t index, int32_t* where) {
   return status;
 }
 
+// Positions: the patches 0 .. n - 1 in plan order, the tail at n. Position i
+// writes stage k when it is a patch of stage k, and reads stage k when it is a
+// patch whose source (PatchSource) is k (its window) or the tail and k the
+// last stage.
+bool Writes(const Plan& plan, uint16_t k, uint32_t i) { return i < plan.num_patches && plan.patches[i].stage == k; }
+
+bool Reads(const Plan& plan, uint16_t k, uint32_t i) {
+  if (i < plan.num_patches) return PatchSource(plan.patches[i]) == int32_t(k);
+  return i == plan.num_patches && uint32_t(k) + 1 == plan.num_stages;
+}
+
+// One fill of a stage: its writes are the stage's patches in [begin, end),
+// end being its first read (n + 1: never read, which ValidatePlan refuses);
+// it is live over [begin, last] (last: its last read, n when never read).
+struct Fill {
+  uint32_t begin;
+  uint32_t end;
+  uint32_t last;
+};
+
+// The first fill of stage k starting at or after position `from`; false when
+// no patch of stage k runs there. A fill's reads run until the next write of
+// k, so the next fill starts after `last`: iterate with from = last + 1.
+bool FindFill(const Plan& plan, uint16_t k, uint32_t from, Fill* fill) {
+  const uint32_t n = plan.num_patches;
+  uint32_t i = from;
+  while (i < n && !Writes(plan, k, i)) ++i;
+  if (i >= n) return false;
+  fill->begin = i;
+  while (i <= n && !Reads(plan, k, i)) ++i;
+  fill->end = i;
+  fill->last = i > n ? n : i;
+  for (; i <= n && !Writes(plan, k, i); ++i) {
+    if (Reads(plan, k, i)) fill->last = i;
+  }
+  return true;
+}
+
+// Whether stages a and b are live at a common position: a fill of each with
+// intersecting live ranges. The fills of one stage are disjoint and ascending,
+// so this is O(n) per fill of a.
+bool LiveTogether(const Plan& plan, uint16_t a, uint16_t b) {
+  Fill fa, fb;
+  for (uint32_t from_a = 0; FindFill(plan, a, from_a, &fa); from_a = fa.last + 1) {
+    for (uint32_t from_b = 0; FindFill(plan, b, from_b, &fb) && fb.begin <= fa.last; from_b = fb.last + 1) {
+      if (fa.begin <= fb.last) return true;
+    }
+  }
+  return false;
+}
+
 // The one_at_a_time rules on top of the common ones: the TFLM glue creates a
 // model's interpreter on ONE arena from shared.offset to the end of the
 // model's section (so sections lie above shared). Where AllocateTensors writes
@@ -84,8 +135,13 @@ Status ValidateArena(const Plan& plan, int32_t* where) {
     if (section.offset % kArenaAlignment != 0) return Fail(Status::kMisaligned, k, where);
     if (!Inside(section, a.shared)) return Fail(Status::kStageOutsideShared, k, where);
     if (uint64_t(section.size) < Volume(plan.stages[k].shape)) return Fail(Status::kStageTooSmall, k, where);
-    // Stage k - 1 is read while stage k is written; older stages may be reused.
-    if (k > 0 && Overlap(plan.stages[k - 1].section, section)) return Fail(Status::kStagesOverlap, k, where);
+    // Stages live at a common position hold data together (in a grouped plan k - 1 and k: stage k - 1 is read
+    // while stage k is written); the memory of a stage no longer live may be reused.
+    for (uint16_t j = 0; j < k; ++j) {
+      if (Overlap(plan.stages[j].section, section) && LiveTogether(plan, j, k)) {
+        return Fail(Status::kStagesOverlap, k, where);
+      }
+    }
   }
   if (a.persistent == nullptr && a.num_persistent > 0) return Fail(Status::kNullArgument, -1, where);
   if (a.num_persistent != plan.num_models) return Fail(Status::kMissingSection, -1, where);
@@ -117,28 +173,29 @@ bool BoxesOverlap(const OutputBox& a, const OutputBox& b) {
   return axis(a.x, a.w, b.x, b.w) && axis(a.y, a.h, b.y, b.h) && axis(a.c, a.channels, b.c, b.channels);
 }
 
-// The boxes of patches [begin, end) (all of stage k, each inside its buffer)
-// cover the buffer exactly once: pairwise disjoint and as many values as the
-// buffer has. Quadratic in the patches of a stage (a few dozen on a device).
-bool CoversStage(const Plan& plan, uint16_t begin, uint16_t end, uint16_t k) {
+// The boxes of the patches of stage k in [begin, end) (one fill, each box
+// inside its buffer) cover the buffer exactly once: pairwise disjoint and as
+// many values as the buffer has. Quadratic in the patches of a fill (a few
+// dozen on a device).
+bool CoversStage(const Plan& plan, uint16_t k, uint32_t begin, uint32_t end) {
   uint64_t values = 0;
-  for (uint16_t i = begin; i < end; ++i) {
+  for (uint32_t i = begin; i < end; ++i) {
+    if (!Writes(plan, k, i)) continue;
     const OutputBox& b = plan.patches[i].output;
     values += uint64_t(b.h) * b.w * b.channels;
-    for (uint16_t j = begin; j < i; ++j) {
-      if (BoxesOverlap(plan.patches[j].output, b)) return false;
+    for (uint32_t j = begin; j < i; ++j) {
+      if (Writes(plan, k, j) && BoxesOverlap(plan.patches[j].output, b)) return false;
     }
   }
   return values == Volume(plan.stages[k].shape);
 }
 
-// Stage order, model stages, windows and boxes of every patch, then the
-// coverage of every stage.
-// Patch i reads the whole of stage k - 1 (k >= 1) and fills the whole of stage k.
-bool WholeStagePatch(const Plan& plan, uint16_t i) {
+// Patch i reads the whole of its source stage (not the image) and fills the whole of stage k.
+bool WholeStagePatch(const Plan& plan, uint32_t i) {
   const PatchInfo& p = plan.patches[i];
-  if (p.stage == 0) return false;
-  const Shape3& source = plan.stages[p.stage - 1].shape;
+  const int32_t from = PatchSource(p);
+  if (from < 0) return false;
+  const Shape3& source = plan.stages[from].shape;
   const Shape3& stage = plan.stages[p.stage].shape;
   const Window& w = p.window;
   const OutputBox& b = p.output;
@@ -146,27 +203,71 @@ bool WholeStagePatch(const Plan& plan, uint16_t i) {
          b.w == stage.w && b.h == stage.h && b.channels == stage.c;
 }
 
+// The fills of stage k (windows and boxes checked): nothing reads the stage
+// before its first write; each fill covers the buffer once, holds an in-place
+// model's patch only alone and whole-stage, and is read.
+Status ValidateFills(const Plan& plan, uint16_t k, int32_t* where) {
+  const uint32_t n = plan.num_patches;
+  for (uint32_t i = 0; i < n && !Writes(plan, k, i); ++i) {
+    if (Reads(plan, k, i)) return Fail(Status::kStagesOutOfOrder, int32_t(i), where);
+  }
+  Fill fill;
+  for (uint32_t from = 0; FindFill(plan, k, from, &fill); from = fill.last + 1) {
+    const uint32_t end = fill.end < n ? fill.end : n;
+    if (!CoversStage(plan, k, fill.begin, end)) return Fail(Status::kStageNotCovered, k, where);
+    uint32_t writes = 0, last_write = fill.begin;
+    for (uint32_t i = fill.begin; i < end; ++i) {
+      if (!Writes(plan, k, i)) continue;
+      ++writes;
+      last_write = i;
+    }
+    for (uint32_t i = fill.begin; i < end; ++i) {
+      const uint16_t m = plan.patches[i].model;
+      if (Writes(plan, k, i) && plan.models[m].in_place && !(writes == 1 && WholeStagePatch(plan, i))) {
+        return Fail(Status::kBadInPlace, m, where);
+      }
+    }
+    // Only the last stage is read by the tail: another stage's last fill may have no reader.
+    if (fill.end > n) return Fail(Status::kStagesOutOfOrder, int32_t(last_write), where);
+  }
+  return Status::kOk;
+}
+
+// Indices and roles, stages with patches, model stages, windows and boxes of
+// every patch, then the fills of every stage.
 Status ValidatePatches(const Plan& plan, int32_t* where) {
-  int32_t model_stage[kMaxModels];
-  for (uint16_t m = 0; m < plan.num_models; ++m) model_stage[m] = -1;
   for (uint16_t i = 0; i < plan.num_patches; ++i) {
     const PatchInfo& p = plan.patches[i];
     if (p.model >= plan.num_models) return Fail(Status::kBadModelIndex, i, where);
-    const ModelInfo& model = plan.models[p.model];
-    if (model.role != ModelRole::kPatch) return Fail(Status::kWrongModelRole, i, where);
+    if (plan.models[p.model].role != ModelRole::kPatch) return Fail(Status::kWrongModelRole, i, where);
     if (p.stage >= plan.num_stages) return Fail(Status::kBadStageIndex, i, where);
-    const uint16_t previous = i == 0 ? 0 : plan.patches[i - 1].stage;
-    if (p.stage < previous) return Fail(Status::kStagesOutOfOrder, i, where);
-    // The first patch of a stage: the stage before it has ended.
-    if (i == 0 ? p.stage != 0 : p.stage > previous + 1) {
-      return Fail(Status::kEmptyStage, i == 0 ? 0 : previous + 1, where);
+    if (p.source != kStageBefore && (p.source < kImageSource || p.source >= int32_t(p.stage))) {
+      return Fail(Status::kBadSource, i, where);
     }
-    if (model_stage[p.model] < 0) model_stage[p.model] = p.stage;
-    if (model_stage[p.model] != p.stage) return Fail(Status::kBadModelStage, p.model, where);
-    const Shape3 source = SourceShape(plan, p.stage);
+  }
+  for (uint16_t k = 0; k < plan.num_stages; ++k) {
+    uint16_t i = 0;
+    while (i < plan.num_patches && plan.patches[i].stage != k) ++i;
+    if (i == plan.num_patches) return Fail(Status::kEmptyStage, k, where);
+  }
+  // ModelStage is the stage of the model's first patch: O(1) memory for any number of models.
+  for (uint16_t i = 0; i < plan.num_patches; ++i) {
+    const PatchInfo& p = plan.patches[i];
+    if (ModelStage(plan, p.model) != p.stage) return Fail(Status::kBadModelStage, p.model, where);
+    // A model serves one stage from one source (its input quantization is the source's).
+    if (ModelSource(plan, p.model) != PatchSource(p)) return Fail(Status::kBadModelStage, p.model, where);
+  }
+  for (uint16_t m = 0; m < plan.num_models; ++m) {
+    if (m != plan.tail_model && ModelStage(plan, m) < 0) return Fail(Status::kBadModelStage, m, where);
+  }
+  for (uint16_t i = 0; i < plan.num_patches; ++i) {
+    const PatchInfo& p = plan.patches[i];
+    const ModelInfo& model = plan.models[p.model];
+    const int32_t from = PatchSource(p);
+    const Shape3 source = SourceShape(plan, from);
     const Window& w = p.window;
     if (w.w == 0 || w.h == 0 || uint64_t(w.x) + w.w > source.w || uint64_t(w.y) + w.h > source.h) {
-      return Fail(p.stage == 0 ? Status::kWindowOutsideImage : Status::kWindowOutsideStage, i, where);
+      return Fail(from == kImageSource ? Status::kWindowOutsideImage : Status::kWindowOutsideStage, i, where);
     }
     if (!DimsAre(model.input, w.h, w.w, source.c)) return Fail(Status::kWindowShapeMismatch, i, where);
     const Shape3& stage = plan.stages[p.stage].shape;
@@ -178,21 +279,9 @@ Status ValidatePatches(const Plan& plan, int32_t* where) {
     // ValidatePlan gave every patch model exactly one output.
     if (!DimsAre(model.outputs[0], b.h, b.w, b.channels)) return Fail(Status::kBoxShapeMismatch, i, where);
   }
-  const uint16_t last = plan.patches[plan.num_patches - 1].stage;
-  if (last + 1 != plan.num_stages) return Fail(Status::kEmptyStage, last + 1, where);
-  for (uint16_t m = 0; m < plan.num_models; ++m) {
-    if (m != plan.tail_model && model_stage[m] < 0) return Fail(Status::kBadModelStage, m, where);
-  }
-  // Patches are grouped by stage now: one run of patches per stage.
-  for (uint16_t begin = 0, end = 0; begin < plan.num_patches; begin = end) {
-    const uint16_t k = plan.patches[begin].stage;
-    while (end < plan.num_patches && plan.patches[end].stage == k) ++end;
-    if (!CoversStage(plan, begin, end, k)) return Fail(Status::kStageNotCovered, k, where);
-    for (uint16_t i = begin; i < end; ++i) {
-      if (plan.models[plan.patches[i].model].in_place && !(end - begin == 1 && WholeStagePatch(plan, i))) {
-        return Fail(Status::kBadInPlace, plan.patches[i].model, where);
-      }
-    }
+  for (uint16_t k = 0; k < plan.num_stages; ++k) {
+    const Status s = ValidateFills(plan, k, where);
+    if (s != Status::kOk) return s;
   }
   if (plan.models[plan.tail_model].in_place) return Fail(Status::kBadInPlace, plan.tail_model, where);
   return Status::kOk;
@@ -212,16 +301,18 @@ const char* StatusString(Status status) {
       return "a patch model needs one output, a tail 1.." TINYVISION_STRINGIFY(TINYVISION_MAX_OUTPUTS);
     case Status::kBadModelIndex: return "model index out of range";
     case Status::kWrongModelRole: return "patch names the tail model, or tail names a patch model";
-    case Status::kBadInPlace: return "an in-place model is not the one whole-stage patch of a stage k >= 1";
+    case Status::kBadInPlace:
+      return "an in-place model's patch is not a whole-stage patch reading a stage, alone in its fill";
     case Status::kWindowOutsideImage: return "patch window outside the image";
-    case Status::kWindowOutsideStage: return "patch window outside the previous stage's buffer";
+    case Status::kWindowOutsideStage: return "patch window outside its source stage's buffer";
     case Status::kWindowShapeMismatch: return "patch window does not match the model input shape";
     case Status::kBoxOutsideStage: return "output box outside its stage buffer";
     case Status::kBoxShapeMismatch: return "output box does not match the model output shape";
-    case Status::kStageNotCovered: return "the output boxes of a stage do not cover its buffer exactly once";
+    case Status::kStageNotCovered:
+      return "the output boxes of a stage's fill do not cover its buffer exactly once";
     case Status::kStageShapeMismatch: return "tail input shape is not the last stage's shape";
     case Status::kBadStageIndex: return "patch stage index out of range";
-    case Status::kStagesOutOfOrder: return "patches not grouped by stage in ascending order";
+    case Status::kStagesOutOfOrder: return "a stage is read before it is filled, or filled and never read";
     case Status::kEmptyStage: return "a stage has no patch";
     case Status::kBadModelStage: return "a patch model runs in two stages, or in no patch";
     case Status::kSectionOutsideArena: return "arena section outside the arena";
@@ -229,7 +320,7 @@ const char* StatusString(Status status) {
     case Status::kSectionBelowShared: return "one_at_a_time: a persistent section lies below the shared region";
     case Status::kStageOutsideShared: return "stage buffer outside the shared arena region";
     case Status::kStageTooSmall: return "stage section smaller than the stage shape";
-    case Status::kStagesOverlap: return "the buffers of consecutive stages overlap";
+    case Status::kStagesOverlap: return "the buffers of two stages alive at the same time overlap";
     case Status::kMisaligned: return "arena section offset not 16-byte aligned";
     case Status::kMissingSection: return "a model has no persistent section, or two";
     case Status::kBadQuantization: return "bad quantization (scale <= 0 or zero point outside int8)";
@@ -249,9 +340,11 @@ const char* StatusString(Status status) {
     case Status::kModelExceedsSection: return "a model's measured TFLM head or tail exceeds its arena section";
     case Status::kStageNotPlanned:
       return "a model's input or output is not where the plan says (in place on the stage buffers, or not)";
-    case Status::kPatchTouchesStage: return "a patch model writes into the buffer of its stage or the one before";
+    case Status::kPatchTouchesStage:
+      return "a patch model writes into the buffer of a stage alive while it runs (its own, the one it reads, ...)";
     case Status::kInvokeFailed: return "Invoke failed";
     case Status::kNotInitialized: return "runner not initialized";
+    case Status::kBadSource: return "a patch reads neither the image nor an earlier stage";
   }
   return "unknown status";
 }
@@ -301,23 +394,60 @@ Status ValidatePlan(const Plan& plan, int32_t* where) {
   return patches != Status::kOk ? patches : ValidateArena(plan, where);
 }
 
+bool StageLive(const Plan& plan, uint16_t stage, uint32_t position) {
+  if (stage >= plan.num_stages) return false;
+  Fill fill;
+  for (uint32_t from = 0; FindFill(plan, stage, from, &fill) && fill.begin <= position; from = fill.last + 1) {
+    if (position <= fill.last) return true;
+  }
+  return false;
+}
+
+bool StageLiveWhereModelRuns(const Plan& plan, uint16_t model, uint16_t stage) {
+  if (stage >= plan.num_stages) return false;
+  const uint32_t n = plan.num_patches;
+  Fill fill;
+  // The live ranges of one stage's fills are disjoint: O(n) in all.
+  for (uint32_t from = 0; FindFill(plan, stage, from, &fill); from = fill.last + 1) {
+    for (uint32_t i = fill.begin; i <= fill.last; ++i) {
+      if (i < n ? plan.patches[i].model == model : model == plan.tail_model) return true;
+    }
+  }
+  return false;
+}
+
+bool FillCompleteAt(const Plan& plan, uint16_t stage, uint32_t position) {
+  if (!Reads(plan, stage, position)) return false;
+  // The first read of a fill: the stage's last event before it is a write, not another read.
+  for (uint32_t i = position; i-- > 0;) {
+    if (Writes(plan, stage, i)) return true;
+    if (Reads(plan, stage, i)) return false;
+  }
+  return false;
+}
+
 uint32_t CreationLimit(const Plan& plan, uint16_t model) {
   uint64_t limit = plan.arena.temp_reserve;
-  const int32_t k = model == plan.tail_model ? int32_t(plan.num_stages) : ModelStage(plan, model);
-  for (int32_t s = k - 1; s <= k && s < int32_t(plan.num_stages); ++s) {
-    if (s < 0) continue;
+  for (uint16_t s = 0; s < plan.num_stages; ++s) {
     const uint64_t above = uint64_t(plan.stages[s].section.offset) - plan.arena.shared.offset;
-    if (plan.stages[s].section.offset >= plan.arena.shared.offset && above < limit) limit = above;
+    if (plan.stages[s].section.offset >= plan.arena.shared.offset && above < limit &&
+        StageLiveWhereModelRuns(plan, model, s)) {
+      limit = above;
+    }
   }
   return uint32_t(limit);
 }
 
-Shape3 SourceShape(const Plan& plan, uint16_t stage) {
-  return stage == 0 ? plan.image : plan.stages[stage - 1].shape;
+int32_t PatchSource(const PatchInfo& patch) {
+  return patch.source == kStageBefore ? int32_t(patch.stage) - 1 : int32_t(patch.source);
 }
 
-Quant SourceQuant(const Plan& plan, uint16_t stage) {
-  return stage == 0 ? plan.image_quant : plan.stages[stage - 1].quant;
+Shape3 SourceShape(const Plan& plan, int32_t source) {
+  return source < 0 ? plan.image : plan.stages[source].shape;
+}
+
+Quant SourceQuant(const Plan& plan, int32_t source) {
+  return source < 0 ? plan.image_quant : plan.stages[source].quant;
 }
 
 int32_t ModelStage(const Plan& plan, uint16_t model) {
@@ -325,6 +455,13 @@ int32_t ModelStage(const Plan& plan, uint16_t model) {
     if (plan.patches[i].model == model) return plan.patches[i].stage;
   }
   return -1;
+}
+
+int32_t ModelSource(const Plan& plan, uint16_t model) {
+  for (uint16_t i = 0; i < plan.num_patches; ++i) {
+    if (plan.patches[i].model == model) return PatchSource(plan.patches[i]);
+  }
+  return kStageBefore;
 }
 
 // ---------------------------------------------------------------------------
@@ -354,20 +491,20 @@ Status MakeArrayImageSource(const ArrayImage* image, ImageSource* source) {
   return Status::kOk;
 }
 
-Status StageSource(const Plan& plan, uint16_t stage, const ImageSource& image, const int8_t* arena,
+Status StageSource(const Plan& plan, int32_t source_index, const ImageSource& image, const int8_t* arena,
                    size_t arena_size, ArrayImage* view, ImageSource* source) {
   if (view == nullptr || source == nullptr || plan.stages == nullptr) return Status::kNullArgument;
-  if (stage >= plan.num_stages) return Status::kBadStageIndex;
-  if (stage == 0) {
+  if (source_index < kImageSource || source_index >= int32_t(plan.num_stages)) return Status::kBadStageIndex;
+  if (source_index == kImageSource) {
     const Shape3& s = image.shape;
     if (s.h != plan.image.h || s.w != plan.image.w || s.c != plan.image.c) return Status::kImageSizeMismatch;
     *source = image;
     return Status::kOk;
   }
   if (arena == nullptr) return Status::kNullArgument;
-  const StageInfo& previous = plan.stages[stage - 1];
-  if (uint64_t(previous.section.offset) + previous.section.size > arena_size) return Status::kBufferTooSmall;
-  *view = {arena + previous.section.offset, previous.section.size, previous.shape};
+  const StageInfo& read = plan.stages[source_index];
+  if (uint64_t(read.section.offset) + read.section.size > arena_size) return Status::kBufferTooSmall;
+  *view = {arena + read.section.offset, read.section.size, read.shape};
   return MakeArrayImageSource(view, source);
 }
 

@@ -20,15 +20,33 @@
 // bottom of the shared region for the models created while they hold data
 // (CreationLimit).
 //
-// Per patch of stage k, in plan order: CopyWindow (rows of the stage's
-// source -> model input; the source is the image for stage 0, else stage
-// k - 1's buffer, see StageSource), Invoke, PlaceOutput (model output -> its
+// Per patch of stage k, in plan order: CopyWindow (rows of the patch's
+// source -> model input; the source is the image or an earlier stage's
+// buffer, PatchSource: by default stage k - 1's, the image for stage 0; see
+// StageSource), Invoke, PlaceOutput (model output -> its
 // box of stage k's buffer); then the tail runs on the last stage. A whole
 // model (plan kind "whole_model": no stage, no patch, one tail model) gets
 // the image copied into its input instead. Every copy
 // here is bounds-checked against the buffer sizes passed in: a bad plan or a
 // wrong image returns a Status and writes nothing outside the buffers it was
 // given.
+//
+// Patches of different stages may interleave (tunnels: A0 B0 C0 A1 B1 C1 ...,
+// each tunnel's segments one after another); the plan's grouped order (all of
+// stage 0, then all of stage 1, ...) is one case of the same rules, which
+// derive from the patch order alone. Positions 0 .. n - 1 are the patches in
+// plan order, position n the tail. A patch of stage k WRITES stage k and
+// READS its source stage j < k (PatchSource; unless it reads the image): by
+// default k - 1, in a tunnel plan e.g. the tunnel's own link stage; the tail
+// reads the last stage. The writes of a
+// stage split into FILLS: maximal runs of its writes with no read of it in
+// between; each fill covers the buffer exactly once and is read before the
+// next fill starts (a stage's buffer is refilled, e.g. once per tunnel, or
+// filled box by box while other stages are refilled). A stage is LIVE at
+// position i when i lies between the first write of one of its fills and the
+// last read of that fill (StageLive): stages live at a common position have
+// disjoint buffers, and a patch model keeps its tensors and scratch out of
+// the stages live where it runs.
 #ifndef TINYVISION_RUNTIME_H_
 #define TINYVISION_RUNTIME_H_
 
@@ -46,14 +64,14 @@ enum class Status : uint8_t {
   kBadModelIndex,        // a patch or arena section names a model that does not exist
   kWrongModelRole,       // a patch names the tail model, or the tail a patch model
   kWindowOutsideImage,   // a stage-0 patch window (or a camera crop) reaches past the image
-  kWindowOutsideStage,   // a stage k > 0 patch window reaches past stage k - 1's buffer
+  kWindowOutsideStage,   // a patch window reaches past its source stage's buffer (PatchSource)
   kWindowShapeMismatch,  // window h/w (or the source's channels) differ from the model input
   kBoxOutsideStage,      // an output box reaches past its stage's buffer
   kBoxShapeMismatch,     // box h/w/channels differ from the model output
   kStageNotCovered,      // the output boxes of a stage overlap, or leave part of its buffer unfilled
   kStageShapeMismatch,   // the tail's input shape is not the last stage's shape
   kBadStageIndex,        // a patch names a stage that does not exist
-  kStagesOutOfOrder,     // a patch of a lower stage runs after one of a higher stage
+  kStagesOutOfOrder,     // a stage is read before it is filled, or filled and never read
   kEmptyStage,           // a stage has no patch
   kBadModelStage,        // a patch model runs in patches of two stages, or in none
   kSectionOutsideArena,  // an arena section reaches past the arena
@@ -61,7 +79,7 @@ enum class Status : uint8_t {
   kSectionBelowShared,   // one_at_a_time: a persistent section lies below the shared region
   kStageOutsideShared,   // a stage buffer is not inside the shared region
   kStageTooSmall,        // arena.stages[k].size < Hs * Ws * Cs of stage k
-  kStagesOverlap,        // the buffers of stages k and k + 1 (alive together while k + 1 runs) overlap
+  kStagesOverlap,        // the buffers of two stages live at a common position (StageLive) overlap
   kMisaligned,           // an arena section offset is not 16-byte aligned
   kMissingSection,       // a model has no persistent section, or more than one
   kModelExceedsSection,  // a model's nonpersistent_bytes exceed the shared region, or its persistent_bytes its section
@@ -73,16 +91,18 @@ enum class Status : uint8_t {
   kArenaTooSmall,        // the arena given is smaller than plan.arena.size
   // Reported by the TFLM glue (patch_runner_tflm.h):
   kSchemaMismatch,       // a model's flatbuffer schema version is not TFLM's
-  kBadInPlace,           // an in-place model is not the whole-stage patch of a stage k >= 1
+  kBadInPlace,           // an in-place model's patch is not a whole-stage patch reading a stage, alone in its fill
   kAllocateFailed,       // MicroInterpreter::AllocateTensors failed (section or temp_reserve too small, missing op)
   kCreationOutsideReserve,  // one_at_a_time: creating an interpreter wrote shared bytes above CreationLimit
   kTensorMismatch,       // a model's input/output tensors differ from the plan (count, shape, type, quantization)
   kStageNotPlanned,      // an in-place model's tensors are not on its stage buffers (or another's are); or
                          // the tail's input tensor is not at arena + the last stage's offset, or is there when
                          // the plan says it is not (arena.tail_input_at_stage false)
-  kPatchTouchesStage,    // a stage-k patch model's tensors or scratch buffers write into stage k - 1's or k's buffer
+  kPatchTouchesStage,    // a patch model's tensors or scratch buffers write into the buffer of a stage live where
+                         // it runs (always its source stage and k; an in-place model's own two excepted)
   kInvokeFailed,         // MicroInterpreter::Invoke failed
   kNotInitialized,       // Run before a successful Init
+  kBadSource,            // a patch's source is neither the image nor a stage before its own (PatchInfo::source)
 };
 
 // One line naming the cause, for Serial / logs ("window outside image", ...).
@@ -107,7 +127,7 @@ struct Shape3 {
   uint32_t c;
 };
 
-struct Window {  // region of a patch's source (the image, or the previous stage's buffer) copied into its model input
+struct Window {  // region of a patch's source (the image, or an earlier stage's buffer) copied into its model input
   uint32_t x, y, w, h;
 };
 
@@ -135,19 +155,30 @@ struct ModelInfo {
   uint16_t num_outputs;
   uint32_t nonpersistent_bytes;  // TFLM head measured by the converter: at most arena.shared.size
   uint32_t persistent_bytes;     // TFLM tail measured by the converter: at most its persistent section
-  // plan.json arena.in_place lists the model: the one patch of a stage k >= 1,
-  // reading the whole of stage k - 1 and filling the whole of stage k. Its
-  // offline plan puts its input tensor on stage k - 1's buffer and its output
-  // on stage k's, so the runtime copies neither.
+  // plan.json arena.in_place lists the model: each of its patches (stage k)
+  // reads the whole of its source stage j (not the image) and fills the whole
+  // of stage k, alone in its fill (one patch in a grouped plan, one per tunnel
+  // in an interleaved one). Its offline plan puts its input tensor on stage j's buffer and
+  // its output on stage k's, so the runtime copies neither.
   bool in_place;
 };
 
+// PatchInfo::source values besides a stage index (plan.json patches[i].source: -1, or absent).
+constexpr int16_t kImageSource = -1;  // the patch reads its window from the image
+constexpr int16_t kStageBefore = -2;  // absent in plan.json: stage - 1, the image for stage 0
+
 struct PatchInfo {
   uint16_t model;
-  uint16_t stage;  // the stage whose buffer `output` is in; stage k > 0 reads `window` from stage k - 1's buffer
-  Window window;
+  uint16_t stage;  // the stage whose buffer `output` is in
+  Window window;   // in the patch's source (PatchSource)
   OutputBox output;
+  // Where `window` is read from: kImageSource, a stage j < stage, or kStageBefore (the default, so that
+  // {model, stage, window, output} keeps its meaning).
+  int16_t source = kStageBefore;
 };
+
+// The effective source of a patch: -1 for the image, else the index of the stage it reads.
+int32_t PatchSource(const PatchInfo& patch);
 
 // One patch stage: plan.json stages[k] and arena.stages[k].
 struct StageInfo {
@@ -194,16 +225,17 @@ struct Plan {
   uint16_t num_stages;
   const ModelInfo* models;
   uint16_t num_models;
-  const PatchInfo* patches;  // in execution order, grouped by stage ascending
+  const PatchInfo* patches;  // in execution order: grouped by stage ascending, or interleaved (tunnels)
   uint16_t num_patches;
   uint16_t tail_model;
   ArenaLayout arena;
 };
 
-// Largest number of models a plan may list (in resident mode the TFLM glue
-// keeps one interpreter per model in fixed storage).
+// Largest number of models a plan may list (a tunnel plan has one per
+// segment and tunnel). Nothing is sized by it: the interpreters live in the
+// InterpreterSlots the sketch declares (one per model in resident mode).
 #ifndef TINYVISION_MAX_MODELS
-#define TINYVISION_MAX_MODELS 32
+#define TINYVISION_MAX_MODELS 1024
 #endif
 constexpr uint16_t kMaxModels = TINYVISION_MAX_MODELS;
 // Largest number of outputs the tail may have (RunResult keeps one entry per
@@ -216,19 +248,32 @@ static_assert(kMaxOutputs >= 1, "TINYVISION_MAX_OUTPUTS: the tail has at least o
 constexpr uint32_t kArenaAlignment = 16;
 
 // Checks every rule of docs/bundle-format.md that the plan alone decides:
-// - at least one stage; patches grouped by stage ascending, every stage with
-//   at least one patch, every patch model in the patches of exactly one stage;
-// - windows inside their source (the image for stage 0, else the previous
-//   stage's buffer), with the model's input height/width and the source's
+// - at least one stage, every stage with at least one patch (kEmptyStage),
+//   every patch model in the patches of exactly one stage (kBadModelStage);
+// - windows inside their source (PatchSource: the image, or an earlier
+//   stage's buffer; kWindowOutsideImage / kWindowOutsideStage), with the model's input height/width and the source's
 //   channels;
 // - every patch model has one output, the tail 1..kMaxOutputs, every shape
 //   rank 1..4 without a zero dimension;
-// - output boxes inside their stage's buffer, with the model's output shape,
-//   covering that buffer exactly once;
+// - output boxes inside their stage's buffer, with the model's output shape;
+//   each fill of a stage (the header comment) covers its buffer exactly once
+//   (kStageNotCovered, where = the stage);
+// - no stage is read before its first write, and every fill is read: by a
+//   later patch that has the stage as its source, the last stage by the tail
+//   (kStagesOutOfOrder, where = the reading patch, or the unread fill's last
+//   write);
+// - every patch's source is the image or a stage before its own (kBadSource),
+//   all the patches of a model have one source (kBadModelStage);
+// - an in-place model's every patch reads the whole of its source stage,
+//   fills the whole of stage k and is alone in its fill; the tail is not in
+//   place (kBadInPlace);
 // - the tail's input is the last stage's shape; quantizations are valid;
 // - one persistent section per model; sections 16-byte aligned, inside the
 //   arena and disjoint from shared; every stage buffer inside shared and at
-//   least Hs * Ws * Cs bytes; the buffers of stages k and k + 1 disjoint;
+//   least Hs * Ws * Cs bytes; the buffers of two stages live at a common
+//   position disjoint (kStagesOverlap, where = the higher stage): in a
+//   grouped plan stages k and k + 1, while a stage may reuse the memory of
+//   stages before k - 1;
 // - resident: persistent sections pairwise disjoint. one_at_a_time: sections
 //   may overlap (only one interpreter exists at a time) but lie above shared,
 //   temp_reserve is 16-byte aligned (each model's creation is checked against
@@ -240,19 +285,46 @@ constexpr uint32_t kArenaAlignment = 16;
 // to one (the image, the tail index, the shared region, temp_reserve).
 Status ValidatePlan(const Plan& plan, int32_t* where = nullptr);
 
-// The buffer the patches of `stage` read their windows from: the image for
-// stage 0, else stage - 1's buffer. `stage` < plan.num_stages.
-Shape3 SourceShape(const Plan& plan, uint16_t stage);
-Quant SourceQuant(const Plan& plan, uint16_t stage);
+// The shape / quantization of a patch source (PatchSource): the image for
+// source -1, else stage `source` (< plan.num_stages).
+Shape3 SourceShape(const Plan& plan, int32_t source);
+Quant SourceQuant(const Plan& plan, int32_t source);
 
 // The stage whose patches run `model`, or -1 when no patch runs it (the
 // tail). A valid plan gives every patch model exactly one stage.
 int32_t ModelStage(const Plan& plan, uint16_t model);
 
+// The source (PatchSource) of the patches that run `model`, or kStageBefore
+// when no patch runs it (the tail). A valid plan gives all the patches of a
+// model one source: a model serves one stage from one source.
+int32_t ModelSource(const Plan& plan, uint16_t model);
+
+// Whether `stage`'s buffer holds data needed later at `position` (0 ..
+// num_patches - 1: a patch in plan order; num_patches: the tail): position
+// lies between the first write of one of the stage's fills and that fill's
+// last read (the reads of a fill: the reads after its last write, up to the
+// next fill's first write). O(num_patches), no state.
+bool StageLive(const Plan& plan, uint16_t stage, uint32_t position);
+
+// Whether `stage` is live (StageLive) at some position where `model` runs
+// (its patches; position num_patches for the tail): the stages whose buffers
+// the model must leave alone, besides those an in-place model reads and
+// writes.
+bool StageLiveWhereModelRuns(const Plan& plan, uint16_t model, uint16_t stage);
+
+// Whether `stage`'s buffer has just been filled when `position` runs: that
+// position reads the stage (a patch whose source it is, or the tail for the last
+// stage) and is the first read of its fill. A valid plan's buffer is
+// complete then (Run shows it to its BufferObserver), never half filled.
+bool FillCompleteAt(const Plan& plan, uint16_t stage, uint32_t position);
+
 // one_at_a_time: the bytes from shared.offset that creating `model`'s
-// interpreter may write: arena.temp_reserve, or less where a stage buffer that
-// holds data while the model is created starts lower (stages k - 1 and k for a
-// stage-k patch model, the last stage for the tail).
+// interpreter may write: arena.temp_reserve, or less where a stage buffer
+// live at a position where the model runs (StageLiveWhereModelRuns) starts
+// lower. In a grouped plan: stages k - 1 and k for a stage-k patch model
+// (its source stage and k in general),
+// the last stage for the tail; in an interleaved one also, e.g., the last
+// stage, which holds the earlier tunnels' boxes while stage 0 is refilled.
 uint32_t CreationLimit(const Plan& plan, uint16_t model);
 
 // ---------------------------------------------------------------------------
@@ -279,12 +351,12 @@ struct ArrayImage {
 };
 Status MakeArrayImageSource(const ArrayImage* image, ImageSource* source);
 
-// The source of the patches of `stage` (a valid plan): `image` for stage 0
-// (its shape must be plan.image), else an ArrayImage over stage - 1's buffer
-// at arena + plan.stages[stage - 1].section.offset, which *view holds and
-// must outlive *source. arena_size: bytes at arena; the section must lie
-// inside them.
-Status StageSource(const Plan& plan, uint16_t stage, const ImageSource& image, const int8_t* arena,
+// The image source of a patch source (PatchSource, a valid plan): `image`
+// for source -1 (its shape must be plan.image), else an ArrayImage over stage
+// `source`'s buffer at arena + plan.stages[source].section.offset, which
+// *view holds and must outlive *source (kBadStageIndex for any other value).
+// arena_size: bytes at arena; the section must lie inside them.
+Status StageSource(const Plan& plan, int32_t source_index, const ImageSource& image, const int8_t* arena,
                    size_t arena_size, ArrayImage* view, ImageSource* source);
 
 // Copies `window` of the source (rows of window.w pixels, C channels each)

@@ -51,7 +51,7 @@ def convert_to_bundle(model_bytes, FLAGS, source_bytes=None):
     mode = FLAGS.patches.strip().lower()
     model = Model.from_bytes(model_bytes, name)
     if mode == "tunnels":
-        bundle = split_tunnels(model, name)
+        bundle = split_tunnels(model, name, segments="auto")
     elif mode == "auto":
         bundle = auto_bundle(model, model_bytes, name, FLAGS)
     elif ":" in mode:
@@ -132,7 +132,7 @@ def auto_bundle(model, model_bytes, name, FLAGS):
     points = candidate_points(model)
     if not points:
         try:
-            tunnels = split_tunnels(model, name)
+            tunnels = split_tunnels(model, name, segments="auto")
         except TinyVisionError:
             tunnels = None
         if tunnels is not None:
@@ -215,7 +215,10 @@ def summary_lines(bundle):
     arena = bundle.arena
     mode = arena.get("interpreters", "resident")
     persistent = persistent_span(arena)
-    buffers = ", ".join(f"{'x'.join(map(str, s['shape']))} = {math.prod(s['shape']):,} B" for s in bundle.stages)
+    sizes = [math.prod(s["shape"]) for s in bundle.stages]
+    buffers = ", ".join(f"{'x'.join(map(str, s['shape']))} = {size:,} B" for s, size in zip(bundle.stages, sizes))
+    if len(sizes) > 4:
+        buffers = f"{len(sizes)}: {sum(sizes):,} B in all, the largest {max(sizes):,} B"
     H, W, C = bundle.image["shape"]
     stats = bundle.stats
     held = f"stage buffer{'s' * (len(bundle.stages) > 1)} {buffers}" if bundle.stages else "the whole model's head"

@@ -72,7 +72,7 @@ ARM_CXXFLAGS = ("-Os", "-std=c++17", "-fno-exceptions", "-fno-rtti", "-ffunction
 
 # RAM outside the arena, from sizeof() on Cortex-M4 (arm-none-eabi-g++ 12.2 against the TFLM headers of
 # Chirale_TensorFlowLite 2.0.0 and Arduino_TensorFlowLite 2.4.0-ALPHA, which agree):
-INTERPRETER_BYTES = 176  # tflite::MicroInterpreter: one InterpreterSlot per model (resident) or one in all
+INTERPRETER_BYTES = 180  # tflite::MicroInterpreter: one InterpreterSlot per model (resident) or one in all
 RESOLVER_BYTES, RESOLVER_BYTES_PER_OP = 12, 44  # tflite::MicroMutableOpResolver<N> = 12 + 44 N
 # PatchRunner (220) + image source and view (40) + error state (8) + the detection list (16 x 8), rounded up
 SKETCH_GLOBALS_BYTES = 400
@@ -650,8 +650,10 @@ def render_plan_data(bundle, flash, class_names=()):
     patches = []
     for p in bundle.patches:
         w, o = p.window, p.output
+        # An explicit source (the image, -1, or an earlier stage) follows; absent: PatchInfo's kStageBefore.
+        source = "" if p.source is None else f", {int(p.source)}"
         patches.append(f"    {{{p.model}, {p.stage}, {{{w.x}u, {w.y}u, {w.w}u, {w.h}u}}, "
-                       f"{{{o.x}u, {o.y}u, {o.c}u, {o.w}u, {o.h}u, {o.channels}u}}}},")
+                       f"{{{o.x}u, {o.y}u, {o.c}u, {o.w}u, {o.h}u, {o.channels}u}}{source}}},")
     if len(arena["stages"]) != len(bundle.stages):
         raise TinyVisionError(f"the arena has {len(arena['stages'])} stage sections for {len(bundle.stages)} stages")
     stages = []

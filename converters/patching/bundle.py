@@ -31,7 +31,7 @@ def finalize(bundle, offline_plans=True, interpreters=DEFAULT_INTERPRETERS):
     if bundle.arena is not None and bundle.measured:
         return bundle
     merge_identical_models(bundle)
-    if interpreters == "one_at_a_time":
+    if interpreters == "one_at_a_time" and not bundle.schedule().interleaved():
         bundle.patches.sort(key=lambda p: (p.stage, p.model))  # stable: keeps each model's patches in order
     measure(bundle)
     if not bundle.stages:
@@ -58,7 +58,7 @@ def finalize(bundle, offline_plans=True, interpreters=DEFAULT_INTERPRETERS):
 def merge_identical_models(bundle):
     """Keep one model file per distinct bytes: patches of a model whose bytes an earlier model of the same
     stage has run that one instead (flash holds each model once). Returns the number of models dropped."""
-    stage_of = {p.model: p.stage for p in bundle.patches}
+    stage_of = {p.model: (p.stage, p.reads) for p in bundle.patches}
     first, keep = {}, []
     for i, m in enumerate(bundle.models):
         key = (m.role, stage_of.get(i), m.data)
@@ -89,8 +89,8 @@ def _plan_offline(bundle, interpreters):
         bundle.stage_bytes,
         scratch={m.name: deployment_scratch(model.main, m.name) for m, model in zip(bundle.models, models)},
         interpreters=interpreters,
-        patch_stages={bundle.models[p.model].name: p.stage for p in bundle.patches},
         in_place=[bundle.models[i].name for i in bundle.whole_stage_models()],
+        order=[(bundle.models[p.model].name, p.stage, p.reads) for p in bundle.patches],
     )
     for m, plan in zip(bundle.models, layout.plans):
         deployment_heads(plan, m.name)  # raises if the host's or the board's scratch would touch a stage

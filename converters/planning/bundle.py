@@ -87,7 +87,7 @@ def allocation_temp_bytes(graph):
 
 
 def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DEFAULT_EFFORT,
-                  interpreters="resident", patch_stages=None, in_place=()):
+                  interpreters="resident", patch_stages=None, in_place=(), order=None):
     """Lay out one arena for all models of a bundle and plan each model's head inside it.
 
     models: [(name, role, Graph)] in plan order; role "patch" or "tail" (at most one tail,
@@ -100,9 +100,12 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
         (all sections in one slot; the stages are kept above the models' AllocateTensors temporaries).
     patch_stages: {name: stage index} of the patch models (default: all stage 0). A stage-k patch
         model plans around the buffers of stage k - 1 (its source) and stage k (its destination).
-    in_place: names of stage-k patch models (k >= 1) that read the whole of stage k - 1 and write the
-        whole of stage k (the only patch of their stage): their input tensor is planned at stage k - 1's
-        buffer and their output at stage k's, so the runtime copies neither.
+    in_place: names of stage-k patch models that read the whole of their source stage and write the
+        whole of stage k (alone in each fill of it): their input tensor is planned at the source's buffer
+        and their output at stage k's, so the runtime copies neither.
+    order: the patches in plan order, [(model name, stage, source stage or -1 for the image)], for an order
+        other than patch_stages' (stages in ascending order, each reading the one before): which stages
+        hold data where each model runs then comes from ``tinyvision.bundle.schedule.Schedule``.
     Returns a ``BundleLayout``; raises TinyVisionError if the inputs are inconsistent.
     """
     if not models:
@@ -124,13 +127,17 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
     if not stage_bytes or min(stage_bytes) <= 0:
         raise TinyVisionError(f"stage buffer sizes must be positive, got {stage_bytes}")
     spans = [align_up(b) for b in stage_bytes]
+    if order is not None:
+        patch_stages = {name: k for name, k, _ in order}
     patch_stages = patch_stages or {}
     stage_of = {name: int(patch_stages.get(name, 0)) for name, role, _ in models if role == "patch"}
     if any(not 0 <= k < len(spans) for k in stage_of.values()):
         raise TinyVisionError(f"patch model stages {stage_of} are not all among the {len(spans)} stages")
-    tail_input = None
+    live, together, source_of = _stage_liveness(models, stage_of, len(spans), order)
+    tail_input, tail_name = None, None
     if tails:
         name, _, graph = models[tails[0]]
+        tail_name = name
         if len(graph.inputs) != 1:
             raise TinyVisionError(f"tail model {name!r} must have one input (the stage), has {len(graph.inputs)}")
         tail_input = graph.inputs[0]
@@ -141,31 +148,27 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
             )
         if tail_input not in {lt.tensor for lt in tensor_lifetimes(graph)}:
             raise TinyVisionError(f"tail model {name!r}: TFLM does not plan its input in the arena")
-    stage_io = {name: _stage_io(name, graph, stage_of.get(name), stage_bytes)
+    stage_io = {name: _stage_io(name, graph, stage_of.get(name), source_of.get(name), stage_bytes)
                 for name, role, graph in models if name in set(in_place)}
 
     def pins(name, offsets):
+        if name not in stage_io:
+            return {tail_input: offsets[-1]} if name == tail_name else {}
         source, destination = stage_io[name]
-        return {source: offsets[stage_of[name] - 1], destination: offsets[stage_of[name]]}
+        return {source: offsets[source_of[name]], destination: offsets[stage_of[name]]}
 
     def plan_all(offsets):
         plans = []
         for name, role, graph in models:
-            if role == "tail":
-                plans.append(plan_graph(graph, pinned={tail_input: offsets[-1]}, scratch=scratch.get(name),
-                                        effort=effort, name=name))
-            elif name in stage_io:
-                plans.append(plan_graph(graph, pinned=pins(name, offsets), scratch=scratch.get(name),
-                                        effort=effort, name=name))
-            else:
-                k = stage_of[name]
-                reserved = [(offsets[j], offsets[j] + spans[j]) for j in (k - 1, k) if j >= 0]
-                plans.append(plan_graph(graph, reserved=reserved, scratch=scratch.get(name), effort=effort,
-                                        name=name))
+            pinned = pins(name, offsets)
+            owned = {stage_of[name], source_of[name]} if name in stage_io else {len(spans) - 1} if pinned else set()
+            reserved = [(offsets[j], offsets[j] + spans[j]) for j in sorted(live[name] - owned)]
+            plans.append(plan_graph(graph, reserved=reserved, pinned=pinned, scratch=scratch.get(name),
+                                    effort=effort, name=name))
         return plans
 
     reserve = temp_reserve([graph for _, _, graph in models], interpreters)
-    floors = stage_floors([(graph, stage_of.get(name)) for name, _, graph in models], len(spans), interpreters)
+    floors = stage_floors([(graph, live[name]) for name, _, graph in models], len(spans), interpreters)
     free = [plan_graph(graph, scratch=scratch.get(name), effort=effort, name=name) for name, _, graph in models]
     top = align_up(max([p.size for (_, role, _), p in zip(models, free) if role == "patch"] + [0]))
     first = align_up(max([p.size for (name, role, _), p in zip(models, free)
@@ -176,14 +179,23 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
     def beside_stages(name, plan):  # bytes a patch model needs besides its stage buffers
         if name not in stage_io:
             return plan.size
-        return max(0, plan.size - spans[stage_of[name] - 1] - spans[stage_of[name]])
+        return max(0, plan.size - spans[source_of[name]] - spans[stage_of[name]])
 
-    phases = [((k - 1, k), align_up(max(beside_stages(name, p) for (name, role, _), p in zip(models, free)
-                                        if role == "patch" and stage_of[name] == k)))
-              for k in sorted(set(stage_of.values()))]
-    if tails:
-        phases.append(((len(spans) - 1,), align_up(free[tails[0]].size) - spans[-1]))
-    for offsets in _stage_offset_candidates(spans, [top, 0], first, pinned, floors, phases):
+    if together == {(k, k + 1) for k in range(len(spans) - 1)}:  # stage by stage
+        phases = [((k - 1, k), align_up(max(beside_stages(name, p) for (name, role, _), p in zip(models, free)
+                                            if role == "patch" and stage_of[name] == k)))
+                  for k in sorted(set(stage_of.values()))]
+        if tails:
+            phases.append(((len(spans) - 1,), align_up(free[tails[0]].size) - spans[-1]))
+        candidates = _stage_offset_candidates(spans, [top, 0], first, pinned, floors, phases)
+    else:  # interleaved, stages refilled: place each where nothing alive at the same time is
+        # a stage its patches fill by copying their outputs lies best above those models' own plans
+        above_writers = [max([align_up(p.size) for (name, role, _), p in zip(models, free)
+                              if role == "patch" and stage_of[name] == k and name not in stage_io] + [0])
+                         for k in range(len(spans))]
+        candidates = [_packed_offsets(spans, bases, floors, together, by_size)
+                      for bases in ([0] * len(spans), [top] * len(spans), above_writers) for by_size in (False, True)]
+    for offsets in _disjoint_where_alive(dict.fromkeys(candidates), spans, together):
         try:
             plans = plan_all(offsets)
         except TinyVisionError as e:
@@ -201,22 +213,68 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
 
     in_place_models = [i for i, name in enumerate(names) if name in stage_io]
     return BundleLayout(arena_section(shared, offsets, stage_bytes, persistent, interpreters, reserve,
-                                      in_place_models), plans)
+                                      in_place_models, together), plans)
 
 
-def _stage_io(name, graph, stage, stage_bytes):
+def _stage_liveness(models, stage_of, stage_count, order):
+    """({model name: stages alive where it runs}, pairs of stages alive together, {patch model: source stage})."""
+    from tinyvision.bundle.schedule import Schedule
+
+    names = [name for name, _, _ in models]
+    if order is None:  # stage by stage: stage k's patches read stage k - 1 and fill stage k; the tail reads the last
+        source_of = {name: k - 1 for name, k in stage_of.items()}
+        live = {name: frozenset(j for j in (k - 1, k) if j >= 0) for name, k in stage_of.items()}
+        together = {(k, k + 1) for k in range(stage_count - 1)}
+        alive_at_tail = frozenset({stage_count - 1})
+    else:
+        try:
+            schedule = Schedule(stage_count, [(k, source) for _, k, source in order])
+        except TinyVisionError as e:
+            raise TinyVisionError(f"patch order: {e}") from None
+        source_of = {name: source for name, _, source in order}
+        live = {name: schedule.live_during([i for i, (n, _, _) in enumerate(order) if n == name])
+                for name in stage_of}
+        together = schedule.together()
+        alive_at_tail = schedule.live_at(len(order))
+    live.update({name: alive_at_tail for name in names if name not in stage_of})
+    return live, together, source_of
+
+
+def _packed_offsets(spans, bases, floors, together, by_size):
+    """Stage offsets first-fit: each stage (in stage order, or largest first) at the lowest offset above its base
+    and its floor where no stage alive at the same time already lies."""
+    offsets = [None] * len(spans)
+    for k in sorted(range(len(spans)), key=(lambda k: (-spans[k], k)) if by_size else None):
+        taken = sorted((offsets[j], offsets[j] + spans[j]) for j in range(len(spans))
+                       if offsets[j] is not None and (min(j, k), max(j, k)) in together)
+        at = max(bases[k], floors[k])
+        for lo, hi in taken:
+            if at + spans[k] <= lo:
+                break
+            at = max(at, hi)
+        offsets[k] = at
+    return tuple(offsets)
+
+
+def _disjoint_where_alive(candidates, spans, together):
+    """The candidate offset vectors whose stages alive together do not overlap."""
+    return [c for c in candidates
+            if all(c[a] + spans[a] <= c[b] or c[b] + spans[b] <= c[a] for a, b in together)]
+
+
+def _stage_io(name, graph, stage, source, stage_bytes):
     """The (input, output) tensors of an in-place patch model, checked to be TFLM-planned whole stages."""
-    if stage is None or stage < 1:
-        raise TinyVisionError(f"in-place model {name!r} must be a patch model of stage 1 or later")
+    if stage is None or source is None or source < 0:
+        raise TinyVisionError(f"in-place model {name!r} must be a patch model reading a stage buffer")
     if len(graph.inputs) != 1 or len(graph.outputs) != 1 or graph.inputs[0] is graph.outputs[0]:
         raise TinyVisionError(f"in-place model {name!r} must have one input and one other output")
     planned = {lt.tensor for lt in tensor_lifetimes(graph)}
-    source, destination = graph.inputs[0], graph.outputs[0]
-    if source not in planned or destination not in planned:
+    x, y = graph.inputs[0], graph.outputs[0]
+    if x not in planned or y not in planned:
         raise TinyVisionError(f"in-place model {name!r}: TFLM does not plan its input and output in the arena")
-    if (source.nbytes, destination.nbytes) != (stage_bytes[stage - 1], stage_bytes[stage]):
+    if (x.nbytes, y.nbytes) != (stage_bytes[source], stage_bytes[stage]):
         raise TinyVisionError(f"in-place model {name!r} does not read and write whole stage buffers")
-    return source, destination
+    return x, y
 
 
 def _stage_offset_candidates(spans, bases, first, pinned, floors, phases=()):
@@ -284,17 +342,16 @@ def _layout_estimate(offsets, spans, phases, split):
 
 def stage_floors(models, stage_count, interpreters):
     """Per stage buffer, the bytes at the bottom of the shared region it must stay above: in "one_at_a_time"
-    mode the largest AllocateTensors temporaries of the models created while it holds data (the patch models
-    of its stage and of the next, and the tail for the last stage), else 0 (every interpreter is created
-    before any stage is written). models: [(Graph, stage index, or None for the tail)]."""
+    mode the largest AllocateTensors temporaries of the models created while it holds data (for patches
+    grouped by stage: the patch models of its stage and of the next, and the tail for the last stage), else 0
+    (every interpreter is created before any stage is written). models: [(Graph, stages alive where it runs)]."""
     floors = [0] * stage_count
     if interpreters != "one_at_a_time":
         return floors
-    for graph, k in models:
+    for graph, alive in models:
         temp = allocation_temp_bytes(graph)
-        for j in ((stage_count - 1,) if k is None else (k - 1, k)):
-            if j >= 0:
-                floors[j] = max(floors[j], temp)
+        for j in alive:
+            floors[j] = max(floors[j], temp)
     return floors
 
 
@@ -304,7 +361,7 @@ def temp_reserve(graphs, interpreters):
     return max(allocation_temp_bytes(g) for g in graphs) if interpreters == "one_at_a_time" else 0
 
 
-def arena_section(shared, stage_offsets, stage_bytes, persistent, interpreters, reserve, in_place=()):
+def arena_section(shared, stage_offsets, stage_bytes, persistent, interpreters, reserve, in_place=(), together=None):
     """The checked ``plan["arena"]`` dict: the shared region at 0, the persistent sections above it
     (side by side for "resident", all in one slot for "one_at_a_time"), the stage buffers inside it;
     ``in_place``: the models whose input and output are their stage buffers (the key only when some are)."""
@@ -326,7 +383,7 @@ def arena_section(shared, stage_offsets, stage_bytes, persistent, interpreters, 
         arena["temp_reserve"] = reserve
     if in_place:
         arena["in_place"] = sorted(int(i) for i in in_place)
-    check_arena(arena, len(persistent))
+    check_arena(arena, len(persistent), together)
     return arena
 
 
@@ -335,8 +392,11 @@ def persistent_span(arena):
     return arena["size"] - (arena["shared"]["offset"] + arena["shared"]["size"])
 
 
-def check_arena(arena, model_count):
-    """Raise TinyVisionError unless the arena section is consistent (alignment, containment, disjointness)."""
+def check_arena(arena, model_count, together=None):
+    """Raise TinyVisionError unless the arena section is consistent (alignment, containment, disjointness).
+
+    together: the pairs of stages alive at the same time (``tinyvision.bundle.schedule.Schedule.together``),
+    whose buffers must not overlap; default: consecutive stages (patches grouped by stage)."""
     shared, stages = arena["shared"], arena["stages"]
     mode = arena.get("interpreters", "resident")
     if mode not in INTERPRETER_MODES:
@@ -351,10 +411,11 @@ def check_arena(arena, model_count):
     for k, stage in enumerate(stages):
         if not (shared["offset"] <= stage["offset"] and stage["offset"] + stage["size"] <= shared_end):
             raise TinyVisionError(f"arena: the stage {k} buffer is not inside the shared region")
-    for k, (a, b) in enumerate(zip(stages, stages[1:])):
+    pairs = [(k, k + 1) for k in range(len(stages) - 1)] if together is None else sorted(together)
+    for j, k in pairs:
+        a, b = stages[j], stages[k]
         if a["offset"] < b["offset"] + b["size"] and b["offset"] < a["offset"] + a["size"]:
-            raise TinyVisionError(f"arena: the buffers of stages {k} and {k + 1} overlap (both are alive while "
-                                  f"stage {k + 1} runs)")
+            raise TinyVisionError(f"arena: the buffers of stages {j} and {k} overlap (both hold data at once)")
     in_place = arena.get("in_place", [])
     if sorted(set(in_place)) != list(in_place) or not all(0 <= i < model_count for i in in_place):
         raise TinyVisionError("arena: in_place must list model indices in ascending order, each once")

@@ -4,12 +4,20 @@
 // file, so setup() and one loop() run exactly the code the board runs, with the
 // Arduino API of Arduino.h. On top of the sketch's own Serial lines it prints
 // (tinyvision.runtime.board parses them):
-//   buffer <stage> <hex>      each stage buffer as soon as its stage is complete
+//   buffer <stage> <hex>      each stage buffer as soon as a fill of it is complete (once per stage
+//                             in a grouped plan, once per refill in an interleaved one: the last
+//                             line per stage is its final state)
 //   buffer scores <hex>       the tail's output 0
 //   buffer scores<i> <hex>    the tail's output i >= 1 (scores1, scores2, ...), for a
 //                             tail with several outputs
 //   clock <name> <ns>         setup, each stage, the tail (tail0, once, at output 0):
-//                             clock (emulator: instructions) spent, the printing above excluded
+//                             clock (emulator: instructions) spent, the printing above excluded.
+//                             stage<k>: with each buffer line of stage k, the clock since the
+//                             previous buffer line added to what stage k had, so that the last
+//                             line per stage is its total and the stages' totals and the tail's
+//                             add up to the inference. In an interleaved plan that time also holds
+//                             the patches of other stages run since the previous buffer line (a
+//                             tunnel's last segment counts to its next tunnel's stage 0)
 //   arena size=<> shared=<> persistent=<> used=<> creation=<> tflm_max=<>
 //   harness exit <code>       0: an inference ran; 1: the sketch reported an error
 // Built with -DTINYVISION_HARNESS_PROFILE, it then creates and invokes each model
@@ -29,7 +37,11 @@ HarnessSerial Serial;
 namespace {
 
 uint64_t g_excluded = 0;  // clock spent printing buffers, left out of micros() and the clock lines
-uint64_t g_mark = 0;      // clock at the end of the previous stage
+uint64_t g_mark = 0;      // clock at the previous buffer line
+// Each stage's clock so far (an interleaved plan shows a stage once per fill). A stage past these
+// (no bundle has that many) prints the clock since the previous buffer line alone.
+constexpr uint16_t kClockedStages = 32;
+uint64_t g_stage_clock[kClockedStages] = {};
 
 uint64_t Clock() { return HarnessNanos() - g_excluded; }
 
@@ -60,7 +72,9 @@ void ObserveBuffer(void*, uint16_t stage, const int8_t* data, size_t bytes) {
   } else if (stage > kTinyVisionPlan.num_stages) {  // the tail's further outputs: nothing ran since output 0
     printf("buffer scores%u ", unsigned(stage - kTinyVisionPlan.num_stages));
   } else {
-    PrintClock("stage", stage, now - g_mark);
+    uint64_t spent = now - g_mark;
+    if (stage < kClockedStages) spent = g_stage_clock[stage] += spent;
+    PrintClock("stage", stage, spent);
     printf("buffer %u ", unsigned(stage));
   }
   PrintHex(data, bytes);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <utility>
 #include <vector>
 
 #include "../tinyvision_runtime.h"
@@ -148,20 +149,25 @@ struct PlanCase {
 
 // Each case: a fresh fixture, `base` (may be null), the mutation, then
 // ValidatePlan must return `want` with `where`.
+// ValidatePlan(plan) must return `want` with `want_where`.
+static void CheckValidation(const char* name, const Plan& plan, Status want, int32_t want_where) {
+  int32_t where = 99;
+  const Status got = ValidatePlan(plan, &where);
+  ++g_checks;
+  if (got != want || where != want_where) {
+    ++g_failures;
+    fprintf(stderr, "ValidatePlan(%s): '%s' at %d, expected '%s' at %d\n", name, StatusString(got), int(where),
+            StatusString(want), int(want_where));
+  }
+}
+
 static void CheckPlanCases(const PlanCase* cases, size_t count, void (*base)(PlanFixture&)) {
   for (size_t i = 0; i < count; ++i) {
     const PlanCase& c = cases[i];
     PlanFixture f;
     if (base != nullptr) base(f);
     c.mutate(f);
-    int32_t where = 99;
-    const Status got = ValidatePlan(f.plan, &where);
-    ++g_checks;
-    if (got != c.want || where != c.where) {
-      ++g_failures;
-      fprintf(stderr, "ValidatePlan(%s): '%s' at %d, expected '%s' at %d\n", c.name, StatusString(got), int(where),
-              StatusString(c.want), int(c.where));
-    }
+    CheckValidation(c.name, f.plan, c.want, c.where);
   }
 }
 
@@ -310,11 +316,13 @@ static void TestValidateTwoStagePlan() {
          f.stages[0].shape.h = 9;
          f.stages[0].section.size = 288;
        }, Status::kStageNotCovered, 0},
-      {"patch stages out of order", [](PlanFixture& f) {
-         const PatchInfo p = f.patches[1];
-         f.patches[1] = f.patches[2];
-         f.patches[2] = p;
-       }, Status::kStagesOutOfOrder, 2},
+      // Patches 1 and 2 swapped: stage 1's first patch reads stage 0 with one of its two boxes placed.
+      {"stage 0 read half filled", [](PlanFixture& f) { std::swap(f.patches[1], f.patches[2]); },
+       Status::kStageNotCovered, 0},
+      {"stage 0 read before it is filled", [](PlanFixture& f) {  // p2 p0 p1 p3
+         std::swap(f.patches[0], f.patches[2]);
+         std::swap(f.patches[1], f.patches[2]);
+       }, Status::kStagesOutOfOrder, 0},
       {"patch stage out of range", [](PlanFixture& f) { f.patches[3].stage = 2; }, Status::kBadStageIndex, 3},
       {"last stage without patches", [](PlanFixture& f) { f.plan.num_patches = 2; }, Status::kEmptyStage, 1},
       {"middle stage without patches", [](PlanFixture& f) {
@@ -478,14 +486,398 @@ static void TestThreeStagesReuse() {
   CHECK(where == -1);
   CHECK(ModelStage(f.plan, 0) == 0 && ModelStage(f.plan, 2) == 1 && ModelStage(f.plan, 3) == 2);
   CHECK(ModelStage(f.plan, 1) == -1);  // the tail
-  CHECK(SourceShape(f.plan, 0).c == 3 && SourceShape(f.plan, 2).c == 6 && SourceShape(f.plan, 2).h == 4);
-  CHECK(SourceQuant(f.plan, 0).zero_point == -1 && SourceQuant(f.plan, 1).zero_point == -100);
+  CHECK(PatchSource(f.plan.patches[0]) == kImageSource && PatchSource(f.plan.patches[4]) == 1);
+  CHECK(ModelSource(f.plan, 2) == 0 && ModelSource(f.plan, 3) == 1 && ModelSource(f.plan, 1) == kStageBefore);
+  CHECK(SourceShape(f.plan, kImageSource).c == 3 && SourceShape(f.plan, 1).c == 6 && SourceShape(f.plan, 1).h == 4);
+  CHECK(SourceQuant(f.plan, kImageSource).zero_point == -1 && SourceQuant(f.plan, 0).zero_point == -100);
+  {  // stage 2 reads stage 0 instead (explicitly): stage 1 is then filled and never read
+    PatchInfo explicit_patches[5] = {patches[0], patches[1], patches[2], patches[3], patches[4]};
+    explicit_patches[4].source = 1;  // the default, spelled out
+    f.plan.patches = explicit_patches;
+    CHECK_STATUS(ValidatePlan(f.plan, &where), Status::kOk);
+    explicit_patches[4].source = 0;
+    CHECK_STATUS(ValidatePlan(f.plan, &where), Status::kWindowShapeMismatch);  // stage 0 has 4 channels, not 6
+    CHECK(where == 4);
+    explicit_patches[4].source = 2;
+    CHECK_STATUS(ValidatePlan(f.plan, &where), Status::kBadSource);
+    CHECK(where == 4);
+    explicit_patches[4].source = -3;
+    CHECK_STATUS(ValidatePlan(f.plan, &where), Status::kBadSource);
+    explicit_patches[4].source = 1;
+    explicit_patches[0].source = kImageSource;  // stage 0 reading the image explicitly
+    CHECK_STATUS(ValidatePlan(f.plan, &where), Status::kOk);
+    explicit_patches[0].source = 0;  // stage 0 reading itself
+    CHECK_STATUS(ValidatePlan(f.plan, &where), Status::kBadSource);
+    CHECK(where == 0);
+    f.plan.patches = patches;
+  }
   f.models[3].in_place = true;  // stage 2's one patch reads all of stage 1 and fills all of stage 2
   CHECK_STATUS(ValidatePlan(f.plan, &where), Status::kOk);
   f.models[3].in_place = false;
   f.stages[2].section.offset = 1280;  // over stage 1's buffer
   CHECK_STATUS(ValidatePlan(f.plan, &where), Status::kStagesOverlap);
   CHECK(where == 2);
+}
+
+// The plan of a tunnel fixture: an 8 x (8 * tunnels) image, a 4096 B shared
+// region and one 1024 B persistent section per model above it (resident).
+static void TunnelPlan(Plan* plan, uint16_t tunnels, uint16_t num_stages, const std::vector<StageInfo>& stages,
+                       const std::vector<ModelInfo>& models, const std::vector<PatchInfo>& patches,
+                       std::vector<PersistentSection>* persistent) {
+  const uint16_t num_models = uint16_t(models.size());
+  for (uint16_t m = 0; m < num_models; ++m) persistent->push_back({m, {4096u + 1024u * m, 1024}});
+  plan->image = {8, 8u * tunnels, 3};
+  plan->image_quant = {0.0078125f, -1};
+  plan->stages = stages.data();
+  plan->num_stages = num_stages;
+  plan->models = models.data();
+  plan->num_models = num_models;
+  plan->patches = patches.data();
+  plan->num_patches = uint16_t(patches.size());
+  plan->tail_model = uint16_t(num_models - 1);
+  plan->arena = {4096u + 1024u * num_models, {0, 4096}, persistent->data(), num_models, true,
+                 InterpreterMode::kResident, 0};
+}
+
+// ---------------------------------------------------------------------------
+// Interleaved stages: `tunnels` 8x8 columns of an 8 x 8T x 3 image, each run
+// through `segments` stages, one tunnel after another (A0 B0 .. A1 B1 ..).
+// Stage s < S - 1 is a 4x4x4 buffer (arena offset 1024 + 128 s) that each
+// tunnel's segment-s patch fills whole (segments s >= 1 read the whole of
+// stage s - 1: in place if they fill a whole stage too); the last stage,
+// 2 x 2T x 6, gets one 2x2x6 box per tunnel (x = 2t), stays intact while the
+// earlier stages are refilled, and is the tail's input. shared_models: one
+// model per segment, the tail model S; else one per segment and tunnel
+// (model t * S + s), the tail last.
+struct TunnelFixture {
+  std::vector<Dims> outputs;  // model m's one output
+  std::vector<ModelInfo> models;
+  std::vector<PatchInfo> patches;
+  std::vector<StageInfo> stages;
+  std::vector<PersistentSection> persistent;
+  Plan plan = {};
+
+  TunnelFixture(uint16_t tunnels, uint16_t segments, bool shared_models = true) {
+    const uint16_t num_models = uint16_t((shared_models ? segments : tunnels * segments) + 1);
+    const Dims whole = {3, {4, 4, 4, 0}}, box = {3, {2, 2, 6, 0}};
+    for (uint16_t m = 0; m + 1 < num_models; ++m) outputs.push_back(m % segments + 1 == segments ? box : whole);
+    outputs.push_back({3, {1, 1, 10, 0}});
+    for (uint16_t m = 0; m + 1 < num_models; ++m) {
+      const Dims input = m % segments == 0 ? Dims{3, {8, 8, 3, 0}} : whole;
+      models.push_back({"segment", nullptr, 0, ModelRole::kPatch, input, &outputs[m], 1, 900, 1000, false});
+    }
+    const uint32_t last_w = 2u * tunnels;
+    models.push_back({"tail", nullptr, 0, ModelRole::kTail, {3, {2, last_w, 6, 0}}, &outputs[num_models - 1], 1,
+                      900, 1000, false});
+    for (uint16_t k = 0; k + 1 < segments; ++k) stages.push_back({{4, 4, 4}, {0.02f, -3}, {1024u + 128u * k, 64}});
+    const uint32_t last_bytes = (24u * tunnels + 15u) / 16u * 16u;
+    stages.push_back({{2, last_w, 6}, {0.05f, 3}, {1024u + 128u * (segments - 1u), last_bytes}});
+    for (uint16_t t = 0; t < tunnels; ++t) {
+      for (uint16_t k = 0; k < segments; ++k) {
+        const uint16_t m = uint16_t(shared_models ? k : t * segments + k);
+        const Window window = k == 0 ? Window{8u * t, 0, 8, 8} : Window{0, 0, 4, 4};
+        const OutputBox output = k + 1 < segments ? OutputBox{0, 0, 0, 4, 4, 4} : OutputBox{2u * t, 0, 0, 2, 2, 6};
+        patches.push_back({m, k, window, output});
+      }
+    }
+    TunnelPlan(&plan, tunnels, segments, stages, models, patches, &persistent);
+  }
+  TunnelFixture(const TunnelFixture&) = delete;
+};
+
+static void TunnelsOneAtATime(TunnelFixture& f) {
+  for (PersistentSection& p : f.persistent) p.section = {4096, 1024};
+  f.plan.arena.size = 5120;
+  f.plan.arena.interpreters = InterpreterMode::kOneAtATime;
+  f.plan.arena.temp_reserve = 512;
+}
+
+struct TunnelCase {
+  const char* name;
+  uint16_t tunnels;
+  uint16_t segments;
+  void (*mutate)(TunnelFixture&);
+  Status want;
+  int32_t where;
+};
+
+static void CheckTunnelCases(const TunnelCase* cases, size_t count) {
+  for (size_t i = 0; i < count; ++i) {
+    const TunnelCase& c = cases[i];
+    TunnelFixture f(c.tunnels, c.segments);
+    c.mutate(f);
+    CheckValidation(c.name, f.plan, c.want, c.where);
+  }
+}
+
+// Fills, reads and liveness from the patch order: A0 B0 A1 B1 (2 tunnels x 2
+// segments: models A = 0, B = 1, tail 2) and A0 B0 C0 A1 B1 C1 (3 segments,
+// tail 3). Positions: the patches, then the tail.
+static void TestInterleavedStages() {
+  const TunnelCase cases[] = {
+      {"A0 B0 A1 B1", 2, 2, [](TunnelFixture&) {}, Status::kOk, -1},
+      {"A0 B0 A1 B1, one interpreter at a time", 2, 2, TunnelsOneAtATime, Status::kOk, -1},
+      {"A0 B0 C0 A1 B1 C1", 2, 3, [](TunnelFixture&) {}, Status::kOk, -1},
+      {"17 tunnels x 4 segments", 17, 4, [](TunnelFixture&) {}, Status::kOk, -1},
+      {"stage 0 read before it is filled (B0 A0 A1 B1)", 2, 2,
+       [](TunnelFixture& f) { std::swap(f.patches[0], f.patches[1]); }, Status::kStagesOutOfOrder, 0},
+      {"the last stage read half filled (A0 B0, then the tail)", 2, 2,
+       [](TunnelFixture& f) { f.plan.num_patches = 2; }, Status::kStageNotCovered, 1},
+      {"stage 0 refilled and never read (A0 B0 B1 A1)", 2, 2,
+       [](TunnelFixture& f) { std::swap(f.patches[2], f.patches[3]); }, Status::kStagesOutOfOrder, 3},
+      {"stage 1 refilled and never read (A0 B0 C0 A1 B1)", 2, 3, [](TunnelFixture& f) { f.plan.num_patches = 5; },
+       Status::kStagesOutOfOrder, 4},
+      {"two tunnels' boxes overlap", 2, 2, [](TunnelFixture& f) { f.patches[3].output.x = 0; },
+       Status::kStageNotCovered, 1},
+      {"stages 0 and 1 overlap", 2, 2, [](TunnelFixture& f) { f.stages[1].section.offset = 1024; },
+       Status::kStagesOverlap, 1},
+      // Stage 2 holds tunnel 0's box while A1 refills stage 0 and B1 reads it: not consecutive, alive together.
+      {"stages 0 and 2 overlap", 2, 3, [](TunnelFixture& f) { f.stages[2].section.offset = 1024; },
+       Status::kStagesOverlap, 2},
+      {"stages 1 and 2 overlap", 2, 3, [](TunnelFixture& f) { f.stages[2].section.offset = 1152; },
+       Status::kStagesOverlap, 2},
+      // One tunnel is the grouped order: stage 0 is read for the last time before stage 2 is written.
+      {"one tunnel: stage 2 over stage 0", 1, 3, [](TunnelFixture& f) { f.stages[2].section.offset = 1024; },
+       Status::kOk, -1},
+      {"in place in two fills", 2, 3, [](TunnelFixture& f) { f.models[1].in_place = true; }, Status::kOk, -1},
+      {"in place with a box of a stage", 2, 2, [](TunnelFixture& f) { f.models[1].in_place = true; },
+       Status::kBadInPlace, 1},
+      // A0 B0 A1 B1 C0 C1: B0 and B1 fill stage 1 together, so each whole-stage patch overlaps the other.
+      {"in place not alone in its fill", 2, 3, [](TunnelFixture& f) {
+         f.models[1].in_place = true;
+         const PatchInfo c0 = f.patches[2];
+         f.patches[2] = f.patches[3];
+         f.patches[3] = f.patches[4];
+         f.patches[4] = c0;
+       }, Status::kStageNotCovered, 1},
+      {"in place in stage 0", 2, 3, [](TunnelFixture& f) { f.models[0].in_place = true; }, Status::kBadInPlace, 0},
+      {"a model in two stages", 2, 2, [](TunnelFixture& f) { f.patches[3].model = 0; }, Status::kBadModelStage, 0},
+  };
+  CheckTunnelCases(cases, sizeof(cases) / sizeof(cases[0]));
+
+  {  // A0 B0 A1 B1: stage 0 live over each tunnel's A..B, stage 1 from B0 to the tail
+    TunnelFixture f(2, 2);
+    const bool live0[5] = {true, true, true, true, false}, live1[5] = {false, true, true, true, true};
+    for (uint32_t i = 0; i < 5; ++i) CHECK(StageLive(f.plan, 0, i) == live0[i] && StageLive(f.plan, 1, i) == live1[i]);
+    CHECK(!StageLive(f.plan, 2, 1) && !StageLive(f.plan, 0, 99));
+    // Stage 0's fills are complete before B0 and before B1; stage 1's one fill before the tail.
+    for (uint32_t i = 0; i < 5; ++i) CHECK(FillCompleteAt(f.plan, 0, i) == (i == 1 || i == 3));
+    for (uint32_t i = 0; i < 5; ++i) CHECK(FillCompleteAt(f.plan, 1, i) == (i == 4));
+    CHECK(StageLiveWhereModelRuns(f.plan, 0, 0) && StageLiveWhereModelRuns(f.plan, 0, 1));  // A1 runs after B0
+    CHECK(StageLiveWhereModelRuns(f.plan, 2, 1) && !StageLiveWhereModelRuns(f.plan, 2, 0));  // the tail
+  }
+  {  // A0 B0 C0 A1 B1 C1: stage 0 live at 0-1 and 3-4, stage 1 at 1-2 and 4-5, stage 2 at 2-6
+    TunnelFixture f(2, 3);
+    for (uint32_t i = 0; i <= 6; ++i) {
+      CHECK(StageLive(f.plan, 0, i) == (i <= 1 || i == 3 || i == 4));
+      CHECK(StageLive(f.plan, 1, i) == (i == 1 || i == 2 || i == 4 || i == 5));
+      CHECK(StageLive(f.plan, 2, i) == (i >= 2));
+    }
+    CHECK(!StageLiveWhereModelRuns(f.plan, 0, 1));  // stage 1 is refilled after A1
+    CHECK(StageLiveWhereModelRuns(f.plan, 0, 2) && !StageLiveWhereModelRuns(f.plan, 2, 0));  // A1; C never
+  }
+  {  // 17 tunnels x 4 segments, a model each: 69 models, one stage-0..2 fill per tunnel, one of stage 3
+    TunnelFixture f(17, 4, false);
+    CHECK(f.plan.num_models == 69 && f.plan.num_models <= kMaxModels);
+    CHECK_STATUS(ValidatePlan(f.plan), Status::kOk);
+    for (uint16_t k = 0; k < 4; ++k) {
+      uint32_t complete = 0;
+      for (uint32_t i = 0; i <= f.plan.num_patches; ++i) complete += FillCompleteAt(f.plan, k, i) ? 1 : 0;
+      CHECK(complete == (k < 3 ? 17u : 1u));
+    }
+    CHECK(ModelStage(f.plan, 4 * 16 + 3) == 3 && ModelStage(f.plan, 68) == -1);
+    for (uint32_t i = 3; i <= f.plan.num_patches; ++i) CHECK(StageLive(f.plan, 3, i));
+    CHECK(!StageLive(f.plan, 3, 2));
+  }
+}
+
+// one_at_a_time in A0 B0 C0 A1 B1 C1: A1 is created while stage 2 holds tunnel
+// 0's box, so stage 2 limits model A's creation when it lies lower; stage 1,
+// lower still, is empty whenever A runs.
+static void TestInterleavedCreationLimit() {
+  TunnelFixture f(2, 3);
+  TunnelsOneAtATime(f);
+  f.stages[0].section.offset = 1536;
+  f.stages[1].section.offset = 1024;
+  f.stages[2].section.offset = 1088;
+  f.plan.arena.temp_reserve = 1200;
+  CHECK_STATUS(ValidatePlan(f.plan), Status::kOk);
+  CHECK(CreationLimit(f.plan, 0) == 1088);  // A: stage 0 (1536) and, at A1, stage 2
+  CHECK(CreationLimit(f.plan, 1) == 1024);  // B: stages 0 and 1 (and 2 at B1)
+  CHECK(CreationLimit(f.plan, 2) == 1024);  // C: stages 1 and 2
+  CHECK(CreationLimit(f.plan, 3) == 1088);  // the tail: stage 2
+  f.plan.arena.temp_reserve = 1040;
+  CHECK(CreationLimit(f.plan, 0) == 1040);
+  // One tunnel (the grouped order): A runs before stage 2 holds anything.
+  TunnelFixture g(1, 3);
+  TunnelsOneAtATime(g);
+  g.stages[0].section.offset = 1536;
+  g.stages[1].section.offset = 1024;
+  g.stages[2].section.offset = 1088;
+  g.plan.arena.temp_reserve = 1200;
+  CHECK_STATUS(ValidatePlan(g.plan), Status::kOk);
+  CHECK(CreationLimit(g.plan, 0) == 1200);
+  CHECK(CreationLimit(g.plan, 3) == 1088);
+}
+
+// Real tunnels: each tunnel t has link stages of its own (stage t * L + s for
+// segment s < L = S - 1, a 4x4x4 buffer filled whole), and its last segment
+// reads ITS OWN last link (an explicit source) and writes its 2x2x6 box (x =
+// 2t) of the last, merged stage T * L (2 x 2T x 6), which the tail reads.
+// Segment 0 of tunnel t > 0 reads the image explicitly (stage t * L's default
+// source would be tunnel t - 1's last link). One model per tunnel and segment
+// (t * S + s), the tail last. Link s of every tunnel lies at 1024 + 128 s: a
+// tunnel's links are dead once its last segment ran, so the next tunnel's
+// reuse the memory; the merged stage at 1024 + 128 L.
+struct LinkTunnelFixture {
+  std::vector<Dims> outputs;
+  std::vector<ModelInfo> models;
+  std::vector<PatchInfo> patches;
+  std::vector<StageInfo> stages;
+  std::vector<PersistentSection> persistent;
+  Plan plan = {};
+
+  LinkTunnelFixture(uint16_t tunnels, uint16_t segments) {
+    const uint16_t links = uint16_t(segments - 1), merged = uint16_t(tunnels * links);
+    const uint16_t num_models = uint16_t(tunnels * segments + 1);
+    const Dims whole = {3, {4, 4, 4, 0}}, box = {3, {2, 2, 6, 0}};
+    for (uint16_t m = 0; m + 1 < num_models; ++m) outputs.push_back(m % segments == links ? box : whole);
+    outputs.push_back({3, {1, 1, 10, 0}});
+    for (uint16_t m = 0; m + 1 < num_models; ++m) {
+      const Dims input = m % segments == 0 ? Dims{3, {8, 8, 3, 0}} : whole;
+      models.push_back({"segment", nullptr, 0, ModelRole::kPatch, input, &outputs[m], 1, 900, 1000, false});
+    }
+    const uint32_t last_w = 2u * tunnels;
+    models.push_back({"tail", nullptr, 0, ModelRole::kTail, {3, {2, last_w, 6, 0}}, &outputs[num_models - 1], 1,
+                      900, 1000, false});
+    for (uint16_t t = 0; t < tunnels; ++t) {
+      for (uint16_t s = 0; s < links; ++s) stages.push_back({{4, 4, 4}, {0.02f, -3}, {1024u + 128u * s, 64}});
+    }
+    const uint32_t last_bytes = (24u * tunnels + 15u) / 16u * 16u;
+    stages.push_back({{2, last_w, 6}, {0.05f, 3}, {1024u + 128u * links, last_bytes}});
+    for (uint16_t t = 0; t < tunnels; ++t) {
+      for (uint16_t s = 0; s < segments; ++s) {
+        const uint16_t m = uint16_t(t * segments + s);
+        const Window window = s == 0 ? Window{8u * t, 0, 8, 8} : Window{0, 0, 4, 4};
+        if (s < links) {
+          PatchInfo p = {m, uint16_t(t * links + s), window, {0, 0, 0, 4, 4, 4}};
+          if (s == 0 && t > 0) p.source = kImageSource;
+          patches.push_back(p);
+        } else {
+          patches.push_back({m, merged, window, {2u * t, 0, 0, 2, 2, 6}, int16_t(t * links + links - 1)});
+        }
+      }
+    }
+    TunnelPlan(&plan, tunnels, uint16_t(merged + 1), stages, models, patches, &persistent);
+  }
+  LinkTunnelFixture(const LinkTunnelFixture&) = delete;
+};
+
+struct LinkTunnelCase {
+  const char* name;
+  uint16_t tunnels;
+  uint16_t segments;
+  void (*mutate)(LinkTunnelFixture&);
+  Status want;
+  int32_t where;
+};
+
+// 2 tunnels x 3 segments: A0 B0 C0 A1 B1 C1 (models 0..5, tail 6); stages 0, 1
+// (tunnel 0's links), 2, 3 (tunnel 1's), 4 (merged). A0 reads the image, B0
+// stage 0, C0 stage 1 (explicit), A1 the image (explicit), B1 stage 2, C1
+// stage 3 (explicit).
+static void TestTunnelSources() {
+  const LinkTunnelCase cases[] = {
+      {"own links", 2, 3, [](LinkTunnelFixture&) {}, Status::kOk, -1},
+      {"own links, 2 segments", 3, 2, [](LinkTunnelFixture&) {}, Status::kOk, -1},
+      {"own links, 17 tunnels x 4 segments", 17, 4, [](LinkTunnelFixture&) {}, Status::kOk, -1},
+      {"own links, one interpreter at a time", 2, 3, [](LinkTunnelFixture& f) {
+         for (PersistentSection& p : f.persistent) p.section = {4096, 1024};
+         f.plan.arena.size = 5120;
+         f.plan.arena.interpreters = InterpreterMode::kOneAtATime;
+         f.plan.arena.temp_reserve = 512;
+       }, Status::kOk, -1},
+      {"the last tunnel's default source is its own link", 2, 3,
+       [](LinkTunnelFixture& f) { f.patches[5].source = kStageBefore; }, Status::kOk, -1},
+      {"a patch reading its own stage", 2, 3, [](LinkTunnelFixture& f) { f.patches[1].source = 1; },
+       Status::kBadSource, 1},
+      {"a patch reading a later stage", 2, 3, [](LinkTunnelFixture& f) { f.patches[2].source = 4; },
+       Status::kBadSource, 2},
+      {"a source below the image", 2, 3, [](LinkTunnelFixture& f) { f.patches[3].source = -3; },
+       Status::kBadSource, 3},
+      // C1's patch run by C0's model: stage 4 both, but from stages 1 and 3.
+      {"a model with two sources", 2, 3, [](LinkTunnelFixture& f) { f.patches[5].model = 2; },
+       Status::kBadModelStage, 2},
+      {"A1 without its explicit image source (reads stage 1)", 2, 3,
+       [](LinkTunnelFixture& f) { f.patches[3].source = kStageBefore; }, Status::kWindowOutsideStage, 3},
+      // C0 would read stage 3 before it is filled; stage 1 (checked first) is then never read.
+      {"C0 without its explicit source", 2, 3,
+       [](LinkTunnelFixture& f) { f.patches[2].source = kStageBefore; }, Status::kStagesOutOfOrder, 1},
+      {"C0 reads stage 0: stage 1 never read", 2, 3, [](LinkTunnelFixture& f) { f.patches[2].source = 0; },
+       Status::kStagesOutOfOrder, 1},
+      {"tunnel 1's links over tunnel 0's, swapped", 2, 3, [](LinkTunnelFixture& f) {
+         f.stages[2].section.offset = 1152;
+         f.stages[3].section.offset = 1024;
+       }, Status::kOk, -1},
+      {"tunnel 1's link over the merged stage", 2, 3,
+       [](LinkTunnelFixture& f) { f.stages[2].section.offset = 1280; }, Status::kStagesOverlap, 4},
+      {"tunnel 0's links overlap", 2, 3, [](LinkTunnelFixture& f) { f.stages[1].section.offset = 1024; },
+       Status::kStagesOverlap, 1},
+      {"in place middle segments", 2, 3, [](LinkTunnelFixture& f) {
+         f.models[1].in_place = true;
+         f.models[4].in_place = true;
+       }, Status::kOk, -1},
+      {"in place reading the image", 2, 3, [](LinkTunnelFixture& f) { f.models[3].in_place = true; },
+       Status::kBadInPlace, 3},
+      {"in place with a box of the merged stage", 2, 3, [](LinkTunnelFixture& f) { f.models[5].in_place = true; },
+       Status::kBadInPlace, 5},
+  };
+  for (const LinkTunnelCase& c : cases) {
+    LinkTunnelFixture f(c.tunnels, c.segments);
+    c.mutate(f);
+    CheckValidation(c.name, f.plan, c.want, c.where);
+  }
+
+  LinkTunnelFixture f(2, 3);
+  CHECK(PatchSource(f.patches[0]) == kImageSource && PatchSource(f.patches[1]) == 0);
+  CHECK(PatchSource(f.patches[2]) == 1 && PatchSource(f.patches[3]) == kImageSource);
+  CHECK(PatchSource(f.patches[4]) == 2 && PatchSource(f.patches[5]) == 3);
+  CHECK(ModelSource(f.plan, 5) == 3 && ModelStage(f.plan, 5) == 4 && ModelSource(f.plan, 6) == kStageBefore);
+  CHECK(SourceShape(f.plan, ModelSource(f.plan, 2)).c == 4);
+  CHECK(SourceQuant(f.plan, ModelSource(f.plan, 3)).zero_point == -1);
+  // Live: stage 0 at 0-1, 1 at 1-2, 2 at 3-4, 3 at 4-5, the merged stage 4 from C0 to the tail.
+  const uint32_t first[5] = {0, 1, 3, 4, 2}, last[5] = {1, 2, 4, 5, 6};
+  for (uint16_t k = 0; k < 5; ++k) {
+    for (uint32_t i = 0; i <= 6; ++i) {
+      CHECK(StageLive(f.plan, k, i) == (first[k] <= i && i <= last[k]));
+      CHECK(FillCompleteAt(f.plan, k, i) == (i == last[k]));  // each stage: one fill, one reader
+    }
+  }
+  CHECK(StageLiveWhereModelRuns(f.plan, 3, 4) && !StageLiveWhereModelRuns(f.plan, 0, 4));  // A1 vs A0
+  CHECK(!StageLiveWhereModelRuns(f.plan, 3, 1) && StageLiveWhereModelRuns(f.plan, 5, 3));
+  // one_at_a_time: links at 1536 (s = 0) and 1152 (s = 1), the merged stage at 1088.
+  for (PersistentSection& p : f.persistent) p.section = {4096, 1024};
+  f.plan.arena.size = 5120;
+  f.plan.arena.interpreters = InterpreterMode::kOneAtATime;
+  f.plan.arena.temp_reserve = 1200;
+  f.stages[0].section.offset = f.stages[2].section.offset = 1536;
+  f.stages[1].section.offset = f.stages[3].section.offset = 1152;
+  f.stages[4].section.offset = 1088;
+  CHECK_STATUS(ValidatePlan(f.plan), Status::kOk);
+  CHECK(CreationLimit(f.plan, 0) == 1200);  // A0: only stage 0 (1536)
+  CHECK(CreationLimit(f.plan, 3) == 1088);  // A1: the merged stage holds tunnel 0's box
+  CHECK(CreationLimit(f.plan, 1) == 1152 && CreationLimit(f.plan, 4) == 1088);  // B0: links 0, 1; B1: and merged
+  CHECK(CreationLimit(f.plan, 2) == 1088 && CreationLimit(f.plan, 6) == 1088);  // C0, the tail
+  {  // 17 tunnels x 4 segments: every link filled and read once, the merged stage once
+    LinkTunnelFixture g(17, 4);
+    CHECK(g.plan.num_models == 69 && g.plan.num_stages == 52);
+    for (uint16_t k = 0; k < g.plan.num_stages; ++k) {
+      uint32_t complete = 0;
+      for (uint32_t i = 0; i <= g.plan.num_patches; ++i) complete += FillCompleteAt(g.plan, k, i) ? 1 : 0;
+      CHECK(complete == 1u);
+    }
+    CHECK(FillCompleteAt(g.plan, 51, g.plan.num_patches) && FillCompleteAt(g.plan, 2, 3));
+  }
 }
 
 // Stage 1's windows come from stage 0's buffer inside the arena: the source
@@ -504,9 +896,14 @@ static void TestStageSource() {
 
   ArrayImage view;
   ImageSource source;
-  CHECK_STATUS(StageSource(plan, 0, image_source, arena.data(), arena.size(), &view, &source), Status::kOk);
+  CHECK_STATUS(StageSource(plan, kImageSource, image_source, arena.data(), arena.size(), &view, &source),
+               Status::kOk);
   CHECK(source.ctx == image_source.ctx && source.read_row == image_source.read_row);
   CHECK_STATUS(StageSource(plan, 1, image_source, arena.data(), arena.size(), &view, &source), Status::kOk);
+  CHECK(source.shape.h == 4 && source.shape.w == 4 && source.shape.c == 6 &&
+        view.data == arena.data() + plan.stages[1].section.offset);
+  CHECK_STATUS(StageSource(plan, PatchSource(f.patches[3]), image_source, arena.data(), arena.size(), &view,
+                           &source), Status::kOk);
   CHECK(source.shape.h == 8 && source.shape.w == 8 && source.shape.c == 4);
   const PatchInfo& p = f.patches[3];  // rows 3..7 of stage 0
   Guarded window(5 * 8 * 4, 0x66);
@@ -525,13 +922,16 @@ static void TestStageSource() {
 
   ImageSource wrong = image_source;
   wrong.shape.w = 19;
-  CHECK_STATUS(StageSource(plan, 0, wrong, arena.data(), arena.size(), &view, &source), Status::kImageSizeMismatch);
+  CHECK_STATUS(StageSource(plan, kImageSource, wrong, arena.data(), arena.size(), &view, &source),
+               Status::kImageSizeMismatch);
   CHECK_STATUS(StageSource(plan, 2, image_source, arena.data(), arena.size(), &view, &source),
                Status::kBadStageIndex);
-  CHECK_STATUS(StageSource(plan, 1, image_source, arena.data(), s0.offset + s0.size - 1, &view, &source),
+  CHECK_STATUS(StageSource(plan, kStageBefore, image_source, arena.data(), arena.size(), &view, &source),
+               Status::kBadStageIndex);
+  CHECK_STATUS(StageSource(plan, 0, image_source, arena.data(), s0.offset + s0.size - 1, &view, &source),
                Status::kBufferTooSmall);
-  CHECK_STATUS(StageSource(plan, 1, image_source, nullptr, arena.size(), &view, &source), Status::kNullArgument);
-  CHECK_STATUS(StageSource(plan, 1, image_source, arena.data(), arena.size(), nullptr, &source),
+  CHECK_STATUS(StageSource(plan, 0, image_source, nullptr, arena.size(), &view, &source), Status::kNullArgument);
+  CHECK_STATUS(StageSource(plan, 0, image_source, arena.data(), arena.size(), nullptr, &source),
                Status::kNullArgument);
   CHECK(arena.GuardsIntact() && image.GuardsIntact());
 }
@@ -754,6 +1154,9 @@ int main() {
   TestValidateOutputs();
   TestThreeStagesReuse();
   TestCreationLimit();
+  TestInterleavedStages();
+  TestInterleavedCreationLimit();
+  TestTunnelSources();
   TestStageSource();
   TestCopyWindow();
   TestPlaceOutput();

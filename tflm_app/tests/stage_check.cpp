@@ -7,11 +7,12 @@
 // reads DIR/image.bin (the int8 H x W x C image) and DIR/tile_<i>.bin (patch
 // i's model output, written by Python) and runs the plan's patches in order,
 // as the device does, in an arena of plan.arena.size bytes: each stage's
-// windows come from StageSource (the image for stage 0, else the stage k - 1
-// buffer this program assembled in the arena), and each tile is placed into
+// windows come from StageSource (its source, PatchSource: the image, or an
+// earlier stage's buffer this program assembled in the arena), and each tile is placed into
 // its stage's section of the arena. Writes
 //   DIR/window_<i>.bin  what CopyWindow put in patch i's model input
-//   DIR/stage_<k>.bin   stage k's buffer (Hs x Ws x Cs) once its last patch is placed
+//   DIR/stage_<k>.bin   stage k's buffer (Hs x Ws x Cs) each time a fill of it is complete (FillCompleteAt:
+//                       before its first reader; once per stage in a grouped plan, the last fill's in the end)
 //   DIR/model_<m>.bin   model m's flatbuffer as the plan points at it
 //   DIR/test_image.bin  kTinyVisionTestImage
 //   DIR/arena.txt       "<interpreters> <temp_reserve> <interpreter slots> <arena size> <section offsets>",
@@ -99,11 +100,18 @@ int main(int argc, char** argv) {
   int8_t* arena = arena_bytes.data() + kGuard;
   ArrayImage view;
   ImageSource source;
+  // Stage k's buffer as its reader (a patch whose source it is, or the tail) sees it.
+  const auto write_stage = [&](uint16_t k) {
+    const std::string name = dir + "/stage_" + std::to_string(k) + ".bin";
+    return WriteFile(name, arena + plan.stages[k].section.offset, Bytes(plan.stages[k].shape));
+  };
   for (uint16_t i = 0; i < plan.num_patches; ++i) {
     const PatchInfo& p = plan.patches[i];
     const StageInfo& stage = plan.stages[p.stage];
-    if (i == 0 || p.stage != plan.patches[i - 1].stage) {
-      s = StageSource(plan, p.stage, image_source, arena, plan.arena.size, &view, &source);
+    const int32_t from = PatchSource(p);
+    if (from >= 0 && FillCompleteAt(plan, uint16_t(from), i) && !write_stage(uint16_t(from))) return 3;
+    if (i == 0 || from != PatchSource(plan.patches[i - 1])) {
+      s = StageSource(plan, from, image_source, arena, plan.arena.size, &view, &source);
       if (s != Status::kOk) return Fail("StageSource", s, i);
     }
     const Dims& in = plan.models[p.model].input;
@@ -119,12 +127,8 @@ int main(int argc, char** argv) {
     s = PlaceOutput(tile.data(), tile.size(), p.output, stage.shape, arena + stage.section.offset, stage.section.size);
     if (s != Status::kOk) return Fail("PlaceOutput", s, i);
     if (!GuardsIntact(arena_bytes)) return Fail("PlaceOutput wrote outside the arena", Status::kOk, i);
-    // The stage's last patch: its buffer is what the next stage (or the tail) reads.
-    if (i + 1 == plan.num_patches || plan.patches[i + 1].stage != p.stage) {
-      const std::string name = dir + "/stage_" + std::to_string(p.stage) + ".bin";
-      if (!WriteFile(name, arena + stage.section.offset, Bytes(stage.shape))) return 3;
-    }
   }
+  if (plan.num_stages > 0 && !write_stage(uint16_t(plan.num_stages - 1))) return 3;  // what the tail reads
   for (uint32_t b = 0; b < plan.arena.size; ++b) {
     bool in_stage = false;
     for (uint16_t k = 0; k < plan.num_stages; ++k) {

@@ -118,9 +118,8 @@ def _check_stage_floors(bundle, fail):
     """Each stage buffer above what creating the models that run while it holds data may write."""
     from converters.planning import stage_floors
 
-    stage_of = {p.model: p.stage for p in bundle.patches}
-    floors = stage_floors([(m.graph(), stage_of.get(i)) for i, m in enumerate(bundle.models)], len(bundle.stages),
-                          bundle.arena.get("interpreters", "resident"))
+    floors = stage_floors([(m.graph(), bundle.live_stages(i)) for i, m in enumerate(bundle.models)],
+                          len(bundle.stages), bundle.arena.get("interpreters", "resident"))
     for k, (section, floor) in enumerate(zip(bundle.arena["stages"], floors)):
         if section["offset"] - bundle.arena["shared"]["offset"] < floor:
             fail(f"arena.stages[{k}].offset is {section['offset']}, inside the {floor} B at the bottom of the shared "
@@ -169,12 +168,13 @@ def _check_model_plan(bundle, i, fail):
         lifetimes = tensor_lifetimes(graph)
         stages = [(s["offset"], s["offset"] + align_up(s["size"])) for s in arena["stages"]]
         if m.role == "tail":
-            reserved, pinned = (), ({graph.inputs[0]: arena["stages"][-1]["offset"]} if stages else {})
+            owned, pinned = {len(stages) - 1}, ({graph.inputs[0]: arena["stages"][-1]["offset"]} if stages else {})
         elif stage_pins:
-            reserved, pinned = (), stage_pins
+            p = next(p for p in bundle.patches if p.model == i)
+            owned, pinned = {p.reads, p.stage}, stage_pins
         else:
-            k = next(p.stage for p in bundle.patches if p.model == i)
-            reserved, pinned = tuple(stages[j] for j in (k - 1, k) if j >= 0), {}
+            owned, pinned = set(), {}
+        reserved = tuple(stages[j] for j in sorted(bundle.live_stages(i) - owned))
         pairs = [c for c in in_place_candidates(graph, lifetimes)
                  if c.input in offsets and c.output in offsets and offsets[c.input] - offsets[c.output] == c.shift]
         ends = [offsets[lt.tensor] + lt.size for lt in lifetimes if lt.tensor in offsets]
@@ -193,9 +193,9 @@ def _stage_pins(bundle, i, graph, offsets):
     source stage's buffer and its output on its stage's; else {}."""
     if i not in bundle.whole_stage_models():
         return {}
-    k = next(p.stage for p in bundle.patches if p.model == i)
+    p = next(p for p in bundle.patches if p.model == i)
     stages = bundle.arena["stages"]
-    pins = {graph.inputs[0]: stages[k - 1]["offset"], graph.outputs[0]: stages[k]["offset"]}
+    pins = {graph.inputs[0]: stages[p.reads]["offset"], graph.outputs[0]: stages[p.stage]["offset"]}
     return pins if all(offsets.get(t) == at for t, at in pins.items()) else {}
 
 
@@ -217,7 +217,7 @@ def _expected_arena(bundle, planned):
         shared = align_up(max(occupied + [o + align_up(b) for o, b in zip(offsets, bundle.stage_bytes)]))
         in_place = [i for i, (_, on_stages) in enumerate(planned) if on_stages]
         expected = arena_section(shared, offsets, bundle.stage_bytes, [m.persistent_bytes for m in bundle.models],
-                                 mode, reserve, in_place)
+                                 mode, reserve, in_place, bundle.schedule().together())
         expected["offline_plans"] = True
     expected["interpreters"] = mode
     if "unplanned_reason" in arena:

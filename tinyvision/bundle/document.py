@@ -14,6 +14,7 @@ import dataclasses
 
 import numpy as np
 
+from tinyvision.bundle.schedule import IMAGE, Schedule
 from tinyvision.bundle.schema import FORMAT, KINDS, MAX_OUTPUTS
 from tinyvision.data.normalization import NORMALIZATION, input_normalization
 from tinyvision.errors import TinyVisionError
@@ -39,7 +40,7 @@ def quant_dict(tensor):
 
 @dataclasses.dataclass
 class Window:
-    """Region of a patch's source (the image, or the previous stage's buffer) copied into a model input (pixels)."""
+    """Region of a patch's source (the image, or a stage buffer) copied into a model input (pixels)."""
 
     x: int
     y: int
@@ -64,7 +65,13 @@ class Patch:
     model: int
     window: Window
     output: Box
-    stage: int = 0  # the stage whose buffer ``output`` is in; stage k > 0 reads ``window`` from stage k - 1
+    stage: int = 0  # the stage whose buffer ``output`` is in
+    source: int = None  # the stage ``window`` is read from (IMAGE: the image); None: the stage before ``stage``
+
+    @property
+    def reads(self):
+        """The stage whose buffer ``window`` is in, or IMAGE."""
+        return self.stage - 1 if self.source is None else self.source
 
 
 @dataclasses.dataclass
@@ -143,9 +150,20 @@ class Bundle:
         """The stage buffer the tail reads."""
         return self.stages[-1]
 
-    def source_of(self, stage):
-        """What the patches of ``stage`` read their windows from: the image or the previous stage's buffer."""
-        return self.image if stage == 0 else self.stages[stage - 1]
+    def source_of(self, patch):
+        """What ``patch`` reads its window from: the image or a stage buffer description."""
+        return self.image if patch.reads == IMAGE else self.stages[patch.reads]
+
+    def schedule(self):
+        """The ``Schedule`` of the stage buffers (TinyVisionError for an order no runtime can follow)."""
+        return Schedule(len(self.stages), [(p.stage, p.reads) for p in self.patches])
+
+    def live_stages(self, model):
+        """The stages live wherever ``model`` (an index) runs: at its patches, or at the tail's position."""
+        schedule = self.schedule()
+        if model == self.tail:
+            return schedule.live_at(len(self.patches))
+        return schedule.live_during([i for i, p in enumerate(self.patches) if p.model == model])
 
     @property
     def stage_bytes(self):
@@ -153,21 +171,15 @@ class Bundle:
         return [int(np.prod(s["shape"])) for s in self.stages]
 
     def whole_stage_models(self):
-        """Indices of the models that can run in place: the one patch of a stage k >= 1, reading the whole of
-        stage k - 1 and filling the whole of stage k (a segment of a chain)."""
-        by_stage = {}
+        """Indices of the models that can run in place: every patch of the model reads the whole of a stage
+        buffer and fills the whole of its own (alone in its fill: a segment of a chain, or of a tunnel)."""
+        whole = {}
         for p in self.patches:
-            by_stage.setdefault(p.stage, []).append(p)
-        found = set()
-        for k, patches in by_stage.items():
-            if k < 1 or len(patches) != 1:
-                continue
-            (p,), (H, W, _), (h, w, c) = patches, self.stages[k - 1]["shape"], self.stages[k]["shape"]
-            if (dataclasses.astuple(p.window) == (0, 0, W, H)
-                    and dataclasses.astuple(p.output) == (0, 0, 0, w, h, c)
-                    and sum(q.model == p.model for q in self.patches) == 1):
-                found.add(p.model)
-        return sorted(found)
+            (H, W, _), (h, w, c) = self.source_of(p)["shape"], self.stages[p.stage]["shape"]
+            whole[p.model] = whole.get(p.model, True) and (
+                p.reads != IMAGE and dataclasses.astuple(p.window) == (0, 0, W, H)
+                and dataclasses.astuple(p.output) == (0, 0, 0, w, h, c))
+        return sorted(m for m, ok in whole.items() if ok)
 
     @property
     def measured(self):
@@ -187,8 +199,9 @@ class Bundle:
                  "persistent_bytes": m.persistent_bytes, "macs": m.macs}
                 for m in self.models
             ],
-            "patches": [{"model": p.model, "stage": p.stage, "window": dataclasses.asdict(p.window),
-                         "output": dataclasses.asdict(p.output)} for p in self.patches],
+            "patches": [{"model": p.model, "stage": p.stage, **({} if p.source is None else {"source": p.source}),
+                         "window": dataclasses.asdict(p.window), "output": dataclasses.asdict(p.output)}
+                        for p in self.patches],
             "tail": {"model": self.tail},
             "arena": self.arena,
             "stats": self.stats,
@@ -206,7 +219,8 @@ class Bundle:
                         m["macs"], m["nonpersistent_bytes"], m["persistent_bytes"])
             for m, data in zip(plan["models"], model_bytes)
         ]
-        patches = [Patch(p["model"], Window(**p["window"]), Box(**p["output"]), p["stage"]) for p in plan["patches"]]
+        patches = [Patch(p["model"], Window(**p["window"]), Box(**p["output"]), p["stage"], p.get("source"))
+                   for p in plan["patches"]]
         return cls(plan["kind"], plan["source"], plan["image"], list(plan["stages"]), models, patches,
                    plan["tail"]["model"], plan.get("arena"), plan.get("stats") or {},
                    list(plan.get("labels") or []), plan.get("box_coding"),
@@ -259,7 +273,6 @@ def validate(bundle, where="bundle"):
             fail("a whole_model bundle has one model (its tail), no stages and no patches")
     elif not bundle.stages:
         fail("no stages")
-    sources = [_buffer(bundle.source_of(k)) for k in range(len(bundle.stages))]
     stages = [_buffer(s) for s in bundle.stages]
     names = [m.name for m in bundle.models]
     if len(set(names)) != len(names):
@@ -270,12 +283,17 @@ def validate(bundle, where="bundle"):
     for k, p in enumerate(bundle.patches):
         if not 0 <= p.stage < len(bundle.stages):
             fail(f"patch {k} fills stage {p.stage}, but there are {len(bundle.stages)} stages")
-        if k and p.stage < bundle.patches[k - 1].stage:
-            fail(f"patch {k} (stage {p.stage}) runs after a patch of stage {bundle.patches[k - 1].stage}")
+        if not IMAGE <= p.reads < p.stage:
+            fail(f"patch {k} of stage {p.stage} reads stage {p.reads}: a patch reads the image or an earlier stage")
         if not 0 <= p.model < len(bundle.models) or bundle.models[p.model].role != "patch":
             fail(f"patch {k} runs model {p.model}, which is not a patch model")
-        if stage_of.setdefault(p.model, p.stage) != p.stage:
-            fail(f"model {bundle.models[p.model].name!r} serves stages {stage_of[p.model]} and {p.stage}")
+        if stage_of.setdefault(p.model, (p.stage, p.reads)) != (p.stage, p.reads):
+            fail(f"model {bundle.models[p.model].name!r} serves stage {stage_of[p.model][0]} from "
+                 f"{_source_name(stage_of[p.model][1])} and stage {p.stage} from {_source_name(p.reads)}")
+    try:
+        schedule = bundle.schedule()
+    except TinyVisionError as e:
+        fail(str(e))
     for i, m in enumerate(bundle.models):
         if m.role not in ("patch", "tail"):
             fail(f"model {m.name!r} has unknown role {m.role!r}")
@@ -296,10 +314,10 @@ def validate(bundle, where="bundle"):
         if m.role == "patch":
             if i not in stage_of:
                 fail(f"patch model {m.file} is not used by any patch")
-            k = stage_of[i]
-            source = "the image" if k == 0 else f"stage {k - 1}"
-            if _quant_of(x) != sources[k][1]:
-                fail(f"{m.file} input quantization {_quant_of(x)} is not that of {source} {sources[k][1]}")
+            k, reads = stage_of[i]
+            source = _buffer(bundle.image if reads == IMAGE else bundle.stages[reads])
+            if _quant_of(x) != source[1]:
+                fail(f"{m.file} input quantization {_quant_of(x)} is not that of {_source_name(reads)} {source[1]}")
             if _quant_of(y) != stages[k][1]:
                 fail(f"{m.file} output quantization {_quant_of(y)} is not stage {k}'s {stages[k][1]}")
         else:
@@ -310,8 +328,8 @@ def validate(bundle, where="bundle"):
                 fail(f"tail {m.file} input quantization {_quant_of(x)} is not that of {what} {read[1]}")
     for k, p in enumerate(bundle.patches):
         m = bundle.models[p.model]
-        (H, W, C), (Hs, Ws, Cs) = sources[p.stage][0], stages[p.stage][0]
-        source = "image" if p.stage == 0 else f"stage {p.stage - 1} buffer"
+        (H, W, C), (Hs, Ws, Cs) = _buffer(bundle.source_of(p))[0], stages[p.stage][0]
+        source = "image" if p.reads == IMAGE else f"stage {p.reads} buffer"
         w, o = p.window, p.output
         if not _inside(w.x, w.y, w.w, w.h, W, H):
             fail(f"patch {k} window {dataclasses.asdict(w)} is not inside the {H}x{W} {source}")
@@ -323,10 +341,14 @@ def validate(bundle, where="bundle"):
         if (o.h, o.w, o.channels) != tuple(m.output_shape):
             fail(f"patch {k} output box {o.h}x{o.w}x{o.channels} does not match {m.file} output "
                  f"{tuple(m.output_shape)}")
-    for k, (shape, _) in enumerate(stages):
-        _check_cover(k, shape, [p.output for p in bundle.patches if p.stage == k], fail)
+    for fill in schedule.fills:
+        _check_cover(fill.stage, stages[fill.stage][0], [bundle.patches[i].output for i in fill.writes], fail)
     if bundle.arena is not None:
-        _validate_arena(bundle, fail)
+        _validate_arena(bundle, schedule, fail)
+
+
+def _source_name(reads):
+    return "the image" if reads == IMAGE else f"stage {reads}"
 
 
 def _shapes_text(shapes):
@@ -334,7 +356,8 @@ def _shapes_text(shapes):
 
 
 def _check_cover(stage, shape, boxes, fail):
-    """Boxes (each inside the buffer) cover the stage buffer exactly once: pairwise disjoint, volumes add up.
+    """Boxes (each inside the buffer) of one fill cover the stage buffer exactly once: pairwise disjoint, volumes
+    add up.
     Counted without allocating the buffer, whose size the plan only claims."""
     for i, a in enumerate(boxes):
         for b in boxes[:i]:
@@ -351,12 +374,12 @@ def _boxes_overlap(a, b):
             and a.c < b.c + b.channels and b.c < a.c + a.channels)
 
 
-def _validate_arena(bundle, fail):
+def _validate_arena(bundle, schedule, fail):
     from converters.planning import check_arena
 
     a = bundle.arena
     try:
-        check_arena(a, len(bundle.models))
+        check_arena(a, len(bundle.models), schedule.together())
     except TinyVisionError as e:
         fail(str(e))
     outside = sorted(set(a.get("in_place", [])) - set(bundle.whole_stage_models()))

@@ -141,11 +141,12 @@ PLAN = Obj({
     }, optional=("output_shape", "output_shapes")), 1),
     "patches": List(Obj({
         "model": Int(0, MAX_ITEMS), "stage": Int(0, MAX_ITEMS),
+        "source": Int(-1, MAX_ITEMS),  # -1: the image; absent: the stage before (the image for stage 0)
         "window": Obj({"x": Int(0, MAX_DIMENSION), "y": Int(0, MAX_DIMENSION),
                        "w": Int(1, MAX_DIMENSION), "h": Int(1, MAX_DIMENSION)}),
         "output": Obj({"x": Int(0, MAX_DIMENSION), "y": Int(0, MAX_DIMENSION), "c": Int(0, MAX_DIMENSION),
                        "w": Int(1, MAX_DIMENSION), "h": Int(1, MAX_DIMENSION), "channels": Int(1, MAX_DIMENSION)}),
-    })),
+    }, optional=("source",))),
     "tail": Obj({"model": Int(0, MAX_ITEMS)}),
     "arena": Obj({
         "size": Int(), "interpreters": Str(INTERPRETER_MODES), "shared": _SECTION, "stages": List(_SECTION),

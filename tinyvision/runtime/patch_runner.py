@@ -1,10 +1,9 @@
 """Run a patch bundle (docs/bundle-format.md) on real TFLM interpreters, the way the device does.
 
-For every image: for each patch in plan order (stage by stage), copy its window of
-its source (the image for stage 0, else the previous stage's buffer) into the patch
-model's input, invoke, copy the output into its box of its stage's buffer (NHWC int8,
-``channels`` values at channel offset ``c``); then invoke the tail on the last stage
-buffer. The whole job (all interpreters, all images) runs in
+For every image: for each patch in plan order, copy its window of its source (the
+image, or an earlier stage's buffer) into the patch model's input, invoke, copy the
+output into its box of its stage's buffer (NHWC int8, ``channels`` values at channel
+offset ``c``); then invoke the tail on the last stage buffer. The whole job (all interpreters, all images) runs in
 ONE subprocess (``tinyvision.runtime.isolated``): TFLM may abort on a bad model.
 
 On the host every model gets its own interpreter and arena; the device shares
@@ -41,7 +40,8 @@ def _as_images(images, shape):
 class BundleRun:
     """Results of a bundle on TFLM for N images.
 
-    outputs: (N, *tail output without batch); stages: per stage, the (N, Hs, Ws, Cs) assembled buffers.
+    outputs: (N, *tail output without batch); stages: per stage, the (N, Hs, Ws, Cs) assembled buffers (a stage
+    filled more than once: its last fill).
     """
 
     outputs: np.ndarray
@@ -186,6 +186,7 @@ def _input_shape(interpreter):
 
 def run_bundle_job(model_data, plan, images):
     """``BundleRun`` of the bundle on TFLM interpreters."""
+    from tinyvision.bundle.schedule import IMAGE
     from tinyvision.runtime import tflm
 
     files = [m["file"] for m in plan["models"]]
@@ -198,7 +199,8 @@ def run_bundle_job(model_data, plan, images):
         buffers = [np.zeros(s["shape"], dtype=np.int8) for s in plan["stages"]]
         for p in plan["patches"]:
             w, o, k = p["window"], p["output"], p["model"]
-            source = image if p["stage"] == 0 else buffers[p["stage"] - 1]
+            reads = p.get("source", p["stage"] - 1)
+            source = image if reads == IMAGE else buffers[reads]
             window = source[w["y"]:w["y"] + w["h"], w["x"]:w["x"] + w["w"], :]
             (out,) = tflm.invoke(interpreters[k], [np.ascontiguousarray(window).reshape(shapes[k])], files[k])
             buffers[p["stage"]][o["y"]:o["y"] + o["h"], o["x"]:o["x"] + o["w"], o["c"]:o["c"] + o["channels"]] = (
