@@ -158,16 +158,20 @@ def seed003_int8():
 
 
 @needs_board
-@pytest.mark.parametrize("segments, mode", [(None, "resident"), ([3, 10], "one_at_a_time"), ([3, 10], "resident")])
-def test_seed003_tunnels_run_board_exact(segments, mode, seed003_int8, tmp_path, obj_cache):
+@pytest.mark.parametrize("segments, tiled, mode", [(None, None, "resident"), ([3, 10], None, "one_at_a_time"),
+                                                   ([3, 10], None, "resident"), ([3, 10], {0: 2, 1: 2}, "one_at_a_time")])
+def test_seed003_tunnels_run_board_exact(segments, tiled, mode, seed003_int8, tmp_path, obj_cache):
     """The 17 tunnels whole, and each cut into three segments run tunnel after tunnel: every segment reads its
-    own link stage (the last one into its box of the merged stage), the middle one in place."""
+    own link stage (the last one into its box of the merged stage), the middle one in place, or the first two
+    tile by tile (windows of the image, then of the first link stage)."""
     from converters.patching import read_bundle, split_tunnels
 
-    folder = write_finalized(split_tunnels(seed003_int8, segments=segments), tmp_path / "tunnels", interpreters=mode)
+    split = split_tunnels(seed003_int8, segments=segments, tiled=tiled)
+    folder = write_finalized(split, tmp_path / "tunnels", interpreters=mode)
     bundle = read_bundle(folder)
     assert len(bundle.stages) == 1 + 2 * 17 * bool(segments)
-    assert len(bundle.arena.get("in_place", [])) == 17 * bool(segments)
+    assert len(bundle.arena.get("in_place", [])) == 17 * bool(segments and not tiled)
+    assert len(bundle.patches) == 17 * (1 + 2 * bool(segments) + 3 * len(tiled or {}))  # 2x2 tiles: 3 more
     assert_board_exact(run_everywhere(folder, obj_cache), folder)
 
 

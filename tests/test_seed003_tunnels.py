@@ -195,9 +195,43 @@ def test_segment_cuts_are_chosen_and_checked(imagenet_int8):
     _, data = imagenet_int8
     with pytest.raises(TinyVisionError, match="cannot be cut after op 1000 "):
         split_tunnels(data, segments=[1000])
-    auto = split_tunnels(data, segments="auto")
-    tunnel_models = {p.model for p in auto.patches}
-    assert len(tunnel_models) >= 17 and len(auto.stages) == len(tunnel_models) - 17 + 1
+    with pytest.raises(TinyVisionError, match="segment 1 cannot be tiled"):
+        split_tunnels(data, segments=[3], tiled={1: 2})  # the last segment fills the merge
+    for budget in (0.0, 0.15):
+        auto = split_tunnels(data, segments="auto", max_mac_overhead=budget)
+        assert auto.stats["mac_overhead"] <= budget
+        # every tunnel fills its own link stages, one per cut, and all of them the merged stage
+        assert (len(auto.stages) - 1) % 17 == 0
+        assert sum(p.stage == len(auto.stages) - 1 for p in auto.patches) == 17
+    tiles = [m.name for m in auto.models if "_tile" in m.name]
+    assert tiles  # the 8x8 stem and stride-2 block run over 2x2 tiles within 15% more MACs
+    result = verify_bundle(auto, data, n_inputs=2)
+    assert result.ok, result.detail
+
+
+def test_tiled_segments_read_windows_of_the_image_then_of_a_link_stage(imagenet_int8, tmp_path):
+    """Segment 0 (stem, 8x8x8 out) tile by tile from the image, segment 1 (a stride-2 block) tile by tile from
+    the link stage segment 0 filled, segment 2 whole: bit-exact, each tile's window inside its source."""
+    from converters.patching import write_bundle
+    from converters.patching.bundle import finalize
+    from tinyvision.bundle import check_derived, read_bundle
+    from tinyvision.bundle.schedule import IMAGE
+
+    _, data = imagenet_int8
+    bundle = split_tunnels(data, segments=[3, 10], tiled={0: 2, 1: 2})
+    first = bundle.patches[:9]  # tunnel 0: 4 tiles, 4 tiles, the last segment
+    assert [p.stage for p in first] == [0] * 4 + [1] * 4 + [len(bundle.stages) - 1]
+    assert [p.reads for p in first] == [IMAGE] * 4 + [0] * 4 + [1]
+    stem = [(p.window.x, p.window.y, p.window.w, p.window.h) for p in first[:4]]
+    assert stem[0] == (0, 0, 11, 11) and stem[3] == (6, 6, 10, 10)  # 3x3 halo on the 16-px tunnel window
+    assert [(p.output.x, p.output.y, p.output.w) for p in first[4:8]] == [(0, 0, 2), (2, 0, 2), (0, 2, 2), (2, 2, 2)]
+    assert all(p.window.x + p.window.w <= 8 and p.window.y + p.window.h <= 8 for p in first[4:8])
+    assert bundle.stats["mac_overhead"] > 0  # the halos are computed twice
+    finalize(bundle, interpreters="one_at_a_time")
+    assert not bundle.arena.get("in_place")  # only whole-buffer segments run in place
+    result = verify_bundle(bundle, data, n_inputs=2)
+    assert result.ok, result.detail
+    check_derived(read_bundle(write_bundle(bundle, str(tmp_path / "tiled"))), "tiled")
 
 
 @pytest.mark.parametrize("order, message", [

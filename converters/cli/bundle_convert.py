@@ -51,7 +51,7 @@ def convert_to_bundle(model_bytes, FLAGS, source_bytes=None):
     mode = FLAGS.patches.strip().lower()
     model = Model.from_bytes(model_bytes, name)
     if mode == "tunnels":
-        bundle = split_tunnels(model, name, segments="auto")
+        bundle = split_tunnels(model, name, segments="auto", max_mac_overhead=FLAGS.max_mac_overhead)
     elif mode == "auto":
         bundle = auto_bundle(model, model_bytes, name, FLAGS)
     elif ":" in mode:
@@ -132,7 +132,7 @@ def auto_bundle(model, model_bytes, name, FLAGS):
     points = candidate_points(model)
     if not points:
         try:
-            tunnels = split_tunnels(model, name, segments="auto")
+            tunnels = split_tunnels(model, name, segments="auto", max_mac_overhead=FLAGS.max_mac_overhead)
         except TinyVisionError:
             tunnels = None
         if tunnels is not None:

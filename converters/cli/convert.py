@@ -50,7 +50,7 @@ flags.DEFINE_float("max_flash_overhead", 0.25, "with --patches=auto: largest ext
 flags.DEFINE_enum("interpreters", "one_at_a_time", ["one_at_a_time", "resident"],
                   "with --patches: create each model's interpreter just before it runs, all in one persistent "
                   "slot (one_at_a_time: least SRAM), or keep every interpreter alive (resident: no re-creation)")
-flags.DEFINE_float("max_mac_overhead", 0.15, "with --patches=auto: largest extra MACs accepted, as a fraction")
+flags.DEFINE_float("max_mac_overhead", 0.15, "with --patches=auto or tunnels: largest extra MACs accepted, as a fraction")
 flags.DEFINE_float("max_latency_overhead", None, "with --patches=auto: largest extra Cortex-M4F instructions per "
                    "inference accepted (estimated by tinyvision.analysis.latency: patches, copies and interpreter "
                    "re-creation), as a fraction of the unsplit model's; default: no limit")

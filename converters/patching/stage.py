@@ -157,7 +157,7 @@ def max_stage_ops(model, name="model"):
     return points[-1] + edges.lead_ops
 
 
-def _stage(graph, n, name, lead=0):
+def stage_ops(graph, n, name, lead=0):
     """(stage ops, stage tensor) of the first ``n`` ops; TinyVisionError naming the op or cut when n is not allowed.
 
     lead: ops the source model has before ``graph`` (its input edges): messages count the source's ops.
@@ -190,7 +190,7 @@ def _stage(graph, n, name, lead=0):
 def stage_tensor(model, n, name="model"):
     """The stage tensor after the first ``n`` ops; TinyVisionError naming the op or cut when n is not allowed."""
     _, _, core, edges = core_of(model, name)
-    return _stage(core.main, n - edges.lead_ops, name, edges.lead_ops)[1]
+    return stage_ops(core.main, n - edges.lead_ops, name, edges.lead_ops)[1]
 
 
 # ---------------------------------------------------------------- tiles
@@ -430,7 +430,7 @@ def split_patch_stage(model, n, grid, name="model.tflite"):
     model, data, core, edges = core_of(model, name)
     graph = core.main
     n -= edges.lead_ops
-    ops, stage = _stage(graph, n, name, edges.lead_ops)
+    ops, stage = stage_ops(graph, n, name, edges.lead_ops)
     tiles, rows, cols = grid_tiles(stage.shape, grid)
     image = graph.inputs[0]
 

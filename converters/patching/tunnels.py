@@ -16,14 +16,22 @@ all with the same quantization: the tunnels feed its leaves, in channel order.
 
 The ops and tensors are the model's own, so the result is exact by construction
 (the concatenation of same-quantization int8 inputs is a copy, and so is a tree of them).
+
+A tunnel may also be cut into sequential segments (each its own model, run one after another
+through link stage buffers), and a segment run tile by tile like a patch stage
+(``converters.patching.stage``: each tile's model computes its halo from a window of the
+segment's input), so that one interpreter at a time needs only one segment's or tile's memory.
 """
+
+from typing import NamedTuple
 
 import numpy as np
 
 from converters.ir import Graph
 from tinyvision.bundle import Box, BundleModel, Patch, Window, hwc, quant_dict
 from tinyvision.bundle.schedule import IMAGE
-from converters.patching.stage import as_model, assemble_bundle, check_model, derived_model, stage_description
+from converters.patching.stage import (as_model, assemble_bundle, build_patch_graph, check_model,
+                                      derived_model, grid_tiles, receptive_regions, stage_description, stage_ops)
 from tinyvision.errors import TinyVisionError
 
 _SLICES = ("STRIDED_SLICE", "SLICE")
@@ -58,14 +66,17 @@ def _normalized_bytes(model):
     return twin.to_bytes()
 
 
-def split_tunnels(model, name="model.tflite", segments=None):
+def split_tunnels(model, name="model.tflite", segments=None, tiled=None, max_mac_overhead=0.15):
     """Split a tunnel model (.tflite bytes or ``Model``) into per-tunnel models and a head; a ``Bundle``.
 
-    segments: None (one model per tunnel), "auto" (``choose_tunnel_cuts``: each tunnel cut into the
-    sequential segments of least estimated SRAM) or a list of cut positions (op counts into every
-    tunnel, each a single-tensor cut). A cut tunnel runs segment after segment before the next tunnel
-    starts: segment j fills a stage buffer of its own that segment j + 1 reads (in place when it reads
-    and fills whole buffers), so each segment's TFLM structures live only while it runs.
+    segments: None (one model per tunnel), "auto" (``choose_tunnel_cuts``: the cuts and tiled segments
+    of least estimated SRAM within ``max_mac_overhead``; ``tiled`` is then ignored) or a list of cut
+    positions (op counts into every tunnel, each a single-tensor cut). A cut tunnel runs segment after segment before the next tunnel starts:
+    segment j fills a stage buffer of its own that segment j + 1 reads (in place when it reads and
+    fills whole buffers), so each segment's TFLM structures live only while it runs.
+    tiled: {segment index: grid}: those segments (all but the last) run patch by patch over ``grid`` tiles
+    of their output, each patch reading its window of the segment's input (the image, or the stage buffer
+    the segment before filled): MCUNetV2's patch stage inside a tunnel, where one of its blocks peaks.
     Raises TinyVisionError (nothing built) when the model is not image -> slices -> independent
     tunnels -> one channel concatenation (or a tree of them) -> head.
     """
@@ -135,38 +146,52 @@ def split_tunnels(model, name="model.tflite", segments=None):
                                       tensors=list(graph.tensors), name=graph.name))
     head_model = BundleModel.from_model("head", "tail", head.to_bytes(), head)
     if segments == "auto":
-        cuts = choose_tunnel_cuts(model, tunnels[0], head_model, stage.nbytes)
+        cuts, tiled = choose_tunnel_cuts(model, tunnels[0], head_model, stage.nbytes, max_mac_overhead)
     else:
-        cuts = tuple(segments or ())
+        cuts, tiled = tuple(segments or ()), dict(tiled or {})
     stages, models, patches, built = [], [], [], {}
     for tunnel in tunnels:
-        parts = tunnel.parts(model, cuts, graph.name, name)
+        runs = tunnel.runs(model, cuts, tiled, graph.name, name)
         # equal tunnels (equal bytes up to tensor names) run the same models through the same link stages
-        key = tuple(_normalized_bytes(part) for part in parts)
+        key = tuple(_normalized_bytes(m) for run in runs for m, _, _ in run)
         if key not in built:
-            links = []
-            for j, part in enumerate(parts[:-1]):
-                links.append(len(stages))
-                stages.append(stage_description(part.main.outputs[0]))
-            indices = []
-            for j, part in enumerate(parts):
-                label = f"tunnel_{tunnel.index}" + (f"_part{j}" if len(parts) > 1 else "")
-                indices.append(len(models))
-                models.append(BundleModel.from_model(label, "patch", part.to_bytes(), part))
+            links, indices = [], []
+            for j, run in enumerate(runs):
+                if j < len(runs) - 1:
+                    links.append(len(stages))
+                    stages.append(stage_description(_crossing(tunnel.ops, cuts[j])))
+                label = f"tunnel_{tunnel.index}" + (f"_part{j}" if len(runs) > 1 else "")
+                indices.append(_add_models(models, label, run))
             built[key] = (indices, links)
         indices, links = built[key]
         sources = [IMAGE] + links
-        for j, (part, m) in enumerate(zip(parts, indices)):
-            last = j == len(parts) - 1
-            window = tunnel.window if j == 0 else _whole_window(stages[sources[j]])
-            box = tunnel.box if last else _whole_box(stages[links[j]])
-            patches.append(Patch(m, window, box, stage=None if last else links[j], source=sources[j]))
+        for j, (run, run_models) in enumerate(zip(runs, indices)):
+            last = j == len(runs) - 1
+            for (_, window, box), m in zip(run, run_models):
+                if j == 0:  # the run reads the image: its windows lie in the tunnel's
+                    window = Window(x=tunnel.window.x + window.x, y=tunnel.window.y + window.y, w=window.w, h=window.h)
+                if last:
+                    box = tunnel.box
+                patches.append(Patch(m, window, box, stage=None if last else links[j], source=sources[j]))
     for p in patches:  # the merged stage comes last: the tail reads it
         p.stage = len(stages) if p.stage is None else p.stage
         p.source = None if p.source == p.stage - 1 else p.source
     stages.append(stage_description(stage))
     models.append(head_model)
     return assemble_bundle("tunnels", model, data, name, image, stages, models, patches)
+
+
+def _add_models(models, label, run):
+    """Append the run's distinct models to ``models`` (border tiles of equal geometry share one); their indices."""
+    first, indices = {}, []
+    for k, (part, _, _) in enumerate(run):
+        data = part.to_bytes()
+        if data not in first:
+            first[data] = len(models)
+            suffix = f"_tile{len(first) - 1}" if len(run) > 1 else ""
+            models.append(BundleModel.from_model(label + suffix, "patch", data, part))
+        indices.append(first[data])
+    return indices
 
 
 class _Tunnel:
@@ -196,15 +221,52 @@ class _Tunnel:
         return derived_model(source, Graph(ops=ops, inputs=[x], outputs=[y], tensors=list(dict.fromkeys(used)),
                                            name=graph_name))
 
-    def parts(self, source, cuts, graph_name, name):
-        """The tunnel's segment models at ``cuts`` (op counts into the tunnel); TinyVisionError for a bad cut."""
+    def runs(self, source, cuts, tiled, graph_name, name):
+        """The tunnel as runs of patches, one per stage it fills: [[(model, window, box)]]. The segments at
+        ``cuts`` run as one patch of whole buffers, or over the tiles of ``tiled[j]`` for segment j (windows
+        of the segment's input: the tunnel's window for the first, the stage buffer before it otherwise; the
+        last segment's box is the tunnel's own, set by the caller)."""
+        bounds = self.bounds(cuts, name)
+        bad = sorted(j for j in tiled if not 0 <= j < len(bounds) - 2)
+        if bad:
+            raise TinyVisionError(f"{name}: tunnel segment {bad[0]} cannot be tiled (segments 0..{len(bounds) - 3} "
+                                  "can: the last one fills the merge)")
+        runs = []
+        for j, (a, b) in enumerate(zip(bounds, bounds[1:])):
+            if j in tiled:
+                runs.append(self.tile_patches(source, a, b, tiled[j], graph_name, name))
+                continue
+            part = self.segment(source, a, b, graph_name)
+            x, y = part.main.inputs[0], part.main.outputs[0]
+            runs.append([(part, _whole_window_of(x), _whole_box_of(y))])
+        return runs
+
+    def tile_patches(self, source, a, b, grid, graph_name, name):
+        """Ops ``a..b`` split into patches over ``grid`` tiles of their output: [(patch model, window of the
+        segment's input, box of its output)]."""
+        x = self.window_tensor if a == 0 else _crossing(self.ops, a)
+        rest = self.ops[a:]
+        used = [x] + [t for op in rest for t in op.inputs + op.outputs if t is not None]
+        graph = Graph(ops=rest, inputs=[x], outputs=[self.end], tensors=list(dict.fromkeys(used)), name=graph_name)
+        ops, stage = stage_ops(graph, b - a, f"{name} tunnel {self.index} segment {a}..{b}")
+        tiles, _, _ = grid_tiles(stage.shape, grid)
+        patches = []
+        for tile in tiles:
+            regions = receptive_regions(ops, stage, tile)
+            y0, y1, x0, x1 = regions.region[x]
+            box = Box(x=tile[2], y=tile[0], c=0, w=tile[3] - tile[2], h=tile[1] - tile[0], channels=stage.shape[3])
+            patches.append((derived_model(source, build_patch_graph(graph, ops, stage, regions)),
+                            Window(x=x0, y=y0, w=x1 - x0, h=y1 - y0), box))
+        return patches
+
+    def bounds(self, cuts, name):
+        """[0, *cuts, len(ops)]; TinyVisionError for a cut that is not a single-tensor cut or out of order."""
         allowed = set(self.cut_points())
         bad = [c for c in cuts if c not in allowed]
         if bad or list(cuts) != sorted(set(cuts)):
             raise TinyVisionError(f"{name}: tunnel {self.index} cannot be cut after op {bad[0] if bad else cuts} "
                                   f"(single-tensor cuts: {sorted(allowed) or 'none'})")
-        bounds = [0, *cuts, len(self.ops)]
-        return [self.segment(source, a, b, graph_name) for a, b in zip(bounds, bounds[1:])]
+        return [0, *cuts, len(self.ops)]
 
 
 def _crossing(ops, c):
@@ -214,68 +276,126 @@ def _crossing(ops, c):
     return tensor
 
 
-def _whole_window(stage):
-    h, w, _ = stage["shape"]
+def _whole_window_of(tensor):
+    h, w, _ = hwc(tensor.shape)
     return Window(x=0, y=0, w=w, h=h)
 
 
-def _whole_box(stage):
-    h, w, c = stage["shape"]
+def _whole_box_of(tensor):
+    h, w, c = hwc(tensor.shape)
     return Box(x=0, y=0, c=0, w=w, h=h, channels=c)
 
 
-def choose_tunnel_cuts(source, tunnel, head, merged_bytes):
-    """The cuts of least estimated SRAM for tunnels shaped like ``tunnel`` (the tunnels of a model share their
-    structure). Every segment between two single-tensor cuts is planned (``converters.planning``, with the
-    kernel scratch of the host and the board) and measured on TFLM (its persistent part): with one
-    interpreter at a time the arena needs the largest persistent part plus the largest shared need, a
-    segment's plan beside the merged stage buffer of ``merged_bytes`` (and the link stage buffer its output
-    or input is copied to or from, for the first and last segments) or the ``head`` model's plan. For each
-    bound on the persistent part, the segments with the smallest largest plan (fewest segments on ties); the
-    bound and split of least sum win. () when no cut beats the whole tunnel."""
+def choose_tunnel_cuts(source, tunnel, head, merged_bytes, max_mac_overhead=0.15, grid=2, span=3):
+    """(cuts, tiled) of least estimated SRAM for tunnels shaped like ``tunnel`` (the tunnels of a model share
+    their structure). Every segment between two single-tensor cuts is planned (``converters.planning``, with
+    the kernel scratch of the host and the board) and measured on TFLM (its persistent part); so is every
+    segment of at most ``span`` cut intervals, but the last, run over ``grid`` x ``grid`` tiles. With one
+    interpreter at a time the arena needs the largest persistent part plus the largest shared need: a
+    segment's plan beside the merged stage buffer of ``merged_bytes`` (and the link stage buffers it reads
+    or fills whole) or the ``head`` model's plan. For each bound on the persistent part, the segments with
+    the smallest largest need (fewest segments, then untiled, on ties); the bound and split of least sum
+    win, with the tiles' extra MACs at most ``max_mac_overhead`` of the tunnel's. ((), {}) when no cut beats
+    the whole tunnel."""
     from converters.planning import deployment_scratch, plan_graph
+    from tinyvision.analysis.cost import op_macs
     from tinyvision.bundle.derive import tflm_figures
 
     def planned(graph, label):
         return plan_graph(graph, scratch=deployment_scratch(graph, label), name=label).size
 
-    bounds = [0, *tunnel.cut_points(), len(tunnel.ops)]
+    def macs(ops):
+        return sum(op_macs(op) for op in ops)
+
+    end = len(tunnel.ops)
+    bounds = [0, *tunnel.cut_points(), end]
     if len(bounds) == 2:
-        return ()
+        return (), {}
     pairs = [(a, b) for i, a in enumerate(bounds) for b in bounds[i + 1:]]
     segments = {(a, b): tunnel.segment(source, a, b, "tunnel") for a, b in pairs}
-    labels = {pair: f"tunnel segment {pair[0]}..{pair[1]}" for pair in pairs}
-    tails = [tail for _, tail in tflm_figures([(labels[p], segments[p].to_bytes()) for p in pairs]
-                                              + [(head.file, head.data)])]
-    head_need = (planned(head.graph(), head.file), tails.pop())
+    tiles = {}
+    for i, a in enumerate(bounds):
+        for b in bounds[i + 1:i + 1 + span]:
+            if b == end or min(hwc(_crossing(tunnel.ops, b).shape)[:2]) < grid:
+                continue
+            try:
+                tiles[(a, b)] = [m for m, _, _ in tunnel.tile_patches(source, a, b, grid, "tunnel", "tunnel")]
+            except TinyVisionError:  # an op the patch builder cannot window: the segment runs whole
+                continue
+    tileable = list(tiles)
+    label = {pair: f"tunnel segment {pair[0]}..{pair[1]}" for pair in pairs}
+    jobs = ([(label[p], segments[p].to_bytes()) for p in pairs]
+            + [(f"{label[p]} tile {k}", m.to_bytes()) for p in tileable for k, m in enumerate(tiles[p])]
+            + [(head.file, head.data)])
+    tails = iter([tail for _, tail in tflm_figures(jobs)])
     link = {c: _crossing(tunnel.ops, c).nbytes for c in bounds[1:-1]}
-    measured = {(a, b): (planned(segments[(a, b)].main, labels[(a, b)]) + (link[b] if a == 0 and b in link else 0)
-                         + (link[a] if a in link and b == bounds[-1] else 0), tail)
-                for (a, b), tail in zip(pairs, tails)}
+    options = {}  # segment (a, b) -> its _Options, whole first
+    for a, b in pairs:
+        whole = planned(segments[(a, b)].main, label[(a, b)])
+        need = whole + (link[b] if a == 0 and b in link else 0) + (link[a] if a in link and b == end else 0)
+        options[(a, b)] = [_Option(need, next(tails), 0, False)]
+    budget = max_mac_overhead * macs(tunnel.ops)
+    for a, b in tileable:
+        plans = [planned(m.main, f"{label[(a, b)]} tile {k}") for k, m in enumerate(tiles[(a, b)])]
+        persistent = max(next(tails) for _ in tiles[(a, b)])
+        extra = sum(macs(m.main.ops) for m in tiles[(a, b)]) - macs(tunnel.ops[a:b])
+        if extra <= budget:  # the tiles read their windows of one whole buffer and fill another
+            options[(a, b)].append(_Option(max(plans) + (link[a] if a else 0) + link[b], persistent, extra, True))
+    head_need = _Option(planned(head.graph(), head.file), next(tails), 0, False)
     best = None
-    for bound in sorted(set(tails)):
-        split = _least_head_split(bounds, measured, bound)
+    for bound in sorted({option.persistent for choices in options.values() for option in choices}):
+        split = _least_head_split(bounds, options, bound, budget)
         if split is None:
             continue
-        largest_head, cuts = split
-        persistent = max(measured[(a, b)][1] for a, b in zip([0, *cuts], [*cuts, len(tunnel.ops)]))
-        total = max(persistent, head_need[1]) + max(largest_head + merged_bytes, head_need[0])
-        if best is None or (total, len(cuts)) < best[:2]:
-            best = (total, len(cuts), tuple(cuts))
-    return best[2]
+        largest_need, persistent, chosen = split
+        total = (max(persistent, head_need.persistent)
+                 + max(largest_need + merged_bytes, head_need.need))
+        key = (total, len(chosen), sum(option.tiled for option in chosen.values()))
+        if best is None or key < best[0]:
+            best = (key, chosen)
+    chosen = best[1]
+    cuts = tuple(a for a, _ in chosen if a)
+    return cuts, {j: grid for j, pair in enumerate(chosen) if chosen[pair].tiled}
 
 
-def _least_head_split(bounds, measured, bound):
-    """(largest head, cuts) of the split of ``bounds[0]..bounds[-1]`` at ``bounds`` whose segments all have a
-    persistent part of at most ``bound`` and the smallest largest head (then the fewest segments), or None."""
-    best = {bounds[0]: (0, 0, ())}  # position -> (largest head, segments, cuts)
-    for b in bounds[1:]:
-        options = [(max(best[a][0], measured[(a, b)][0]), best[a][1] + 1, best[a][2] + ((a,) if a else ()))
-                   for a in bounds if a < b and a in best and measured[(a, b)][1] <= bound]
-        if options:
-            best[b] = min(options)
-    end = best.get(bounds[-1])
-    return None if end is None else (end[0], end[2])
+class _Option(NamedTuple):
+    """One way to run a tunnel segment: its shared need and persistent part (bytes), its extra MACs, tiled?"""
+
+    need: int
+    persistent: int
+    extra_macs: int
+    tiled: bool
+
+
+def _least_head_split(bounds, options, bound, budget):
+    """(largest need, largest persistent, {segment: option}) of the split of ``bounds[0]..bounds[-1]`` at
+    ``bounds`` whose segments' options all have a persistent part of at most ``bound``, the smallest largest
+    need (then the fewest segments and tiled ones), their extra MACs within ``budget``; None when none is."""
+    while True:
+        best = {bounds[0]: (0, 0, 0, ())}  # position -> (largest need, segments, tiled, ((pair, option), ...))
+        for b in bounds[1:]:
+            choices = []
+            for a in bounds:
+                if a >= b or a not in best:
+                    continue
+                fits = [o for o in options[(a, b)] if o.persistent <= bound]
+                if fits:
+                    option = min(fits, key=lambda o: (o.need, o.tiled))
+                    need, segments, tiled, path = best[a]
+                    choices.append((max(need, option.need), segments + 1, tiled + option.tiled,
+                                    path + (((a, b), option),)))
+            if choices:
+                best[b] = min(choices, key=lambda c: c[:3])
+        found = best.get(bounds[-1])
+        if found is None:
+            return None
+        chosen = dict(found[3])
+        extra = [(option.extra_macs, pair) for pair, option in chosen.items() if option.tiled]
+        if not extra or sum(e for e, _ in extra) <= budget:
+            return found[0], max(o.persistent for o in chosen.values()), chosen
+        # over the MAC budget: drop the costliest tiling and search again
+        _, pair = max(extra)
+        options = {**options, pair: [o for o in options[pair] if not o.tiled]}
 
 
 def _merge_tree(root, stage, origin, graph, name):
