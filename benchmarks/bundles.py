@@ -13,7 +13,8 @@ Per model:
   convert --model=... --patches=auto --budget=... --max_mac_overhead=... --output=DIR``
   (``--patches=tunnels`` for the seed-003 tunnel models); its Pareto table is printed below the table;
 * from the bundle's plan.json: the arena's shared region, persistent part (everything above the
-  shared region) and total, MAC overhead, and the flash of the model files as written;
+  shared region) and total, MAC overhead, and the flash image of its models (as `export --arduino`
+  stores them: equal weights once);
 * the verdict of the CLI's own bit-exact check (the bundle against the model it split, after its
   reorder pass); with --reverify, the written bundle checked again on TFLM against the unsplit
   model as built (``tinyvision.runtime.patch_runner.verify_bundle``).
@@ -166,7 +167,9 @@ def _error_line(stderr):
 
 
 def read_bundle_figures(row, folder):
-    """Arena, MACs and flash of the bundle the CLI wrote into ``folder``."""
+    """Arena, MACs and flash (the models' flash image) of the bundle the CLI wrote into ``folder``."""
+    from converters.export.flash_image import image_size
+
     with open(os.path.join(folder, "plan.json")) as f:
         plan = json.load(f)
     arena = plan["arena"]
@@ -175,7 +178,11 @@ def read_bundle_figures(row, folder):
     row.persistent = arena["size"] - shared_end
     row.total = arena["size"]
     row.mac_overhead = plan["stats"].get("mac_overhead")
-    row.flash_bundle = sum(os.path.getsize(os.path.join(folder, m["file"])) for m in plan["models"])
+    models = []
+    for m in plan["models"]:
+        with open(os.path.join(folder, m["file"]), "rb") as f:
+            models.append(f.read())
+    row.flash_bundle = image_size(models)  # as export --arduino stores them: equal weights once
     row.models_in_bundle = len(plan["models"])
 
 
@@ -254,7 +261,8 @@ def format_tables(rows, max_mac_overhead):
     lines.append("")
     lines.append("stock = TFLM on the unsplit int8 model (head / tail = persistent / total); bundle = plan.json arena "
                  "(shared region, persistent part above it, total); reduction = stock total / bundle total; flash = "
-                 ".tflite bytes, unsplit vs all bundle model files; convert s = wall time of the whole CLI process.")
+                 ".tflite bytes of the unsplit model vs the flash image of the bundle's models (equal weights stored "
+                 "once); convert s = wall time of the whole CLI process.")
     for r in rows:
         lines.append("")
         if r.mode == "auto":

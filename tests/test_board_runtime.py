@@ -158,8 +158,9 @@ def seed003_int8():
 
 
 @needs_board
-@pytest.mark.parametrize("segments, tiled, mode", [(None, None, "resident"), ([3, 10], None, "one_at_a_time"),
-                                                   ([3, 10], None, "resident"), ([3, 10], {0: 2, 1: 2}, "one_at_a_time")])
+@pytest.mark.parametrize("segments, tiled, mode", [
+    (None, None, "resident"), ([3, 10], None, "one_at_a_time"), ([3, 10], None, "resident"),
+    ([3, 10], {0: 2, 1: 2}, "one_at_a_time")])
 def test_seed003_tunnels_run_board_exact(segments, tiled, mode, seed003_int8, tmp_path, obj_cache):
     """The 17 tunnels whole, and each cut into three segments run tunnel after tunnel: every segment reads its
     own link stage (the last one into its box of the merged stage), the middle one in place, or the first two

@@ -69,11 +69,11 @@ def _normalized_bytes(model):
 def split_tunnels(model, name="model.tflite", segments=None, tiled=None, max_mac_overhead=0.15):
     """Split a tunnel model (.tflite bytes or ``Model``) into per-tunnel models and a head; a ``Bundle``.
 
-    segments: None (one model per tunnel), "auto" (``choose_tunnel_cuts``: the cuts and tiled segments
-    of least estimated SRAM within ``max_mac_overhead``; ``tiled`` is then ignored) or a list of cut
-    positions (op counts into every tunnel, each a single-tensor cut). A cut tunnel runs segment after segment before the next tunnel starts:
-    segment j fills a stage buffer of its own that segment j + 1 reads (in place when it reads and
-    fills whole buffers), so each segment's TFLM structures live only while it runs.
+    segments: None (one model per tunnel), "auto" (``choose_tunnel_cuts``: the cuts and tiled segments of least
+    estimated SRAM within ``max_mac_overhead``; ``tiled`` is then ignored) or a list of cut positions (op counts
+    into every tunnel, each a single-tensor cut). A cut tunnel runs segment after segment before the next tunnel
+    starts: segment j fills a stage buffer of its own that segment j + 1 reads (in place when it reads and fills
+    whole buffers), so each segment's TFLM structures live only while it runs.
     tiled: {segment index: grid}: those segments (all but the last) run patch by patch over ``grid`` tiles
     of their output, each patch reading its window of the segment's input (the image, or the stage buffer
     the segment before filled): MCUNetV2's patch stage inside a tunnel, where one of its blocks peaks.
