@@ -3,6 +3,7 @@
 Every bit-exactness check runs the bundle and the unsplit model on TFLM (``verify_bundle``, one subprocess).
 """
 import copy
+import dataclasses
 import json
 import os
 
@@ -209,10 +210,46 @@ def test_search_chains_stages_when_the_tail_sets_the_peak(mobilenet):
     assert chained and min(c.shared for c in chained) < single
     for c in result.pareto:
         assert c.persistent > 0 and c.total == c.shared + c.persistent
+    # a chain whose last stage runs the last convolution's channel groups as their own models
+    assert any(type(p).__name__ == "ChannelGroups" for c in result.candidates for _, p in c.stages)
     smallest = min(chained, key=lambda c: c.shared)
     bundle = finalize(split_stages(mobilenet, smallest.stages))
     assert bundle.arena["shared"]["size"] <= smallest.shared + 4096  # the layout is near the estimate
     assert verify_bundle(bundle, mobilenet, n_inputs=1).ok
+
+
+def test_channel_stage_runs_each_group_of_the_last_convolution_as_its_own_model(mobilenet):
+    """MobileNetV2's 1280-channel last convolution and its global pool as a channel stage: one model per group of
+    output channels, each filling its channel range of the pooled buffer. No model holds every channel's
+    requantization data any more, so the persistent slot (one interpreter at a time) shrinks; bit-exact."""
+    from converters.cli.bundle_convert import _chain
+    from converters.patching.channels import ChannelGroups, default_groups
+
+    model = Model.from_bytes(mobilenet)
+    last = _op_index(mobilenet, "Conv_1/")  # CONV_2D 2x2x112 -> 2x2x1280, then MEAN -> (1, 1280)
+    assert default_groups(model, last) is not None and default_groups(model, last - 1) is None
+    first = (_op_index(mobilenet, "block_1_project/") + 1, 2)
+    chain = [first, (last, 1), (last + 2, ChannelGroups(4))]
+    assert _chain(f"{first[0]}:2x2,{last}:1x1,{last + 2}:c4") == chain
+    bundle = finalize(split_stages(mobilenet, chain), interpreters="one_at_a_time")
+    pooled = [p for p in bundle.patches if p.stage == 2]
+    assert bundle.stages[2]["shape"] == [1, 1, 1280] and len(pooled) == 4
+    assert [(p.output.c, p.output.channels) for p in pooled] == [(0, 320), (320, 320), (640, 320), (960, 320)]
+    assert all(dataclasses.astuple(p.window) == (0, 0, 2, 2) for p in pooled)
+    assert all(len(bundle.models[p.model].graph().ops) == 2 for p in pooled)
+    validate(bundle)
+    assert assert_bit_exact(bundle, mobilenet, n_inputs=2).stage_mismatches == 0
+
+    whole_tail = finalize(split_stages(mobilenet, chain[:2]), interpreters="one_at_a_time")
+    assert len(whole_tail.models[whole_tail.tail].graph().ops) > 3  # the tail ran it in slices, all in one model
+    groups_and_tail = {p.model for p in pooled} | {bundle.tail}
+    largest = max(bundle.models[i].persistent_bytes for i in groups_and_tail)
+    assert largest < whole_tail.models[whole_tail.tail].persistent_bytes / 2
+
+    for bad, why in (([first, (last + 1, ChannelGroups(4))], "a channel stage runs a CONV_2D"),
+                     ([first, (last, 1), (last + 2, ChannelGroups(1))], "needs 2 to 1280 groups")):
+        with pytest.raises(TinyVisionError, match=why):
+            split_stages(mobilenet, bad)
 
 
 def test_verify_bundle_reports_bit_exactness(mobilenet):

@@ -14,7 +14,8 @@ def _grid(text, flag, least=2):
     match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*", text)
     if not match:
         raise TinyVisionError(f"--patches={flag!r}: expected 'auto', 'tunnels', a grid like 3x3 or 2x4, or a chain "
-                              "of stages like 6:4x4,13:2x2 (1x1: a segment)")
+                              "of stages like 6:4x4,13:2x2 (1x1: a segment; c12: a pooled convolution in 12 groups "
+                              "of channels)")
     rows, cols = int(match.group(1)), int(match.group(2) or match.group(1))
     if rows < 1 or cols < 1 or rows * cols < least:
         raise TinyVisionError(f"--patches={flag!r}: a grid needs at least 2 tiles")
@@ -22,13 +23,17 @@ def _grid(text, flag, least=2):
 
 
 def _chain(text):
-    """'N:GRID,N:GRID,...' -> [(n, grid), ...]; a stage may be one 1x1 tile (a segment: a sequential model)."""
+    """'N:GRID,N:GRID,...' -> [(n, grid), ...]; a stage may be one 1x1 tile (a segment: a sequential model)
+    or 'cK', a channel stage (``converters.patching.channels``: K groups of a pooled convolution's channels)."""
+    from converters.patching.channels import ChannelGroups
+
     stages = []
     for part in text.split(","):
         n, _, grid = part.partition(":")
         if not n.strip().isdigit():
             raise TinyVisionError(f"--patches={text!r}: {part!r} is not N:GRID (an operator count and a grid)")
-        stages.append((int(n), _grid(grid, text, least=1)))
+        groups = re.fullmatch(r"\s*c(\d+)\s*", grid)
+        stages.append((int(n), ChannelGroups(int(groups.group(1))) if groups else _grid(grid, text, least=1)))
     return stages
 
 

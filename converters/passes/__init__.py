@@ -1,7 +1,11 @@
 """Graph passes over ``converters.ir``: each rewrites a ``Graph``/``Model`` in place and reports what it did."""
 from converters.passes.channel_split import (
     SplitResult,
+    channel_group_ops,
     choose_parts,
+    group_bounds,
+    pair_parts,
+    pooled_convolution_at,
     split_pooled_convolutions,
     split_pooled_convolutions_tflite,
 )
@@ -17,9 +21,13 @@ from converters.passes.reorder import (
 __all__ = [
     "ReorderResult",
     "SplitResult",
+    "channel_group_ops",
     "choose_parts",
+    "group_bounds",
     "live_bytes_per_op",
+    "pair_parts",
     "peak_live_bytes",
+    "pooled_convolution_at",
     "reorder_graph",
     "reorder_model",
     "reorder_tflite",

@@ -128,13 +128,24 @@ def choose_parts(x_bytes, y_bytes, z_bytes, channels, max_parts=DEFAULT_MAX_PART
     return min(-(-channels // widest), max_parts, channels)
 
 
+def group_bounds(channels, k):
+    """Channel bounds of k near-equal groups (sizes differ by at most 1): [0, .., channels]."""
+    return [channels * i // k for i in range(k + 1)]
+
+
+def pair_parts(conv, pool, max_parts=DEFAULT_MAX_PARTS):
+    """``choose_parts`` for a (CONV_2D, pool) pair: the k the pass splits it into by itself."""
+    x, y, z = conv.inputs[0], conv.outputs[0], pool.outputs[0]
+    return choose_parts(x.nbytes, y.nbytes, z.nbytes, y.shape[-1], max_parts)
+
+
 def _split_graph(graph, max_parts, parts):
     results = []
     for conv, pool in _pairs(graph):
-        x, y, z = conv.inputs[0], conv.outputs[0], pool.outputs[0]
+        y = conv.outputs[0]
         channels = y.shape[-1]
         if parts is None:
-            k = choose_parts(x.nbytes, y.nbytes, z.nbytes, channels, max_parts)
+            k = pair_parts(conv, pool, max_parts)
         else:
             k = min(parts, channels)
         first, last = graph.ops.index(conv), graph.ops.index(pool)
@@ -215,20 +226,11 @@ def _channelwise_pool(pool, y):
 def _partial_ops(conv, pool, k):
     """The ops that replace ``conv`` and ``pool``: k (conv_i, pool_i) pairs and the concatenations
     that assemble z, in depth-first order."""
-    x, y, z = conv.inputs[0], conv.outputs[0], pool.outputs[0]
-    channels = y.shape[-1]
-    bounds = [channels * i // k for i in range(k + 1)]  # near-equal slices, sizes differ by at most 1
+    z = pool.outputs[0]
+    bounds = group_bounds(z.shape[-1], k)
 
     def part(i):
-        lo, hi = bounds[i], bounds[i + 1]
-        inputs = [x] + [None if t is None else _slice_constant(t, lo, hi, f"/part{i}") for t in conv.inputs[1:]]
-        y_i = _channel_slice_of(y, hi - lo, f"{y.name}/part{i}")
-        z_i = _channel_slice_of(z, hi - lo, f"{z.name}/part{i}")
-        return [
-            dataclasses.replace(conv, inputs=inputs, outputs=[y_i], options=copy.deepcopy(conv.options)),
-            dataclasses.replace(pool, inputs=[y_i] + pool.inputs[1:], outputs=[z_i],
-                                options=copy.deepcopy(pool.options)),
-        ], z_i
+        return channel_group_ops(conv, pool, bounds[i], bounds[i + 1], f"/part{i}")
 
     def assemble(lo, hi, out):
         """Ops computing parts lo..hi-1 and their concatenation into ``out``."""
@@ -252,6 +254,29 @@ def _partial_ops(conv, pool, k):
         return ops + [_concatenation(pieces, out, options)]
 
     return assemble(0, k, z)
+
+
+def channel_group_ops(conv, pool, lo, hi, suffix):
+    """([conv_g, pool_g], z_g): ``conv`` and ``pool`` on output channels lo..hi-1 only (filters, bias and
+    their per-channel quantization sliced; z_g like the pool's output with hi - lo channels). Tensor names
+    get ``suffix``. The result equals channels lo..hi-1 of the pair's output, bit for bit."""
+    x, y, z = conv.inputs[0], conv.outputs[0], pool.outputs[0]
+    inputs = [x] + [None if t is None else _slice_constant(t, lo, hi, suffix) for t in conv.inputs[1:]]
+    y_g = _channel_slice_of(y, hi - lo, y.name + suffix)
+    z_g = _channel_slice_of(z, hi - lo, z.name + suffix)
+    return [
+        dataclasses.replace(conv, inputs=inputs, outputs=[y_g], options=copy.deepcopy(conv.options)),
+        dataclasses.replace(pool, inputs=[y_g] + pool.inputs[1:], outputs=[z_g], options=copy.deepcopy(pool.options)),
+    ], z_g
+
+
+def pooled_convolution_at(graph, index):
+    """The (CONV_2D, pool) pair ``split_pooled_convolutions`` would split whose convolution is op ``index``
+    and whose pool is the op right after it, or None."""
+    for conv, pool in _pairs(graph):
+        if graph.ops.index(conv) == index and index + 1 < len(graph.ops) and graph.ops[index + 1] is pool:
+            return conv, pool
+    return None
 
 
 def _concatenation(inputs, output, options):

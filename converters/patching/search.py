@@ -27,7 +27,9 @@ import numpy as np
 
 from converters.export.arduino import PLAN_BYTES_PER_MODEL, PLAN_BYTES_PER_PATCH, PLAN_BYTES_PER_SECTION
 from converters.patching.bundle import ALIGN, DEFAULT_INTERPRETERS
-from converters.patching.stage import as_model, split_patch_stage, split_points
+from converters.patching.channels import ChannelGroups, default_groups, split_channel_stage
+from converters.patching.stage import as_model, partially_executed, split_patch_stage, split_points
+from tinyvision.bundle import BundleModel
 from tinyvision.errors import TinyVisionError
 
 GRIDS = (2, 3, 4, 5, 6)
@@ -74,7 +76,12 @@ class Candidate:
         """'n=13 3x3' or 'n=6 4x4 -> 13 2x2'; 'unsplit' for the whole model."""
         if not self.stages:
             return "unsplit"
-        return "n=" + " -> ".join(f"{n} {p}x{p}" for n, p in self.stages)
+        return "n=" + " -> ".join(f"{n} {grid_label(p)}" for n, p in self.stages)
+
+
+def grid_label(p):
+    """'3x3' for a p x p grid, 'c12' for ``ChannelGroups(12)``."""
+    return str(p) if isinstance(p, ChannelGroups) else f"{p}x{p}"
 
 
 @dataclasses.dataclass
@@ -162,11 +169,16 @@ class _Pieces:
 
         key = (a, b, p)
         if key not in self.pieces:
+            split = split_channel_stage if isinstance(p, ChannelGroups) else split_patch_stage
             try:
-                bundle = split_patch_stage(self.tails[a], b - a, p, self.name)
+                bundle = split(self.tails[a], b - a, p, self.name, partial_tail=False)
             except TinyVisionError:
                 self.pieces[key] = None
                 return None
+            raw = bundle.models[bundle.tail]  # ops numbered as the model's: later stages split it
+            partial = partially_executed(raw.parsed)
+            if partial is not raw.parsed:
+                bundle.models[bundle.tail] = BundleModel.from_model("tail", "tail", partial.to_bytes(), partial)
             heads, temps = _heads(bundle), _temps(bundle, self.interpreters)
             patch = [i for i, m in enumerate(bundle.models) if m.role == "patch"]
             in_place = patch if p == 1 and a else ()  # a segment: the runtime copies nothing
@@ -182,7 +194,7 @@ class _Pieces:
             )
             tail = bundle.models[bundle.tail]
             if b not in self.tail_pieces:
-                self.tails[b] = tail.parsed
+                self.tails[b] = raw.parsed
                 self.tail_pieces[b] = _Piece(heads[bundle.tail], 0, tail.macs, _flash([tail]), temps[bundle.tail],
                                             (tail.data,), instructions["tail"])
         return self.pieces[key]
@@ -389,10 +401,29 @@ def _with_segments(model, pieces, chains):
                                                    for parts in SEGMENT_PARTS[1:]) if cuts is not None}
             splits.add((last,))
         splits.discard(None)
-        for cuts in sorted(splits):
-            if all(pieces.piece(x, y, 1) is not None for x, y in zip((a,) + cuts, cuts)):
-                grown += [pieces.chain(c.stages + tuple((b, 1) for b in cuts)) for c in chains if c.stages[-1][0] == a]
+        for tail_stages in sorted(set(_tail_stages(model, points, a, splits)), key=str):
+            if all(pieces.piece(x, y, p) is not None for x, (y, p) in zip((a,) + tuple(n for n, _ in tail_stages),
+                                                                            tail_stages)):
+                grown += [pieces.chain(c.stages + tail_stages) for c in chains if c.stages[-1][0] == a]
     return grown
+
+
+def _tail_stages(model, points, a, splits):
+    """The stages each segment split (a tuple of cuts after ``a``) adds to a chain ending at ``a``; and where a
+    pooled convolution follows (op P, its pool P + 1: a classifier's last convolution), the split ended
+    at P (its last cut there, or P added) and a channel stage (P + 2, its ``ChannelGroups``): each group of
+    the convolution's channels its own model, so no model holds all of their requantization data."""
+    for cuts in splits:
+        yield tuple((b, 1) for b in cuts)
+    convolution = next((n for n in range(a, len(model.main.ops) - 2) if default_groups(model, n)), None)
+    if convolution is None or (convolution > a and convolution not in points):
+        return
+    channels = ((convolution + 2, default_groups(model, convolution)),)
+    for cuts in splits | {()}:
+        before = tuple(b for b in cuts if b < convolution)
+        ends = {before + (convolution,), before[:-1] + (convolution,)} if convolution > a else {()}
+        for segments in ends:
+            yield tuple((b, 1) for b in segments) + channels
 
 
 class _Chains(list):

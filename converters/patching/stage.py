@@ -416,7 +416,7 @@ def _side(index, count, names):
     return names[0] if index == 0 else names[2] if index == count - 1 else names[1]
 
 
-def split_patch_stage(model, n, grid, name="model.tflite"):
+def split_patch_stage(model, n, grid, name="model.tflite", partial_tail=True):
     """Split ``model`` (.tflite bytes or ``Model``) into per-patch models for its first ``n`` ops and a tail.
 
     grid: p (p x p tiles of the stage tensor), (rows, cols), or (tile heights, tile widths).
@@ -425,7 +425,8 @@ def split_patch_stage(model, n, grid, name="model.tflite"):
     are filled in by ``converters.patching.bundle.finalize`` (``write_bundle`` calls it).
     Raises TinyVisionError (nothing built) for a model or ``n`` that cannot be split.
     A model with input or output edges (``converters.patching.edges``) is split on its int8 core:
-    ``n`` still counts the model's own ops.
+    ``n`` still counts the model's own ops. partial_tail: split the tail's pooled convolutions within it
+    (``partially_executed``); False keeps the tail's ops as the model's, numbered as they are.
     """
     model, data, core, edges = core_of(model, name)
     graph = core.main
@@ -454,7 +455,9 @@ def split_patch_stage(model, n, grid, name="model.tflite"):
             window=Window(x=x0, y=y0, w=x1 - x0, h=y1 - y0),
             output=Box(x=tile[2], y=tile[0], c=0, w=tile[3] - tile[2], h=tile[1] - tile[0], channels=stage.shape[3]),
         ))
-    tail_model = partially_executed(derived_model(model, tail_graph(graph, n, stage)))
+    tail_model = derived_model(model, tail_graph(graph, n, stage))
+    if partial_tail:
+        tail_model = partially_executed(tail_model)
     models.append(BundleModel.from_model("tail", "tail", tail_model.to_bytes(), tail_model))
     return assemble_bundle("patch_stage", model, data, name, image, [stage_description(stage)], models, patches,
                            edges)
@@ -483,10 +486,15 @@ def split_stages(model, stages, name="model.tflite"):
 
     stages: [(n_0, grid_0), (n_1, grid_1), ...] with 0 < n_0 < n_1 < ...: op counts of ``model``
     (stage k runs ops n_{k-1}..n_k, patch by patch over its own grid, reading windows of stage
-    k - 1's buffer), grids as for ``split_patch_stage``. One entry is ``split_patch_stage``.
-    Each split is exact, so the chain is. Patch models of stage k > 0 are named ``stage{k}_...``.
-    Raises TinyVisionError (nothing built) for a stage list that cannot be split.
+    k - 1's buffer), grids as for ``split_patch_stage``, or ``ChannelGroups`` for a channel stage
+    (``converters.patching.channels``: n_k - n_{k-1} = 2, a pooled convolution run a group of channels
+    per model). One entry is ``split_patch_stage``. Each split is exact, so the chain is. Patch models of
+    stage k > 0 are named ``stage{k}_...``; only the last tail has its pooled convolutions split within it,
+    so every n counts ``model``'s own ops. Raises TinyVisionError (nothing built) for a stage list that
+    cannot be split.
     """
+    from converters.patching.channels import ChannelGroups, split_channel_stage
+
     model, data, core, edges = core_of(model, name)
     stages = [(int(n), grid) for n, grid in stages]
     if not stages:
@@ -498,7 +506,8 @@ def split_stages(model, stages, name="model.tflite"):
     rest, done = model, 0
     for k, (n, grid) in enumerate(stages):
         where = name if k == 0 else f"{name} (its tail from op {done})"
-        part = split_patch_stage(rest, n - done, grid, where)
+        split = split_channel_stage if isinstance(grid, ChannelGroups) else split_patch_stage
+        part = split(rest, n - done, grid, where, partial_tail=k == len(stages) - 1)
         first = len(models)
         for m in part.models[:part.tail]:
             if k:
