@@ -190,6 +190,27 @@ def test_random_cnn_runs_board_exact(tmp_path, obj_cache):
     assert_board_exact(run_everywhere(folder, obj_cache), folder)
 
 
+@needs_board
+def test_channel_stage_runs_board_exact(tmp_path, obj_cache):
+    """A classifier's last convolution and its board-exact global pool (a DEPTHWISE_CONV_2D) as a channel stage:
+    each of 3 group models fills its channel range of the pooled buffer, one interpreter at a time."""
+    import tensorflow as tf
+
+    from converters.ir import Model
+    from converters.patching import split_stages
+    from converters.patching.channels import ChannelGroups
+
+    tf.keras.utils.set_random_seed(0)
+    L = tf.keras.layers
+    image = tf.keras.Input((24, 24, 3))
+    features = L.Conv2D(96, 1, activation="relu6")(L.Conv2D(8, 3, strides=2, padding="same", activation="relu")(image))
+    data = board_exact(int8_tflite(tf.keras.Model(image, L.Dense(3)(L.GlobalAveragePooling2D()(features))), samples=3))
+    assert [op.opcode for op in Model.from_bytes(data).main.ops[1:3]] == ["CONV_2D", "DEPTHWISE_CONV_2D"]
+    folder = write_finalized(split_stages(data, [(1, 2), (3, ChannelGroups(3))]), tmp_path / "channels",
+                             interpreters="one_at_a_time")
+    assert_board_exact(run_everywhere(folder, obj_cache), folder)
+
+
 # ---------------------------------------------------------------- a tail with several outputs
 
 

@@ -128,6 +128,23 @@ def test_default_split_is_bit_exact_and_hierarchical(pooled_conv_tflite):
     assert_same_on_tflm(pooled_conv_tflite, data, inputs[0])
 
 
+def test_board_exact_mean_is_a_channelwise_pool_too(pooled_conv_tflite):
+    """``convert`` writes a rescaling global MEAN as a DEPTHWISE_CONV_2D with a 1x1 output for the board
+    (``converters.passes.board_mean``). It treats every channel on its own as well: its weights and bias are
+    split with the filters, bit-exact."""
+    from converters.passes.board_mean import board_exact_means_tflite
+
+    board = board_exact_means_tflite(pooled_conv_tflite)[0]
+    assert "DEPTHWISE_CONV_2D" in opcodes(Model.from_bytes(board).main)
+    data, (result,) = split_pooled_convolutions_tflite(board, parts=4)
+    assert (result.pool, result.parts) == ("DEPTHWISE_CONV_2D", 4)
+    pools = [op for op in Model.from_bytes(data).main.ops if op.opcode == "DEPTHWISE_CONV_2D"]
+    assert [op.inputs[1].shape for op in pools] == [(1, 8, 8, 50)] * 4
+    inputs = random_inputs(board, 3)
+    assert_same_on_tflite(board, data, inputs)
+    assert_same_on_tflm(board, data, inputs[0])
+
+
 def test_forced_parts(pooled_conv_tflite):
     model = Model.from_bytes(pooled_conv_tflite)
     (result,) = split_pooled_convolutions(model, parts=4)

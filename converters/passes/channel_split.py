@@ -56,15 +56,17 @@ DEFAULT_MAX_PARTS = 16
 MAX_CONCAT_INPUTS = 10  # TFLM concatenation.cc kMaxInputNum
 CONCATENATION_INT8_VERSION = 2  # TFLite op_version.cc: CONCATENATION with int8 inputs
 
-# Pools that treat every channel independently (an NHWC tensor's channel axis is its last).
-_POOLS = frozenset({"MEAN", "AVERAGE_POOL_2D"})
+# Pools that treat every channel independently (an NHWC tensor's channel axis is its last); a
+# DEPTHWISE_CONV_2D counts when it pools to 1x1 (``converters.passes.board_mean`` writes a rescaling
+# global-average MEAN as one).
+_POOLS = frozenset({"MEAN", "AVERAGE_POOL_2D", "DEPTHWISE_CONV_2D"})
 
 
 @dataclasses.dataclass(frozen=True)
 class SplitResult:
     """One CONV_2D -> pool pair the pass found (bytes as in ``reorder.live_bytes_per_op``).
 
-    conv_output: name of the convolution's output y; pool: "MEAN" or "AVERAGE_POOL_2D";
+    conv_output: name of the convolution's output y; pool: "MEAN", "AVERAGE_POOL_2D" or a 1x1 "DEPTHWISE_CONV_2D";
     channels: output channels of the convolution; parts: k, 1 when the pair was left whole.
     peak_before/peak_after: the most live bytes while the region (the ops from the convolution
     to the pool, and whatever ran between them) runs, before and after the split.
@@ -216,11 +218,28 @@ def _channelwise_pool(pool, y):
         return False
     if pool.opcode == "AVERAGE_POOL_2D":
         return len(pool.inputs) == 1
+    if pool.opcode == "DEPTHWISE_CONV_2D":
+        return _global_depthwise(pool)
     axes = pool.inputs[1] if len(pool.inputs) == 2 else None
     if axes is None or not axes.is_constant or not np.issubdtype(axes.dtype, np.integer):
         return False
     rank = len(y.shape)
     return all(-rank <= a < rank for a in axes.data.ravel()) and rank - 1 not in {a % rank for a in axes.data.ravel()}
+
+
+def _global_depthwise(op):
+    """A DEPTHWISE_CONV_2D of depth multiplier 1 with constant int8 weights (1, kh, kw, C) (per-channel
+    scales along axis 3, if any) and bias, whose output is 1x1: a global pool, each channel on its own."""
+    if len(op.inputs) not in (2, 3) or op.options is None or op.options.depthMultiplier != 1:
+        return False
+    z, weights = op.outputs[0], op.inputs[1]
+    bias = op.inputs[2] if len(op.inputs) == 3 else None
+    channels = z.shape[-1]
+    q = weights.quantization
+    return (len(z.shape) == 4 and tuple(z.shape[1:3]) == (1, 1) and weights.is_constant
+            and np.dtype(weights.dtype) == np.int8 and len(weights.shape) == 4 and weights.shape[3] == channels
+            and (q is None or not q.per_channel or (q.axis == 3 and q.scale.size == channels))
+            and (bias is None or _per_output_channel(bias, channels)))
 
 
 def _partial_ops(conv, pool, k):
@@ -264,9 +283,13 @@ def channel_group_ops(conv, pool, lo, hi, suffix):
     inputs = [x] + [None if t is None else _slice_constant(t, lo, hi, suffix) for t in conv.inputs[1:]]
     y_g = _channel_slice_of(y, hi - lo, y.name + suffix)
     z_g = _channel_slice_of(z, hi - lo, z.name + suffix)
+    pool_inputs = [y_g] + pool.inputs[1:]  # a pool's axes stay
+    if pool.opcode == "DEPTHWISE_CONV_2D":  # weights (1, kh, kw, C), bias (C)
+        pool_inputs = [y_g, _slice_constant(pool.inputs[1], lo, hi, suffix, axis=3)] + [
+            None if t is None else _slice_constant(t, lo, hi, suffix) for t in pool.inputs[2:]]
     return [
         dataclasses.replace(conv, inputs=inputs, outputs=[y_g], options=copy.deepcopy(conv.options)),
-        dataclasses.replace(pool, inputs=[y_g] + pool.inputs[1:], outputs=[z_g], options=copy.deepcopy(pool.options)),
+        dataclasses.replace(pool, inputs=pool_inputs, outputs=[z_g], options=copy.deepcopy(pool.options)),
     ], z_g
 
 
@@ -290,13 +313,15 @@ def _channel_slice_of(t, channels, name):
     return Tensor(name, shape, t.dtype, quantization=copy.deepcopy(t.quantization), shape_signature=signature)
 
 
-def _slice_constant(t, lo, hi, suffix):
-    """Rows lo..hi-1 (axis 0) of a filter or bias, with its per-channel scales and zero points."""
+def _slice_constant(t, lo, hi, suffix, axis=0):
+    """Channels lo..hi-1 (along ``axis``) of a filter or bias, with its per-channel scales and zero points."""
     q = t.quantization
     if q is not None and q.per_channel:
         q = dataclasses.replace(q, scale=q.scale[lo:hi].copy(), zero_point=q.zero_point[lo:hi].copy())
     else:
         q = copy.deepcopy(q)
-    data = np.ascontiguousarray(t.data[lo:hi])
-    signature = None if t.shape_signature is None else (hi - lo,) + tuple(t.shape_signature[1:])
+    data = np.ascontiguousarray(np.take(t.data, range(lo, hi), axis=axis))
+    signature = None
+    if t.shape_signature is not None:
+        signature = tuple(hi - lo if i == axis else d for i, d in enumerate(t.shape_signature))
     return Tensor(t.name + suffix, data.shape, t.dtype, data=data, quantization=q, shape_signature=signature)
