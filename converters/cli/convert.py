@@ -37,7 +37,8 @@ flags.DEFINE_bool("verify", True, "check rewritten models bit-exact (tf.lite.Int
 flags.DEFINE_string("patches", None, "per-patch bundle: 'auto', a grid 'PxP' or 'RxC' (with --split), a chain of "
                     "patch stages 'N:GRID,N:GRID,...' (stage k runs up to op N over its grid; N counts the ops of the "
                     "converted model: `convert` it, then `analyze` it for the indices; a 1x1 stage is a segment: "
-                    "a sequential model), or 'tunnels'")
+                    "a sequential model; 'N:cK' runs a convolution and its global pool, ending at op N, as K "
+                    "models of a group of channels each), or 'tunnels'")
 flags.DEFINE_integer("split", None, "with a grid: number of leading operators run per patch")
 flags.DEFINE_string("board", "nano33ble", "with --patches=auto: the board whose RAM (less its reserve for the "
                     "stack and core) and flash the bundle must fit, as export --arduino counts them")

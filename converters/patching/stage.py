@@ -393,6 +393,22 @@ def build_patch_graph(graph, ops, stage, regions):
     return patch.prune_tensors()
 
 
+def tile_patches(source, graph, ops, stage, tiles):
+    """[(patch model, window of ``graph``'s input, box of ``stage``)] for each tile of the stage tensor that
+    ``ops`` (the first ops of ``graph``) end at: the model computes the tile from the window, the tile's
+    receptive field clipped to the input (``build_patch_graph``); ``source`` gives the models' metadata."""
+    x = graph.inputs[0]
+    patches = []
+    for tile in tiles:
+        regions = receptive_regions(ops, stage, tile)
+        y0, y1, x0, x1 = regions.region[x]
+        patches.append((derived_model(source, build_patch_graph(graph, ops, stage, regions)),
+                        Window(x=x0, y=y0, w=x1 - x0, h=y1 - y0),
+                        Box(x=tile[2], y=tile[0], c=0, w=tile[3] - tile[2], h=tile[1] - tile[0],
+                            channels=stage.shape[3])))
+    return patches
+
+
 def derived_model(source, graph):
     """A standalone model of ``graph`` (pruned) carrying the source's description and still-valid metadata."""
     graph.prune_tensors()
@@ -436,9 +452,7 @@ def split_patch_stage(model, n, grid, name="model.tflite", partial_tail=True):
     image = graph.inputs[0]
 
     models, index_of, patches = [], {}, []
-    for t_index, tile in enumerate(tiles):
-        regions = receptive_regions(ops, stage, tile)
-        patch_model = derived_model(model, build_patch_graph(graph, ops, stage, regions))
+    for t_index, (patch_model, window, box) in enumerate(tile_patches(model, graph, ops, stage, tiles)):
         blob = patch_model.to_bytes()
         if blob not in index_of:
             r, c = divmod(t_index, cols)
@@ -449,12 +463,7 @@ def split_patch_stage(model, n, grid, name="model.tflite", partial_tail=True):
                 label, k = f"{base}_{k}", k + 1
             index_of[blob] = len(models)
             models.append(BundleModel.from_model(label, "patch", blob, patch_model))
-        y0, y1, x0, x1 = regions.region[image]
-        patches.append(Patch(
-            model=index_of[blob],
-            window=Window(x=x0, y=y0, w=x1 - x0, h=y1 - y0),
-            output=Box(x=tile[2], y=tile[0], c=0, w=tile[3] - tile[2], h=tile[1] - tile[0], channels=stage.shape[3]),
-        ))
+        patches.append(Patch(model=index_of[blob], window=window, output=box))
     tail_model = derived_model(model, tail_graph(graph, n, stage))
     if partial_tail:
         tail_model = partially_executed(tail_model)

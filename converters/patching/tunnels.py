@@ -30,8 +30,8 @@ import numpy as np
 from converters.ir import Graph
 from tinyvision.bundle import Box, BundleModel, Patch, Window, hwc, quant_dict
 from tinyvision.bundle.schedule import IMAGE
-from converters.patching.stage import (as_model, assemble_bundle, build_patch_graph, check_model,
-                                      derived_model, grid_tiles, receptive_regions, stage_description, stage_ops)
+from converters.patching.stage import (as_model, assemble_bundle, check_model, derived_model, grid_tiles,
+                                      stage_description, stage_ops, tile_patches)
 from tinyvision.errors import TinyVisionError
 
 _SLICES = ("STRIDED_SLICE", "SLICE")
@@ -250,14 +250,7 @@ class _Tunnel:
         graph = Graph(ops=rest, inputs=[x], outputs=[self.end], tensors=list(dict.fromkeys(used)), name=graph_name)
         ops, stage = stage_ops(graph, b - a, f"{name} tunnel {self.index} segment {a}..{b}")
         tiles, _, _ = grid_tiles(stage.shape, grid)
-        patches = []
-        for tile in tiles:
-            regions = receptive_regions(ops, stage, tile)
-            y0, y1, x0, x1 = regions.region[x]
-            box = Box(x=tile[2], y=tile[0], c=0, w=tile[3] - tile[2], h=tile[1] - tile[0], channels=stage.shape[3])
-            patches.append((derived_model(source, build_patch_graph(graph, ops, stage, regions)),
-                            Window(x=x0, y=y0, w=x1 - x0, h=y1 - y0), box))
-        return patches
+        return tile_patches(source, graph, ops, stage, tiles)
 
     def bounds(self, cuts, name):
         """[0, *cuts, len(ops)]; TinyVisionError for a cut that is not a single-tensor cut or out of order."""
