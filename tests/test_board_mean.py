@@ -52,6 +52,19 @@ def test_a_mean_that_keeps_its_quantization_is_left_alone():
     assert difference.opcode == "MEAN" and "truncating" in difference.why
 
 
+def test_differences_of_one_kind_are_one_line():
+    """A channel stage gives every group its own pool: the report counts them instead of repeating them."""
+    from converters.export.board_kernels import BoardDifference, difference_lines
+
+    groups = [BoardDifference(f"stage7_channels_{g}.tflite", 1, "MEAN", f"Mean/group{g}", 1, "through float")
+              for g in range(12)]
+    other = BoardDifference("tail.tflite", 4, "SUM", "Sum", 1, "through float")
+    assert difference_lines(groups[:1] + [other]) == [groups[0].line(), other.line()]
+    assert difference_lines(groups + [other]) == [
+        "MEAN in 12 operators of 12 models (stage7_channels_0.tflite .. stage7_channels_11.tflite) can differ by up "
+        "to 1 LSB on the board: through float", other.line()]
+
+
 def test_convert_rewrites_rescaling_means_unless_told_not_to():
     import tensorflow as tf
 

@@ -67,12 +67,12 @@ def analyze_bundle(folder, verify=True):
     side by side, or the one slot they share with one interpreter at a time), interpreters, total_bytes
     (arena), image_bytes (H*W*C int8), mac_overhead (fraction), macs, flash_bytes (the models' flash image), bit_exact
     (bundle vs source on TFLM; None when the source .tflite is not found or verify is off), board_differences
-    (one line per operator the Arduino TFLM library computes differently from the host: which, and by how
-    much; converters.export.board_kernels), instructions (Cortex-M4F instructions per inference, estimated:
+    (one line per kind of operator the Arduino TFLM library computes differently from the host: which, where,
+    and by how much; converters.export.board_kernels.difference_lines), instructions (Cortex-M4F instructions per inference, estimated:
     ``tinyvision.analysis.latency``, interpreter re-creation included), models (per model),
     baseline (the same keys for the unsplit source on stock TFLM; None values when the source is missing).
     """
-    from converters.export.board_kernels import bundle_board_differences
+    from converters.export.board_kernels import bundle_board_differences, difference_lines
     from converters.export.flash_image import image_size
     from converters.planning import persistent_span
     from tinyvision.analysis.latency import bundle_instructions
@@ -119,7 +119,7 @@ def analyze_bundle(folder, verify=True):
         check = verify_bundle(bundle, source_bytes)
         result["bit_exact"] = bool(check.ok)
         result["verify_detail"] = check.detail
-    result["board_differences"] = [d.line() for d in bundle_board_differences(bundle)]
+    result["board_differences"] = difference_lines(bundle_board_differences(bundle))
     result["baseline"] = _baseline(source_bytes, stats)
     text = format_report(result)
 

@@ -70,3 +70,15 @@ def bundle_board_differences(bundle):
     """``board_differences`` of every model of a bundle, in plan order."""
     return [d for m in bundle.models for d in board_differences(m.data, m.file)]
 
+
+
+def difference_lines(differences):
+    """One line per kind of difference (operator, bound and cause): a single one as ``BoardDifference.line``,
+    several (a pooled convolution's channel groups each have their pool) counted, with the first and last file."""
+    kinds = {}
+    for d in differences:
+        kinds.setdefault((d.opcode, d.bound_lsb, d.why), []).append(d)
+    return [found[0].line() if len(found) == 1 else
+            f"{opcode} in {len(found)} operators of {len({d.model for d in found})} models ({found[0].model} .. "
+            f"{found[-1].model}) can differ by up to {bound} LSB on the board: {why}"
+            for (opcode, bound, why), found in kinds.items()]

@@ -342,7 +342,7 @@ def run_bundle(model_path, targets=("cortex-m4",), lib_dir=None, image=None, job
     (``"mps2-an386"``: 4 MB of RAM, for models too large for the Nano). profile: as ``build_sketch``'s.
     """
     from converters.export.arduino import export_arduino, load_for_export, prepare_test_image
-    from converters.export.board_kernels import bundle_board_differences
+    from converters.export.board_kernels import bundle_board_differences, difference_lines
     from tinyvision.runtime.patch_runner import PatchRunner
 
     bundle = load_for_export(os.fspath(model_path))
@@ -351,7 +351,7 @@ def run_bundle(model_path, targets=("cortex-m4",), lib_dir=None, image=None, job
         arduino_lib.get_target(target)
         if target == "cortex-m4":
             _qemu()
-    known = tuple(d.line() for d in bundle_board_differences(bundle))
+    known = tuple(difference_lines(bundle_board_differences(bundle)))
     x, _, _ = prepare_test_image(bundle, image)
     host_scores, host_stages = PatchRunner(bundle).run(x, return_stage=True, timeout=timeout)
     want = [s[0].reshape(-1) for s in host_stages]
