@@ -29,7 +29,7 @@ from tinyvision.errors import TinyVisionError
 @dataclasses.dataclass(frozen=True)
 class ChannelGroups:
     """The grid of a channel stage: the pooled convolution's output channels in ``parts`` near-equal groups.
-    Written ``c<parts>`` in a chain of stages (``62:c12``)."""
+    Written ``c<parts>`` in a chain of stages (``63:c12``)."""
 
     parts: int
 

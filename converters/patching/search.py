@@ -8,7 +8,10 @@ stage's buffer, and so on. The search:
 1. evaluates every single stage (0 -> n, p) over the candidate cut points and grids;
 2. extends each Pareto chain whose tail sets its peak by one more stage (n -> n', p'), for the
    next cuts whose tail is smaller, grids ascending until the new stage stops setting the peak;
-   repeated up to ``max_stages`` stages.
+   repeated up to ``max_stages`` stages;
+3. with one interpreter at a time, cuts the tail of the Pareto chains into sequential segments, and
+   a last pooled convolution into a channel stage (``converters.patching.channels``), so that the
+   persistent slot holds the largest part's section rather than the whole tail's.
 
 Every stage piece (from cut a to cut b over grid p) is built once with ``split_patch_stage`` on
 the tail after cut a and estimated without TFLM: a stage-k patch needs its head (planned with
