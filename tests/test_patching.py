@@ -17,6 +17,7 @@ from converters.ir import Model
 from converters.patching import (grid_tiles, max_stage_ops, read_bundle, split_patch_stage, split_points,
                                  split_stages, split_tunnels, stage_tensor, validate, write_bundle)
 from converters.patching.bundle import finalize
+from converters.patching.channels import ChannelGroups
 from converters.patching.search import search
 from tinyvision.errors import TinyVisionError
 from tinyvision.runtime.patch_runner import verify_bundle
@@ -211,7 +212,7 @@ def test_search_chains_stages_when_the_tail_sets_the_peak(mobilenet):
     for c in result.pareto:
         assert c.persistent > 0 and c.total == c.shared + c.persistent
     # a chain whose last stage runs the last convolution's channel groups as their own models
-    assert any(type(p).__name__ == "ChannelGroups" for c in result.candidates for _, p in c.stages)
+    assert any(isinstance(p, ChannelGroups) for c in result.candidates for _, p in c.stages)
     smallest = min(chained, key=lambda c: c.shared)
     bundle = finalize(split_stages(mobilenet, smallest.stages))
     assert bundle.arena["shared"]["size"] <= smallest.shared + 4096  # the layout is near the estimate
@@ -223,11 +224,12 @@ def test_channel_stage_runs_each_group_of_the_last_convolution_as_its_own_model(
     output channels, each filling its channel range of the pooled buffer. No model holds every channel's
     requantization data any more, so the persistent slot (one interpreter at a time) shrinks; bit-exact."""
     from converters.cli.bundle_convert import _chain
-    from converters.patching.channels import ChannelGroups, default_groups
+    from converters.patching.channels import default_groups, next_pooled_convolution
 
     model = Model.from_bytes(mobilenet)
     last = _op_index(mobilenet, "Conv_1/")  # CONV_2D 2x2x112 -> 2x2x1280, then MEAN -> (1, 1280)
     assert default_groups(model, last) is not None and default_groups(model, last - 1) is None
+    assert next_pooled_convolution(model, 0) == (last, default_groups(model, last))
     first = (_op_index(mobilenet, "block_1_project/") + 1, 2)
     chain = [first, (last, 1), (last + 2, ChannelGroups(4))]
     assert _chain(f"{first[0]}:2x2,{last}:1x1,{last + 2}:c4") == chain

@@ -68,8 +68,9 @@ def analyze_bundle(folder, verify=True):
     (arena), image_bytes (H*W*C int8), mac_overhead (fraction), macs, flash_bytes (the models' flash image), bit_exact
     (bundle vs source on TFLM; None when the source .tflite is not found or verify is off), board_differences
     (one line per kind of operator the Arduino TFLM library computes differently from the host: which, where,
-    and by how much; converters.export.board_kernels.difference_lines), instructions (Cortex-M4F instructions per inference, estimated:
-    ``tinyvision.analysis.latency``, interpreter re-creation included), models (per model),
+    and by how much; converters.export.board_kernels.difference_lines), instructions (Cortex-M4F
+    instructions per inference, estimated: ``tinyvision.analysis.latency``, interpreter re-creation
+    included), models (per model),
     baseline (the same keys for the unsplit source on stock TFLM; None values when the source is missing).
     """
     from converters.export.board_kernels import bundle_board_differences, difference_lines

@@ -71,7 +71,6 @@ def bundle_board_differences(bundle):
     return [d for m in bundle.models for d in board_differences(m.data, m.file)]
 
 
-
 def difference_lines(differences):
     """One line per kind of difference (operator, bound and cause): a single one as ``BoardDifference.line``,
     several (a pooled convolution's channel groups each have their pool) counted, with the first and last file."""

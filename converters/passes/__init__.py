@@ -6,6 +6,7 @@ from converters.passes.channel_split import (
     group_bounds,
     pair_parts,
     pooled_convolution_at,
+    pooled_convolutions,
     split_pooled_convolutions,
     split_pooled_convolutions_tflite,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "pair_parts",
     "peak_live_bytes",
     "pooled_convolution_at",
+    "pooled_convolutions",
     "reorder_graph",
     "reorder_model",
     "reorder_tflite",

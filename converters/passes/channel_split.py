@@ -293,13 +293,16 @@ def channel_group_ops(conv, pool, lo, hi, suffix):
     ], z_g
 
 
+def pooled_convolutions(graph):
+    """{op index: (CONV_2D, pool)} of the pairs ``split_pooled_convolutions`` would split whose pool is the op
+    right after the convolution, in graph order."""
+    index = {id(op): i for i, op in enumerate(graph.ops)}
+    return {index[id(conv)]: (conv, pool) for conv, pool in _pairs(graph) if index[id(pool)] == index[id(conv)] + 1}
+
+
 def pooled_convolution_at(graph, index):
-    """The (CONV_2D, pool) pair ``split_pooled_convolutions`` would split whose convolution is op ``index``
-    and whose pool is the op right after it, or None."""
-    for conv, pool in _pairs(graph):
-        if graph.ops.index(conv) == index and index + 1 < len(graph.ops) and graph.ops[index + 1] is pool:
-            return conv, pool
-    return None
+    """The pair of ``pooled_convolutions`` whose convolution is op ``index``, or None."""
+    return pooled_convolutions(graph).get(index)
 
 
 def _concatenation(inputs, output, options):

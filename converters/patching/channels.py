@@ -19,7 +19,7 @@ The ops are ``channel_group_ops`` of the pass, so stage k is the pool's output b
 import dataclasses
 
 from converters.ir import Graph
-from converters.passes import channel_group_ops, group_bounds, pair_parts, pooled_convolution_at
+from converters.passes import channel_group_ops, group_bounds, pair_parts, pooled_convolution_at, pooled_convolutions
 from converters.patching.stage import (assemble_bundle, core_of, derived_model, partially_executed,
                                       stage_description, tail_graph)
 from tinyvision.bundle import Box, BundleModel, Patch, Window, hwc
@@ -42,6 +42,14 @@ def default_groups(model, n):
     ``model`` (a ``Model``: ops n and n + 1 are a CONV_2D whose output only its pool reads), or None."""
     pair = pooled_convolution_at(model.main, n)
     return None if pair is None else ChannelGroups(pair_parts(*pair))
+
+
+def next_pooled_convolution(model, a):
+    """(n, ``default_groups(model, n)``) for the first pooled convolution at op n >= a of ``model`` that leaves
+    ops after its pool (a tail), or None."""
+    last = len(model.main.ops) - 3
+    return next(((n, ChannelGroups(pair_parts(*pair))) for n, pair in pooled_convolutions(model.main).items()
+                 if a <= n <= last), None)
 
 
 def split_channel_stage(model, n, groups, name="model.tflite", partial_tail=True):

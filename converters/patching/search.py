@@ -30,7 +30,7 @@ import numpy as np
 
 from converters.export.arduino import PLAN_BYTES_PER_MODEL, PLAN_BYTES_PER_PATCH, PLAN_BYTES_PER_SECTION
 from converters.patching.bundle import ALIGN, DEFAULT_INTERPRETERS
-from converters.patching.channels import ChannelGroups, default_groups, split_channel_stage
+from converters.patching.channels import ChannelGroups, next_pooled_convolution, split_channel_stage
 from converters.patching.stage import as_model, partially_executed, split_patch_stage, split_points
 from tinyvision.bundle import BundleModel
 from tinyvision.errors import TinyVisionError
@@ -418,10 +418,11 @@ def _tail_stages(model, points, a, splits):
     the convolution's channels its own model, so no model holds all of their requantization data."""
     for cuts in splits:
         yield tuple((b, 1) for b in cuts)
-    convolution = next((n for n in range(a, len(model.main.ops) - 2) if default_groups(model, n)), None)
-    if convolution is None or (convolution > a and convolution not in points):
+    found = next_pooled_convolution(model, a)
+    if found is None or (found[0] > a and found[0] not in points):
         return
-    channels = ((convolution + 2, default_groups(model, convolution)),)
+    convolution, groups = found
+    channels = ((convolution + 2, groups),)
     for cuts in splits | {()}:
         before = tuple(b for b in cuts if b < convolution)
         ends = {before + (convolution,), before[:-1] + (convolution,)} if convolution > a else {()}
