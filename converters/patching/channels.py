@@ -37,19 +37,26 @@ class ChannelGroups:
         return f"c{self.parts}"
 
 
+def _groups(pair):
+    """The pass's own choice of groups for a (CONV_2D, pool) pair; None where it would leave the pair whole."""
+    parts = pair_parts(*pair)
+    return ChannelGroups(parts) if parts > 1 else None
+
+
 def default_groups(model, n):
     """The ``ChannelGroups`` ``split_pooled_convolutions`` would choose for a pooled convolution at op n of
-    ``model`` (a ``Model``: ops n and n + 1 are a CONV_2D whose output only its pool reads), or None."""
+    ``model`` (a ``Model``: ops n and n + 1 are a CONV_2D whose output only its pool reads), or None (no such
+    pair, or one the pass would leave whole)."""
     pair = pooled_convolution_at(model.main, n)
-    return None if pair is None else ChannelGroups(pair_parts(*pair))
+    return None if pair is None else _groups(pair)
 
 
 def next_pooled_convolution(model, a):
-    """(n, ``default_groups(model, n)``) for the first pooled convolution at op n >= a of ``model`` that leaves
-    ops after its pool (a tail), or None."""
+    """(n, ``default_groups(model, n)``) for the first pooled convolution at op n >= a of ``model`` that the
+    pass would split and that leaves ops after its pool (a tail), or None."""
     last = len(model.main.ops) - 3
-    return next(((n, ChannelGroups(pair_parts(*pair))) for n, pair in pooled_convolutions(model.main).items()
-                 if a <= n <= last), None)
+    return next(((n, _groups(pair)) for n, pair in pooled_convolutions(model.main).items()
+                 if a <= n <= last and _groups(pair) is not None), None)
 
 
 def split_channel_stage(model, n, groups, name="model.tflite", partial_tail=True):
