@@ -21,6 +21,6 @@ setup(
         # tflite-support 0.4.4 pins protobuf<4, which breaks TensorFlow: it is installed
         # with --no-deps (see README), so it is not listed here.
     ],
-    extras_require={"test": ["pytest", "hypothesis"]},
+    extras_require={"test": ["pytest", "pytest-xdist", "hypothesis"]},
     entry_points={"console_scripts": ["tinyvision=converters.cli.main:main"]},
 )

@@ -26,6 +26,7 @@ import tempfile
 import numpy as np
 
 from tinyvision.errors import TinyVisionError
+from tinyvision.fileio import atomic_write_bytes
 from tinyvision.runtime import arduino_lib
 
 QEMU = "qemu-system-arm"
@@ -145,8 +146,8 @@ def build_sketch(sketch_dir, target="host", lib_dir=None, build_dir=None, jobs=N
     arduino_lib.compile_all(commands, jobs or os.cpu_count() or 1)
     for obj, keep in cached:
         if not os.path.isfile(keep):
-            shutil.copyfile(obj, keep + ".tmp")
-            os.replace(keep + ".tmp", keep)
+            with open(obj, "rb") as f:
+                atomic_write_bytes(keep, f.read())  # other processes may fill the same cache
     if target == "host":
         exe = os.path.join(build_dir, "sketch")
         link = [lib.target.cxx, *lib.target.flags, *objects, lib.archive, "-lm", "-o", exe]
