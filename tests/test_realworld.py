@@ -148,6 +148,28 @@ def test_convert_and_an_explicit_chain_are_bit_exact_on_tflm(name):
         assert arena["size"] <= ceiling
 
 
+@pytest.mark.slow
+def test_the_pytorch_classifiers_last_convolution_runs_as_a_channel_stage():
+    """The PyTorch MobileNetV2's 1280-channel last convolution and its global pool (ops 80 and 81, after the
+    NCHW input edge) as a channel stage of 4 models, one interpreter at a time: each model holds a quarter of the
+    requantization data the single tail model held; bit-exact against TFLM running the original model."""
+    from converters.patching import split_stages
+    from converters.patching.bundle import finalize
+    from converters.patching.channels import ChannelGroups
+    from tinyvision.runtime.patch_runner import verify_bundle
+
+    original = load(PYTORCH)
+    whole_tail = finalize(split_stages(original, [(80, 1)], f"{PYTORCH}.tflite"), interpreters="one_at_a_time")
+    bundle = finalize(split_stages(original, [(80, 1), (82, ChannelGroups(4))], f"{PYTORCH}.tflite"),
+                      interpreters="one_at_a_time")
+    groups = [p for p in bundle.patches if p.stage == 1]
+    assert [(p.output.c, p.output.channels) for p in groups] == [(0, 320), (320, 320), (640, 320), (960, 320)]
+    later = [bundle.models[i].persistent_bytes for i in {p.model for p in groups} | {bundle.tail}]
+    assert max(later) < whole_tail.models[whole_tail.tail].persistent_bytes / 2
+    check = verify_bundle(bundle, original, n_inputs=1)
+    assert check.ok and check.stage_mismatches == 0, check.detail
+
+
 def test_a_float_io_model_runs_whole_on_its_int8_core():
     """The unsplit bundle (what --patches=auto writes when no split helps) of a converted float-I/O model runs
     its int8 core with an offline plan of its own (the source's indexes the edge tensors too), no larger than
