@@ -151,8 +151,9 @@ def test_convert_and_an_explicit_chain_are_bit_exact_on_tflm(name):
 @pytest.mark.slow
 def test_the_pytorch_classifiers_last_convolution_runs_as_a_channel_stage():
     """The PyTorch MobileNetV2's 1280-channel last convolution and its global pool (ops 80 and 81, after the
-    NCHW input edge) as a channel stage of 4 models, one interpreter at a time: each model holds a quarter of the
-    requantization data the single tail model held; bit-exact against TFLM running the original model."""
+    NCHW input edge) as a channel stage of 4 models, one interpreter at a time: each group model (a quarter of the
+    channels' requantization data) and the tail after them hold under half the persistent bytes of the single tail
+    model; bit-exact against TFLM running the original model."""
     from converters.patching import split_stages
     from converters.patching.bundle import finalize
     from converters.patching.channels import ChannelGroups
