@@ -41,12 +41,16 @@ class OptimizeReport:
     board_head: Optional = None
     folded_pads: int = 0  # explicit zero-point PADs folded into SAME convolutions (``fold_pads``)
     board_means: int = 0  # rescaling global MEANs rewritten for the board's library (``board_exact_means``)
+    partial: tuple = ()  # ``SplitResult`` of the convolutions run a group of channels at a time
 
     def lines(self):
         out = [f"explicit PADs folded into SAME convolutions: {self.folded_pads}"] if self.folded_pads else []
         if self.board_means:
             out.append(f"rescaling global-average MEANs rewritten as DEPTHWISE_CONV_2D, which the Arduino TFLM "
                        f"library computes as TFLM does: {self.board_means} (--noboard_exact_mean keeps them)")
+        for r in self.partial:
+            out.append(f"partial execution: {r.conv_output!r} ({r.channels} channels, into a {r.pool}) runs in "
+                       f"{r.parts} channel groups: live memory there {r.peak_before:,} -> {r.peak_after:,} B")
         if self.peak_before is not None:  # None with --noreorder
             out.append(f"operator order: peak live memory {self.peak_before:,} -> {self.peak_after:,} B")
         if self.planned_head is not None:
@@ -55,8 +59,14 @@ class OptimizeReport:
         return out
 
 
-def optimize_tflite(model_bytes, name="model", reorder=True, plan=True, verify=True, board_exact_mean=True):
+def optimize_tflite(model_bytes, name="model", reorder=True, plan=True, verify=True, board_exact_mean=True,
+                    partial_execution=False):
     """Return (optimized .tflite bytes, OptimizeReport).
+
+    partial_execution: run each convolution whose output only a global pool or a strided depthwise reads a
+    group of channels at a time where that lowers the live bytes (Pex: ``split_pooled_convolutions``,
+    ``split_strided_expansions``; bit-exact). It adds operators, so the patch split, which counts the
+    model's own, leaves it off.
 
     board_exact_mean: rewrite every global-average MEAN that changes quantization, which the Arduino
     libraries' older TFLM rescales through float (1 LSB off at times), into a DEPTHWISE_CONV_2D that both
@@ -72,6 +82,7 @@ def optimize_tflite(model_bytes, name="model", reorder=True, plan=True, verify=T
     model.metadata.pop(METADATA_NAME, None)
     folded = sum(fold_pads(graph) for graph in model.subgraphs)
     means = board_exact_means(model) if board_exact_mean else 0
+    split = _partially_executed(model) if partial_execution else ()
     results = reorder_model(model) if reorder else []
     peak_before = results[0].peak_before if results else None
     peak_after = results[0].peak_after if results else None
@@ -86,7 +97,7 @@ def optimize_tflite(model_bytes, name="model", reorder=True, plan=True, verify=T
         memory_plan = plan_graph(model.main, scratch=deployment_scratch(model.main, name), name=name)
     if memory_plan is None or memory_plan.size >= memory_plan.tflm_greedy_size:
         return _with_metadata_of(model_bytes, reordered), OptimizeReport(
-            peak_before, peak_after, folded_pads=folded, board_means=means)
+            peak_before, peak_after, folded_pads=folded, board_means=means, partial=split)
     greedy_head = memory_profile(model, name).head_bytes
     board_greedy_head = memory_profile(model, name, kernels="cmsis_nn").head_bytes
     host_head, board_head = deployment_heads(memory_plan, name)
@@ -98,7 +109,17 @@ def optimize_tflite(model_bytes, name="model", reorder=True, plan=True, verify=T
             raise TinyVisionError(f"{name}: TFLM did not reproduce the offline plan "
                                   f"(head {check.planned_head} vs {host_head}); nothing written")
     return _with_metadata_of(model_bytes, planned), OptimizeReport(
-        peak_before, peak_after, greedy_head, host_head, board_greedy_head, board_head, folded, means)
+        peak_before, peak_after, greedy_head, host_head, board_greedy_head, board_head, folded, means, split)
+
+
+def _partially_executed(model):
+    """The ``SplitResult`` of each convolution the Pex passes split in ``model`` (in place)."""
+    from converters.passes import split_pooled_convolutions, split_strided_expansions
+
+    if len(model.subgraphs) != 1:
+        return ()
+    results = split_pooled_convolutions(model) + split_strided_expansions(model)
+    return tuple(r for r in results if r.split)
 
 
 def _with_metadata_of(original, rewritten):

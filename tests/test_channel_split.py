@@ -1,4 +1,5 @@
-"""Partial execution of CONV_2D -> global pool: bit-exact on TFLite and TFLM, lower live memory."""
+"""Partial execution of CONV_2D -> global pool, and of an expansion -> strided depthwise: bit-exact on TFLite
+and TFLM, lower live memory."""
 import numpy as np
 import pytest
 
@@ -9,6 +10,7 @@ from converters.passes import (
     peak_live_bytes,
     split_pooled_convolutions,
     split_pooled_convolutions_tflite,
+    split_strided_expansions,
 )
 from converters.passes.channel_split import MAX_CONCAT_INPUTS
 from converters.planning.metadata import METADATA_NAME
@@ -283,6 +285,58 @@ def test_stale_offline_plan_is_dropped(pooled_conv_tflite):
     assert METADATA_NAME in model.metadata  # unchanged model, plan kept
     split_pooled_convolutions(model, parts=2)
     assert METADATA_NAME not in model.metadata
+
+
+# ---------------------------------------------------------------- expansion -> strided depthwise
+
+
+@pytest.fixture(scope="module")
+def bottlenecks_tflite():
+    """Two inverted bottlenecks on 16x16x8: a stride-2 one (expand to 48 channels, depthwise 3x3 stride 2,
+    project to 16) and a stride-1 one (expand to 96, depthwise 3x3, project to 16, residual ADD)."""
+    import tensorflow as tf
+
+    from converters.quantize import to_int8_tflite
+
+    tf.keras.utils.set_random_seed(3)
+    L = tf.keras.layers
+    x_in = tf.keras.Input((16, 16, 8))
+    y = L.Conv2D(48, 1, activation="relu6")(x_in)
+    y = L.DepthwiseConv2D(3, strides=2, padding="same", activation="relu6")(y)
+    y = L.Conv2D(16, 1)(y)
+    z = L.Conv2D(96, 1, activation="relu6")(y)
+    z = L.DepthwiseConv2D(3, padding="same", activation="relu6")(z)
+    out = L.Add()([y, L.Conv2D(16, 1)(z)])
+    return to_int8_tflite(tf.keras.Model(x_in, out), calibration((16, 16, 8)), normalization=None)
+
+
+def test_strided_expansion_runs_group_by_group_and_stride_one_stays_whole(bottlenecks_tflite):
+    model = Model.from_bytes(bottlenecks_tflite)
+    before = peak_live_bytes(model.main)
+    assert opcodes(model.main).count("DEPTHWISE_CONV_2D") == 2
+    (result,) = split_strided_expansions(model)  # the stride-1 pair is not even a candidate
+    graph = model.main
+    # x 16x16x8 = 2,048 B, y 16x16x48 = 12,288 B, z 8x8x48 = 3,072 B: slices of <= 3,072 B (12 channels).
+    assert (result.pool, result.channels, result.parts) == ("DEPTHWISE_CONV_2D", 48, 4)
+    assert result.peak_before == before == 12_288 + 3_072  # y and z at the depthwise (x is dead)
+    # The region drops to half; the graph's peak moves to the stride-1 block (8x8x96 twice and 8x8x16).
+    assert result.peak_after <= before // 2 and peak_live_bytes(graph) == 2 * 6_144 + 1_024 < before
+    depthwise = [op for op in graph.ops if op.opcode == "DEPTHWISE_CONV_2D"]
+    assert [op.inputs[1].shape for op in depthwise] == [(1, 3, 3, 12)] * 4 + [(1, 3, 3, 96)]
+    assert all(op.options.strideH == 2 for op in depthwise[:4])
+    assert opcodes(graph)[:9] == ["CONV_2D", "DEPTHWISE_CONV_2D"] * 4 + ["CONCATENATION"]
+    data = model.to_bytes()
+    inputs = random_inputs(bottlenecks_tflite, 3)
+    assert_same_on_tflite(bottlenecks_tflite, data, inputs)
+    assert_same_on_tflm(bottlenecks_tflite, data, inputs[0])
+
+
+def test_strided_expansion_that_feeds_another_op_is_not_split(bottlenecks_tflite):
+    model = Model.from_bytes(bottlenecks_tflite)
+    model.main.outputs.append(model.main.ops[0].outputs[0])  # the expansion is read outside the pair
+    assert split_strided_expansions(model) == []
+    with pytest.raises(TinyVisionError):
+        split_strided_expansions(model, max_parts=0)
 
 
 # ---------------------------------------------------------------- choice of k

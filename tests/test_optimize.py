@@ -1,4 +1,5 @@
-"""The default layer-by-layer optimization of `convert`: reorder + offline plan, metadata kept."""
+"""The default layer-by-layer optimization of `convert`: reorder + offline plan, metadata kept, and partial
+execution of the unsplit model."""
 import numpy as np
 
 from converters.ir import Model
@@ -6,6 +7,7 @@ from converters.optimize import optimize_tflite
 from converters.planning import METADATA_NAME, read_offline_plan
 from converters.quantize import attach_metadata, read_metadata
 from tinyvision.runtime import tflm
+from test_channel_split import bottlenecks_tflite  # noqa: F401  (fixture)
 from test_reorder import grouped_block_tflite  # noqa: F401  (fixture)
 
 
@@ -47,3 +49,15 @@ def test_without_reordering_the_report_still_prints(grouped_block_tflite):
     lines = report.lines()
     assert not any(line.startswith("operator order") for line in lines)
     assert any(line.startswith("offline arena plan") for line in lines)
+
+
+def test_partial_execution_lowers_the_unsplit_head_bit_exact(bottlenecks_tflite):
+    """`convert` without --patches runs the stride-2 expansion a group of channels at a time: TFLM's head
+    drops, its outputs do not change, and the report says which convolution was split."""
+    whole, plain = optimize_tflite(bottlenecks_tflite, "bottlenecks")
+    split, report = optimize_tflite(bottlenecks_tflite, "bottlenecks", partial_execution=True)
+    assert plain.partial == () and [(r.pool, r.parts) for r in report.partial] == [("DEPTHWISE_CONV_2D", 4)]
+    assert any(line.startswith("partial execution: ") and "4 channel groups" in line for line in report.lines())
+    assert tflm.measure(split).head_bytes < tflm.measure(whole).head_bytes
+    x = np.random.default_rng(4).integers(-128, 128, (1, 16, 16, 8), dtype=np.int8)
+    np.testing.assert_array_equal(tflm.run(split, [x])[0], tflm.run(bottlenecks_tflite, [x])[0])

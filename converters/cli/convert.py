@@ -33,6 +33,9 @@ flags.DEFINE_bool("board_exact_mean", True, "rewrite each global-average MEAN th
                   "DEPTHWISE_CONV_2D computing the same values, which the Arduino TFLM library (older TFLM: such a "
                   "MEAN through float, at times 1 LSB off) computes as TFLM does; costs 8 B of persistent arena per "
                   "channel and H x W x C B of flash")
+flags.DEFINE_bool("partial_execution", True, "without --patches: run each convolution that only a global pool or "
+                  "a strided depthwise reads a group of channels at a time where that lowers peak memory (Pex; "
+                  "bit-exact)")
 flags.DEFINE_bool("verify", True, "check rewritten models bit-exact (tf.lite.Interpreter, and TFLM for bundles)")
 flags.DEFINE_string("patches", None, "per-patch bundle: 'auto', a grid 'PxP' or 'RxC' (with --split), a chain of "
                     "patch stages 'N:GRID,N:GRID,...' (stage k runs up to op N over its grid; N counts the ops of the "
@@ -160,7 +163,8 @@ def _optimize(model_bytes, name):
 
     with progress("operator order and offline arena plan, checked on TFLM"):
         optimized, report = optimize_tflite(model_bytes, name, reorder=FLAGS.reorder, plan=FLAGS.plan,
-                                            verify=FLAGS.verify, board_exact_mean=FLAGS.board_exact_mean)
+                                            verify=FLAGS.verify, board_exact_mean=FLAGS.board_exact_mean,
+                                            partial_execution=FLAGS.partial_execution and not FLAGS.patches)
     for line in report.lines():
         print(line)
     return optimized

@@ -9,6 +9,7 @@ from converters.passes.channel_split import (
     pooled_convolutions,
     split_pooled_convolutions,
     split_pooled_convolutions_tflite,
+    split_strided_expansions,
 )
 from converters.passes.reorder import (
     ReorderResult,
@@ -35,4 +36,5 @@ __all__ = [
     "reorder_tflite",
     "split_pooled_convolutions",
     "split_pooled_convolutions_tflite",
+    "split_strided_expansions",
 ]

@@ -40,6 +40,16 @@ above: 32,000 B / 2,800 B -> slices of at most 112 channels -> k = 12), capped
 at ``max_parts`` and the channel count. An automatically chosen split is kept
 only when the live bytes of the region drop (the concatenation's output is
 live beside its inputs, which can cost more than it saves for small y).
+
+The same holds for an inverted bottleneck's expansion followed by a strided
+depthwise convolution (``split_strided_expansions``): a DEPTHWISE_CONV_2D of
+depth multiplier 1 computes each output channel from its own input channel,
+filter column and bias, requantized with that channel's scale, so the pair runs
+group by group too. With stride 2 the depthwise output is a quarter of the
+expansion, and the expansion, not the output, is what dominates (MobileNetV2
+0.35 at 144 px, block 1: 72x72x48 = 248,832 B expanded, 36x36x48 = 62,208 B
+out). A stride-1 depthwise gains nothing: the concatenated output is as large
+as the expansion it replaces.
 """
 import copy
 import dataclasses
@@ -110,6 +120,21 @@ def split_pooled_convolutions(graph_or_model, max_parts=DEFAULT_MAX_PARTS, parts
     return results
 
 
+def split_strided_expansions(graph_or_model, max_parts=DEFAULT_MAX_PARTS):
+    """Split every CONV_2D whose output only feeds a strided DEPTHWISE_CONV_2D of depth multiplier 1 (an
+    inverted bottleneck's expansion and its stride-2 depthwise) into channel groups (in place), where that
+    lowers the region's live bytes. Same arguments, result and metadata rule as ``split_pooled_convolutions``
+    (``SplitResult.pool`` is "DEPTHWISE_CONV_2D")."""
+    if not isinstance(max_parts, int) or max_parts < 1:
+        raise TinyVisionError(f"max_parts must be a positive integer, got {max_parts!r}")
+    if not isinstance(graph_or_model, Model):
+        return _split_graph(graph_or_model, max_parts, None, _expansion_pairs)
+    results = [r for g in graph_or_model.subgraphs for r in _split_graph(g, max_parts, None, _expansion_pairs)]
+    if any(r.split for r in results):
+        graph_or_model.metadata.pop(OFFLINE_PLAN_METADATA, None)
+    return results
+
+
 def split_pooled_convolutions_tflite(model_bytes, max_parts=DEFAULT_MAX_PARTS, parts=None, name="model"):
     """``split_pooled_convolutions`` on a .tflite flatbuffer: returns (bytes, [SplitResult]).
 
@@ -141,9 +166,10 @@ def pair_parts(conv, pool, max_parts=DEFAULT_MAX_PARTS):
     return choose_parts(x.nbytes, y.nbytes, z.nbytes, y.shape[-1], max_parts)
 
 
-def _split_graph(graph, max_parts, parts):
+def _split_graph(graph, max_parts, parts, find_pairs=None):
     results = []
-    for conv, pool in _pairs(graph):
+    for conv, pool in (find_pairs or _pairs)(graph):
+        pads = _pads_between(graph, conv, pool)
         y = conv.outputs[0]
         channels = y.shape[-1]
         if parts is None:
@@ -154,11 +180,12 @@ def _split_graph(graph, max_parts, parts):
         before = max(live_bytes_per_op(graph)[first : last + 1])
         after = before
         if k > 1:
-            new_ops = _partial_ops(conv, pool, k)
+            new_ops = _partial_ops(conv, pool, k, pads)
             # The parts take the convolution's place; ops that ran between it and the pool follow them.
-            order = graph.ops[:first] + new_ops + graph.ops[first + 1 : last] + graph.ops[last + 1 :]
+            between = [op for op in graph.ops[first + 1 : last] if not any(op is pad for pad in pads)]
+            order = graph.ops[:first] + new_ops + between + graph.ops[last + 1 :]
             candidate = dataclasses.replace(graph, ops=order)
-            after = max(live_bytes_per_op(candidate)[first : last - 1 + len(new_ops)])
+            after = max(live_bytes_per_op(candidate)[first : first + len(new_ops) + len(between)])
             if parts is not None or after < before:
                 graph.ops = order
                 graph.prune_tensors()
@@ -182,6 +209,53 @@ def _pairs(graph):
             continue
         found.append((op, consumers[0]))
     return found
+
+
+def _expansion_pairs(graph):
+    """(CONV_2D, DEPTHWISE_CONV_2D) pairs where the convolution's output feeds only that depthwise (directly or
+    through one spatial PAD, as a border patch's asymmetric padding), which is channelwise and smaller than the
+    expansion (strided, or VALID over a patch's halo), and neither is a graph output."""
+    readers = graph.consumers()
+    outputs = set(graph.outputs)
+    found = []
+    for op in graph.ops:
+        if op.opcode != "CONV_2D" or len(op.outputs) != 1 or not _sliceable_conv(op):
+            continue
+        y = op.outputs[0]
+        consumers = readers.get(y, [])
+        if y in outputs or len(consumers) != 1:
+            continue
+        depthwise = consumers[0]
+        if _spatial_pad(depthwise) and depthwise.outputs[0] not in outputs:
+            after_pad = readers.get(depthwise.outputs[0], [])
+            depthwise = after_pad[0] if len(after_pad) == 1 else None
+        if (depthwise is not None and depthwise.opcode == "DEPTHWISE_CONV_2D" and len(depthwise.outputs) == 1
+                and _channelwise_depthwise(depthwise) and not _global_depthwise(depthwise)  # that is a pool
+                and depthwise.outputs[0].shape[-1] == y.shape[-1]
+                and _int8_activation(depthwise.outputs[0]) and depthwise.outputs[0].nbytes < y.nbytes):
+            found.append((op, depthwise))
+    return found
+
+
+def _spatial_pad(op):
+    """A PAD of an int8 NHWC activation along height and width only (constant paddings; it keeps the
+    quantization and fills with the zero point, the same for every channel)."""
+    if op.opcode != "PAD" or len(op.inputs) != 2 or len(op.outputs) != 1:
+        return False
+    paddings = op.inputs[1]
+    return (_int8_activation(op.inputs[0]) and paddings.is_constant and tuple(paddings.shape) == (4, 2)
+            and not paddings.data[0].any() and not paddings.data[3].any())
+
+
+def _pads_between(graph, conv, pool):
+    """The PAD ops from ``conv``'s output to ``pool``'s input (none when the pool reads it directly)."""
+    pads, t = [], pool.inputs[0]
+    producers = graph.producers()
+    while t is not conv.outputs[0]:
+        pad = producers[t]
+        pads.insert(0, pad)
+        t = pad.inputs[0]
+    return tuple(pads)
 
 
 def _int8_activation(t):
@@ -228,28 +302,33 @@ def _channelwise_pool(pool, y):
 
 
 def _global_depthwise(op):
+    """A ``_channelwise_depthwise`` whose output is 1x1: a global pool, each channel on its own."""
+    return _channelwise_depthwise(op) and tuple(op.outputs[0].shape[1:3]) == (1, 1)
+
+
+def _channelwise_depthwise(op):
     """A DEPTHWISE_CONV_2D of depth multiplier 1 with constant int8 weights (1, kh, kw, C) (per-channel
-    scales along axis 3, if any) and bias, whose output is 1x1: a global pool, each channel on its own."""
+    scales along axis 3, if any) and bias: each output channel from its own input channel."""
     if len(op.inputs) not in (2, 3) or op.options is None or op.options.depthMultiplier != 1:
         return False
     z, weights = op.outputs[0], op.inputs[1]
     bias = op.inputs[2] if len(op.inputs) == 3 else None
     channels = z.shape[-1]
     q = weights.quantization
-    return (len(z.shape) == 4 and tuple(z.shape[1:3]) == (1, 1) and weights.is_constant
+    return (len(z.shape) == 4 and weights.is_constant
             and np.dtype(weights.dtype) == np.int8 and len(weights.shape) == 4 and weights.shape[3] == channels
             and (q is None or not q.per_channel or (q.axis == 3 and q.scale.size == channels))
             and (bias is None or _per_output_channel(bias, channels)))
 
 
-def _partial_ops(conv, pool, k):
-    """The ops that replace ``conv`` and ``pool``: k (conv_i, pool_i) pairs and the concatenations
-    that assemble z, in depth-first order."""
+def _partial_ops(conv, pool, k, pads=()):
+    """The ops that replace ``conv``, ``pads`` and ``pool``: k (conv_i, pads_i, pool_i) groups and the
+    concatenations that assemble z, in depth-first order."""
     z = pool.outputs[0]
     bounds = group_bounds(z.shape[-1], k)
 
     def part(i):
-        return channel_group_ops(conv, pool, bounds[i], bounds[i + 1], f"/part{i}")
+        return channel_group_ops(conv, pool, bounds[i], bounds[i + 1], f"/part{i}", pads)
 
     def assemble(lo, hi, out):
         """Ops computing parts lo..hi-1 and their concatenation into ``out``."""
@@ -275,22 +354,29 @@ def _partial_ops(conv, pool, k):
     return assemble(0, k, z)
 
 
-def channel_group_ops(conv, pool, lo, hi, suffix):
-    """([conv_g, pool_g], z_g): ``conv`` and ``pool`` on output channels lo..hi-1 only (filters, bias and
-    their per-channel quantization sliced; z_g like the pool's output with hi - lo channels). Tensor names
-    get ``suffix``. The result equals channels lo..hi-1 of the pair's output, bit for bit."""
+def channel_group_ops(conv, pool, lo, hi, suffix, pads=()):
+    """([conv_g, *pads_g, pool_g], z_g): ``conv``, the spatial ``pads`` between them and ``pool`` on output
+    channels lo..hi-1 only (filters, bias and their per-channel quantization sliced; z_g like the pool's
+    output with hi - lo channels). Tensor names get ``suffix``. The result equals channels lo..hi-1 of the
+    pair's output, bit for bit."""
     x, y, z = conv.inputs[0], conv.outputs[0], pool.outputs[0]
     inputs = [x] + [None if t is None else _slice_constant(t, lo, hi, suffix) for t in conv.inputs[1:]]
     y_g = _channel_slice_of(y, hi - lo, y.name + suffix)
     z_g = _channel_slice_of(z, hi - lo, z.name + suffix)
+    pad_ops = []
+    for pad in pads:  # paddings are spatial: the same constant for every group
+        padded = _channel_slice_of(pad.outputs[0], hi - lo, pad.outputs[0].name + suffix)
+        pad_ops.append(dataclasses.replace(pad, inputs=[y_g] + pad.inputs[1:], outputs=[padded],
+                                           options=copy.deepcopy(pad.options)))
+        y_g = padded
     pool_inputs = [y_g] + pool.inputs[1:]  # a pool's axes stay
     if pool.opcode == "DEPTHWISE_CONV_2D":  # weights (1, kh, kw, C), bias (C)
         pool_inputs = [y_g, _slice_constant(pool.inputs[1], lo, hi, suffix, axis=3)] + [
             None if t is None else _slice_constant(t, lo, hi, suffix) for t in pool.inputs[2:]]
-    return [
-        dataclasses.replace(conv, inputs=inputs, outputs=[y_g], options=copy.deepcopy(conv.options)),
-        dataclasses.replace(pool, inputs=pool_inputs, outputs=[z_g], options=copy.deepcopy(pool.options)),
-    ], z_g
+    conv_g = dataclasses.replace(conv, inputs=inputs, outputs=[pad_ops[0].inputs[0] if pad_ops else y_g],
+                                 options=copy.deepcopy(conv.options))
+    pool_g = dataclasses.replace(pool, inputs=pool_inputs, outputs=[z_g], options=copy.deepcopy(pool.options))
+    return [conv_g, *pad_ops, pool_g], z_g
 
 
 def pooled_convolutions(graph):

@@ -7,8 +7,9 @@ stage's buffer, and so on. The search:
 
 1. evaluates every single stage (0 -> n, p) over the candidate cut points and grids;
 2. extends each Pareto chain whose tail sets its peak by one more stage (n -> n', p'), for the
-   next cuts whose tail is smaller, grids ascending until the new stage stops setting the peak;
-   repeated up to ``max_stages`` stages;
+   next cuts whose tail is smaller, grids ascending while they shrink the new stage's need (a stage
+   finer than the tail after it still pays once a later stage splits that tail); repeated up to
+   ``max_stages`` stages;
 3. with one interpreter at a time, cuts the tail of the Pareto chains into sequential segments, and
    a last pooled convolution into a channel stage (``converters.patching.channels``), so that the
    persistent slot holds the largest part's section rather than the whole tail's.
@@ -463,13 +464,17 @@ def _chains(model, name, grids, log, interpreters, max_stages):
             if not chains:
                 continue
             for b in _next_cuts(pieces, points, blocks, a):
+                coarser = math.inf
                 for p in grids:
                     piece = pieces.piece(a, b, p)
                     if piece is None:
                         continue
+                    need = pieces.span(a) + piece.head + piece.span
+                    if need >= coarser:
+                        break  # finer grids only add MACs
+                    coarser = need
+                    # kept even where the tail after b sets the peak: a later stage may split that tail
                     grown.setdefault(b, []).extend(c + ((b, p),) for c in chains)
-                    if pieces.span(a) + piece.head + piece.span <= pieces.tail_pieces[b].head:
-                        break  # the tail sets the peak: finer grids only add MACs
         if not grown:
             break
         for b, chains in grown.items():

@@ -402,7 +402,8 @@ def tile_patches(source, graph, ops, stage, tiles):
     for tile in tiles:
         regions = receptive_regions(ops, stage, tile)
         y0, y1, x0, x1 = regions.region[x]
-        patches.append((derived_model(source, build_patch_graph(graph, ops, stage, regions)),
+        patch_graph = build_patch_graph(graph, ops, stage, regions)
+        patches.append((derived_model(source, _with_partial_expansions(patch_graph)),
                         Window(x=x0, y=y0, w=x1 - x0, h=y1 - y0),
                         Box(x=tile[2], y=tile[0], c=0, w=tile[3] - tile[2], h=tile[1] - tile[0],
                             channels=stage.shape[3])))
@@ -473,16 +474,29 @@ def split_patch_stage(model, n, grid, name="model.tflite", partial_tail=True):
 
 
 def partially_executed(tail):
-    """``tail`` with its pooled convolutions run a slice of channels at a time (Pex,
-    ``converters.passes.split_pooled_convolutions``) when that lowers its peak live bytes: once
-    the patch stages are gone, a wide last convolution feeding a global pool can be the peak."""
-    from converters.passes import peak_live_bytes, split_pooled_convolutions
+    """``tail`` with its pooled convolutions and strided expansions run a slice of channels at a time (Pex,
+    ``converters.passes.split_pooled_convolutions`` and ``split_strided_expansions``) when that lowers its
+    peak live bytes: once the patch stages are gone, a wide last convolution feeding a global pool can be the
+    peak."""
+    from converters.passes import peak_live_bytes, split_pooled_convolutions, split_strided_expansions
 
     split = copy.deepcopy(tail)
-    if any(r.split for r in split_pooled_convolutions(split)) and peak_live_bytes(split.main) < peak_live_bytes(
-            tail.main):
+    results = split_pooled_convolutions(split) + split_strided_expansions(split)
+    if any(r.split for r in results) and peak_live_bytes(split.main) < peak_live_bytes(tail.main):
         return split
     return tail
+
+
+def _with_partial_expansions(graph):
+    """``graph`` (a patch model's) with its strided expansions run a group of channels at a time
+    (``converters.passes.split_strided_expansions``) when that lowers its peak live bytes: a patch of an
+    inverted bottleneck's stride-2 block holds its whole expansion window otherwise."""
+    from converters.passes import peak_live_bytes, split_strided_expansions
+
+    split = copy.deepcopy(graph)
+    if any(r.split for r in split_strided_expansions(split)) and peak_live_bytes(split) < peak_live_bytes(graph):
+        return split
+    return graph
 
 
 def stage_description(stage):

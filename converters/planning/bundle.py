@@ -26,7 +26,9 @@ on those buffers instead, and the runtime copies neither. The stage offsets are
 chosen among a few layouts (``_stage_offset_candidates``:
 stacked above every patch model's own plan, at the bottom, the last one where the
 tail's unconstrained plan puts its input, consecutive stages side by side so that stage
-k + 2 reuses stage k's memory); the smallest shared region wins.
+k + 2 reuses stage k's memory; and ``_packed_offsets``: each stage first-fit above the
+plans of the patches that fill it, so that a stage whose patches need little lies low
+and later patches plan around it); the smallest shared region wins.
 """
 import dataclasses
 import itertools
@@ -53,6 +55,7 @@ TEMP_PLANNER_BYTES = 40
 TEMP_BIAS_ONCE = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D"})  # input, filter, output twice; bias once
 INTERPRETER_MODES = ("resident", "one_at_a_time")
 ADJACENT_KEPT = 3  # layouts of consecutive stages side by side planned per bundle (best estimates first)
+TOP_DOWN_SLACK = (0.0, 0.05, 0.1)  # top-down layouts under the phases' lower bound plus these fractions
 
 
 @dataclasses.dataclass(eq=False)
@@ -157,15 +160,28 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
         source, destination = stage_io[name]
         return {source: offsets[source_of[name]], destination: offsets[stage_of[name]]}
 
+    planned = {}  # (model index, reserved ranges, pinned offsets) -> plan or the TinyVisionError it raised
+
     def plan_all(offsets):
         plans = []
-        for name, role, graph in models:
+        for i, (name, role, graph) in enumerate(models):
             pinned = pins(name, offsets)
             owned = {stage_of[name], source_of[name]} if name in stage_io else {len(spans) - 1} if pinned else set()
             reserved = [(offsets[j], offsets[j] + spans[j]) for j in sorted(live[name] - owned)]
-            plans.append(plan_graph(graph, reserved=reserved, pinned=pinned, scratch=scratch.get(name),
-                                    effort=effort, name=name))
+            key = (i, tuple(reserved), tuple(pinned.values()))  # pins() lists its tensors in one order
+            if key not in planned:
+                try:
+                    planned[key] = plan_graph(graph, reserved=reserved, pinned=pinned, scratch=scratch.get(name),
+                                              effort=effort, name=name)
+                except TinyVisionError as e:
+                    planned[key] = e
+            if isinstance(planned[key], TinyVisionError):
+                raise planned[key]
+            plans.append(planned[key])
         return plans
+
+    def shared_of(offsets, plans):
+        return align_up(max([p.footprint for p in plans] + [o + a for o, a in zip(offsets, spans)]))
 
     reserve = temp_reserve([graph for _, _, graph in models], interpreters)
     floors = stage_floors([(graph, live[name]) for name, _, graph in models], len(spans), interpreters)
@@ -181,6 +197,10 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
             return plan.size
         return max(0, plan.size - spans[source_of[name]] - spans[stage_of[name]])
 
+    # a stage its patches fill by copying their outputs lies best above those models' own plans
+    above_writers = [max([align_up(p.size) for (name, role, _), p in zip(models, free)
+                          if role == "patch" and stage_of[name] == k and name not in stage_io] + [0])
+                     for k in range(len(spans))]
     if together == {(k, k + 1) for k in range(len(spans) - 1)}:  # stage by stage
         phases = [((k - 1, k), align_up(max(beside_stages(name, p) for (name, role, _), p in zip(models, free)
                                             if role == "patch" and stage_of[name] == k)))
@@ -188,11 +208,11 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
         if tails:
             phases.append(((len(spans) - 1,), align_up(free[tails[0]].size) - spans[-1]))
         candidates = _stage_offset_candidates(spans, [top, 0], first, pinned, floors, phases)
+        candidates += [_packed_offsets(spans, above_writers, floors, together, by_size) for by_size in (False, True)]
+        bound = max(sum(spans[k] for k in alive if k >= 0) + head for alive, head in phases)
+        candidates += [_packed_from_top(spans, align_up(bound * (1 + slack)), floors, together)
+                       for slack in TOP_DOWN_SLACK]
     else:  # interleaved, stages refilled: place each where nothing alive at the same time is
-        # a stage its patches fill by copying their outputs lies best above those models' own plans
-        above_writers = [max([align_up(p.size) for (name, role, _), p in zip(models, free)
-                              if role == "patch" and stage_of[name] == k and name not in stage_io] + [0])
-                         for k in range(len(spans))]
         candidates = [_packed_offsets(spans, bases, floors, together, by_size)
                       for bases in ([0] * len(spans), [top] * len(spans), above_writers) for by_size in (False, True)]
     for offsets in _disjoint_where_alive(dict.fromkeys(candidates), spans, together):
@@ -201,7 +221,7 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
         except TinyVisionError as e:
             failure = e
             continue
-        shared = align_up(max([p.footprint for p in plans] + [o + a for o, a in zip(offsets, spans)]))
+        shared = shared_of(offsets, plans)
         if best is None or shared < best[0]:
             best = (shared, offsets, plans)
     if best is None:
@@ -253,6 +273,22 @@ def _packed_offsets(spans, bases, floors, together, by_size):
                 break
             at = max(at, hi)
         offsets[k] = at
+    return tuple(offsets)
+
+
+def _packed_from_top(spans, ceiling, floors, together):
+    """Stage offsets top-down: each stage (in stage order) as high as it goes with its end at or below
+    ``ceiling`` where no stage alive at the same time lies (so the models that run between them have the
+    memory below in one piece), and no lower than its floor."""
+    offsets = [None] * len(spans)
+    for k in range(len(spans)):
+        taken = [(offsets[j], offsets[j] + spans[j]) for j in range(len(spans))
+                 if offsets[j] is not None and (min(j, k), max(j, k)) in together]
+        at = ceiling - spans[k]
+        for lo, hi in sorted(taken, key=lambda r: -r[0]):
+            if at < hi and lo < at + spans[k]:
+                at = lo - spans[k]
+        offsets[k] = max(at, floors[k])
     return tuple(offsets)
 
 
