@@ -197,35 +197,17 @@ def _split_graph(graph, max_parts, parts, find_pairs=None):
 
 def _pairs(graph):
     """(CONV_2D, pool) pairs where the convolution's output feeds only that pool and is no graph output."""
-    readers = graph.consumers()
-    outputs = set(graph.outputs)
-    found = []
-    for op in graph.ops:
-        if op.opcode != "CONV_2D" or len(op.outputs) != 1 or not _sliceable_conv(op):
-            continue
-        y = op.outputs[0]
-        consumers = readers.get(y, [])  # an op reading y twice is listed twice
-        if y in outputs or len(consumers) != 1 or not _channelwise_pool(consumers[0], y):
-            continue
-        found.append((op, consumers[0]))
-    return found
+    return [(conv, reader) for conv, reader, _, _ in _single_reader_convolutions(graph)
+            if _channelwise_pool(reader, conv.outputs[0])]
 
 
 def _expansion_pairs(graph):
     """(CONV_2D, DEPTHWISE_CONV_2D) pairs where the convolution's output feeds only that depthwise (directly or
     through one spatial PAD, as a border patch's asymmetric padding), which is channelwise and smaller than the
     expansion (strided, or VALID over a patch's halo), and neither is a graph output."""
-    readers = graph.consumers()
-    outputs = set(graph.outputs)
     found = []
-    for op in graph.ops:
-        if op.opcode != "CONV_2D" or len(op.outputs) != 1 or not _sliceable_conv(op):
-            continue
-        y = op.outputs[0]
-        consumers = readers.get(y, [])
-        if y in outputs or len(consumers) != 1:
-            continue
-        depthwise = consumers[0]
+    for conv, depthwise, readers, outputs in _single_reader_convolutions(graph):
+        y = conv.outputs[0]
         if _spatial_pad(depthwise) and depthwise.outputs[0] not in outputs:
             after_pad = readers.get(depthwise.outputs[0], [])
             depthwise = after_pad[0] if len(after_pad) == 1 else None
@@ -233,8 +215,21 @@ def _expansion_pairs(graph):
                 and _channelwise_depthwise(depthwise) and not _global_depthwise(depthwise)  # that is a pool
                 and depthwise.outputs[0].shape[-1] == y.shape[-1]
                 and _int8_activation(depthwise.outputs[0]) and depthwise.outputs[0].nbytes < y.nbytes):
-            found.append((op, depthwise))
+            found.append((conv, depthwise))
     return found
+
+
+def _single_reader_convolutions(graph):
+    """(CONV_2D, the one op reading its output, graph.consumers(), the graph's outputs) for each sliceable
+    convolution whose output has one reader and is no graph output."""
+    readers = graph.consumers()
+    outputs = set(graph.outputs)
+    for op in graph.ops:
+        if op.opcode != "CONV_2D" or len(op.outputs) != 1 or not _sliceable_conv(op):
+            continue
+        consumers = readers.get(op.outputs[0], [])  # an op reading y twice is listed twice
+        if op.outputs[0] not in outputs and len(consumers) == 1:
+            yield op, consumers[0], readers, outputs
 
 
 def _spatial_pad(op):
