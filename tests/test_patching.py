@@ -97,6 +97,24 @@ def test_mobilenet_v2_patch_stage_is_bit_exact(mobilenet, grid):
     assert_bit_exact(bundle, mobilenet, n_inputs=2)
 
 
+def test_patch_models_run_the_strided_expansion_a_group_of_channels_at_a_time(mobilenet):
+    """Block 1's expansion feeds a stride-2 depthwise: each patch runs it in channel groups (Pex) unless
+    ``partial_expansions=False``. Both bundles are bit-exact; the grouped one needs less memory per patch."""
+    from converters.passes import peak_live_bytes
+
+    n = _op_index(mobilenet, "block_2_add") + 1
+    grouped = split_patch_stage(mobilenet, n, 2)
+    whole = split_patch_stage(mobilenet, n, 2, partial_expansions=False)
+    for bundle, concatenations in ((grouped, True), (whole, False)):
+        opcodes = {op.opcode for m in bundle.models[:bundle.tail] for op in m.graph().ops}
+        assert ("CONCATENATION" in opcodes) == concatenations
+    for g, w in zip(grouped.models[:grouped.tail], whole.models[:whole.tail]):
+        assert peak_live_bytes(g.graph()) < peak_live_bytes(w.graph())
+    assert grouped.stats["macs"] == whole.stats["macs"]
+    assert_bit_exact(grouped, mobilenet, n_inputs=2)
+    assert_bit_exact(whole, mobilenet, n_inputs=1)
+
+
 def test_interior_patches_share_one_model(mobilenet):
     n = _op_index(mobilenet, "block_2_add") + 1
     bundle = split_patch_stage(mobilenet, n, 4)

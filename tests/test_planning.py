@@ -369,6 +369,18 @@ def test_bundle_layout_two_stages(chain_tflite, small_cnn_tflite, residual_tflit
         layout_bundle(entries, [0, 0, 0], stage_bytes, patch_stages={"patch_a": 2})
 
 
+def test_stages_packed_from_the_top_leave_the_memory_below_in_one_piece():
+    """Stage by stage (k alive with k + 1): each stage as high as it goes under the ceiling, clear of the
+    stages alive with it, never under its floor; stage k + 2 takes stage k's place."""
+    from converters.planning.bundle import _packed_from_top
+
+    spans, together = [1000, 200, 300, 100], {(0, 1), (1, 2), (2, 3)}
+    offsets = _packed_from_top(spans, 2000, [0, 0, 0, 0], together)
+    assert offsets == (1000, 800, 1700, 1600)
+    assert _packed_from_top(spans, 1100, [0, 0, 0, 0], together)[:2] == (100, 0)
+    assert _packed_from_top(spans, 1100, [0, 50, 0, 0], together)[1] == 50  # under its floor: raised to it
+
+
 def test_bundle_layout_one_interpreter_at_a_time(chain_tflite, small_cnn_tflite, residual_tflite):
     sources = {"patch_a": chain_tflite, "patch_b": small_cnn_tflite, "tail": residual_tflite}
     entries = [(name, "tail" if name == "tail" else "patch", Model.from_bytes(data).main)

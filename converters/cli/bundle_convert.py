@@ -60,12 +60,12 @@ def convert_to_bundle(model_bytes, FLAGS, source_bytes=None):
     elif mode == "auto":
         bundle = auto_bundle(model, model_bytes, name, FLAGS)
     elif ":" in mode:
-        bundle = split_stages(model, _chain(mode), name)
+        bundle = split_stages(model, _chain(mode), name, partial_expansions=FLAGS.partial_execution)
     else:
         grid = _grid(mode, mode)
         if FLAGS.split is None:
             raise TinyVisionError(f"--patches={FLAGS.patches} needs --split=N (operators run per patch)")
-        bundle = split_patch_stage(model, FLAGS.split, grid, name)
+        bundle = split_patch_stage(model, FLAGS.split, grid, name, partial_expansions=FLAGS.partial_execution)
     metadata = read_metadata(model_bytes) or {"labels": [], "box_coding": None, "normalization": None}
     bundle.labels = metadata["labels"]
     if metadata["box_coding"] is not None:
@@ -131,6 +131,9 @@ def auto_bundle(model, model_bytes, name, FLAGS):
         return c.sram <= sram_budget and c.measured_flash <= flash_budget and c.flash <= model_flash_limit
 
     slower = FLAGS.max_latency_overhead
+    # Channel groups of few channels cost CMSIS-NN instructions (up to a fifth of a stage's): under a latency
+    # limit the search keeps expansions whole.
+    partial = FLAGS.partial_execution and slower is None
     limits = (f"SRAM <= {sram_budget:,} B, {flash_limit}, MAC overhead <= {100 * FLAGS.max_mac_overhead:.0f}%, "
               + ("" if slower is None else f"estimated instructions <= {1 + slower:.2f}x, ")
               + f"model flash <= {model_flash_limit:,} B")
@@ -145,7 +148,7 @@ def auto_bundle(model, model_bytes, name, FLAGS):
     chosen, bundle = (unsplit, whole) if fits(unsplit) else (None, None)
     result = search(model, FLAGS.max_mac_overhead, name, interpreters=FLAGS.interpreters, sram_budget=sram_budget,
                     flash_budget=min(flash_budget - fixed_flash, model_flash_limit), objects=objects,
-                    max_latency_overhead=slower) if points else None
+                    max_latency_overhead=slower, partial_expansions=partial) if points else None
     tried = []
     for c in result.ranked if result else []:
         if chosen is not None and (c.sram >= chosen.sram or len(tried) >= MEASURED_POINTS):
@@ -153,7 +156,8 @@ def auto_bundle(model, model_bytes, name, FLAGS):
         if len(tried) >= MAX_MEASURED_POINTS:
             break
         tried.append(c)
-        built = finalize(split_stages(model, c.stages, name), interpreters=FLAGS.interpreters)
+        built = finalize(split_stages(model, c.stages, name, partial_expansions=partial),
+                         interpreters=FLAGS.interpreters)
         measured = fit_report(built, board)
         c.shared, c.flash = built.arena["shared"]["size"], measured.flash["models"]
         c.persistent = built.arena["size"] - c.shared

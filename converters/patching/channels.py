@@ -59,14 +59,15 @@ def next_pooled_convolution(model, a):
                  if a <= n <= last and _groups(pair) is not None), None)
 
 
-def split_channel_stage(model, n, groups, name="model.tflite", partial_tail=True):
+def split_channel_stage(model, n, groups, name="model.tflite", partial_tail=True, partial_expansions=True):
     """Split ``model`` (.tflite bytes or ``Model``) whose first ``n`` ops are a pooled convolution (n = 2:
     the CONV_2D reading the model's input, and its pool) into one model per channel group and a tail.
 
     groups: ``ChannelGroups`` or a group count (at most the convolution's output channels).
     Returns a ``Bundle`` (kind "patch_stage"): group g's patch reads the whole input and fills
     channels ``[c_g, c_{g+1})`` of the stage buffer (the pool's output); the tail runs ops n..
-    (its own pooled convolutions split within it when ``partial_tail``).
+    (its own pooled convolutions, and with ``partial_expansions`` its strided expansions, split within it
+    when ``partial_tail``).
     """
     model, data, core, edges = core_of(model, name)
     graph = core.main
@@ -93,6 +94,6 @@ def split_channel_stage(model, n, groups, name="model.tflite", partial_tail=True
                              output=Box(x=0, y=0, c=lo, w=w, h=h, channels=hi - lo)))
     tail = derived_model(model, tail_graph(graph, n, z))
     if partial_tail:
-        tail = partially_executed(tail)
+        tail = partially_executed(tail, partial_expansions)
     models.append(BundleModel.from_model("tail", "tail", tail.to_bytes(), tail))
     return assemble_bundle("patch_stage", model, data, name, x, [stage_description(z)], models, patches, edges)

@@ -155,12 +155,13 @@ class _Piece:
 class _Pieces:
     """Builds and caches the stage pieces of one model and the tail after each cut (cut 0 is the image)."""
 
-    def __init__(self, model, name, interpreters):
+    def __init__(self, model, name, interpreters, partial_expansions=True):
         from tinyvision.analysis.cost import model_cost
         from tinyvision.analysis.latency import default_model
 
         self.name = name
         self.interpreters = interpreters
+        self.partial_expansions = partial_expansions
         self.baseline_macs = model_cost(model).macs
         self.baseline_instructions = default_model().invoke(model.main)  # created once, at setup
         self.tails = {0: model}
@@ -175,12 +176,13 @@ class _Pieces:
         if key not in self.pieces:
             split = split_channel_stage if isinstance(p, ChannelGroups) else split_patch_stage
             try:
-                bundle = split(self.tails[a], b - a, p, self.name, partial_tail=False)
+                bundle = split(self.tails[a], b - a, p, self.name, partial_tail=False,
+                               partial_expansions=self.partial_expansions)
             except TinyVisionError:
                 self.pieces[key] = None
                 return None
             raw = bundle.models[bundle.tail]  # ops numbered as the model's: later stages split it
-            partial = partially_executed(raw.parsed)
+            partial = partially_executed(raw.parsed, self.partial_expansions)
             if partial is not raw.parsed:
                 bundle.models[bundle.tail] = BundleModel.from_model("tail", "tail", partial.to_bytes(), partial)
             heads, temps = _heads(bundle), _temps(bundle, self.interpreters)
@@ -308,16 +310,19 @@ def _flash_front(candidates):
 
 
 def search(model, max_mac_overhead, name="model.tflite", grids=GRIDS, log=None, interpreters=DEFAULT_INTERPRETERS,
-           max_stages=MAX_STAGES, sram_budget=None, flash_budget=None, objects=0, max_latency_overhead=None):
+           max_stages=MAX_STAGES, sram_budget=None, flash_budget=None, objects=0, max_latency_overhead=None,
+           partial_expansions=True):
     """Evaluate stage chains; returns a ``SearchResult`` whose ``ranked`` lists the chains with overhead
     <= ``max_mac_overhead``, estimated latency overhead <= ``max_latency_overhead``, estimated SRAM (shared + persistent + ``objects``) <= ``sram_budget`` and
     model flash <= ``flash_budget`` (None: no limit), smallest estimated SRAM first.
     interpreters: the bundle's arena mode: persistent is the sum of the models' sections ("resident")
     or the largest of them ("one_at_a_time"). max_stages: 1 is MCUNetV2's single patch stage.
     objects: the runtime's RAM beside the arena (``converters.export.arduino.fit_report``).
+    partial_expansions: the chains' patch models and tails run strided expansions a group of channels at a
+    time (``split_stages``); build the chosen chain the same way.
     """
     model, _ = as_model(model, name)
-    candidates = _chains(model, name, grids, log, interpreters, max_stages)
+    candidates = _chains(model, name, grids, log, interpreters, max_stages, partial_expansions)
     pieces = candidates.pieces
 
     def measured(chains):
@@ -437,13 +442,13 @@ class _Chains(list):
     pieces = None
 
 
-def _chains(model, name, grids, log, interpreters, max_stages):
+def _chains(model, name, grids, log, interpreters, max_stages, partial_expansions):
     """Every chain of stages worth estimating (a ``_Chains`` of ``Candidate``, persistent not measured)."""
     points = candidate_points(model)
     if not points:
         raise TinyVisionError(f"{name} has no patch stage to split")
     blocks = set(block_boundaries(model, split_points(model)))
-    pieces = _Pieces(model, name, interpreters)
+    pieces = _Pieces(model, name, interpreters, partial_expansions)
     prefixes = {}  # cut -> non-dominated chains ending there, in (peak of their pieces, MACs of their pieces)
     for n in points:
         for p in grids:

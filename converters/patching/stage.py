@@ -393,17 +393,21 @@ def build_patch_graph(graph, ops, stage, regions):
     return patch.prune_tensors()
 
 
-def tile_patches(source, graph, ops, stage, tiles):
+def tile_patches(source, graph, ops, stage, tiles, partial_expansions=True):
     """[(patch model, window of ``graph``'s input, box of ``stage``)] for each tile of the stage tensor that
     ``ops`` (the first ops of ``graph``) end at: the model computes the tile from the window, the tile's
-    receptive field clipped to the input (``build_patch_graph``); ``source`` gives the models' metadata."""
+    receptive field clipped to the input (``build_patch_graph``); ``source`` gives the models' metadata.
+    partial_expansions: run each model's strided expansions a group of channels at a time where that
+    lowers its peak (``_with_partial_expansions``)."""
     x = graph.inputs[0]
     patches = []
     for tile in tiles:
         regions = receptive_regions(ops, stage, tile)
         y0, y1, x0, x1 = regions.region[x]
         patch_graph = build_patch_graph(graph, ops, stage, regions)
-        patches.append((derived_model(source, _with_partial_expansions(patch_graph)),
+        if partial_expansions:
+            patch_graph = _with_partial_expansions(patch_graph)
+        patches.append((derived_model(source, patch_graph),
                         Window(x=x0, y=y0, w=x1 - x0, h=y1 - y0),
                         Box(x=tile[2], y=tile[0], c=0, w=tile[3] - tile[2], h=tile[1] - tile[0],
                             channels=stage.shape[3])))
@@ -433,7 +437,7 @@ def _side(index, count, names):
     return names[0] if index == 0 else names[2] if index == count - 1 else names[1]
 
 
-def split_patch_stage(model, n, grid, name="model.tflite", partial_tail=True):
+def split_patch_stage(model, n, grid, name="model.tflite", partial_tail=True, partial_expansions=True):
     """Split ``model`` (.tflite bytes or ``Model``) into per-patch models for its first ``n`` ops and a tail.
 
     grid: p (p x p tiles of the stage tensor), (rows, cols), or (tile heights, tile widths).
@@ -444,6 +448,9 @@ def split_patch_stage(model, n, grid, name="model.tflite", partial_tail=True):
     A model with input or output edges (``converters.patching.edges``) is split on its int8 core:
     ``n`` still counts the model's own ops. partial_tail: split the tail's pooled convolutions within it
     (``partially_executed``); False keeps the tail's ops as the model's, numbered as they are.
+    partial_expansions: strided expansions run a group of channels at a time in the patch models and (with
+    partial_tail) the tail, where that lowers their peak; False keeps them whole, which costs fewer
+    instructions (CMSIS-NN runs a convolution of few channels less efficiently).
     """
     model, data, core, edges = core_of(model, name)
     graph = core.main
@@ -453,7 +460,8 @@ def split_patch_stage(model, n, grid, name="model.tflite", partial_tail=True):
     image = graph.inputs[0]
 
     models, index_of, patches = [], {}, []
-    for t_index, (patch_model, window, box) in enumerate(tile_patches(model, graph, ops, stage, tiles)):
+    for t_index, (patch_model, window, box) in enumerate(tile_patches(model, graph, ops, stage, tiles,
+                                                                      partial_expansions)):
         blob = patch_model.to_bytes()
         if blob not in index_of:
             r, c = divmod(t_index, cols)
@@ -467,21 +475,21 @@ def split_patch_stage(model, n, grid, name="model.tflite", partial_tail=True):
         patches.append(Patch(model=index_of[blob], window=window, output=box))
     tail_model = derived_model(model, tail_graph(graph, n, stage))
     if partial_tail:
-        tail_model = partially_executed(tail_model)
+        tail_model = partially_executed(tail_model, partial_expansions)
     models.append(BundleModel.from_model("tail", "tail", tail_model.to_bytes(), tail_model))
     return assemble_bundle("patch_stage", model, data, name, image, [stage_description(stage)], models, patches,
                            edges)
 
 
-def partially_executed(tail):
-    """``tail`` with its pooled convolutions and strided expansions run a slice of channels at a time (Pex,
-    ``converters.passes.split_pooled_convolutions`` and ``split_strided_expansions``) when that lowers its
-    peak live bytes: once the patch stages are gone, a wide last convolution feeding a global pool can be the
-    peak."""
+def partially_executed(tail, expansions=True):
+    """``tail`` with its pooled convolutions (and, with ``expansions``, its strided expansions) run a slice of
+    channels at a time (Pex, ``converters.passes.split_pooled_convolutions`` and ``split_strided_expansions``)
+    when that lowers its peak live bytes: once the patch stages are gone, a wide last convolution feeding a
+    global pool can be the peak."""
     from converters.passes import peak_live_bytes, split_pooled_convolutions, split_strided_expansions
 
     split = copy.deepcopy(tail)
-    results = split_pooled_convolutions(split) + split_strided_expansions(split)
+    results = split_pooled_convolutions(split) + (split_strided_expansions(split) if expansions else [])
     if any(r.split for r in results) and peak_live_bytes(split.main) < peak_live_bytes(tail.main):
         return split
     return tail
@@ -504,7 +512,7 @@ def stage_description(stage):
     return {"shape": list(hwc(stage.shape)), "dtype": "int8", **quant_dict(stage), "tensor": stage.name}
 
 
-def split_stages(model, stages, name="model.tflite"):
+def split_stages(model, stages, name="model.tflite", partial_expansions=True):
     """Multi-stage patch inference: a chain of patch stages, each splitting the tail of the one before.
 
     stages: [(n_0, grid_0), (n_1, grid_1), ...] with 0 < n_0 < n_1 < ...: op counts of ``model``
@@ -513,8 +521,8 @@ def split_stages(model, stages, name="model.tflite"):
     (``converters.patching.channels``: n_k - n_{k-1} = 2, a pooled convolution run a group of channels
     per model). One entry is ``split_patch_stage``. Each split is exact, so the chain is. Patch models of
     stage k > 0 are named ``stage{k}_...``; only the last tail has its pooled convolutions split within it,
-    so every n counts ``model``'s own ops. Raises TinyVisionError (nothing built) for a stage list that
-    cannot be split.
+    so every n counts ``model``'s own ops. partial_expansions: as for ``split_patch_stage``. Raises
+    TinyVisionError (nothing built) for a stage list that cannot be split.
     """
     from converters.patching.channels import ChannelGroups, split_channel_stage
 
@@ -530,7 +538,8 @@ def split_stages(model, stages, name="model.tflite"):
     for k, (n, grid) in enumerate(stages):
         where = name if k == 0 else f"{name} (its tail from op {done})"
         split = split_channel_stage if isinstance(grid, ChannelGroups) else split_patch_stage
-        part = split(rest, n - done, grid, where, partial_tail=k == len(stages) - 1)
+        part = split(rest, n - done, grid, where, partial_tail=k == len(stages) - 1,
+                     partial_expansions=partial_expansions)
         first = len(models)
         for m in part.models[:part.tail]:
             if k:
