@@ -12,6 +12,7 @@ the planned one bit-exact with the reordered one and TFLM's head equal to the pl
 reference kernels and the board's CMSIS-NN kernels (``deployment_scratch``), which
 each place only their own: the head on the host is TFLM's, the board's is modelled.
 """
+import copy
 import dataclasses
 from typing import Optional
 
@@ -113,13 +114,18 @@ def optimize_tflite(model_bytes, name="model", reorder=True, plan=True, verify=T
 
 
 def _partially_executed(model):
-    """The ``SplitResult`` of each convolution the Pex passes split in ``model`` (in place)."""
+    """The ``SplitResult`` of each convolution the Pex passes split in ``model`` (in place), when the split
+    model's arena plan is smaller (a whole depthwise may overlap its input in place; channel groups cannot)."""
     from converters.passes import split_pooled_convolutions, split_strided_expansions
 
     if len(model.subgraphs) != 1:
         return ()
-    results = split_pooled_convolutions(model) + split_strided_expansions(model)
-    return tuple(r for r in results if r.split)
+    trial = copy.deepcopy(model)
+    results = tuple(r for r in split_pooled_convolutions(trial) + split_strided_expansions(trial) if r.split)
+    if not results or plan_graph(trial.main).size >= plan_graph(model.main).size:
+        return ()
+    model.subgraphs, model.metadata = trial.subgraphs, trial.metadata
+    return results
 
 
 def _with_metadata_of(original, rewritten):

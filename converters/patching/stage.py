@@ -397,21 +397,24 @@ def tile_patches(source, graph, ops, stage, tiles, partial_expansions=True):
     """[(patch model, window of ``graph``'s input, box of ``stage``)] for each tile of the stage tensor that
     ``ops`` (the first ops of ``graph``) end at: the model computes the tile from the window, the tile's
     receptive field clipped to the input (``build_patch_graph``); ``source`` gives the models' metadata.
-    partial_expansions: run each model's strided expansions a group of channels at a time where that
-    lowers its peak (``_with_partial_expansions``)."""
+    partial_expansions: run the models' strided expansions a group of channels at a time when that
+    shrinks the arena plan of the largest one (``_with_partial_expansions``)."""
     x = graph.inputs[0]
-    patches = []
+    graphs, patches = [], []
     for tile in tiles:
         regions = receptive_regions(ops, stage, tile)
         y0, y1, x0, x1 = regions.region[x]
-        patch_graph = build_patch_graph(graph, ops, stage, regions)
-        if partial_expansions:
-            patch_graph = _with_partial_expansions(patch_graph)
-        patches.append((derived_model(source, patch_graph),
-                        Window(x=x0, y=y0, w=x1 - x0, h=y1 - y0),
+        graphs.append(build_patch_graph(graph, ops, stage, regions))
+        patches.append((Window(x=x0, y=y0, w=x1 - x0, h=y1 - y0),
                         Box(x=tile[2], y=tile[0], c=0, w=tile[3] - tile[2], h=tile[1] - tile[0],
                             channels=stage.shape[3])))
-    return patches
+    if partial_expansions and graphs:
+        from converters.passes import peak_live_bytes
+
+        largest = max(range(len(graphs)), key=lambda i: peak_live_bytes(graphs[i]))
+        if _with_partial_expansions(graphs[largest]) is not graphs[largest]:
+            graphs = [_with_partial_expansions(g, planned=False) for g in graphs]
+    return [(derived_model(source, g), window, box) for g, (window, box) in zip(graphs, patches)]
 
 
 def derived_model(source, graph):
@@ -486,25 +489,34 @@ def partially_executed(tail, expansions=True):
     channels at a time (Pex, ``converters.passes.split_pooled_convolutions`` and ``split_strided_expansions``)
     when that lowers its peak live bytes: once the patch stages are gone, a wide last convolution feeding a
     global pool can be the peak."""
-    from converters.passes import peak_live_bytes, split_pooled_convolutions, split_strided_expansions
+    from converters.passes import peak_live_bytes, split_pooled_convolutions
 
     split = copy.deepcopy(tail)
-    results = split_pooled_convolutions(split) + (split_strided_expansions(split) if expansions else [])
-    if any(r.split for r in results) and peak_live_bytes(split.main) < peak_live_bytes(tail.main):
-        return split
+    if any(r.split for r in split_pooled_convolutions(split)) and peak_live_bytes(split.main) < peak_live_bytes(
+            tail.main):
+        tail = split
+    if expansions:
+        main = _with_partial_expansions(tail.main)
+        if main is not tail.main:
+            tail = dataclasses.replace(tail, subgraphs=[main] + tail.subgraphs[1:])
     return tail
 
 
-def _with_partial_expansions(graph):
-    """``graph`` (a patch model's) with its strided expansions run a group of channels at a time
-    (``converters.passes.split_strided_expansions``) when that lowers its peak live bytes: a patch of an
-    inverted bottleneck's stride-2 block holds its whole expansion window otherwise."""
-    from converters.passes import peak_live_bytes, split_strided_expansions
+def _with_partial_expansions(graph, planned=True):
+    """``graph`` with its strided expansions run a group of channels at a time
+    (``converters.passes.split_strided_expansions``) when that shrinks its arena plan (``planned``; else
+    wherever the pass splits one): a patch of an inverted bottleneck's stride-2 block holds its whole
+    expansion window otherwise. Live bytes alone can mislead: the whole depthwise may overlap its input
+    in place, its channel groups' concatenation cannot."""
+    from converters.passes import split_strided_expansions
+    from converters.planning import plan_graph
 
     split = copy.deepcopy(graph)
-    if any(r.split for r in split_strided_expansions(split)) and peak_live_bytes(split) < peak_live_bytes(graph):
-        return split
-    return graph
+    if not any(r.split for r in split_strided_expansions(split)):
+        return graph
+    if planned and plan_graph(split).size >= plan_graph(graph).size:
+        return graph
+    return split
 
 
 def stage_description(stage):
