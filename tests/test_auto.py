@@ -22,7 +22,7 @@ def _flags(output, **overrides):
     """The flags `tinyvision convert --patches=auto` passes to ``convert_to_bundle``, with its defaults."""
     values = dict(model="model.tflite", output=str(output), patches="auto", split=None, budget=None, flash_budget=None,
                   board="nano33ble", max_mac_overhead=0.15, max_latency_overhead=None, max_flash_overhead=0.25,
-                  interpreters="one_at_a_time", verify=True, partial_execution=True)
+                  interpreters="one_at_a_time", verify=True, partial_execution=False)
     values.update(overrides)
     return types.SimpleNamespace(**values)
 

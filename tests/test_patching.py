@@ -103,8 +103,8 @@ def test_patch_models_run_the_strided_expansion_a_group_of_channels_at_a_time(mo
     from converters.passes import peak_live_bytes
 
     n = _op_index(mobilenet, "block_2_add") + 1
-    grouped = split_patch_stage(mobilenet, n, 2)
-    whole = split_patch_stage(mobilenet, n, 2, partial_expansions=False)
+    grouped = split_patch_stage(mobilenet, n, 2, partial_expansions=True)
+    whole = split_patch_stage(mobilenet, n, 2)
     for bundle, concatenations in ((grouped, True), (whole, False)):
         opcodes = {op.opcode for m in bundle.models[:bundle.tail] for op in m.graph().ops}
         assert ("CONCATENATION" in opcodes) == concatenations

@@ -131,9 +131,7 @@ def auto_bundle(model, model_bytes, name, FLAGS):
         return c.sram <= sram_budget and c.measured_flash <= flash_budget and c.flash <= model_flash_limit
 
     slower = FLAGS.max_latency_overhead
-    # Channel groups of few channels cost CMSIS-NN instructions (up to a fifth of a stage's): under a latency
-    # limit the search keeps expansions whole.
-    partial = FLAGS.partial_execution and slower is None
+    partial = FLAGS.partial_execution
     limits = (f"SRAM <= {sram_budget:,} B, {flash_limit}, MAC overhead <= {100 * FLAGS.max_mac_overhead:.0f}%, "
               + ("" if slower is None else f"estimated instructions <= {1 + slower:.2f}x, ")
               + f"model flash <= {model_flash_limit:,} B")

@@ -59,7 +59,7 @@ def next_pooled_convolution(model, a):
                  if a <= n <= last and _groups(pair) is not None), None)
 
 
-def split_channel_stage(model, n, groups, name="model.tflite", partial_tail=True, partial_expansions=True):
+def split_channel_stage(model, n, groups, name="model.tflite", partial_tail=True, partial_expansions=False):
     """Split ``model`` (.tflite bytes or ``Model``) whose first ``n`` ops are a pooled convolution (n = 2:
     the CONV_2D reading the model's input, and its pool) into one model per channel group and a tail.
 

@@ -7,9 +7,9 @@ stage's buffer, and so on. The search:
 
 1. evaluates every single stage (0 -> n, p) over the candidate cut points and grids;
 2. extends each Pareto chain whose tail sets its peak by one more stage (n -> n', p'), for the
-   next cuts whose tail is smaller, grids ascending while they shrink the new stage's need (a stage
-   finer than the tail after it still pays once a later stage splits that tail); repeated up to
-   ``max_stages`` stages;
+   next cuts whose tail is smaller, grids ascending until the new stage stops setting the peak (with
+   ``partial_expansions``, while they shrink its need: a stage finer than the tail after it still pays
+   once a later stage splits that tail); repeated up to ``max_stages`` stages;
 3. with one interpreter at a time, cuts the tail of the Pareto chains into sequential segments, and
    a last pooled convolution into a channel stage (``converters.patching.channels``), so that the
    persistent slot holds the largest part's section rather than the whole tail's.
@@ -155,7 +155,7 @@ class _Piece:
 class _Pieces:
     """Builds and caches the stage pieces of one model and the tail after each cut (cut 0 is the image)."""
 
-    def __init__(self, model, name, interpreters, partial_expansions=True):
+    def __init__(self, model, name, interpreters, partial_expansions=False):
         from tinyvision.analysis.cost import model_cost
         from tinyvision.analysis.latency import default_model
 
@@ -311,7 +311,7 @@ def _flash_front(candidates):
 
 def search(model, max_mac_overhead, name="model.tflite", grids=GRIDS, log=None, interpreters=DEFAULT_INTERPRETERS,
            max_stages=MAX_STAGES, sram_budget=None, flash_budget=None, objects=0, max_latency_overhead=None,
-           partial_expansions=True):
+           partial_expansions=False):
     """Evaluate stage chains; returns a ``SearchResult`` whose ``ranked`` lists the chains with overhead
     <= ``max_mac_overhead``, estimated latency overhead <= ``max_latency_overhead``, estimated SRAM (shared + persistent + ``objects``) <= ``sram_budget`` and
     model flash <= ``flash_budget`` (None: no limit), smallest estimated SRAM first.
@@ -475,11 +475,12 @@ def _chains(model, name, grids, log, interpreters, max_stages, partial_expansion
                     if piece is None:
                         continue
                     need = pieces.span(a) + piece.head + piece.span
-                    if need >= coarser:
+                    if partial_expansions and need >= coarser:
                         break  # finer grids only add MACs
                     coarser = need
-                    # kept even where the tail after b sets the peak: a later stage may split that tail
                     grown.setdefault(b, []).extend(c + ((b, p),) for c in chains)
+                    if not partial_expansions and need <= pieces.tail_pieces[b].head:
+                        break  # the tail sets the peak (with partial execution a later stage may split it)
         if not grown:
             break
         for b, chains in grown.items():

@@ -393,7 +393,7 @@ def build_patch_graph(graph, ops, stage, regions):
     return patch.prune_tensors()
 
 
-def tile_patches(source, graph, ops, stage, tiles, partial_expansions=True):
+def tile_patches(source, graph, ops, stage, tiles, partial_expansions=False):
     """[(patch model, window of ``graph``'s input, box of ``stage``)] for each tile of the stage tensor that
     ``ops`` (the first ops of ``graph``) end at: the model computes the tile from the window, the tile's
     receptive field clipped to the input (``build_patch_graph``); ``source`` gives the models' metadata.
@@ -440,7 +440,7 @@ def _side(index, count, names):
     return names[0] if index == 0 else names[2] if index == count - 1 else names[1]
 
 
-def split_patch_stage(model, n, grid, name="model.tflite", partial_tail=True, partial_expansions=True):
+def split_patch_stage(model, n, grid, name="model.tflite", partial_tail=True, partial_expansions=False):
     """Split ``model`` (.tflite bytes or ``Model``) into per-patch models for its first ``n`` ops and a tail.
 
     grid: p (p x p tiles of the stage tensor), (rows, cols), or (tile heights, tile widths).
@@ -484,7 +484,7 @@ def split_patch_stage(model, n, grid, name="model.tflite", partial_tail=True, pa
                            edges)
 
 
-def partially_executed(tail, expansions=True):
+def partially_executed(tail, expansions=False):
     """``tail`` with its pooled convolutions (and, with ``expansions``, its strided expansions) run a slice of
     channels at a time (Pex, ``converters.passes.split_pooled_convolutions`` and ``split_strided_expansions``)
     when that lowers its peak live bytes: once the patch stages are gone, a wide last convolution feeding a
@@ -524,7 +524,7 @@ def stage_description(stage):
     return {"shape": list(hwc(stage.shape)), "dtype": "int8", **quant_dict(stage), "tensor": stage.name}
 
 
-def split_stages(model, stages, name="model.tflite", partial_expansions=True):
+def split_stages(model, stages, name="model.tflite", partial_expansions=False):
     """Multi-stage patch inference: a chain of patch stages, each splitting the tail of the one before.
 
     stages: [(n_0, grid_0), (n_1, grid_1), ...] with 0 < n_0 < n_1 < ...: op counts of ``model``
