@@ -65,7 +65,7 @@ def optimize_tflite(model_bytes, name="model", reorder=True, plan=True, verify=T
     """Return (optimized .tflite bytes, OptimizeReport).
 
     partial_execution: run each convolution whose output only a global pool or a strided depthwise reads a
-    group of channels at a time where that lowers the live bytes (Pex: ``split_pooled_convolutions``,
+    group of channels at a time when that shrinks the model's arena plan (Pex: ``split_pooled_convolutions``,
     ``split_strided_expansions``; bit-exact). It adds operators, so the patch split, which counts the
     model's own, leaves it off.
 

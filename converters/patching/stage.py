@@ -412,8 +412,10 @@ def tile_patches(source, graph, ops, stage, tiles, partial_expansions=False):
         from converters.passes import peak_live_bytes
 
         largest = max(range(len(graphs)), key=lambda i: peak_live_bytes(graphs[i]))
-        if _with_partial_expansions(graphs[largest]) is not graphs[largest]:
-            graphs = [_with_partial_expansions(g, planned=False) for g in graphs]
+        decided = _with_partial_expansions(graphs[largest])
+        if decided is not graphs[largest]:
+            graphs = [decided if i == largest else _with_partial_expansions(g, planned=False)
+                      for i, g in enumerate(graphs)]
     return [(derived_model(source, g), window, box) for g, (window, box) in zip(graphs, patches)]
 
 
