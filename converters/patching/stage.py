@@ -454,7 +454,7 @@ def split_patch_stage(model, n, grid, name="model.tflite", partial_tail=True, pa
     ``n`` still counts the model's own ops. partial_tail: split the tail's pooled convolutions within it
     (``partially_executed``); False keeps the tail's ops as the model's, numbered as they are.
     partial_expansions: strided expansions run a group of channels at a time in the patch models and (with
-    partial_tail) the tail, where that lowers their peak; False keeps them whole, which costs fewer
+    partial_tail) the tail, where that shrinks their arena plan; False keeps them whole, which costs fewer
     instructions (CMSIS-NN runs a convolution of few channels less efficiently).
     """
     model, data, core, edges = core_of(model, name)

@@ -28,7 +28,9 @@ stacked above every patch model's own plan, at the bottom, the last one where th
 tail's unconstrained plan puts its input, consecutive stages side by side so that stage
 k + 2 reuses stage k's memory; and ``_packed_offsets``: each stage first-fit above the
 plans of the patches that fill it, so that a stage whose patches need little lies low
-and later patches plan around it); the smallest shared region wins.
+and later patches plan around it; ``_packed_from_top``: each stage as high as it goes under
+the phases' lower bound plus a little slack, leaving the memory below in one piece); the
+smallest shared region wins.
 """
 import dataclasses
 import itertools
