@@ -18,6 +18,7 @@ one-line error; the benchmark goes on.
 
   python benchmarks/realworld.py
   python benchmarks/realworld.py --models=~/my_models --chain=person_detect=8:3x3 --noauto
+  python benchmarks/realworld.py --partial_execution
 """
 import json
 import os
@@ -40,6 +41,8 @@ flags.DEFINE_string("large_board", "mps2-an386", "--board of convert --patches=a
                     "exceeds --board's flash (the 224 px PyTorch MobileNetV2 on the Nano)")
 flags.DEFINE_string("large_flash_budget", "16MiB", "--flash_budget of convert --patches=auto for such a model "
                     "(its 4 MB of weights fill even the emulator's code memory)")
+flags.DEFINE_bool("partial_execution", False, "pass --partial_execution to every convert (operators run a group of "
+                  "channels at a time where that shrinks the arena)")
 flags.DEFINE_integer("timeout", 1800, "seconds per CLI step")
 FLAGS = flags.FLAGS
 
@@ -84,13 +87,17 @@ def convert_row(path, folder, timeout):
     from tinyvision.runtime import tflm
 
     output = os.path.join(folder, "converted.tflite")
-    code, _, error, wall = cli("convert", f"--model={path}", f"--output={output}", timeout=timeout)
+    code, _, error, wall = cli("convert", f"--model={path}", f"--output={output}", *partial_flag(), timeout=timeout)
     if code:
         return f"convert  FAILED ({wall:.0f} s): {error}"
     with open(output, "rb") as f:
         report = tflm.measure(f.read(), name=os.path.basename(path))
     return (f"convert  head {report.head_bytes:>9,}  tail {report.tail_bytes:>8,}  total {report.total_bytes:>9,}"
             f"  (verified on TFLM; {wall:.0f} s)")
+
+
+def partial_flag():
+    return ["--partial_execution"] if FLAGS.partial_execution else []
 
 
 def auto_target(path):
@@ -107,7 +114,7 @@ def bundle_row(path, patches, folder, timeout):
     output = os.path.join(folder, f"bundle_{len(os.listdir(folder))}")
     target = auto_target(path) if patches == "auto" else []
     code, out, error, wall = cli("convert", f"--model={path}", f"--patches={patches}", f"--output={output}",
-                                 *target, timeout=timeout)
+                                 *target, *partial_flag(), timeout=timeout)
     label = f"{patches:<8}" + (f" ({' '.join(target)})" if len(target) > 1 else "")
     if code:
         return f"{label} FAILED ({wall:.0f} s): {error}"

@@ -182,10 +182,12 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
             plans.append(planned[key])
         return plans
 
-    def shared_of(offsets, plans):
-        return align_up(max([p.footprint for p in plans] + [o + a for o, a in zip(offsets, spans)]))
-
     reserve = temp_reserve([graph for _, _, graph in models], interpreters)
+    creation = creation_floor([graph for _, _, graph in models], interpreters)
+
+    def shared_of(offsets, plans):
+        return align_up(max([p.footprint for p in plans] + [o + a for o, a in zip(offsets, spans)] + [creation]))
+
     floors = stage_floors([(graph, live[name]) for name, _, graph in models], len(spans), interpreters)
     free = [plan_graph(graph, scratch=scratch.get(name), effort=effort, name=name) for name, _, graph in models]
     top = align_up(max([p.size for (_, role, _), p in zip(models, free) if role == "patch"] + [0]))
@@ -397,6 +399,13 @@ def temp_reserve(graphs, interpreters):
     """Bytes at the bottom of the shared region the stage buffer must avoid: the largest model's
     AllocateTensors temporaries when interpreters are created one at a time, else 0."""
     return max(allocation_temp_bytes(g) for g in graphs) if interpreters == "one_at_a_time" else 0
+
+
+def creation_floor(graphs, interpreters):
+    """Bytes the shared region needs at least to create the interpreters: with "resident" interpreters the
+    shared region is each model's whole non-persistent buffer, so the largest model's AllocateTensors
+    temporaries must fit in it; "one_at_a_time" creation also has the persistent slot's free bytes above."""
+    return max(allocation_temp_bytes(g) for g in graphs) if interpreters == "resident" else 0
 
 
 def arena_section(shared, stage_offsets, stage_bytes, persistent, interpreters, reserve, in_place=(), together=None):

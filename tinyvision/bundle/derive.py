@@ -42,15 +42,16 @@ def unplanned_arena(bundle, interpreters):
     every patch model's head, and the tail (whose own plan puts its input somewhere
     in its head) needs the last stage copied into its input: ``offline_plans`` false.
     """
-    from converters.planning import align_up, arena_section, temp_reserve
+    from converters.planning import align_up, arena_section, creation_floor, temp_reserve
 
     patch_head = max(align_up(m.nonpersistent_bytes) for m in bundle.models if m.role == "patch")
-    reserve = temp_reserve([m.graph() for m in bundle.models], interpreters)
+    graphs = [m.graph() for m in bundle.models]
+    reserve = temp_reserve(graphs, interpreters)
     offsets, at = [], max(patch_head, reserve)
     for size in bundle.stage_bytes:
         offsets.append(at)
         at += align_up(size)
-    shared = max(at, align_up(bundle.models[bundle.tail].nonpersistent_bytes))
+    shared = max(at, align_up(bundle.models[bundle.tail].nonpersistent_bytes), creation_floor(graphs, interpreters))
     arena = arena_section(shared, offsets, bundle.stage_bytes, [m.persistent_bytes for m in bundle.models],
                           interpreters, reserve)
     arena["offline_plans"] = False
@@ -202,7 +203,7 @@ def _stage_pins(bundle, i, graph, offsets):
 def _expected_arena(bundle, planned):
     """The arena section the figures give: with offline plans, rebuilt around the plan's stage offsets (checked
     against the models' plans above) and the region those plans occupy; derived entirely otherwise."""
-    from converters.planning import align_up, arena_section, temp_reserve
+    from converters.planning import align_up, arena_section, creation_floor, temp_reserve
 
     arena = bundle.arena
     mode = arena.get("interpreters", "resident")
@@ -211,9 +212,10 @@ def _expected_arena(bundle, planned):
     elif planned is None:
         expected = unplanned_arena(bundle, mode)
     else:
-        reserve = temp_reserve([m.graph() for m in bundle.models], mode)
+        graphs = [m.graph() for m in bundle.models]
+        reserve = temp_reserve(graphs, mode)
         offsets = [s["offset"] for s in arena["stages"]]
-        occupied = [size for size, _ in planned]
+        occupied = [size for size, _ in planned] + [creation_floor(graphs, mode)]
         shared = align_up(max(occupied + [o + align_up(b) for o, b in zip(offsets, bundle.stage_bytes)]))
         in_place = [i for i, (_, on_stages) in enumerate(planned) if on_stages]
         expected = arena_section(shared, offsets, bundle.stage_bytes, [m.persistent_bytes for m in bundle.models],
