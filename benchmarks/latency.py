@@ -2,6 +2,7 @@
 
     python benchmarks/latency.py [--model=mobilenet_v2_0.35_144] [--patches=auto --patches=6:4x4,13:2x2]
                                  [--patches=BUNDLE_DIR] [--max_mac_overhead=0.15] [--arduino_lib=PATH]
+                                 [--partial_execution]
 
 --model is a zoo name (built as benchmarks/bundles.py builds it: untrained weights, seed 0, int8
 calibrated on built-in synthetic images, cached) or a .tflite. Each --patches is split by the real
@@ -16,7 +17,7 @@ Printed per row: the arena bytes TFLM touched (of the arena constant), instructi
 with those of each stage, the tail and interpreter creation (re-creating interpreters in
 one_at_a_time mode), the ratio to the unsplit model, the search's estimate of that ratio
 (``tinyvision.analysis.latency``) and whether the scores equal the host's. --max_latency_overhead
-is passed to each auto conversion.
+is passed to each auto conversion, --partial_execution to every conversion.
 """
 import os
 import subprocess
@@ -39,6 +40,8 @@ flags.DEFINE_string("model", "mobilenet_v2_0.35_144", "zoo model name or a .tfli
 flags.DEFINE_multi_string("patches", ["auto", "6:4x4,13:2x2"], "convert --patches of each bundle, or a bundle "
                           "folder converted from --model already")
 # --max_mac_overhead, --calibration and --cache_dir are those of benchmarks/bundles.py, imported above.
+flags.DEFINE_bool("partial_execution", False, "convert every --patches with --partial_execution (operators run a "
+                  "group of channels at a time where that shrinks the arena)")
 flags.DEFINE_float("max_latency_overhead", None, "--max_latency_overhead of convert --patches=auto (default: none)")
 flags.DEFINE_string("arduino_lib", None, "the board's TFLM library folder (default: ../shared/third_party/"
                     "Chirale_TensorFlowLite beside the repository, else the Arduino libraries folder's)")
@@ -62,9 +65,13 @@ def source_model():
     return int8_model(FLAGS.model, FLAGS.calibration, FLAGS.cache_dir, _build_fingerprint())
 
 
-def convert(path, patches, output):
+def convert(path, patches, output, partial_execution=None):
+    """Run `tinyvision convert --patches=patches` on ``path`` into ``output``; the search's "chosen:" line or None.
+    partial_execution: pass --partial_execution (None: as the --partial_execution flag says)."""
     command = [sys.executable, "-m", "converters.cli.main", "convert", f"--model={path}", f"--patches={patches}",
                f"--output={output}"]
+    if FLAGS.partial_execution if partial_execution is None else partial_execution:
+        command.append("--partial_execution")
     if patches == "auto":
         command += [f"--board={BOARD}", f"--max_mac_overhead={FLAGS.max_mac_overhead}"]
         if FLAGS.max_latency_overhead is not None:

@@ -1,11 +1,12 @@
 """Fit the Cortex-M4F instruction model (``tinyvision.analysis.latency``) on the emulator, and check it.
 
-    python benchmarks/latency_model.py [--fit=MODEL[@PATCHES] ...] [--check=MODEL[@PATCHES] ...]
+    python benchmarks/latency_model.py [--fit=MODEL[@PATCHES[+partial_execution]] ...] [--check=...]
                                        [--write] [--arduino_lib=PATH]
 
 Each MODEL is a .tflite (the shared real-world models by default) or a zoo name (built as
 benchmarks/bundles.py builds it); @PATCHES splits it with the real `tinyvision convert --patches=PATCHES`
-first. Every --fit run is exported for the mps2-an386 profile and run by the profiling harness on the
+first (+partial_execution: with --partial_execution, whose channel-group operators the model must fit
+too). Every --fit run is exported for the mps2-an386 profile and run by the profiling harness on the
 board's TFLM library (Chirale_TensorFlowLite, CMSIS-NN) built for the Cortex-M4F under qemu -icount
 (``tinyvision.runtime.board.run_bundle(..., profile=True)``): it creates and invokes every model alone
 and counts the instructions of each operator and of each creation. The model is fitted on those:
@@ -36,11 +37,14 @@ from tinyvision.analysis import latency  # noqa: E402
 from tinyvision.errors import TinyVisionError  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "models")
+PARTIAL = "+partial_execution"
 flags.DEFINE_multi_string("fit", [f"{SHARED}/person_detect.tflite", f"{SHARED}/person_detect.tflite@4:3x3,8:4x4,12:2x2",
                                   f"{SHARED}/kws_ref_model.tflite", f"{SHARED}/kws_ref_model.tflite@1:2x2",
-                                  "mobilenet_v2_0.35_96@6:3x3,13:2x2"],
+                                  "mobilenet_v2_0.35_96@6:3x3,13:2x2",
+                                  f"mobilenet_v2_0.35_96@6:3x3,13:2x2{PARTIAL}"],
                           "runs the model is fitted on")
-flags.DEFINE_multi_string("check", ["mobilenet_v2_0.35_144", "mobilenet_v2_0.35_144@6:4x4,13:2x2"],
+flags.DEFINE_multi_string("check", ["mobilenet_v2_0.35_144", "mobilenet_v2_0.35_144@6:4x4,13:2x2",
+                                    f"mobilenet_v2_0.35_144@6:4x4,13:2x2{PARTIAL}"],
                           "runs only compared with the estimate")
 flags.DEFINE_bool("write", False, "store the fitted model in the package (tinyvision/analysis/"
                   "cortex_m4_instructions.json)")
@@ -65,12 +69,14 @@ def prepared(spec, work):
     from bundles import _build_fingerprint, int8_model
 
     source, _, patches = spec.partition("@")
+    partial = patches.endswith(PARTIAL)
+    patches = patches.removesuffix(PARTIAL)
     if not source.endswith(".tflite"):
         source = int8_model(source, FLAGS.calibration, FLAGS.cache_dir, _build_fingerprint())
     if not patches:
         return source
     folder = os.path.join(work, f"bundle{len(os.listdir(work))}")
-    convert(source, patches, folder)
+    convert(source, patches, folder, partial_execution=partial)
     return folder
 
 
