@@ -13,9 +13,9 @@ Cortex-M4F under qemu-system-arm -icount (``tinyvision.runtime.board``), exporte
 mps2-an386 profile: its 4 MB of RAM and code memory hold the unsplit model too. qemu has no caches
 or wait states, so the instruction counts are those of the same code on the Nano's memory map.
 
-Printed per row: the arena bytes TFLM touched (of the arena constant), instructions per inference
-with those of each stage, the tail and interpreter creation (re-creating interpreters in
-one_at_a_time mode), the ratio to the unsplit model, the search's estimate of that ratio
+Printed per row: the arena bytes TFLM touched (of the arena constant, and of its shared region),
+instructions per inference with those of each stage, the tail and interpreter creation (re-creating
+interpreters in one_at_a_time mode), the ratio to the unsplit model, the search's estimate of that ratio
 (``tinyvision.analysis.latency``) and whether the scores equal the host's. --max_latency_overhead
 is passed to each auto conversion, --partial_execution to every conversion.
 """
@@ -103,7 +103,7 @@ def row(name, emulated, baseline):
     estimated_ratio = estimate / baseline[1] if baseline else 1.0
     creation = counts["creation"] / counts["inference"]
     exact = "equal" if result.bit_exact else f"differ (stages {result.stage_mismatches}, scores by {result.score_diff})"
-    return (f"{name:<24} {arena['used']:>10,} {counts['inference'] / 1e6:>9.1f} M {ratio:>6.2f}x "
+    return (f"{name:<24} {arena['used']:>10,} {arena['shared']:>11,} {counts['inference'] / 1e6:>9.1f} M {ratio:>6.2f}x "
             f"(estimated {estimated_ratio:.2f}x)  creation {counts['creation'] / 1e6:.1f} M ({creation:.1%})  [{parts}]  scores {exact}")
 
 
@@ -113,7 +113,7 @@ def main(argv):
     path = source_model()
     print(f"model {FLAGS.model} ({os.path.getsize(path):,} B); emulated Cortex-M4F (qemu mps2-an386, {BOARD} "
           f"memory map), library {os.path.basename(lib_dir)}")
-    print(f"{'':<24} {'arena used':>10} {'instructions':>11} {'ratio':>6}")
+    print(f"{'':<24} {'arena used':>10} {'shared used':>11} {'instructions':>11} {'ratio':>6}")
     unsplit = emulate(path, lib_dir)
     baseline = unsplit[0].run.instructions()["inference"], unsplit[1]
     print(row("unsplit", unsplit, baseline), flush=True)
