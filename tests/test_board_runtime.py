@@ -343,6 +343,9 @@ def test_parse_output_reads_every_tail_output():
 
     with pytest.raises(TinyVisionError, match=r"printed tail outputs \[0, 2\], not 0 to 1"):
         parse_output(text.replace("buffer scores1 ", "buffer scores2 "), "host")
+    with pytest.raises(TinyVisionError, match=r"without a result: qemu: fatal: Lockup: can't escalate 3 to HardFault$"):
+        parse_output("", "cortex-m4", "qemu: fatal: Lockup: can't escalate 3 to HardFault\n\nR00=00000084 R01=00000000\n"
+                                      "FPSCR: 00000000\n")
     failed = parse_output("harness wall clock\ntinyvision error: Invoke failed (index 4)\nharness exit 1\n", "host")
     assert failed.scores is None and failed.outputs == [] and failed.error == "Invoke failed (index 4)"
 

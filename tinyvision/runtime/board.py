@@ -275,8 +275,9 @@ def parse_output(text, target, stderr=""):
             m = _SKETCH_LINE.search(line)
             if m:
                 predicted, copy_ms, create_ms = int(m.group(1) or -1), float(m.group(2)), float(m.group(3))
-    if code is None:
-        tail = "; ".join((lines + stderr.strip().splitlines())[-3:]) or "no output"
+    if code is None:  # the emulator's own fatal line (a lockup) says more than the register dump after it
+        fatal = [line for line in stderr.splitlines() if line.startswith("qemu: fatal:")]
+        tail = fatal[0] if fatal else "; ".join((lines + stderr.strip().splitlines())[-3:]) or "no output"
         raise TinyVisionError(f"the {target} run of the sketch ended without a result: {tail}")
     if code == 2:
         raise TinyVisionError(f"the sketch faulted on the emulated Cortex-M4 (out of the board's RAM, or a bad "
