@@ -30,6 +30,7 @@ from tinyvision.fileio import atomic_write_bytes
 from tinyvision.runtime import arduino_lib
 
 QEMU = "qemu-system-arm"
+OBJCOPY = "arm-none-eabi-objcopy"
 QEMU_ARGS = ("-machine", "mps2-an386", "-cpu", "cortex-m4", "-nographic", "-monitor", "none", "-serial", "none",
              "-semihosting-config", "enable=on,target=native", "-icount", "shift=0")
 SKETCH_CXX_FLAGS = ("-std=gnu++17", "-fno-exceptions", "-fno-rtti", "-fno-threadsafe-statics")
@@ -226,12 +227,24 @@ def _object_key(cmd, src, sketch_dir, build_dir, harness_dir):
 
 def run_program(exe, target, timeout=600):
     """Runs a built harness; the ``SketchRun`` it printed. TinyVisionError when it printed no result."""
-    cmd = [exe] if target == "host" else [_qemu(), *QEMU_ARGS, "-kernel", exe]
+    cmd = [exe] if target == "host" else [_qemu(), *QEMU_ARGS, *_code_image(exe)]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise TinyVisionError(f"the {target} run of the sketch did not finish within {timeout} s") from None
     return parse_output(done.stdout, target, done.stderr)
+
+
+def _code_image(elf):
+    """qemu's arguments that load ``elf`` as one raw image of the code memory at address 0 (vector table,
+    code, constants and .data's initial values): qemu 7.2's -kernel leaves the code memory empty for an ELF
+    of about 4 MB (a 224 px model's weights), whose first instruction then reads as zeros and locks up."""
+    image = os.path.splitext(elf)[0] + ".bin"
+    done = subprocess.run([OBJCOPY, "-O", "binary", elf, image], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise TinyVisionError(f"{OBJCOPY} could not make the emulator's image of {elf}: "
+                              f"{done.stderr.strip()[-300:] or 'no output'}")
+    return ["-device", f"loader,file={image},addr=0x0,force-raw=on"]
 
 
 def _qemu():
