@@ -35,8 +35,8 @@ flags.DEFINE_bool("board_exact_mean", True, "rewrite each global-average MEAN th
                   "channel and H x W x C B of flash")
 flags.DEFINE_bool("partial_execution", False, "run each convolution that only a global pool or a strided depthwise "
                   "reads a group of channels at a time where that shrinks the arena plan (Pex; bit-exact), in the "
-                  "unsplit model or in patch models and the last tail; more tensors per model than the Arduino TFLM "
-                  "library's planner may take (89 buffers) and more instructions")
+                  "unsplit model or in patch models and the last tail; costs Cortex-M4 instructions (CMSIS-NN runs a "
+                  "convolution of few channels less efficiently)")
 flags.DEFINE_bool("verify", True, "check rewritten models bit-exact (tf.lite.Interpreter, and TFLM for bundles)")
 flags.DEFINE_string("patches", None, "per-patch bundle: 'auto', a grid 'PxP' or 'RxC' (with --split), a chain of "
                     "patch stages 'N:GRID,N:GRID,...' (stage k runs up to op N over its grid; N counts the ops of the "

@@ -182,8 +182,8 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
             plans.append(planned[key])
         return plans
 
-    reserve = temp_reserve([graph for _, _, graph in models], interpreters)
-    creation = creation_floor([graph for _, _, graph in models], interpreters)
+    graphs = [graph for _, _, graph in models]
+    reserve, creation = temp_reserve(graphs, interpreters), creation_floor(graphs, interpreters)
 
     def shared_of(offsets, plans):
         return align_up(max([p.footprint for p in plans] + [o + a for o, a in zip(offsets, spans)] + [creation]))
