@@ -2,7 +2,7 @@
 
     python benchmarks/latency.py [--model=mobilenet_v2_0.35_144] [--patches=auto --patches=6:4x4,13:2x2]
                                  [--patches=BUNDLE_DIR] [--max_mac_overhead=0.15] [--arduino_lib=PATH]
-                                 [--partial_execution]
+                                 [--partial_execution] [--deep_search]
 
 --model is a zoo name (built as benchmarks/bundles.py builds it: untrained weights, seed 0, int8
 calibrated on built-in synthetic images, cached) or a .tflite. Each --patches is split by the real
@@ -17,7 +17,7 @@ Printed per row: the arena bytes TFLM touched (of the arena constant, and of its
 instructions per inference with those of each stage, the tail and interpreter creation (re-creating
 interpreters in one_at_a_time mode), the ratio to the unsplit model, the search's estimate of that ratio
 (``tinyvision.analysis.latency``) and whether the scores equal the host's. --max_latency_overhead
-is passed to each auto conversion, --partial_execution to every conversion.
+and --deep_search are passed to each auto conversion, --partial_execution to every conversion.
 """
 import os
 import subprocess
@@ -42,6 +42,7 @@ flags.DEFINE_multi_string("patches", ["auto", "6:4x4,13:2x2"], "convert --patche
 # --max_mac_overhead, --calibration and --cache_dir are those of benchmarks/bundles.py, imported above.
 flags.DEFINE_bool("partial_execution", False, "convert every --patches with --partial_execution (operators run a "
                   "group of channels at a time where that shrinks the arena)")
+flags.DEFINE_bool("deep_search", False, "pass --deep_search to each auto conversion (chains of any depth)")
 flags.DEFINE_float("max_latency_overhead", None, "--max_latency_overhead of convert --patches=auto (default: none)")
 flags.DEFINE_string("arduino_lib", None, "the board's TFLM library folder (default: ../shared/third_party/"
                     "Chirale_TensorFlowLite beside the repository, else the Arduino libraries folder's)")
@@ -76,6 +77,8 @@ def convert(path, patches, output, partial_execution=None):
         command += [f"--board={BOARD}", f"--max_mac_overhead={FLAGS.max_mac_overhead}"]
         if FLAGS.max_latency_overhead is not None:
             command.append(f"--max_latency_overhead={FLAGS.max_latency_overhead}")
+        if FLAGS.deep_search:
+            command.append("--deep_search")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     if done.returncode != 0:

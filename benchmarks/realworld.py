@@ -19,6 +19,7 @@ one-line error; the benchmark goes on.
   python benchmarks/realworld.py
   python benchmarks/realworld.py --models=~/my_models --chain=person_detect=8:3x3 --noauto
   python benchmarks/realworld.py --partial_execution
+  python benchmarks/realworld.py --partial_execution --deep_search
 """
 import json
 import os
@@ -43,6 +44,7 @@ flags.DEFINE_string("large_flash_budget", "16MiB", "--flash_budget of convert --
                     "(its 4 MB of weights fill even the emulator's code memory)")
 flags.DEFINE_bool("partial_execution", False, "pass --partial_execution to every convert (operators run a group of "
                   "channels at a time where that shrinks the arena)")
+flags.DEFINE_bool("deep_search", False, "pass --deep_search to every convert --patches=auto (chains of any depth)")
 flags.DEFINE_integer("timeout", 1800, "seconds per CLI step")
 FLAGS = flags.FLAGS
 
@@ -112,7 +114,7 @@ def auto_target(path):
 
 def bundle_row(path, patches, folder, timeout):
     output = os.path.join(folder, f"bundle_{len(os.listdir(folder))}")
-    target = auto_target(path) if patches == "auto" else []
+    target = auto_target(path) + (["--deep_search"] if FLAGS.deep_search else []) if patches == "auto" else []
     code, out, error, wall = cli("convert", f"--model={path}", f"--patches={patches}", f"--output={output}",
                                  *target, *partial_flag(), timeout=timeout)
     label = f"{patches:<8}" + (f" ({' '.join(target)})" if len(target) > 1 else "")

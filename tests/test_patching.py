@@ -18,6 +18,7 @@ from converters.patching import (grid_tiles, max_stage_ops, read_bundle, split_p
                                  split_stages, split_tunnels, stage_tensor, validate, write_bundle)
 from converters.patching.bundle import finalize
 from converters.patching.channels import ChannelGroups
+from converters.patching import search as search_module
 from converters.patching.search import search
 from tinyvision.errors import TinyVisionError
 from tinyvision.runtime.patch_runner import verify_bundle
@@ -222,8 +223,14 @@ def test_board_scratch_stays_out_of_the_stages(mobilenet, interpreters):
     assert checked > 0  # the board's scratch was there to check
 
 
-def test_search_chains_stages_when_the_tail_sets_the_peak(mobilenet):
-    result = search(mobilenet, 0.5)
+@pytest.fixture(scope="module")
+def grown_search(mobilenet):
+    """The default search (chains grown up to 3 stages) within 50% extra MACs."""
+    return search(mobilenet, 0.5)
+
+
+def test_search_chains_stages_when_the_tail_sets_the_peak(mobilenet, grown_search):
+    result = grown_search
     single = min(c.shared for c in result.candidates if len(c.stages) == 1)
     chained = [c for c in result.pareto if len(c.stages) > 1]
     assert chained and min(c.shared for c in chained) < single
@@ -234,6 +241,50 @@ def test_search_chains_stages_when_the_tail_sets_the_peak(mobilenet):
     smallest = min(chained, key=lambda c: c.shared)
     bundle = finalize(split_stages(mobilenet, smallest.stages))
     assert bundle.arena["shared"]["size"] <= smallest.shared + 4096  # the layout is near the estimate
+    assert verify_bundle(bundle, mobilenet, n_inputs=1).ok
+
+
+def _step(a, b, need, macs, section=100, pair=0, temp=0, instructions=0.0):
+    return search_module._Step(a, b, None if b is None else 2, need, pair, temp, section, macs, instructions)
+
+
+def test_deep_paths_keep_every_chain_not_dominated_within_the_bound():
+    """The DP over cuts: a chain is kept when no other within the shared bound beats it in persistent,
+    MACs, instructions, stage buffers and temporaries together; with one interpreter at a time the largest
+    stage buffers plus the largest temporaries must fit the bound as well."""
+    steps = [_step(0, 1, need=900, macs=10), _step(0, 2, need=500, macs=30),
+             _step(1, 3, need=400, macs=5), _step(2, 3, need=300, macs=5),
+             _step(3, None, need=200, macs=1, section=80), _step(1, None, need=2000, macs=1, section=50),
+             _step(2, None, need=450, macs=1, section=300, temp=350, pair=0)]
+    paths = search_module._deep_paths
+    assert paths(steps, 100, True) == []
+    # within 500 B: over cut 2, its tail after it (fewer MACs) or on to cut 3 (less persistent)
+    assert sorted(paths(steps, 500, False)) == [((2, 2),), ((2, 2), (3, 2))]
+    # within 1000 B the chain over cut 1 beats both in MACs, persistent and temporaries together
+    assert paths(steps, 1000, False) == [((1, 2), (3, 2))]
+    # one at a time, the 350 B temporaries of the tail after cut 2 lie over its 500 B stage buffers
+    steps[1] = _step(0, 2, need=500, macs=30, pair=500)
+    assert ((2, 2),) not in paths(steps, 800, True) and ((2, 2),) in paths(steps, 850, True)
+    # of two equal steps the one with less persistent is kept
+    dominated = paths([_step(0, 1, 100, 10, section=60), _step(0, 1, 100, 10, section=70),
+                       _step(1, None, 100, 1, section=10)], 100, False)
+    assert dominated == [((1, 2),)]
+
+
+def test_deep_search_finds_deeper_chains_of_less_sram(mobilenet, grown_search):
+    """``search(deep=True)``: besides the grown chains, every stage between block boundaries within the MAC
+    budget, chained by the DP. Its smallest-SRAM chain is deeper than the grown search's 3 tiled stages and
+    needs less; built, its layout is near the estimate, and it is bit-exact on TFLM."""
+    def tiled(c):
+        return sum(not isinstance(p, ChannelGroups) and p != 1 for _, p in c.stages)
+
+    deep = search(mobilenet, 0.5, deep=True)
+    assert {c.stages for c in grown_search.candidates} <= {c.stages for c in deep.candidates}
+    deeper = [c for c in deep.candidates if tiled(c) > 3]
+    assert deeper and all(c.mac_overhead <= 0.5 for c in deeper)
+    assert deep.best.sram < grown_search.best.sram and tiled(deep.best) > 3
+    bundle = finalize(split_stages(mobilenet, deep.best.stages), interpreters="one_at_a_time")
+    assert bundle.arena["size"] <= deep.best.total + 4096
     assert verify_bundle(bundle, mobilenet, n_inputs=1).ok
 
 

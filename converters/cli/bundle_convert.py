@@ -146,7 +146,7 @@ def auto_bundle(model, model_bytes, name, FLAGS):
     chosen, bundle = (unsplit, whole) if fits(unsplit) else (None, None)
     result = search(model, FLAGS.max_mac_overhead, name, interpreters=FLAGS.interpreters, sram_budget=sram_budget,
                     flash_budget=min(flash_budget - fixed_flash, model_flash_limit), objects=objects,
-                    max_latency_overhead=slower, partial_expansions=partial) if points else None
+                    max_latency_overhead=slower, partial_expansions=partial, deep=FLAGS.deep_search) if points else None
     tried = []
     for c in result.ranked if result else []:
         if chosen is not None and (c.sram >= chosen.sram or len(tried) >= MEASURED_POINTS):
@@ -183,6 +183,7 @@ def auto_bundle(model, model_bytes, name, FLAGS):
         print(f"chosen: {chosen.label}: {chosen.sram:,} B SRAM (unsplit {unsplit.sram:,} B), "
               f"{chosen.measured_flash:,} B flash with the runtime, MAC overhead {100 * chosen.mac_overhead:.1f}%, "
               f"Cortex-M4F instructions {1 + chosen.latency_overhead:.2f}x (estimated)")
+        print(f"  the same chain without the search: --patches={chosen.patches_flag}")
     return bundle
 
 

@@ -12,7 +12,12 @@ stage's buffer, and so on. The search:
    once a later stage splits that tail); repeated up to ``max_stages`` stages;
 3. with one interpreter at a time, cuts the tail of the Pareto chains into sequential segments, and
    a last pooled convolution into a channel stage (``converters.patching.channels``), so that the
-   persistent slot holds the largest part's section rather than the whole tail's.
+   persistent slot holds the largest part's section rather than the whole tail's;
+4. with ``deep`` (``convert --deep_search``), as msf-CNN searches, chains of any depth as well: every stage
+   between two block boundaries (the first from the image, later ones up to ``DEEP_REACH`` boundaries
+   long; a segment, square grids while they lower its need within the MAC budget, full-width rows, a
+   channel stage) is built once, and a DP over the cuts keeps, for every shared bound, the chains not
+   dominated in persistent, MACs, instructions and the one-at-a-time temporaries.
 
 Every stage piece (from cut a to cut b over grid p) is built once with ``split_patch_stage`` on
 the tail after cut a and estimated without TFLM: a stage-k patch needs its head (planned with
@@ -20,8 +25,9 @@ the tail after cut a and estimated without TFLM: a stage-k patch needs its head 
 head holds: it reads and writes them in place), the tail its own head; the shared region is the
 largest of those (the offline layout is rarely larger). MACs, flash and
 instructions on the Cortex-M4F (``tinyvision.analysis.latency``: each patch's Invoke, the copies and, one
-interpreter at a time, each re-creation) add up over the pieces. Persistent sections are measured on TFLM only for the Pareto set (shared vs
-MAC overhead), all in one subprocess.
+interpreter at a time, each re-creation) add up over the pieces. Persistent sections are measured on TFLM only
+for the Pareto set (shared vs MAC overhead) and, with ``deep``, for every stage the DP chains, all in one
+subprocess each time.
 """
 import dataclasses
 import itertools
@@ -82,10 +88,18 @@ class Candidate:
             return "unsplit"
         return "n=" + " -> ".join(f"{n} {grid_label(p)}" for n, p in self.stages)
 
+    @property
+    def patches_flag(self):
+        """The chain as ``convert --patches`` takes it: '6:4x4,13:2x2,63:c12'."""
+        return ",".join(f"{n}:{grid_label(p)}" for n, p in self.stages)
+
 
 def grid_label(p):
-    """'3x3' for a p x p grid, 'c12' for ``ChannelGroups(12)``."""
-    return str(p) if isinstance(p, ChannelGroups) else f"{p}x{p}"
+    """'3x3' for a p x p grid, '5x1' for (5, 1) rows x columns, 'c12' for ``ChannelGroups(12)``."""
+    if isinstance(p, ChannelGroups):
+        return str(p)
+    rows, cols = p if isinstance(p, tuple) else (p, p)
+    return f"{rows}x{cols}"
 
 
 @dataclasses.dataclass
@@ -214,17 +228,20 @@ class _Pieces:
         """Bytes the stage buffer at ``cut`` takes in the arena (0 for the image: it is not in it)."""
         return _align(self.tails[0].main.ops[cut - 1].outputs[0].nbytes) if cut else 0
 
+    def need(self, a, b, p):
+        """Shared bytes stage (a, b, p) needs while it runs: its largest head beside the buffers of stages
+        a and b."""
+        piece = self.pieces[(a, b, p)]
+        if p == 1 and a:  # a segment: its input and output tensors are the stage buffers (in place)
+            return max(piece.head, self.span(a) + piece.span)
+        return self.span(a) + piece.head + piece.span
+
     def prefix(self, stages):
         """(shared bytes, MACs) of a chain's stages without its tail."""
         cuts = [0] + [n for n, _ in stages]
         peak = macs = 0
         for a, (b, p) in zip(cuts, stages):
-            piece = self.pieces[(a, b, p)]
-            if p == 1 and a:  # a segment: its input and output tensors are the stage buffers (in place)
-                need = max(piece.head, self.span(a) + piece.span)
-            else:
-                need = self.span(a) + piece.head + piece.span
-            peak, macs = max(peak, need), macs + piece.macs
+            peak, macs = max(peak, self.need(a, b, p)), macs + self.pieces[(a, b, p)].macs
         return peak, macs
 
     def chain(self, stages):
@@ -309,9 +326,20 @@ def _flash_front(candidates):
     return front
 
 
+def _measured_front(candidates):
+    """Non-dominated candidates in (estimated SRAM, mac_overhead, flash, latency_overhead), their persistent
+    measured: the deep search's chains of one shared region differ in persistent and instructions."""
+    front = []
+    for c in sorted(candidates, key=lambda c: (c.sram, c.mac_overhead, c.flash, c.latency_overhead)):
+        if not any(k.mac_overhead <= c.mac_overhead and k.flash <= c.flash and k.latency_overhead <= c.latency_overhead
+                   for k in front):
+            front.append(c)
+    return front
+
+
 def search(model, max_mac_overhead, name="model.tflite", grids=GRIDS, log=None, interpreters=DEFAULT_INTERPRETERS,
            max_stages=MAX_STAGES, sram_budget=None, flash_budget=None, objects=0, max_latency_overhead=None,
-           partial_expansions=False):
+           partial_expansions=False, deep=False):
     """Evaluate stage chains; returns a ``SearchResult`` whose ``ranked`` lists the chains with overhead
     <= ``max_mac_overhead``, estimated latency overhead <= ``max_latency_overhead``, estimated SRAM (shared + persistent + ``objects``) <= ``sram_budget`` and
     model flash <= ``flash_budget`` (None: no limit), smallest estimated SRAM first.
@@ -320,6 +348,8 @@ def search(model, max_mac_overhead, name="model.tflite", grids=GRIDS, log=None, 
     objects: the runtime's RAM beside the arena (``converters.export.arduino.fit_report``).
     partial_expansions: the chains' patch models and tails run strided expansions a group of channels at a
     time (``split_stages``); build the chosen chain the same way.
+    deep: besides the chains grown up to ``max_stages`` from the best shorter ones, chains of any depth over
+    every block boundary (``_deep_chains``): slower, finds the deep chains of the smallest SRAM.
     """
     model, _ = as_model(model, name)
     candidates = _chains(model, name, grids, log, interpreters, max_stages, partial_expansions)
@@ -341,6 +371,10 @@ def search(model, max_mac_overhead, name="model.tflite", grids=GRIDS, log=None, 
         segmented = measured(_with_segments(model, pieces, [c for c in front if eligible(c)]))
         candidates += segmented
         front += segmented
+    if deep:  # every deep chain's persistent was measured with its stages
+        chains = measured(_deep_chains(model, pieces, max_mac_overhead, log))
+        candidates += chains
+        front = _measured_front(front + chains)
     within_flash = [c for c in front if flash_budget is None or c.flash <= flash_budget]
     ranked = sorted((c for c in front if eligible(c) and (sram_budget is None or c.sram <= sram_budget)),
                     key=lambda c: (c.sram, c.mac_overhead))
@@ -350,9 +384,16 @@ def search(model, max_mac_overhead, name="model.tflite", grids=GRIDS, log=None, 
 
 def _measure_persistent(pieces, chains):
     """TFLM's persistent bytes of every model of the chains' pieces not measured yet (one subprocess)."""
+    _measure_parts([part for c in chains for part in pieces.parts(c.stages)])
+
+
+def _measure_parts(parts):
+    """TFLM's persistent bytes of every model of ``parts`` (``_Piece``) not measured yet (one subprocess)."""
     from tinyvision.runtime.tflm import measure_many
 
-    parts = list({id(part): part for c in chains for part in pieces.parts(c.stages) if part.sections is None}.values())
+    parts = list({id(part): part for part in parts if part.sections is None}.values())
+    if not parts:
+        return
     reports = iter(measure_many([data for part in parts for data in part.datas]))
     for part in parts:
         part.sections = [_align(next(reports).tail_bytes) for _ in part.datas]
@@ -500,6 +541,133 @@ def _next_cuts(pieces, points, blocks, a):
         if head < bound and (head not in levels or (b in blocks and levels[head] not in blocks)):
             levels[head] = b
     return [levels[head] for head in sorted(levels, reverse=True)][:NEXT_CUTS]
+
+
+DEEP_REACH = 3  # block boundaries a stage after the first may span: longer ones are chains of shorter ones
+
+
+@dataclasses.dataclass(frozen=True)
+class _Step:
+    """One step of a deep chain: stage (a, b, p), or the tail after cut a (b None). need: shared bytes while
+    it runs; pair: its stage buffers (with one interpreter at a time they lie above the largest model's
+    temporaries, ``temp``); section: its models' persistent bytes (largest, or sum when resident); macs;
+    instructions: estimated on the Cortex-M4F."""
+
+    a: int
+    b: int
+    p: object
+    need: int
+    pair: int
+    temp: int
+    section: int
+    macs: int
+    instructions: float
+
+
+def _stage_grids(pieces, a, b, spare_macs, original_macs):
+    """Grids worth a stage from cut a to cut b: a segment (a > 0), then square grids ascending while each
+    lowers the stage's need and its extra MACs stay within ``spare_macs``, then one row per tile row
+    (a > 0: a later stage's full-width rows read a contiguous band of its input)."""
+    height = pieces.tails[0].main.ops[b - 1].outputs[0].shape[1]
+    grids = [1] if a else []
+    coarser = math.inf
+    for q in range(2, height + 1):
+        piece = pieces.piece(a, b, q)
+        if piece is None or piece.macs - original_macs > spare_macs:
+            break
+        need = pieces.need(a, b, q)
+        if need >= coarser:
+            break
+        coarser = need
+        grids.append(q)
+    if a and height > 2:
+        grids.append((height, 1))
+    return [p for p in grids if pieces.piece(a, b, p) is not None and pieces.piece(a, b, p).macs - original_macs
+            <= spare_macs]
+
+
+def _deep_steps(model, pieces, max_mac_overhead, log):
+    """Every stage (a, b, p) between block boundaries (the first from the image to any boundary, later ones
+    up to ``DEEP_REACH`` boundaries on, a pooled convolution as a channel stage) whose extra MACs fit
+    ``max_mac_overhead``, and the tail after every cut, as ``_Step``; their persistent measured on TFLM."""
+    from tinyvision.analysis.cost import op_macs
+
+    cuts = block_boundaries(model, split_points(model))
+    pooled = next_pooled_convolution(model, 0)
+    channel_end = pooled[0] + 2 if pooled else None
+    original = list(itertools.accumulate([0] + [op_macs(op) for op in model.main.ops]))
+    spare = max_mac_overhead * pieces.baseline_macs
+    stages = []
+    for a in sorted({0, *cuts} | ({channel_end} if pooled else set())):
+        if a and a not in pieces.tails:
+            continue  # no stage ends there
+        ends = [b for b in cuts if b > a]
+        for b in ends if a == 0 else ends[:DEEP_REACH]:
+            grids = _stage_grids(pieces, a, b, spare, original[b] - original[a])
+            if a == 0 and not grids:
+                break  # a longer first stage only reads larger windows
+            stages += [(a, b, p) for p in grids]
+        if pooled and a == pooled[0] and pieces.piece(a, channel_end, pooled[1]) is not None:
+            stages.append((a, channel_end, pooled[1]))
+        if log:
+            log(f"  deep search: {len(stages)} stages built up to cut {a}")
+    tails = sorted(pieces.tail_pieces)
+    _measure_parts([pieces.pieces[s] for s in stages] + [pieces.tail_pieces[a] for a in tails])
+    combine = max if pieces.interpreters == "one_at_a_time" else sum
+    steps = []
+    for a, b, p in stages:
+        piece = pieces.pieces[(a, b, p)]
+        steps.append(_Step(a, b, p, pieces.need(a, b, p), pieces.span(a) + piece.span, piece.temp,
+                           combine(piece.sections), piece.macs, piece.instructions))
+    for a in tails:
+        tail = pieces.tail_pieces[a]
+        steps.append(_Step(a, None, None, tail.head, 0, tail.temp, combine(tail.sections), tail.macs,
+                           tail.instructions))
+    return steps
+
+
+def _dominates(label, other):
+    """Whether ``label`` is no worse than ``other`` in every figure (all but the stages)."""
+    return all(x <= y for x, y in zip(label[:-1], other[:-1]))
+
+
+def _deep_paths(steps, bound, one_at_a_time):
+    """The chains (tuples of (b, p)) from the image to the tail whose steps all need at most ``bound``
+    shared bytes, non-dominated in (persistent, MACs, instructions, largest stage buffers, largest
+    temporaries): a
+    label-setting DP over the cuts, in order. With one interpreter at a time the largest stage buffers
+    plus the largest temporaries must fit the bound too, and persistent is the largest section, else the
+    sum."""
+    by_start = {}
+    for step in steps:
+        if step.need <= bound and (not one_at_a_time or step.pair + step.temp <= bound):
+            by_start.setdefault(step.a, []).append(step)
+    combine = max if one_at_a_time else (lambda x, y: x + y)
+    labels = {0: [(0, 0, 0, 0, 0, ())]}  # cut -> [(persistent, MACs, instructions, pair, temp, stages)]
+    found = []
+    for a in sorted(by_start):
+        for section, macs, instructions, pair, temp, stages in labels.pop(a, []):
+            for step in by_start[a]:
+                label = (combine(section, step.section), macs + step.macs, instructions + step.instructions,
+                         max(pair, step.pair), max(temp, step.temp),
+                         stages + (() if step.b is None else ((step.b, step.p),)))
+                if one_at_a_time and label[3] + label[4] > bound:
+                    continue
+                target = found if step.b is None else labels.setdefault(step.b, [])
+                if not any(_dominates(x, label) for x in target):
+                    target[:] = [x for x in target if not _dominates(label, x)] + [label]
+    return [label[-1] for label in found if label[-1]]
+
+
+def _deep_chains(model, pieces, max_mac_overhead, log):
+    """Chains of any depth (msf-CNN's search over cut points) as ``Candidate``: every ``_deep_steps`` stage
+    (built with ``pieces``, persistent measured), then for each shared bound (every step's need) the chains
+    non-dominated under it (``_deep_paths``)."""
+    steps = _deep_steps(model, pieces, max_mac_overhead, log)
+    chains = set()
+    for bound in sorted({step.need for step in steps}):
+        chains.update(_deep_paths(steps, bound, pieces.interpreters == "one_at_a_time"))
+    return [pieces.chain(stages) for stages in sorted(chains, key=str)]
 
 
 def format_table(result, chosen=None, unsplit=None):
