@@ -4,16 +4,18 @@ TFLM first; the whole model (a bundle with no patch stage) when no split beats i
 its tunnels. Whole-model bundles and plain .tflite files export as sketches; identical model files are
 stored once."""
 import dataclasses
+import re
 import types
 
 import numpy as np
 import pytest
 
 from conftest import int8_tflite
-from converters.cli.bundle_convert import convert_to_bundle
+from converters.cli.bundle_convert import _chain, convert_to_bundle
 from converters.export.arduino import export_arduino, fit_report
 from converters.patching import read_bundle, split_patch_stage, split_points, whole_model, write_bundle
 from converters.patching.bundle import finalize
+from converters.patching.search import Candidate
 from tinyvision.errors import TinyVisionError
 from tinyvision.runtime.patch_runner import PatchRunner, verify_bundle
 
@@ -22,7 +24,7 @@ def _flags(output, **overrides):
     """The flags `tinyvision convert --patches=auto` passes to ``convert_to_bundle``, with its defaults."""
     values = dict(model="model.tflite", output=str(output), patches="auto", split=None, budget=None, flash_budget=None,
                   board="nano33ble", max_mac_overhead=0.15, max_latency_overhead=None, max_flash_overhead=0.25,
-                  interpreters="one_at_a_time", verify=True, partial_execution=False)
+                  interpreters="one_at_a_time", verify=True, partial_execution=False, deep_search=False)
     values.update(overrides)
     return types.SimpleNamespace(**values)
 
@@ -55,6 +57,20 @@ def test_auto_pick_is_measured_within_budgets_and_exports(auto_bundle_dir, mobil
     assert sum(len(m.data) for m in bundle.models) <= 1.25 * len(mobilenet_v2)
     report = export_arduino(auto_bundle_dir, tmp_path / "sketch", verbose=False)  # never refused for fit
     assert report.ram_bytes == picked.ram_bytes
+
+
+def test_deep_search_picks_a_deeper_chain_of_less_sram(auto_bundle_dir, mobilenet_v2, tmp_path, capsys):
+    """--deep_search: the pick needs less static RAM than the default one, is bit-exact, and the printed
+    --patches line is the chosen chain."""
+    out = tmp_path / "deep"
+    convert_to_bundle(mobilenet_v2, _flags(out, deep_search=True))
+    printed = capsys.readouterr().out
+    assert "verified: bit-exact" in printed
+    chain = _chain(re.search(r"the same chain without the search: --patches=(\S+)", printed).group(1))
+    assert f"chosen: {Candidate(tuple(chain), 0, 0.0, 0).label}:" in printed
+    deep = read_bundle(out)
+    assert len(deep.stages) == len(chain) > 4
+    assert fit_report(deep).ram_bytes < fit_report(read_bundle(auto_bundle_dir)).ram_bytes
 
 
 def test_a_miss_falls_back_to_the_next_point(auto_bundle_dir, mobilenet_v2, tmp_path, capsys):

@@ -206,7 +206,7 @@ def test_person_detect_auto_below_a_third_of_the_head(tmp_path, capsys):
     convert_to_bundle(original, types.SimpleNamespace(
         model="person_detect.tflite", output=str(out), patches="auto", split=None, budget=None, flash_budget=None,
         board="nano33ble", max_mac_overhead=0.15, max_latency_overhead=None, max_flash_overhead=0.25,
-        interpreters="one_at_a_time", verify=True, partial_execution=False))
+        interpreters="one_at_a_time", verify=True, partial_execution=False, deep_search=False))
     printed = capsys.readouterr().out
     assert "chosen: n=" in printed and "verified: bit-exact" in printed
     picked = read_bundle(out)

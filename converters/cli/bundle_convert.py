@@ -92,7 +92,8 @@ def convert_to_bundle(model_bytes, FLAGS, source_bytes=None):
 
 
 # Split points built and measured (TFLM, real layout, export's RAM and flash) per search: at most
-# MEASURED_POINTS once one fits (they only look for a smaller one), MAX_MEASURED_POINTS in all.
+# MEASURED_POINTS once one fits (they only look for a smaller one), MAX_MEASURED_POINTS in all; twice as
+# many with --deep_search, whose many near-equal deep chains lay out further above their estimates.
 MEASURED_POINTS, MAX_MEASURED_POINTS = 4, 10
 
 
@@ -147,11 +148,11 @@ def auto_bundle(model, model_bytes, name, FLAGS):
     result = search(model, FLAGS.max_mac_overhead, name, interpreters=FLAGS.interpreters, sram_budget=sram_budget,
                     flash_budget=min(flash_budget - fixed_flash, model_flash_limit), objects=objects,
                     max_latency_overhead=slower, partial_expansions=partial, deep=FLAGS.deep_search) if points else None
-    tried = []
+    tried, more = [], 2 if FLAGS.deep_search else 1
     for c in result.ranked if result else []:
-        if chosen is not None and (c.sram >= chosen.sram or len(tried) >= MEASURED_POINTS):
+        if chosen is not None and (c.sram >= chosen.sram or len(tried) >= more * MEASURED_POINTS):
             break  # estimates run below what TFLM measures: nothing further on can beat the chosen one
-        if len(tried) >= MAX_MEASURED_POINTS:
+        if len(tried) >= more * MAX_MEASURED_POINTS:
             break
         tried.append(c)
         built = finalize(split_stages(model, c.stages, name, partial_expansions=partial),
