@@ -92,9 +92,11 @@ def convert_to_bundle(model_bytes, FLAGS, source_bytes=None):
 
 
 # Split points built and measured (TFLM, real layout, export's RAM and flash) per search: at most
-# MEASURED_POINTS once one fits (they only look for a smaller one), MAX_MEASURED_POINTS in all; twice as
-# many with --deep_search, whose many near-equal deep chains lay out further above their estimates.
+# MEASURED_POINTS once one fits (they only look for a smaller one), MAX_MEASURED_POINTS in all. With
+# --deep_search as many again of the deep chains, those estimated up to DEEP_SLACK above the chosen one's
+# measured SRAM too: deep chains lay out above their estimates, where a shallower chain may lay out below.
 MEASURED_POINTS, MAX_MEASURED_POINTS = 4, 10
+DEEP_SLACK = 0.05
 
 
 def auto_bundle(model, model_bytes, name, FLAGS):
@@ -148,24 +150,28 @@ def auto_bundle(model, model_bytes, name, FLAGS):
     result = search(model, FLAGS.max_mac_overhead, name, interpreters=FLAGS.interpreters, sram_budget=sram_budget,
                     flash_budget=min(flash_budget - fixed_flash, model_flash_limit), objects=objects,
                     max_latency_overhead=slower, partial_expansions=partial, deep=FLAGS.deep_search) if points else None
-    tried, more = [], 2 if FLAGS.deep_search else 1
-    for c in result.ranked if result else []:
-        if chosen is not None and (c.sram >= chosen.sram or len(tried) >= more * MEASURED_POINTS):
-            break  # estimates run below what TFLM measures: nothing further on can beat the chosen one
-        if len(tried) >= more * MAX_MEASURED_POINTS:
-            break
-        tried.append(c)
-        built = finalize(split_stages(model, c.stages, name, partial_expansions=partial),
-                         interpreters=FLAGS.interpreters)
-        measured = fit_report(built, board)
-        c.shared, c.flash = built.arena["shared"]["size"], measured.flash["models"]
-        c.persistent = built.arena["size"] - c.shared
-        c.measured_sram, c.measured_flash = measured.ram_bytes, measured.flash_bytes
-        if not fits(c):
-            print(f"  {c.label[2:]}: measured {c.sram:,} B SRAM, {c.measured_flash:,} B flash: over the budget, "
-                  "next point")
-        elif chosen is None or c.sram < chosen.sram:
-            chosen, bundle = c, built
+    tried = []
+    # the default search's points as without --deep_search, then the deep chains': never a worse pick
+    for points, slack in ([(result.ranked, 1.0), (result.deeper, 1 + DEEP_SLACK)] if result else []):
+        count = 0
+        for c in points:
+            if chosen is not None and (c.sram >= slack * chosen.sram or count >= MEASURED_POINTS):
+                break  # estimates run below what TFLM measures: nothing further on can beat the chosen one
+            if count >= MAX_MEASURED_POINTS:
+                break
+            count += 1
+            tried.append(c)
+            built = finalize(split_stages(model, c.stages, name, partial_expansions=partial),
+                             interpreters=FLAGS.interpreters)
+            measured = fit_report(built, board)
+            c.shared, c.flash = built.arena["shared"]["size"], measured.flash["models"]
+            c.persistent = built.arena["size"] - c.shared
+            c.measured_sram, c.measured_flash = measured.ram_bytes, measured.flash_bytes
+            if not fits(c):
+                print(f"  {c.label[2:]}: measured {c.sram:,} B SRAM, {c.measured_flash:,} B flash: over the budget, "
+                      "next point")
+            elif chosen is None or c.sram < chosen.sram:
+                chosen, bundle = c, built
     if result is None:
         print(f"{name} has no patch stage to split")
     else:

@@ -107,6 +107,7 @@ class SearchResult:
     candidates: list  # every Candidate evaluated
     pareto: list  # non-dominated in (SRAM, mac_overhead) among those within the flash budget, ascending SRAM
     ranked: list  # the candidates within every budget, ascending estimated SRAM: the order they are tried in
+    deeper: list  # with ``deep``, its chains within every budget, ascending estimated SRAM: tried after ``ranked``
     best: Candidate  # lowest SRAM among those measured, whatever the budgets
 
 
@@ -366,20 +367,25 @@ def search(model, max_mac_overhead, name="model.tflite", grids=GRIDS, log=None, 
         return (c.mac_overhead <= max_mac_overhead and (flash_budget is None or c.flash <= flash_budget)
                 and (max_latency_overhead is None or c.latency_overhead <= max_latency_overhead))
 
+    def ranked(chains):
+        return sorted((c for c in chains if eligible(c) and (sram_budget is None or c.sram <= sram_budget)),
+                      key=lambda c: (c.sram, c.mac_overhead))
+
     front = measured(_flash_front(candidates))
     if interpreters == "one_at_a_time":
         segmented = measured(_with_segments(model, pieces, [c for c in front if eligible(c)]))
         candidates += segmented
         front += segmented
+    deeper = []
     if deep:  # every deep chain's persistent was measured with its stages
         chains = measured(_deep_chains(model, pieces, max_mac_overhead, log))
         candidates += chains
-        front = _measured_front(front + chains)
-    within_flash = [c for c in front if flash_budget is None or c.flash <= flash_budget]
-    ranked = sorted((c for c in front if eligible(c) and (sram_budget is None or c.sram <= sram_budget)),
-                    key=lambda c: (c.sram, c.mac_overhead))
-    best = min(front, key=lambda c: (c.sram, c.mac_overhead))
-    return SearchResult(list(candidates), pareto(within_flash, key=lambda c: c.sram), ranked, best)
+        grown = {c.stages for c in front}
+        deeper = [c for c in _measured_front(chains) if c.stages not in grown]
+    within_flash = [c for c in front + deeper if flash_budget is None or c.flash <= flash_budget]
+    best = min(front + deeper, key=lambda c: (c.sram, c.mac_overhead))
+    return SearchResult(list(candidates), pareto(within_flash, key=lambda c: c.sram), ranked(front), ranked(deeper),
+                        best)
 
 
 def _measure_persistent(pieces, chains):
