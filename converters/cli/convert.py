@@ -59,10 +59,10 @@ flags.DEFINE_float("max_mac_overhead", 0.15, "with --patches=auto or tunnels: la
 flags.DEFINE_float("max_latency_overhead", None, "with --patches=auto: largest extra Cortex-M4F instructions per "
                    "inference accepted (estimated by tinyvision.analysis.latency: patches, copies and interpreter "
                    "re-creation), as a fraction of the unsplit model's; default: no limit")
-flags.DEFINE_bool("deep_search", False, "with --patches=auto: search chains of any depth, a stage between any "
-                  "block boundaries (the first from the image), over every grid within --max_mac_overhead, instead "
-                  "of growing up to 3 stages from the best shorter chains: finds deep chains of far smaller SRAM; "
-                  "builds every such stage once (minutes on a MobileNetV2)")
+flags.DEFINE_bool("deep_search", False, "with --patches=auto: besides the chains of up to 3 tiled stages, search "
+                  "chains of any depth (a stage between any block boundaries, the first from the image, over every "
+                  "grid within --max_mac_overhead; msf-CNN's DP over cut points): finds deep chains of far less "
+                  "SRAM, never a worse pick; builds every such stage once (minutes on a MobileNetV2)")
 FLAGS = flags.FLAGS
 
 

@@ -572,8 +572,8 @@ class _Step:
 
 def _stage_grids(pieces, a, b, spare_macs, original_macs):
     """Grids worth a stage from cut a to cut b: a segment (a > 0), then square grids ascending while each
-    lowers the stage's need and its extra MACs stay within ``spare_macs``, then one row per tile row
-    (a > 0: a later stage's full-width rows read a contiguous band of its input)."""
+    lowers the stage's need and its extra MACs stay within ``spare_macs``, then (a > 0) full-width tiles
+    one output row high, which read a band of the stage buffer before."""
     height = pieces.tails[0].main.ops[b - 1].outputs[0].shape[1]
     grids = [1] if a else []
     coarser = math.inf
@@ -640,10 +640,9 @@ def _dominates(label, other):
 def _deep_paths(steps, bound, one_at_a_time):
     """The chains (tuples of (b, p)) from the image to the tail whose steps all need at most ``bound``
     shared bytes, non-dominated in (persistent, MACs, instructions, largest stage buffers, largest
-    temporaries): a
-    label-setting DP over the cuts, in order. With one interpreter at a time the largest stage buffers
-    plus the largest temporaries must fit the bound too, and persistent is the largest section, else the
-    sum."""
+    temporaries): a label-setting DP over the cuts, in order. With one interpreter at a time the largest
+    stage buffers plus the largest temporaries must fit the bound too, and persistent is the largest
+    section, else the sum."""
     by_start = {}
     for step in steps:
         if step.need <= bound and (not one_at_a_time or step.pair + step.temp <= bound):
