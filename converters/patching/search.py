@@ -317,25 +317,27 @@ def pareto(candidates, key=lambda c: c.shared):
     return front
 
 
+def _front(candidates, first, figures):
+    """The candidates, ascending (``first``, *``figures``), that no earlier one matches or beats in every one
+    of ``figures`` (functions of a candidate)."""
+    front = []
+    for c in sorted(candidates, key=lambda c: (first(c), *(f(c) for f in figures))):
+        if not any(all(f(k) <= f(c) for f in figures) for k in front):
+            front.append(c)
+    return front
+
+
 def _flash_front(candidates):
     """Non-dominated candidates in (shared, mac_overhead, flash): those whose persistent is worth measuring
     (a point with more shared bytes but fewer flash bytes may be the only one that fits the flash)."""
-    front = []
-    for c in sorted(candidates, key=lambda c: (c.shared, c.mac_overhead, c.flash)):
-        if not any(k.mac_overhead <= c.mac_overhead and k.flash <= c.flash for k in front):
-            front.append(c)
-    return front
+    return _front(candidates, lambda c: c.shared, (lambda c: c.mac_overhead, lambda c: c.flash))
 
 
 def _measured_front(candidates):
     """Non-dominated candidates in (estimated SRAM, mac_overhead, flash, latency_overhead), their persistent
     measured: the deep search's chains of one shared region differ in persistent and instructions."""
-    front = []
-    for c in sorted(candidates, key=lambda c: (c.sram, c.mac_overhead, c.flash, c.latency_overhead)):
-        if not any(k.mac_overhead <= c.mac_overhead and k.flash <= c.flash and k.latency_overhead <= c.latency_overhead
-                   for k in front):
-            front.append(c)
-    return front
+    return _front(candidates, lambda c: c.sram,
+                  (lambda c: c.mac_overhead, lambda c: c.flash, lambda c: c.latency_overhead))
 
 
 def search(model, max_mac_overhead, name="model.tflite", grids=GRIDS, log=None, interpreters=DEFAULT_INTERPRETERS,
@@ -575,21 +577,24 @@ def _stage_grids(pieces, a, b, spare_macs, original_macs):
     lowers the stage's need and its extra MACs stay within ``spare_macs``, then (a > 0) full-width tiles
     one output row high, which read a band of the stage buffer before."""
     height = pieces.tails[0].main.ops[b - 1].outputs[0].shape[1]
-    grids = [1] if a else []
+
+    def fits(p):
+        piece = pieces.piece(a, b, p)
+        return piece is not None and piece.macs - original_macs <= spare_macs
+
+    grids = [1] if a and fits(1) else []
     coarser = math.inf
     for q in range(2, height + 1):
-        piece = pieces.piece(a, b, q)
-        if piece is None or piece.macs - original_macs > spare_macs:
+        if not fits(q):
             break
         need = pieces.need(a, b, q)
         if need >= coarser:
             break
         coarser = need
         grids.append(q)
-    if a and height > 2:
+    if a and height > 2 and fits((height, 1)):
         grids.append((height, 1))
-    return [p for p in grids if pieces.piece(a, b, p) is not None and pieces.piece(a, b, p).macs - original_macs
-            <= spare_macs]
+    return grids
 
 
 def _deep_steps(model, pieces, max_mac_overhead, log):
