@@ -384,6 +384,48 @@ def test_stages_packed_from_the_top_leave_the_memory_below_in_one_piece():
     assert _packed_from_top(spans, 1100, [0, 50, 0, 0], together)[1] == 50  # under its floor: raised to it
 
 
+def _gap_cost(spans, heads):
+    """A stand-in for planning a phase's models: stage k's models need heads[k] bytes in one piece beside the
+    buffers of stages k - 1 and k, in the largest gap below their ends or else above them."""
+    def cost(k, offsets):
+        if heads[k] is None:
+            raise TinyVisionError("does not fit")
+        taken = sorted((offsets[j], offsets[j] + spans[j]) for j in (k - 1, k) if j >= 0)
+        gap, at = 0, 0
+        for lo, hi in taken:
+            gap, at = max(gap, lo - at), max(at, hi)
+        return at if gap >= heads[k] else at + heads[k]
+    return cost
+
+
+def test_stage_search_reaches_the_best_layout_of_a_small_chain():
+    """The DP over stage offsets meets the brute-force optimum of a small chain (every aligned offset
+    tried), keeps floors and keeps stages alive together apart."""
+    import itertools
+
+    from converters.planning.stage_search import search_stage_offsets
+
+    spans, floors, heads = [64, 32, 48, 32], [16, 0, 32, 0], [96, 80, 112, 48]
+    cost = _gap_cost(spans, heads)
+
+    def need(offsets):
+        return max(cost(k, offsets[:k + 1]) for k in range(len(spans)))
+
+    def valid(offsets):
+        return (all(o >= f for o, f in zip(offsets, floors))
+                and all(a + spans[k] <= b or b + spans[k + 1] <= a
+                        for k, (a, b) in enumerate(zip(offsets, offsets[1:]))))
+
+    grid = range(0, 256, 16)
+    best = min(need(o) for o in itertools.product(grid, repeat=len(spans)) if valid(o))
+    lower = max(spans[k] + spans[k - 1] * (k > 0) + heads[k] for k in range(len(spans)))
+    found = search_stage_offsets(spans, floors, [96, 0, 0, 0], lower, cost)
+    assert found and all(valid(o) for o in found)
+    assert need(found[0]) == best and [need(o) for o in found] == sorted(need(o) for o in found)
+    # a stage whose models fit nowhere leaves no layout
+    assert search_stage_offsets(spans, floors, [0] * 4, lower, _gap_cost(spans, [96, None, 112, 48])) == []
+
+
 def test_bundle_layout_one_interpreter_at_a_time(chain_tflite, small_cnn_tflite, residual_tflite):
     sources = {"patch_a": chain_tflite, "patch_b": small_cnn_tflite, "tail": residual_tflite}
     entries = [(name, "tail" if name == "tail" else "patch", Model.from_bytes(data).main)

@@ -47,6 +47,7 @@ MAX_POINTS = 16  # stage lengths tried; thinned evenly (block boundaries first) 
 MAX_STAGES = 3
 LABEL_WIDTH = 36  # the table's first column, widened for longer chains
 NEXT_CUTS = 3  # cuts tried after a chain's last stage (each with a smaller tail than the one before)
+ESTIMATE_EFFORT = 100  # packing effort of the heads the search estimates with (the bundle it picks is planned in full)
 
 
 def _align(n):
@@ -303,9 +304,11 @@ def _temps(bundle, interpreters):
 
 
 def _heads(bundle):
-    from converters.planning import plan_graph
+    """Each model's planned head with the kernel scratch of the host and the board (as the bundle plans it)."""
+    from converters.planning import deployment_scratch, plan_graph
 
-    return [_align(plan_graph(m.graph()).size) for m in bundle.models]
+    return [_align(plan_graph(m.graph(), scratch=deployment_scratch(m.graph(), m.name), effort=ESTIMATE_EFFORT).size)
+            for m in bundle.models]
 
 
 def pareto(candidates, key=lambda c: c.shared):

@@ -39,6 +39,7 @@ from tinyvision.errors import TinyVisionError
 
 # Metadata that stays true for a derived model (offline memory plans do not).
 _KEPT_METADATA = ("min_runtime_version",)
+SPLIT_CHOICE_EFFORT = 30  # packing effort of the plans that decide whether channel groups pay (compared, not kept)
 
 
 # ---------------------------------------------------------------- model checks and split points
@@ -506,17 +507,20 @@ def partially_executed(tail, expansions=False):
 
 def _with_partial_expansions(graph, planned=True):
     """``graph`` with its strided expansions run a group of channels at a time
-    (``converters.passes.split_strided_expansions``) when that shrinks its arena plan (``planned``; else
-    wherever the pass splits one): a patch of an inverted bottleneck's stride-2 block holds its whole
-    expansion window otherwise. Live bytes alone can mislead: the whole depthwise may overlap its input
-    in place, its channel groups' concatenation cannot."""
+    (``converters.passes.split_strided_expansions``) when that shrinks its arena plan with the kernels'
+    scratch (``planned``; else wherever the pass splits one): a patch of an inverted bottleneck's stride-2
+    block holds its whole expansion window otherwise. Live bytes alone can mislead: the whole depthwise
+    may overlap its input in place, its channel groups' concatenation cannot."""
     from converters.passes import split_strided_expansions
-    from converters.planning import plan_graph
+    from converters.planning import deployment_scratch, plan_graph
+
+    def planned_size(g):  # with the kernels' scratch, which the groups' depthwise convolutions shrink too
+        return plan_graph(g, scratch=deployment_scratch(g), effort=SPLIT_CHOICE_EFFORT).size
 
     split = copy.deepcopy(graph)
     if not any(r.split for r in split_strided_expansions(split)):
         return graph
-    if planned and plan_graph(split).size >= plan_graph(graph).size:
+    if planned and planned_size(split) >= planned_size(graph):
         return graph
     return split
 

@@ -23,7 +23,8 @@ So each stage-k patch model is planned with the buffers of stages k - 1 and k as
 offset. A stage-k model that reads all of stage k - 1 and fills all of stage k
 (``in_place``: a 1x1 stage, a segment of the tail) has its input and output pinned
 on those buffers instead, and the runtime copies neither. The stage offsets are
-chosen among a few layouts (``_stage_offset_candidates``:
+chosen among a few layouts: those of ``converters.planning.stage_search`` (a search stage by stage
+over what the models running beside each pair of stages need, planned quickly), and (``_stage_offset_candidates``:
 stacked above every patch model's own plan, at the bottom, the last one where the
 tail's unconstrained plan puts its input, consecutive stages side by side so that stage
 k + 2 reuses stage k's memory; and ``_packed_offsets``: each stage first-fit above the
@@ -41,6 +42,7 @@ from converters.planning.check import check_plan
 from converters.planning.lifetimes import ALIGNMENT, align_up, tensor_lifetimes
 from converters.planning.packing import DEFAULT_EFFORT
 from converters.planning.planner import plan_graph
+from converters.planning.stage_search import search_stage_offsets
 from tinyvision.errors import TinyVisionError
 
 ROLES = ("patch", "tail")
@@ -58,6 +60,7 @@ TEMP_BIAS_ONCE = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D"})  # input, filter, o
 INTERPRETER_MODES = ("resident", "one_at_a_time")
 ADJACENT_KEPT = 3  # layouts of consecutive stages side by side planned per bundle (best estimates first)
 TOP_DOWN_SLACK = (0.0, 0.05, 0.1)  # top-down layouts under the phases' lower bound plus these fractions
+STAGE_SEARCH_EFFORT = 1  # packing effort of the plans that rank layouts in the stage search (then planned in full)
 
 
 @dataclasses.dataclass(eq=False)
@@ -162,25 +165,26 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
         source, destination = stage_io[name]
         return {source: offsets[source_of[name]], destination: offsets[stage_of[name]]}
 
-    planned = {}  # (model index, reserved ranges, pinned offsets) -> plan or the TinyVisionError it raised
+    planned = {}  # (model index, reserved ranges, pinned offsets, effort) -> plan or the TinyVisionError it raised
+
+    def plan_of(i, offsets, effort):
+        name, _, graph = models[i]
+        pinned = pins(name, offsets)
+        owned = {stage_of[name], source_of[name]} if name in stage_io else {len(spans) - 1} if pinned else set()
+        reserved = [(offsets[j], offsets[j] + spans[j]) for j in sorted(live[name] - owned)]
+        key = (i, tuple(reserved), tuple(pinned.values()), effort)  # pins() lists its tensors in one order
+        if key not in planned:
+            try:
+                planned[key] = plan_graph(graph, reserved=reserved, pinned=pinned, scratch=scratch.get(name),
+                                          effort=effort, name=name)
+            except TinyVisionError as e:
+                planned[key] = e
+        if isinstance(planned[key], TinyVisionError):
+            raise planned[key]
+        return planned[key]
 
     def plan_all(offsets):
-        plans = []
-        for i, (name, role, graph) in enumerate(models):
-            pinned = pins(name, offsets)
-            owned = {stage_of[name], source_of[name]} if name in stage_io else {len(spans) - 1} if pinned else set()
-            reserved = [(offsets[j], offsets[j] + spans[j]) for j in sorted(live[name] - owned)]
-            key = (i, tuple(reserved), tuple(pinned.values()))  # pins() lists its tensors in one order
-            if key not in planned:
-                try:
-                    planned[key] = plan_graph(graph, reserved=reserved, pinned=pinned, scratch=scratch.get(name),
-                                              effort=effort, name=name)
-                except TinyVisionError as e:
-                    planned[key] = e
-            if isinstance(planned[key], TinyVisionError):
-                raise planned[key]
-            plans.append(planned[key])
-        return plans
+        return [plan_of(i, offsets, effort) for i in range(len(models))]
 
     graphs = [graph for _, _, graph in models]
     reserve, creation = temp_reserve(graphs, interpreters), creation_floor(graphs, interpreters)
@@ -211,9 +215,17 @@ def layout_bundle(models, persistent_bytes, stage_bytes, scratch=None, effort=DE
                   for k in sorted(set(stage_of.values()))]
         if tails:
             phases.append(((len(spans) - 1,), align_up(free[tails[0]].size) - spans[-1]))
-        candidates = _stage_offset_candidates(spans, [top, 0], first, pinned, floors, phases)
-        candidates += [_packed_offsets(spans, above_writers, floors, together, by_size) for by_size in (False, True)]
         bound = max(sum(spans[k] for k in alive if k >= 0) + head for alive, head in phases)
+        last_alive = [max(live[name]) for name in names]
+
+        def need_through(k, offsets):  # the models whose last stage alive is k, planned quickly
+            return max([max([plan_of(i, offsets, STAGE_SEARCH_EFFORT).footprint]
+                            + [offsets[j] + spans[j] for j in live[names[i]]])
+                        for i in range(len(models)) if last_alive[i] == k] + [0])
+
+        candidates = search_stage_offsets(spans, floors, above_writers, bound, need_through)
+        candidates += _stage_offset_candidates(spans, [top, 0], first, pinned, floors, phases)
+        candidates += [_packed_offsets(spans, above_writers, floors, together, by_size) for by_size in (False, True)]
         candidates += [_packed_from_top(spans, align_up(bound * (1 + slack)), floors, together)
                        for slack in TOP_DOWN_SLACK]
     else:  # interleaved, stages refilled: place each where nothing alive at the same time is
