@@ -36,7 +36,7 @@ def search_stage_offsets(spans, floors, above, bound, cost, results=3):
     """
     ceilings = sorted({_aligned_above(bound, slack) for slack in CEILING_SLACK})
     states = {(): 0}
-    for k, span in enumerate(spans):
+    for k in range(len(spans)):
         grown = {}
         for path, need in sorted(states.items(), key=lambda s: (s[1], s[0]))[:KEPT]:
             for at in _tried_offsets(k, path[-1] if path else None, need, spans, floors, above, ceilings):
